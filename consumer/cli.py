@@ -1,0 +1,121 @@
+"""``python -m consumer <command>``: run | simulate | demo | broker."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from .errors import ConfigError
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m consumer", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="consume uploads and produce verdicts until SIGTERM")
+    run.add_argument("--config", type=Path, help="YAML settings file (env MODERATION_CONFIG)")
+
+    sim = sub.add_parser("simulate", help="serve the provider simulator")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8700)
+    sim.add_argument("--latency-median-ms", type=float, default=0.0)
+    sim.add_argument("--latency-p99-ms", type=float, default=0.0)
+    sim.add_argument("--key", action="append", default=[], metavar="PROJECT=KEY",
+                     help="API key of a project (visual, text, csam, index); repeatable")
+    sim.add_argument("--allow-remote-fetch", action="store_true",
+                     help="let media URLs point outside 127.0.0.0/8 (off: loopback only)")
+
+    sub.add_parser("demo", help="broker + simulator + sample uploads, verdicts shown")
+
+    broker = sub.add_parser("broker", help="the local single-node Kafka broker")
+    broker.add_argument("action", choices=["start", "stop"])
+    broker.add_argument("--dir", type=Path, default=Path(".local/kafka"))
+    broker.add_argument("--port", type=int, default=0)
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args.config)
+        if args.command == "simulate":
+            return _simulate(args)
+        if args.command == "demo":
+            from .devtools.demo import run_demo
+
+            return run_demo()
+        return _broker(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(config: Path | None) -> int:
+    from .config import load_settings
+    from .telemetry.logging import configure_logging
+
+    settings = load_settings(config)
+    configure_logging(settings.log_level)
+    return asyncio.run(_serve(settings))
+
+
+async def _serve(settings: object) -> int:
+    import httpx
+
+    from .config import Settings
+    from .service import ModerationService, build_pipeline
+
+    assert isinstance(settings, Settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    limits = httpx.Limits(max_connections=settings.processing.max_in_flight * 2,
+                          max_keepalive_connections=settings.processing.max_in_flight * 2)
+    async with httpx.AsyncClient(limits=limits) as http:
+        pipeline = build_pipeline(settings, http)
+        service = ModerationService(settings, pipeline)
+        try:
+            await service.run(stop)
+        except Exception as exc:
+            logging.getLogger("consumer").error("service stopped on an error: %s: %s", type(exc).__name__, exc)
+            return 1
+    logging.getLogger("consumer").info("stopped", extra={"processed": service.processed})
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from .simulator import DEFAULT_KEYS, LatencyModel, SimulatorState, serve
+
+    keys = dict(DEFAULT_KEYS)
+    for item in args.key:
+        project, sep, key = item.partition("=")
+        if not sep or project not in DEFAULT_KEYS or not key:
+            raise ConfigError("--key", f"expected PROJECT=KEY with PROJECT one of {', '.join(DEFAULT_KEYS)}")
+        keys[project] = key  # type: ignore[index]
+    state = SimulatorState(keys, LatencyModel(args.latency_median_ms, args.latency_p99_ms))
+    print(f"simulator listening on http://{args.host}:{args.port}", flush=True)
+    try:
+        asyncio.run(serve(args.host, args.port, state, allow_remote_fetch=args.allow_remote_fetch))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _broker(args: argparse.Namespace) -> int:
+    from .devtools.broker import BrokerError, LocalKafka
+
+    try:
+        if args.action == "start":
+            kafka = LocalKafka(args.dir.resolve(), port=args.port)
+            print(kafka.start(), flush=True)
+        else:
+            LocalKafka.attach(args.dir.resolve()).stop()
+    except BrokerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

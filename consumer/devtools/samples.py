@@ -1,0 +1,56 @@
+"""Deterministic sample media for the demo, tests and benchmarks (no files shipped)."""
+
+from __future__ import annotations
+
+import io
+import random
+
+from PIL import Image, ImageDraw
+
+__all__ = ["cropped", "image_bytes", "make_gif", "make_image", "reencoded"]
+
+
+def make_image(seed: int, size: tuple[int, int] = (480, 360)) -> Image.Image:
+    """A textured image of overlapping shapes; different seeds give perceptually unrelated images."""
+    rng = random.Random(seed)
+
+    def colour() -> tuple[int, int, int]:
+        return rng.randrange(256), rng.randrange(256), rng.randrange(256)
+
+    image = Image.new("RGB", size, colour())
+    draw = ImageDraw.Draw(image)
+    w, h = size
+    for _ in range(12):
+        x0, y0 = rng.randrange(-w // 10, w), rng.randrange(-h // 7, h)
+        x1, y1 = x0 + rng.randrange(w // 6, w * 2 // 3), y0 + rng.randrange(h // 5, h * 5 // 6)
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape((x0, y0, x1, y1), fill=colour())
+    return image
+
+
+def image_bytes(image: Image.Image, fmt: str = "PNG", quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "JPEG":
+        image.convert("RGB").save(buf, fmt, quality=quality)
+    else:
+        image.save(buf, fmt)
+    return buf.getvalue()
+
+
+def reencoded(image: Image.Image, scale: float = 0.5, quality: int = 70) -> bytes:
+    """A resized JPEG copy: what a re-upload of a known image usually looks like."""
+    w, h = image.size
+    return image_bytes(image.resize((int(w * scale), int(h * scale))), "JPEG", quality)
+
+
+def cropped(image: Image.Image, fraction: float = 0.01) -> bytes:
+    w, h = image.size
+    dx, dy = max(1, int(w * fraction)), max(1, int(h * fraction))
+    return image_bytes(image.crop((dx, dy, w - dx, h - dy)), "PNG")
+
+
+def make_gif(seeds: list[int], frame_ms: int = 1000, size: tuple[int, int] = (240, 180)) -> bytes:
+    frames = [make_image(s, size).convert("P", palette=Image.Palette.ADAPTIVE) for s in seeds]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
+    return buf.getvalue()

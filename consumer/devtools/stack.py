@@ -1,0 +1,239 @@
+"""Helpers that start and drive the real parts (simulator process, consumer process, topics),
+shared by the demo, the integration tests and the benchmarks."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from confluent_kafka import Consumer, Producer
+
+from ..records import MediaType, ModerationVerdict, UploadEvent
+from ..serde import AvroCodec
+from ..simulator.state import DEFAULT_KEYS
+from .broker import free_port
+
+_QUIET = logging.getLogger("consumer.devtools.clients")
+_QUIET.setLevel(logging.ERROR)
+
+__all__ = [
+    "ConsumerProcess",
+    "SimulatorProcess",
+    "consumer_env",
+    "produce_uploads",
+    "read_verdicts",
+    "upload",
+]
+
+
+@dataclass
+class SimulatorProcess:
+    """``python -m consumer simulate`` on a free port, with its admin hooks."""
+
+    latency_median_ms: float = 0.0
+    latency_p99_ms: float = 0.0
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> SimulatorProcess:
+        self.port = self.port or free_port()
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "consumer", "simulate", "--port", str(self.port),
+             "--latency-median-ms", str(self.latency_median_ms), "--latency-p99-ms", str(self.latency_p99_ms)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"simulator exited with code {self.process.returncode}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("simulator did not answer /healthz in time")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def admin(self, path: str, json: Any = None, content: bytes | None = None) -> Any:
+        resp = httpx.post(self.url + path, json=json, content=content, timeout=30)
+        resp.raise_for_status()
+        return resp.json()
+
+    def reset(self) -> None:
+        self.admin("/_admin/reset")
+
+    def add_csam_image(self, data: bytes) -> str:
+        return str(self.admin("/_admin/csam/media", content=data)["hash"])
+
+    def force_scores(self, scores: dict[str, float], *, media: bytes | None = None, text: str | None = None) -> None:
+        body: dict[str, Any] = {"scores": scores}
+        if media is not None:
+            body["media_b64"] = base64.b64encode(media).decode()
+        if text is not None:
+            body["text"] = text
+        self.admin("/_admin/scores", json=body)
+
+    def host_media(self, name: str, data: bytes, content_type: str) -> str:
+        resp = httpx.put(f"{self.url}/media/{name}", content=data, headers={"content-type": content_type})
+        resp.raise_for_status()
+        return str(resp.json()["url"])
+
+    def index_add(self, data: bytes, metadata: str, tenant: str = "demo") -> dict[str, Any]:
+        resp = httpx.post(
+            self.url + "/api/v2/custom_index/add/sync",
+            headers={"authorization": f"token {DEFAULT_KEYS['index']}"},
+            data={"metadata": f"tenant={tenant};{metadata}"},
+            files={"media": ("seed.png", data, "image/png")}, timeout=30,
+        )
+        resp.raise_for_status()
+        return dict(resp.json())
+
+    def stats(self) -> dict[str, Any]:
+        return dict(httpx.get(self.url + "/_admin/stats", timeout=10).json())
+
+
+def consumer_env(bootstrap: str, simulator_url: str, *, group: str = "moderation",
+                 topics: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """Environment for ``python -m consumer run`` against a local broker and the simulator."""
+    env = {
+        **os.environ,
+        "MODERATION_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "MODERATION_KAFKA__GROUP_ID": group,
+        "MODERATION_HIVE__BASE_URL": simulator_url,
+        "MODERATION_HIVE__VISUAL_KEY": DEFAULT_KEYS["visual"],
+        "MODERATION_HIVE__TEXT_KEY": DEFAULT_KEYS["text"],
+        "MODERATION_HIVE__CSAM_KEY": DEFAULT_KEYS["csam"],
+        "MODERATION_HIVE__INDEX_KEY": DEFAULT_KEYS["index"],
+    }
+    for name, topic in (topics or {}).items():
+        env[f"MODERATION_KAFKA__{name.upper()}"] = topic
+    env.update(extra)
+    return env
+
+
+@dataclass
+class ConsumerProcess:
+    """``python -m consumer run`` as a child process (so tests can SIGTERM or SIGKILL it)."""
+
+    env: dict[str, str]
+    log_path: Path | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self) -> ConsumerProcess:
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen([sys.executable, "-m", "consumer", "run"], env=self.env,
+                                        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return self
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def upload(kind: MediaType, *, upload_id: str | None = None, tenant: str = "demo", data: bytes | None = None,
+           url: str | None = None, text: str | None = None, content_type: str | None = None) -> UploadEvent:
+    return UploadEvent(
+        upload_id=upload_id or f"up-{uuid.uuid4().hex[:12]}",
+        tenant_id=tenant,
+        user_id="user-1",
+        media_type=kind,
+        created_at=int(time.time() * 1000),
+        media_url=url,
+        media_bytes=data,
+        text=text,
+        content_sha256=hashlib.sha256(data).hexdigest() if data else None,
+        content_type=content_type,
+        size_bytes=len(data) if data else None,
+    )
+
+
+def produce_uploads(bootstrap: str, topic: str, uploads: Iterable[UploadEvent],
+                    codec: AvroCodec | None = None, raw: Iterable[tuple[bytes | None, bytes]] = ()) -> int:
+    codec = codec or AvroCodec()
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+                         "linger.ms": 5, "logger": _QUIET})
+    count = 0
+    for u in uploads:
+        producer.produce(topic, key=u.upload_id.encode(), value=codec.encode("UploadEvent", u.to_avro()))
+        producer.poll(0)
+        count += 1
+    for key, value in raw:
+        producer.produce(topic, key=key, value=value)
+        count += 1
+    if producer.flush(30):
+        raise RuntimeError("uploads not acknowledged by the broker")
+    return count
+
+
+def iter_verdicts(bootstrap: str, topic: str, *, timeout: float, group: str | None = None,
+                  isolation: str = "read_committed") -> Iterator[ModerationVerdict]:
+    """Verdicts from the beginning of ``topic`` until ``timeout`` seconds pass (caller stops early)."""
+    codec = AvroCodec()
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": group or f"reader-{uuid.uuid4().hex[:8]}",
+        "auto.offset.reset": "earliest", "enable.auto.commit": False, "isolation.level": isolation,
+        "logger": _QUIET,
+    })
+    consumer.subscribe([topic])
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            for msg in consumer.consume(500, 0.2):
+                if msg.error():
+                    continue
+                yield ModerationVerdict.from_avro(codec.decode(msg.value(), "ModerationVerdict"))
+    finally:
+        consumer.close()
+
+
+def read_verdicts(bootstrap: str, topic: str, expected: set[str], *, timeout: float = 120.0
+                  ) -> list[ModerationVerdict]:
+    """All verdicts read until every id in ``expected`` has one (or the deadline passes)."""
+    seen: list[ModerationVerdict] = []
+    missing = set(expected)
+    for verdict in iter_verdicts(bootstrap, topic, timeout=timeout):
+        seen.append(verdict)
+        missing.discard(verdict.upload_id)
+        if not missing:
+            break
+    return seen

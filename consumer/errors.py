@@ -1,0 +1,69 @@
+"""The one exception tree of the service.
+
+```
+ModerationError
+├── ConfigError               a setting is missing or invalid; the process stops at start
+├── SerializationError        bytes that are not a valid record of a known schema (poison input)
+├── TransientError            worth retrying: 429, 5xx, timeouts, connection errors, Hive 2xxx
+│   └── RateLimitedError      429; carries Retry-After when the provider sent one
+└── PermanentError            retrying cannot help: 400, 403, 404, 405, Hive 3xxx, unsupported media
+```
+
+Transient errors are retried with bounded backoff and, once exhausted, give a fail-closed verdict;
+permanent and serialization errors go to the dead letter topic (or a verdict carrying the reason).
+Messages never contain API keys or other secrets.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ModerationError",
+    "PermanentError",
+    "RateLimitedError",
+    "SerializationError",
+    "TransientError",
+]
+
+
+class ModerationError(Exception):
+    """Base of every error this service raises on purpose."""
+
+
+class ConfigError(ModerationError):
+    """A setting is missing or invalid. ``str()`` is one line naming the setting."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"invalid setting {setting}: {problem}")
+        self.setting = setting
+        self.problem = problem
+
+
+class SerializationError(ModerationError):
+    """Bytes that cannot be decoded into (or encoded from) a known Avro schema."""
+
+
+class ProviderError(ModerationError):
+    """An error reported by, or on the way to, a remote provider."""
+
+    def __init__(self, message: str, *, check: str = "", status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        self.check = check
+        self.status = status
+        self.code = code
+
+
+class TransientError(ProviderError):
+    """Worth retrying later: rate limits, 5xx, timeouts, download failures."""
+
+
+class RateLimitedError(TransientError):
+    """HTTP 429. ``retry_after`` is the provider's Retry-After in seconds, if it sent one."""
+
+    def __init__(self, message: str, *, check: str = "", retry_after: float | None = None) -> None:
+        super().__init__(message, check=check, status=429)
+        self.retry_after = retry_after
+
+
+class PermanentError(ProviderError):
+    """Retrying cannot help: bad request, bad key, no balance, unsupported or corrupt media."""

@@ -1,0 +1,7 @@
+"""A thin typed layer over confluent-kafka: the only place that imports it."""
+
+from .admin import ensure_topics
+from .sink import Sink
+from .source import Source
+
+__all__ = ["Sink", "Source", "ensure_topics"]

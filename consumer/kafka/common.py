@@ -1,0 +1,27 @@
+"""Client configuration shared by the source, the sink and the admin client."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..config import KafkaSettings
+
+__all__ = ["base_config", "error_callback"]
+
+log = logging.getLogger("consumer.kafka")
+
+
+def error_callback(err: Any) -> None:
+    """librdkafka's global errors: fatal ones are logged as errors, the rest as warnings."""
+    level = logging.ERROR if err.fatal() else logging.WARNING
+    log.log(level, "kafka client error: %s", err.str(), extra={"kafka_error": err.name()})
+
+
+def base_config(settings: KafkaSettings) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "error_cb": error_callback,
+        "logger": logging.getLogger("consumer.librdkafka"),
+        **settings.client_config,
+    }

@@ -1,0 +1,88 @@
+"""The input side: a lazily created consumer with manual, tracked commits."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from ..config import KafkaSettings
+from .common import base_config
+
+__all__ = ["Source"]
+
+log = logging.getLogger("consumer.kafka.source")
+PartitionsCallback = Callable[[list[tuple[str, int]]], None]
+
+
+class Source:
+    """Wraps one ``confluent_kafka.Consumer``. Every method must be called from one thread."""
+
+    def __init__(self, settings: KafkaSettings, *, on_assign: PartitionsCallback | None = None,
+                 on_revoke: PartitionsCallback | None = None, on_lost: PartitionsCallback | None = None) -> None:
+        self._settings = settings
+        self._consumer: Consumer | None = None
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+        self._on_lost = on_lost or on_revoke
+
+    @property
+    def consumer(self) -> Consumer:
+        if self._consumer is None:
+            config: dict[str, Any] = {
+                **base_config(self._settings),
+                "group.id": self._settings.group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "cooperative-sticky",
+                "enable.partition.eof": False,
+            }
+            config.update(self._settings.client_config)
+            self._consumer = Consumer(config)
+            self._consumer.subscribe(
+                [self._settings.input_topic],
+                on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost,
+            )
+        return self._consumer
+
+    def _assigned(self, _: Consumer, parts: list[TopicPartition]) -> None:
+        log.info("partitions assigned", extra={"partitions": _names(parts)})
+        if self._on_assign:
+            self._on_assign([(p.topic, p.partition) for p in parts])
+
+    def _revoked(self, _: Consumer, parts: list[TopicPartition]) -> None:
+        log.info("partitions revoked", extra={"partitions": _names(parts)})
+        if self._on_revoke:
+            self._on_revoke([(p.topic, p.partition) for p in parts])
+
+    def _lost(self, _: Consumer, parts: list[TopicPartition]) -> None:
+        log.warning("partitions lost", extra={"partitions": _names(parts)})
+        if self._on_lost:
+            self._on_lost([(p.topic, p.partition) for p in parts])
+
+    def consume(self, max_records: int, timeout: float) -> list[Message]:
+        return list(self.consumer.consume(num_messages=max_records, timeout=timeout))
+
+    def commit(self, positions: dict[tuple[str, int], int], *, asynchronous: bool = False) -> bool:
+        if not positions or self._consumer is None:
+            return True
+        offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
+        except KafkaException as exc:
+            # e.g. a rebalance in progress: the positions are committed again on the next round
+            log.warning("commit failed: %s", exc.args[0].str())
+            return False
+        return True
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+
+def _names(parts: list[TopicPartition]) -> list[str]:
+    return [f"{p.topic}[{p.partition}]" for p in parts]

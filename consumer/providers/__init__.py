@@ -1,0 +1,42 @@
+"""Provider clients behind one-method protocols, so the pipeline never knows which vendor answers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from ..media import Media
+from ..policy import Frame
+from ..records import CsamResult, SimilarityMatch
+
+__all__ = ["Checked", "Classifier", "HashMatcher", "SimilarityIndex"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Checked(Generic[T]):
+    """A provider's answer plus what the verdict records about the call."""
+
+    value: T
+    provider: str
+    model: str | None = None
+    model_version: str | None = None
+    attempts: int = 1
+
+
+class Classifier(Protocol):
+    async def classify(self, content: Media | str) -> Checked[Sequence[Frame]]: ...
+
+
+class HashMatcher(Protocol):
+    async def match(self, media: Media) -> Checked[CsamResult]: ...
+
+
+class SimilarityIndex(Protocol):
+    async def query(self, media: Media, tenant: str) -> Checked[Sequence[SimilarityMatch]]: ...
+
+    async def add(self, media: Media, tenant: str, metadata: str) -> str: ...
+
+    async def remove(self, media: Media, tenant: str) -> str | None: ...

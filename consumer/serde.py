@@ -1,0 +1,138 @@
+"""Avro encoding of the wire records.
+
+Single-object encoding (``C3 01`` + little-endian CRC-64-AVRO fingerprint of the writer schema's
+parsing canonical form + Avro binary body) against the schemas shipped in ``schemas/``. Decoding
+resolves the writer schema by fingerprint and reads with the current (reader) schema, so records
+written with an older shipped version still decode.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import to_parsing_canonical_form
+
+from .errors import SerializationError
+
+__all__ = ["SINGLE_OBJECT_MAGIC", "AvroCodec", "SchemaEntry", "crc64_avro", "default_schema_dir"]
+
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+_EMPTY = 0xC15D213AA4D7A795
+
+
+def _crc64_table() -> list[int]:
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (_EMPTY & -(fp & 1))
+        table.append(fp)
+    return table
+
+
+_TABLE = _crc64_table()
+
+
+def crc64_avro(data: bytes) -> int:
+    """The Rabin fingerprint the Avro specification names CRC-64-AVRO."""
+    fp = _EMPTY
+    for b in data:
+        fp = (fp >> 8) ^ _TABLE[(fp ^ b) & 0xFF]
+    return fp
+
+
+def default_schema_dir() -> Path:
+    env = os.environ.get("MODERATION_SCHEMA_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1] / "schemas"
+
+
+@dataclass(frozen=True)
+class SchemaEntry:
+    name: str
+    parsed: Any
+    canonical: str
+    fingerprint: bytes  # 8 bytes, little-endian, as written after the magic
+
+
+class AvroCodec:
+    """Encodes records by schema name; decodes any single-object-encoded record of a known schema.
+
+    ``schemas/*.avsc`` are the current versions; ``schemas/history/*.avsc`` hold older versions
+    that are still accepted as writer schemas.
+    """
+
+    def __init__(self, schema_dir: Path | None = None) -> None:
+        root = schema_dir or default_schema_dir()
+        self._current: dict[str, SchemaEntry] = {}
+        self._by_fingerprint: dict[bytes, SchemaEntry] = {}
+        for path in sorted(root.glob("*.avsc")):
+            entry = _load(path)
+            self._current[entry.name] = entry
+            self._by_fingerprint[entry.fingerprint] = entry
+        for path in sorted((root / "history").glob("*.avsc")):
+            entry = _load(path)
+            self._by_fingerprint.setdefault(entry.fingerprint, entry)
+        if not self._current:
+            raise SerializationError(f"no Avro schemas found in {root}")
+
+    def schema(self, name: str) -> SchemaEntry:
+        try:
+            return self._current[name]
+        except KeyError:
+            raise SerializationError(f"unknown schema {name!r}") from None
+
+    def encode(self, name: str, record: dict[str, Any]) -> bytes:
+        entry = self.schema(name)
+        buf = io.BytesIO()
+        buf.write(SINGLE_OBJECT_MAGIC)
+        buf.write(entry.fingerprint)
+        try:
+            fastavro.schemaless_writer(buf, entry.parsed, record)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise SerializationError(f"cannot encode {name}: {exc}") from None
+        return buf.getvalue()
+
+    def decode(self, data: bytes | None, expected: str) -> dict[str, Any]:
+        """Decode ``data`` as a record of schema ``expected`` (read with its current version)."""
+        if not data:
+            raise SerializationError("empty value (null or zero bytes)")
+        if len(data) < 10 or data[:2] != SINGLE_OBJECT_MAGIC:
+            raise SerializationError(
+                f"not an Avro single-object encoded record (first bytes {data[:4].hex() or 'none'})"
+            )
+        writer = self._by_fingerprint.get(data[2:10])
+        if writer is None:
+            raise SerializationError(f"unknown schema fingerprint {data[2:10].hex()}")
+        reader = self.schema(expected)
+        if writer.name != reader.name:
+            raise SerializationError(f"record is a {writer.name}, expected {expected}")
+        buf = io.BytesIO(data)
+        buf.seek(10)
+        try:
+            value = fastavro.schemaless_reader(buf, writer.parsed, reader.parsed)
+        except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as exc:
+            raise SerializationError(f"corrupt {expected} body: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # fastavro raises its own schema-resolution errors
+            raise SerializationError(f"cannot read {expected}: {type(exc).__name__}: {exc}") from None
+        if buf.tell() != len(data):
+            raise SerializationError(f"{len(data) - buf.tell()} trailing bytes after the {expected} record")
+        if not isinstance(value, dict):
+            raise SerializationError(f"{expected} did not decode to a record")
+        return value
+
+
+def _load(path: Path) -> SchemaEntry:
+    raw = json.loads(path.read_text())
+    parsed = fastavro.parse_schema(raw, _write_hint=False)
+    canonical = to_parsing_canonical_form(raw)
+    fingerprint = struct.pack("<Q", crc64_avro(canonical.encode()))
+    return SchemaEntry(name=raw["name"], parsed=parsed, canonical=canonical, fingerprint=fingerprint)

@@ -1,0 +1,1 @@
+"""Logging now; metrics, tracing and health join here."""
