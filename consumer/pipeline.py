@@ -106,16 +106,24 @@ class Pipeline:
         self.policy = policy
         self._deadline = deadline_s
         self._cache = _ResultCache(cache_size)
+        self._inflight: dict[tuple[str, str], asyncio.Future[CheckResults]] = {}
 
     async def moderate(self, upload: UploadEvent, source: SourcePosition) -> ModerationVerdict:
         started = time.time()
         key = content_key(upload)
         cache_key = None if key is None else (upload.tenant_id, key)
         cached = self._cache.get(cache_key)
+        if cached is None and cache_key in self._inflight:
+            # the same content is being checked right now (a burst of re-uploads): share its answer
+            shared = await asyncio.shield(self._inflight[cache_key])
+            cached = shared if not (shared.unavailable or shared.rejected) else None
         if cached is not None:
             runs = [CheckRun(check="cache", provider="local", latency_ms=0.0, outcome="cached")]
             return self._verdict(upload, source, cached, runs, started)
         state = _Runs()
+        pending: asyncio.Future[CheckResults] | None = None
+        if cache_key is not None and cache_key not in self._inflight:
+            pending = self._inflight[cache_key] = asyncio.get_running_loop().create_future()
         try:
             if upload.media_type is MediaType.TEXT:
                 await self._text(upload, state)
@@ -123,6 +131,13 @@ class Pipeline:
                 await self._media(upload, media_of(upload), state)
         except PermanentError as exc:
             state.results.rejected["pipeline"] = str(exc)
+        except BaseException:
+            state.results.unavailable.setdefault("pipeline", "cancelled")  # nobody may reuse a partial answer
+            raise
+        finally:
+            if pending is not None:
+                pending.set_result(state.results)
+                del self._inflight[cache_key]  # type: ignore[arg-type]
         self._cache.put(cache_key, state.results)
         return self._verdict(upload, source, state.results, state.runs, started)
 

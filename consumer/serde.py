@@ -90,8 +90,13 @@ class AvroCodec:
         except KeyError:
             raise SerializationError(f"unknown schema {name!r}") from None
 
-    def encode(self, name: str, record: dict[str, Any]) -> bytes:
-        entry = self.schema(name)
+    def versions(self, name: str) -> list[SchemaEntry]:
+        """Every known version of schema ``name`` (current and history)."""
+        return [e for e in self._by_fingerprint.values() if e.name == name]
+
+    def encode(self, name: str, record: dict[str, Any], *, version: SchemaEntry | None = None) -> bytes:
+        """Encode with the current schema (or an older ``version``, for compatibility tests)."""
+        entry = version or self.schema(name)
         buf = io.BytesIO()
         buf.write(SINGLE_OBJECT_MAGIC)
         buf.write(entry.fingerprint)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -84,7 +83,7 @@ class ModerationService:
         self._source = Source(k, on_assign=self._on_assign, on_revoke=self._on_revoke)
         self._sink = Sink(k)
         loop = asyncio.get_running_loop()
-        last_commit = time.monotonic()
+        committer = asyncio.create_task(self._commit_periodically(k.commit_interval_ms / 1000))
         log.info("consuming", extra={"topic": k.input_topic, "group": k.group_id})
         try:
             while not stop.is_set() and self._fatal is None:
@@ -92,11 +91,11 @@ class ModerationService:
                     self._kafka_thread, self._source.consume, self.settings.processing.max_poll_records, 0.1
                 )
                 for msg in messages:
+                    if stop.is_set() or self._fatal is not None:
+                        break  # not dispatched ⇒ not committed ⇒ redelivered after the restart
                     await self._dispatch(msg)
-                if time.monotonic() - last_commit >= k.commit_interval_ms / 1000:
-                    await self._commit(asynchronous=True)
-                    last_commit = time.monotonic()
         finally:
+            committer.cancel()
             await self._drain()
             await self._commit(asynchronous=False)
             await loop.run_in_executor(self._kafka_thread, self._source.close)
@@ -163,6 +162,12 @@ class ModerationService:
         elif verdict.decision is Decision.ESCALATE:
             sends.append(self._sink.send(k.escalation_topic, key, value))
         await asyncio.gather(*sends)
+
+    async def _commit_periodically(self, interval_s: float) -> None:
+        """Commits run on their own clock: dispatch may be waiting for a free slot meanwhile."""
+        while True:
+            await asyncio.sleep(interval_s)
+            await self._commit(asynchronous=True)
 
     async def _commit(self, *, asynchronous: bool) -> None:
         positions = self.tracker.committable()

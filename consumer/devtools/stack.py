@@ -32,11 +32,21 @@ _QUIET.setLevel(logging.ERROR)
 __all__ = [
     "ConsumerProcess",
     "SimulatorProcess",
+    "VerdictCollector",
     "consumer_env",
     "produce_uploads",
     "read_verdicts",
     "upload",
 ]
+
+
+def _spawn(cmd: list[str], log_path: Path | None, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` with its output appended to ``log_path`` (or discarded)."""
+    if log_path is None:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    with open(log_path, "ab") as out:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
 @dataclass
@@ -55,11 +65,10 @@ class SimulatorProcess:
 
     def start(self, timeout: float = 30.0) -> SimulatorProcess:
         self.port = self.port or free_port()
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
+        self.process = _spawn(
             [sys.executable, "-m", "consumer", "simulate", "--port", str(self.port),
              "--latency-median-ms", str(self.latency_median_ms), "--latency-p99-ms", str(self.latency_p99_ms)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            self.log_path,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -149,9 +158,7 @@ class ConsumerProcess:
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self) -> ConsumerProcess:
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen([sys.executable, "-m", "consumer", "run"], env=self.env,
-                                        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.process = _spawn([sys.executable, "-m", "consumer", "run"], self.log_path, self.env)
         return self
 
     def terminate(self, timeout: float = 60.0) -> int:
@@ -237,3 +244,67 @@ def read_verdicts(bootstrap: str, topic: str, expected: set[str], *, timeout: fl
         if not missing:
             break
     return seen
+
+
+class VerdictCollector:
+    """Reads a verdict topic in a background thread; tests wait on its counts with deadlines."""
+
+    def __init__(self, bootstrap: str, topic: str, isolation: str = "read_committed") -> None:
+        import threading
+
+        self._bootstrap, self._topic, self._isolation = bootstrap, topic, isolation
+        self.counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="verdict-collector", daemon=True)
+
+    def __enter__(self) -> VerdictCollector:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        codec = AvroCodec()
+        consumer = Consumer({
+            "bootstrap.servers": self._bootstrap, "group.id": f"collector-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest", "enable.auto.commit": False,
+            "isolation.level": self._isolation, "logger": _QUIET,
+        })
+        consumer.subscribe([self._topic])
+        try:
+            while not self._stop.is_set():
+                for msg in consumer.consume(500, 0.2):
+                    if msg.error():
+                        continue
+                    verdict = codec.decode(msg.value(), "ModerationVerdict")
+                    with self._lock:
+                        self.counts[verdict["upload_id"]] = self.counts.get(verdict["upload_id"], 0) + 1
+        finally:
+            consumer.close()
+
+    @property
+    def total(self) -> int:
+        with self._lock:
+            return sum(self.counts.values())
+
+    def wait_until(self, predicate: Any, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if predicate(self.counts):
+                    return True
+            time.sleep(0.05)
+        return False
+
+    def accounting(self, expected: set[str]) -> dict[str, int]:
+        with self._lock:
+            seen = set(self.counts)
+            return {
+                "uploads": len(expected),
+                "verdicts": sum(self.counts.values()),
+                "duplicates": sum(c - 1 for c in self.counts.values() if c > 1),
+                "missing": len(expected - seen),
+            }

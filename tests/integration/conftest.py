@@ -1,0 +1,137 @@
+"""The real parts: one Kafka broker per test session, the simulator, per-test topics, the service."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from consumer.config import Settings, load_settings
+from consumer.devtools.broker import LocalKafka
+from consumer.devtools.stack import SimulatorProcess
+from consumer.kafka import ensure_topics
+from consumer.service import ModerationService, build_pipeline
+from consumer.simulator.state import DEFAULT_KEYS
+
+
+def _docker_kafka() -> Any | None:
+    """A testcontainers Kafka when a Docker engine answers; None otherwise."""
+    from docker.errors import DockerException
+    from testcontainers.community.kafka import KafkaContainer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return KafkaContainer("apache/kafka:4.1.1")
+        except DockerException:
+            return None
+        finally:
+            gc.collect()  # the failed probe leaves a socket to collect while warnings are ignored
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``KAFKA_BOOTSTRAP_SERVERS`` if set, else a testcontainers Kafka, else the local broker."""
+    if env := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield env
+        return
+    container = _docker_kafka()
+    if container is not None:
+        with container as kafka:
+            yield kafka.get_bootstrap_server()
+        return
+    broker = LocalKafka(tmp_path_factory.mktemp("kafka"))
+    try:
+        yield broker.start()
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatorProcess]:
+    sim = SimulatorProcess(log_path=tmp_path_factory.mktemp("sim") / "simulator.log").start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+@pytest.fixture
+def sim(simulator: SimulatorProcess) -> SimulatorProcess:
+    """The session simulator, reset for this test."""
+    simulator.reset()
+    simulator.admin("/_admin/latency", json={"median_ms": 0, "p99_ms": 0})
+    return simulator
+
+
+@dataclass(frozen=True)
+class Topics:
+    input: str
+    verdicts: str
+    review: str
+    escalations: str
+    dlq: str
+    group: str
+
+    def env(self) -> dict[str, str]:
+        return {"input_topic": self.input, "verdict_topic": self.verdicts, "review_topic": self.review,
+                "escalation_topic": self.escalations, "dlq_topic": self.dlq}
+
+
+@pytest.fixture
+def topics(kafka_bootstrap: str) -> Topics:
+    """Fresh topic names (4 partitions) and a fresh group for one test."""
+    suffix = uuid.uuid4().hex[:8]
+    t = Topics(f"uploads-{suffix}", f"verdicts-{suffix}", f"review-{suffix}", f"escalations-{suffix}",
+               f"dlq-{suffix}", f"group-{suffix}")
+    settings = load_settings(kafka={"bootstrap_servers": kafka_bootstrap})
+    ensure_topics(settings.kafka, [t.input, t.verdicts, t.review, t.escalations, t.dlq], partitions=4)
+    return t
+
+
+@pytest.fixture
+def settings_for(kafka_bootstrap: str, sim: SimulatorProcess) -> Callable[..., Settings]:
+    def make(t: Topics, **processing: Any) -> Settings:
+        return load_settings(
+            kafka={"bootstrap_servers": kafka_bootstrap, "group_id": t.group, "create_topics": False,
+                   "commit_interval_ms": 100, **t.env()},
+            hive={"base_url": sim.url, "visual_key": DEFAULT_KEYS["visual"], "text_key": DEFAULT_KEYS["text"],
+                  "csam_key": DEFAULT_KEYS["csam"], "index_key": DEFAULT_KEYS["index"]},
+            processing=processing,
+        )
+
+    return make
+
+
+@pytest.fixture
+def running_service() -> Callable[[Settings], Any]:
+    """``async with running_service(settings) as service:`` runs the real service in this loop."""
+
+    @asynccontextmanager
+    async def run(settings: Settings) -> AsyncIterator[ModerationService]:
+        stop = asyncio.Event()
+        async with httpx.AsyncClient() as http:
+            service = ModerationService(settings, build_pipeline(settings, http))
+            task = asyncio.create_task(service.run(stop))
+            try:
+                yield service
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 60)
+
+    return run
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    return tmp_path

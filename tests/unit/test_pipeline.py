@@ -1,0 +1,130 @@
+"""The pipeline over in-memory providers that implement the provider protocols."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from consumer.errors import PermanentError, TransientError
+from consumer.media import Media
+from consumer.pipeline import Checks, Pipeline, SourcePosition
+from consumer.policy import Frame, load_policy
+from consumer.providers import Checked
+from consumer.records import CsamResult, Decision, MediaType, SimilarityMatch, UploadEvent
+
+SRC = SourcePosition("uploads", 0, 1)
+
+
+@dataclass
+class FakeClassifier:
+    scores: dict[str, float] = field(default_factory=dict)
+    error: Exception | None = None
+    calls: int = 0
+    gate: asyncio.Event | None = None
+
+    async def classify(self, content: Media | str) -> Checked[Sequence[Frame]]:
+        self.calls += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.error:
+            raise self.error
+        return Checked([Frame(0.0, self.scores)], "fake")
+
+
+@dataclass
+class FakeMatcher:
+    matched: bool = False
+    calls: int = 0
+
+    async def match(self, media: Media) -> Checked[CsamResult]:
+        self.calls += 1
+        return Checked(CsamResult(self.matched, "pdq" if self.matched else None, 3 if self.matched else None), "fake")
+
+
+@dataclass
+class FakeIndex:
+    matches: list[SimilarityMatch] = field(default_factory=list)
+    calls: int = 0
+
+    async def query(self, media: Media, tenant: str) -> Checked[Sequence[SimilarityMatch]]:
+        self.calls += 1
+        return Checked(self.matches, "fake")
+
+    async def add(self, media: Media, tenant: str, metadata: str) -> str:
+        return "sha"
+
+    async def remove(self, media: Media, tenant: str) -> str | None:
+        return None
+
+
+def image(upload_id: str = "u1", data: bytes = b"img") -> UploadEvent:
+    return UploadEvent(upload_id, "t", "u", MediaType.IMAGE, 0, media_bytes=data)
+
+
+def pipeline(csam: FakeMatcher | None = None, visual: FakeClassifier | None = None,
+             text: FakeClassifier | None = None, index: FakeIndex | None = None, **kw: float) -> Pipeline:
+    return Pipeline(Checks(csam or FakeMatcher(), visual or FakeClassifier(), text or FakeClassifier(),
+                           index or FakeIndex()), load_policy(), **kw)  # type: ignore[arg-type]
+
+
+async def test_csam_match_short_circuits_everything_else() -> None:
+    visual, index = FakeClassifier(), FakeIndex()
+    v = await pipeline(FakeMatcher(matched=True), visual, index=index).moderate(image(), SRC)
+    assert v.decision is Decision.ESCALATE
+    assert (visual.calls, index.calls) == (0, 0)
+
+
+async def test_transient_failure_fails_closed_with_reason() -> None:
+    v = await pipeline(visual=FakeClassifier(error=TransientError("visual: Hive HTTP 503"))).moderate(image(), SRC)
+    assert v.decision is Decision.REVIEW
+    assert v.reasons[0].label == "check_unavailable:visual"
+    assert [c.outcome for c in v.checks if c.check == "visual"] == ["unavailable"]
+
+
+async def test_deadline_fails_closed() -> None:
+    slow = FakeClassifier(gate=asyncio.Event())
+    v = await pipeline(visual=slow, deadline_s=0.05).moderate(image(), SRC)
+    assert v.reasons[0].label == "check_unavailable:visual" and "no answer within" in (v.reasons[0].detail or "")
+
+
+async def test_permanent_rejection_is_a_review_with_the_provider_reason() -> None:
+    v = await pipeline(visual=FakeClassifier(error=PermanentError("visual: Hive HTTP 403: bad key"))).moderate(
+        image(), SRC)
+    assert v.decision is Decision.REVIEW and v.reasons[0].label == "check_rejected:visual"
+
+
+async def test_media_without_bytes_or_url_is_rejected_not_crashed() -> None:
+    u = UploadEvent("u", "t", "u", MediaType.IMAGE, 0)
+    v = await pipeline().moderate(u, SRC)
+    assert v.decision is Decision.REVIEW and v.reasons[0].label == "check_rejected:pipeline"
+
+
+async def test_text_runs_only_the_text_classifier() -> None:
+    csam, text = FakeMatcher(), FakeClassifier({"violence": 0.95})
+    u = UploadEvent("u", "t", "u", MediaType.TEXT, 0, text="grr")
+    v = await pipeline(csam, text=text).moderate(u, SRC)
+    assert v.decision is Decision.BLOCK and csam.calls == 0 and text.calls == 1
+
+
+async def test_concurrent_identical_content_asks_the_providers_once() -> None:
+    gate = asyncio.Event()
+    visual = FakeClassifier(gate=gate)
+    p = pipeline(visual=visual)
+    first = asyncio.create_task(p.moderate(image("a"), SRC))
+    second = asyncio.create_task(p.moderate(image("b"), SRC))
+    await asyncio.sleep(0)
+    gate.set()
+    va, vb = await asyncio.gather(first, second)
+    assert visual.calls == 1
+    assert sorted(c.outcome for c in va.checks + vb.checks) == ["cached", "ok", "ok", "ok"]
+    third = await p.moderate(image("c"), SRC)
+    assert [c.outcome for c in third.checks] == ["cached"] and visual.calls == 1
+
+
+async def test_failed_results_are_not_cached() -> None:
+    visual = FakeClassifier(error=TransientError("down"))
+    p = pipeline(visual=visual)
+    await p.moderate(image("a"), SRC)
+    await p.moderate(image("b"), SRC)
+    assert visual.calls == 2

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from consumer.errors import ConfigError
+from consumer.policy import CheckResults, Frame, Policy, decide, load_policy
+from consumer.records import CsamResult, Decision, SimilarityMatch
+
+POLICY = load_policy()
+
+
+def visual(**scores: float) -> CheckResults:
+    return CheckResults(classifications={"visual": [Frame(0.0, scores)]})
+
+
+def test_benign_scores_allow() -> None:
+    out = decide(POLICY, visual(general_nsfw=0.01, general_not_nsfw_not_suggestive=0.99))
+    assert out.decision is Decision.ALLOW and out.reasons == ()
+
+
+@pytest.mark.parametrize(("score", "decision"), [(0.49, Decision.ALLOW), (0.5, Decision.REVIEW),
+                                                 (0.89, Decision.REVIEW), (0.9, Decision.BLOCK)])
+def test_thresholds_are_inclusive(score: float, decision: Decision) -> None:
+    assert decide(POLICY, visual(general_nsfw=score)).decision is decision
+
+
+def test_csam_match_escalates_above_everything() -> None:
+    results = visual(general_nsfw=0.99)
+    results.csam = CsamResult(matched=True, hash_type="pdq", match_distance=4)
+    out = decide(POLICY, results)
+    assert out.decision is Decision.ESCALATE
+    assert out.reasons[0].label == "hash_match" and out.reasons[0].detail == "pdq"
+
+
+def test_index_match_blocks_citing_metadata() -> None:
+    results = CheckResults(similarity=[SimilarityMatch("a", 0.8, "weak"), SimilarityMatch("b", 0.95, "case 9")])
+    out = decide(POLICY, results)
+    assert out.decision is Decision.BLOCK
+    assert (out.reasons[0].label, out.reasons[0].detail, out.reasons[0].score) == ("index_match", "case 9", 0.95)
+
+
+def test_unavailable_check_fails_closed_unless_fail_open() -> None:
+    results = CheckResults(unavailable={"visual": "timeout"})
+    assert decide(POLICY, results).reasons[0].label == "check_unavailable:visual"
+    lenient = POLICY.model_copy(update={"fail_open": frozenset({"visual"})})
+    assert decide(lenient, results).decision is Decision.ALLOW
+
+
+def test_csam_can_never_fail_open(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("version: x\nfail_open: [csam]\n")
+    with pytest.raises(ConfigError, match="policy fail_open: csam can never fail open"):
+        load_policy(path)
+
+
+def test_bad_policy_names_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("version: x\nclassification:\n  visual:\n    general_nsfw: {review: 0.9, block: 0.5}\n")
+    with pytest.raises(ConfigError, match=r"classification\.visual\.general_nsfw: block must be >= review"):
+        load_policy(path)
+
+
+def test_video_frames_give_flagged_ranges() -> None:
+    frames = [Frame(float(t), {"general_nsfw": s}) for t, s in enumerate([0.1, 0.7, 0.95, 0.6, 0.1, 0.8])]
+    out = decide(POLICY, CheckResults(classifications={"visual": frames}))
+    assert out.decision is Decision.BLOCK
+    assert out.classification is not None
+    spans = [(r.start_seconds, r.end_seconds, r.max_score) for r in out.classification.flagged_ranges]
+    assert spans == [(1.0, 3.0, 0.95), (5.0, 5.0, 0.8)]
+
+
+scores = st.floats(min_value=0, max_value=1, allow_nan=False)
+
+
+@given(a=scores, b=scores, sim=scores)
+def test_decision_is_the_most_severe_reason_and_monotonic(a: float, b: float, sim: float) -> None:
+    results = CheckResults(classifications={"visual": [Frame(0, {"general_nsfw": a, "gun_in_hand": b})]},
+                           similarity=[SimilarityMatch("m", sim)])
+    out = decide(POLICY, results)
+    expected = max((Decision(r_decision(POLICY, r.check, r.label, r.score)) for r in out.reasons),
+                   key=lambda d: d.severity, default=Decision.ALLOW)
+    assert out.decision is expected
+    higher = CheckResults(classifications={"visual": [Frame(0, {"general_nsfw": max(a, 0.95), "gun_in_hand": b})]},
+                          similarity=[SimilarityMatch("m", sim)])
+    assert decide(POLICY, higher).decision.severity >= out.decision.severity
+
+
+def r_decision(policy: Policy, check: str, label: str, score: float | None) -> str:
+    assert score is not None
+    if check == "similarity":
+        t = policy.similarity
+    else:
+        t = policy.classification[check][label]  # type: ignore[assignment]
+    return "BLOCK" if t.block is not None and score >= t.block else "REVIEW"

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from consumer.errors import PermanentError, TransientError
+from consumer.retry import RetryPolicy, retrying
+
+
+@given(attempt=st.integers(min_value=1, max_value=30), seed=st.integers())
+def test_full_jitter_backoff_stays_within_its_cap(attempt: int, seed: int) -> None:
+    policy = RetryPolicy(attempts=5, base_delay_s=0.1, max_delay_s=2.0)
+    delay = policy.backoff(attempt, random.Random(seed))
+    assert 0.0 <= delay <= min(2.0, 0.1 * 2 ** (attempt - 1))
+
+
+async def test_retries_transient_until_success() -> None:
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise TransientError("try again")
+        return "ok"
+
+    assert await retrying(RetryPolicy(attempts=5), flaky) == ("ok", 3)
+
+
+async def test_permanent_errors_are_not_retried() -> None:
+    calls = 0
+
+    async def broken() -> str:
+        nonlocal calls
+        calls += 1
+        raise PermanentError("no")
+
+    with pytest.raises(PermanentError):
+        await retrying(RetryPolicy(attempts=5), broken)
+    assert calls == 1
