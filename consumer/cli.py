@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -26,10 +27,18 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--port", type=int, default=8700)
     sim.add_argument("--latency-median-ms", type=float, default=0.0)
     sim.add_argument("--latency-p99-ms", type=float, default=0.0)
-    sim.add_argument("--key", action="append", default=[], metavar="PROJECT=KEY",
-                     help="API key of a project (visual, text, csam, index); repeatable")
-    sim.add_argument("--allow-remote-fetch", action="store_true",
-                     help="let media URLs point outside 127.0.0.0/8 (off: loopback only)")
+    sim.add_argument(
+        "--key",
+        action="append",
+        default=[],
+        metavar="PROJECT=KEY",
+        help="API key of a project (visual, text, csam, index); repeatable",
+    )
+    sim.add_argument(
+        "--allow-remote-fetch",
+        action="store_true",
+        help="let media URLs point outside 127.0.0.0/8 (off: loopback only)",
+    )
 
     sub.add_parser("demo", help="broker + simulator + sample uploads, verdicts shown")
 
@@ -74,15 +83,19 @@ async def _serve(settings: object) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    limits = httpx.Limits(max_connections=settings.processing.max_in_flight * 2,
-                          max_keepalive_connections=settings.processing.max_in_flight * 2)
+    limits = httpx.Limits(
+        max_connections=settings.processing.max_in_flight * 2,
+        max_keepalive_connections=settings.processing.max_in_flight * 2,
+    )
     async with httpx.AsyncClient(limits=limits) as http:
         pipeline = build_pipeline(settings, http)
         service = ModerationService(settings, pipeline)
         try:
             await service.run(stop)
         except Exception as exc:
-            logging.getLogger("consumer").error("service stopped on an error: %s: %s", type(exc).__name__, exc)
+            logging.getLogger("consumer").error(
+                "service stopped on an error: %s: %s", type(exc).__name__, exc
+            )
             return 1
     logging.getLogger("consumer").info("stopped", extra={"processed": service.processed})
     return 0
@@ -96,13 +109,11 @@ def _simulate(args: argparse.Namespace) -> int:
         project, sep, key = item.partition("=")
         if not sep or project not in DEFAULT_KEYS or not key:
             raise ConfigError("--key", f"expected PROJECT=KEY with PROJECT one of {', '.join(DEFAULT_KEYS)}")
-        keys[project] = key  # type: ignore[index]
+        keys[project] = key
     state = SimulatorState(keys, LatencyModel(args.latency_median_ms, args.latency_p99_ms))
     print(f"simulator listening on http://{args.host}:{args.port}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.host, args.port, state, allow_remote_fetch=args.allow_remote_fetch))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

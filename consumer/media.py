@@ -28,11 +28,16 @@ class Media:
 
 def media_of(upload: UploadEvent) -> Media:
     if upload.media_bytes:
-        return Media(data=upload.media_bytes, content_type=upload.content_type or "application/octet-stream",
-                     filename=upload.upload_id)
+        return Media(
+            data=upload.media_bytes,
+            content_type=upload.content_type or "application/octet-stream",
+            filename=upload.upload_id,
+        )
     if upload.media_url:
         return Media(url=upload.media_url, content_type=upload.content_type or "application/octet-stream")
-    raise PermanentError(f"{upload.media_type} upload has neither media_bytes nor media_url", check="pipeline")
+    raise PermanentError(
+        f"{upload.media_type} upload has neither media_bytes nor media_url", check="pipeline"
+    )
 
 
 def content_key(upload: UploadEvent) -> str | None:

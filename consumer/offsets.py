@@ -54,9 +54,11 @@ class OffsetTracker:
     def committable(self) -> dict[TopicPartition, int]:
         """Partitions whose commit position moved since the last ``mark_committed``."""
         return {
-            tp: p.next_commit for tp, p in self._parts.items()
-            if p.next_commit is not None and p.next_commit != p.committed and (
-                not p.pending or p.next_commit <= p.pending[0])
+            tp: p.next_commit
+            for tp, p in self._parts.items()
+            if p.next_commit is not None
+            and p.next_commit != p.committed
+            and (not p.pending or p.next_commit <= p.pending[0])
         }
 
     def mark_committed(self, positions: dict[TopicPartition, int]) -> None:

@@ -9,13 +9,21 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .errors import PermanentError, TransientError
 from .media import Media, content_key, media_of
 from .policy import CheckResults, Frame, Policy, decide
 from .providers import Checked, Classifier, HashMatcher, SimilarityIndex
-from .records import CheckRun, CsamResult, MediaType, ModerationVerdict, SimilarityMatch, UploadEvent, verdict_id
+from .records import (
+    CheckRun,
+    CsamResult,
+    MediaType,
+    ModerationVerdict,
+    SimilarityMatch,
+    UploadEvent,
+    verdict_id,
+)
 
 __all__ = ["Checks", "Pipeline", "SourcePosition"]
 
@@ -67,15 +75,25 @@ class _Runs:
         self._record(check, started, "ok", checked)
         return checked.value
 
-    def _record(self, check: str, started: float, outcome: str, checked: Checked[object] | None = None,
-                attempts: int = 1) -> None:
-        self.runs.append(CheckRun(
-            check=check, provider=checked.provider if checked else "hive",
-            latency_ms=round((time.perf_counter() - started) * 1000, 3), outcome=outcome,
-            model=checked.model if checked else None,
-            model_version=checked.model_version if checked else None,
-            attempts=checked.attempts if checked else attempts,
-        ))
+    def _record(
+        self,
+        check: str,
+        started: float,
+        outcome: str,
+        checked: Checked[Any] | None = None,
+        attempts: int = 1,
+    ) -> None:
+        self.runs.append(
+            CheckRun(
+                check=check,
+                provider=checked.provider if checked else "hive",
+                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                outcome=outcome,
+                model=checked.model if checked else None,
+                model_version=checked.model_version if checked else None,
+                attempts=checked.attempts if checked else attempts,
+            )
+        )
 
 
 class _ResultCache:
@@ -179,8 +197,14 @@ class Pipeline:
         index = self.checks.similarity
         return await state.run("similarity", lambda: index.query(media, tenant), self._deadline)
 
-    def _verdict(self, upload: UploadEvent, source: SourcePosition, results: CheckResults,
-                 runs: list[CheckRun], started: float) -> ModerationVerdict:
+    def _verdict(
+        self,
+        upload: UploadEvent,
+        source: SourcePosition,
+        results: CheckResults,
+        runs: list[CheckRun],
+        started: float,
+    ) -> ModerationVerdict:
         outcome = decide(self.policy, results)
         return ModerationVerdict(
             verdict_id=verdict_id(upload.upload_id, self.policy.version),

@@ -69,7 +69,9 @@ def load_policy(path: Path | None = None) -> Policy:
     except OSError as exc:
         raise ConfigError("policy_file", f"cannot read {source}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError("policy_file", f"{source} is not valid YAML: {' '.join(str(exc).split())}") from None
+        raise ConfigError(
+            "policy_file", f"{source} is not valid YAML: {' '.join(str(exc).split())}"
+        ) from None
     try:
         return Policy.model_validate(raw)
     except ValidationError as exc:
@@ -107,11 +109,17 @@ class Outcome:
 def decide(policy: Policy, results: CheckResults) -> Outcome:
     reasons: list[tuple[Decision, Reason]] = []
     if results.csam is not None and results.csam.matched:
-        reasons.append((Decision.ESCALATE, Reason(
-            check="csam", label="hash_match",
-            score=None if results.csam.match_distance is None else float(results.csam.match_distance),
-            detail=results.csam.hash_type,
-        )))
+        reasons.append(
+            (
+                Decision.ESCALATE,
+                Reason(
+                    check="csam",
+                    label="hash_match",
+                    score=None if results.csam.match_distance is None else float(results.csam.match_distance),
+                    detail=results.csam.hash_type,
+                ),
+            )
+        )
     summary_classes: list[ClassScore] = []
     flagged: list[TimeRange] = []
     for check, frames in results.classifications.items():
@@ -127,17 +135,19 @@ def decide(policy: Policy, results: CheckResults) -> Outcome:
                 reasons.append((Decision.REVIEW, Reason(check, name, score, t.review)))
             if len(frames) > 1 and t.review is not None:
                 flagged.extend(_flagged_ranges(frames, name, t.review))
-        summary_classes.extend(
-            ClassScore(name, score) for name, score in peaks.items() if not _benign(name)
-        )
+        summary_classes.extend(ClassScore(name, score) for name, score in peaks.items() if not _benign(name))
     if results.similarity:
         best = max(results.similarity, key=lambda m: m.score)
         sim = policy.similarity
         detail = best.metadata or best.match_id
         if sim.block is not None and best.score >= sim.block:
-            reasons.append((Decision.BLOCK, Reason("similarity", "index_match", best.score, sim.block, detail)))
+            reasons.append(
+                (Decision.BLOCK, Reason("similarity", "index_match", best.score, sim.block, detail))
+            )
         elif sim.review is not None and best.score >= sim.review:
-            reasons.append((Decision.REVIEW, Reason("similarity", "index_match", best.score, sim.review, detail)))
+            reasons.append(
+                (Decision.REVIEW, Reason("similarity", "index_match", best.score, sim.review, detail))
+            )
     for check, why in results.unavailable.items():
         if check == "csam" or check not in policy.fail_open:
             reasons.append((Decision.REVIEW, Reason(check, f"check_unavailable:{check}", detail=why)))

@@ -188,13 +188,17 @@ class ModerationVerdict:
             "tenant_id": self.tenant_id,
             "decision": self.decision.value,
             "reasons": [_reason(r) for r in self.reasons],
-            "csam": None if self.csam is None else {
+            "csam": None
+            if self.csam is None
+            else {
                 "matched": self.csam.matched,
                 "hash_type": self.csam.hash_type,
                 "match_distance": self.csam.match_distance,
                 "scenes": [_range(s) for s in self.csam.scenes],
             },
-            "classification": None if self.classification is None else {
+            "classification": None
+            if self.classification is None
+            else {
                 "top_classes": [
                     {"class_name": c.class_name, "score": c.score} for c in self.classification.top_classes
                 ],
@@ -206,9 +210,13 @@ class ModerationVerdict:
             ],
             "checks": [
                 {
-                    "check": c.check, "provider": c.provider, "model": c.model,
-                    "model_version": c.model_version, "latency_ms": c.latency_ms,
-                    "attempts": c.attempts, "outcome": c.outcome,
+                    "check": c.check,
+                    "provider": c.provider,
+                    "model": c.model,
+                    "model_version": c.model_version,
+                    "latency_ms": c.latency_ms,
+                    "attempts": c.attempts,
+                    "outcome": c.outcome,
                 }
                 for c in self.checks
             ],
@@ -230,12 +238,17 @@ class ModerationVerdict:
             tenant_id=d["tenant_id"],
             decision=Decision(d["decision"]),
             reasons=tuple(Reason(**r) for r in d["reasons"]),
-            csam=None if csam is None else CsamResult(
-                matched=csam["matched"], hash_type=csam.get("hash_type"),
+            csam=None
+            if csam is None
+            else CsamResult(
+                matched=csam["matched"],
+                hash_type=csam.get("hash_type"),
                 match_distance=csam.get("match_distance"),
                 scenes=tuple(TimeRange(**s) for s in csam.get("scenes", [])),
             ),
-            classification=None if cls_summary is None else ClassificationSummary(
+            classification=None
+            if cls_summary is None
+            else ClassificationSummary(
                 top_classes=tuple(ClassScore(**c) for c in cls_summary["top_classes"]),
                 flagged_ranges=tuple(TimeRange(**r) for r in cls_summary.get("flagged_ranges", [])),
             ),
@@ -251,9 +264,19 @@ class ModerationVerdict:
 
 
 def _reason(r: Reason) -> dict[str, Any]:
-    return {"check": r.check, "label": r.label, "score": r.score, "threshold": r.threshold, "detail": r.detail}
+    return {
+        "check": r.check,
+        "label": r.label,
+        "score": r.score,
+        "threshold": r.threshold,
+        "detail": r.detail,
+    }
 
 
 def _range(r: TimeRange) -> dict[str, Any]:
-    return {"start_seconds": r.start_seconds, "end_seconds": r.end_seconds, "label": r.label,
-            "max_score": r.max_score}
+    return {
+        "start_seconds": r.start_seconds,
+        "end_seconds": r.end_seconds,
+        "label": r.label,
+        "max_score": r.max_score,
+    }

@@ -32,8 +32,9 @@ def build_pipeline(settings: Settings, http: httpx.AsyncClient) -> Pipeline:
     retry = RetryPolicy(p.retry_attempts, p.retry_base_delay_s, p.retry_max_delay_s)
 
     def transport(check: str, key_name: str) -> HiveTransport:
-        return HiveTransport(http, settings.hive.base_url, settings.hive.key(key_name), check, retry,
-                             settings.hive.timeout_s)
+        return HiveTransport(
+            http, settings.hive.base_url, settings.hive.key(key_name), check, retry, settings.hive.timeout_s
+        )
 
     checks = Checks(
         csam=HiveHashMatcher(transport("csam", "csam")),
@@ -41,8 +42,12 @@ def build_pipeline(settings: Settings, http: httpx.AsyncClient) -> Pipeline:
         text=HiveClassifier(transport("text", "text")),
         similarity=HiveCustomIndex(transport("similarity", "index")) if p.similarity == "hive" else None,
     )
-    return Pipeline(checks, load_policy(settings.policy_file), deadline_s=p.check_deadline_s,
-                    cache_size=p.result_cache_size)
+    return Pipeline(
+        checks,
+        load_policy(settings.policy_file),
+        deadline_s=p.check_deadline_s,
+        cache_size=p.result_cache_size,
+    )
 
 
 class ModerationService:
@@ -119,8 +124,14 @@ class ModerationService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _handle(self, msg: Any, tp: TopicPartition, epoch: int,
-                      previous: asyncio.Future[None] | None, done: asyncio.Future[None]) -> None:
+    async def _handle(
+        self,
+        msg: Any,
+        tp: TopicPartition,
+        epoch: int,
+        previous: asyncio.Future[None] | None,
+        done: asyncio.Future[None],
+    ) -> None:
         try:
             if previous is not None:
                 await asyncio.shield(previous)  # same key: wait for the earlier record
@@ -130,8 +141,11 @@ class ModerationService:
         except Exception as exc:
             # Anything unexpected (the broker refusing the verdict, a bug) must not lose the upload:
             # stop without committing past it; the restarted process redoes it.
-            log.error("processing failed; stopping without committing past it", exc_info=True,
-                      extra={"topic": tp[0], "partition": tp[1], "offset": msg.offset()})
+            log.error(
+                "processing failed; stopping without committing past it",
+                exc_info=True,
+                extra={"topic": tp[0], "partition": tp[1], "offset": msg.offset()},
+            )
             self._fatal = self._fatal or exc
         finally:
             done.set_result(None)
@@ -143,15 +157,28 @@ class ModerationService:
         try:
             upload = UploadEvent.from_avro(self.codec.decode(msg.value(), "UploadEvent"))
         except (SerializationError, KeyError, ValueError, TypeError) as exc:
-            log.error("skipping undecodable upload record: %s", exc,
-                      extra={"topic": tp[0], "partition": tp[1], "offset": msg.offset(),
-                             "error_class": "SerializationError"})
+            log.error(
+                "skipping undecodable upload record: %s",
+                exc,
+                extra={
+                    "topic": tp[0],
+                    "partition": tp[1],
+                    "offset": msg.offset(),
+                    "error_class": "SerializationError",
+                },
+            )
             return
         verdict = await self.pipeline.moderate(upload, SourcePosition(tp[0], tp[1], msg.offset()))
         await self._publish(verdict, msg.key() or upload.upload_id.encode())
         self.processed += 1
-        log.info("verdict", extra={"upload_id": upload.upload_id, "decision": verdict.decision.value,
-                                   "reasons": [r.label for r in verdict.reasons]})
+        log.info(
+            "verdict",
+            extra={
+                "upload_id": upload.upload_id,
+                "decision": verdict.decision.value,
+                "reasons": [r.label for r in verdict.reasons],
+            },
+        )
 
     async def _publish(self, verdict: ModerationVerdict, key: bytes) -> None:
         k = self.settings.kafka

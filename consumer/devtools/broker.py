@@ -7,6 +7,7 @@ reuses them. Nothing here is used by the service itself.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import shutil
 import signal
@@ -16,8 +17,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["KAFKA_VERSION", "LocalKafka", "BrokerError", "ensure_jars", "free_port", "wait_for_kafka"]
+__all__ = ["KAFKA_VERSION", "BrokerError", "LocalKafka", "ensure_jars", "free_port", "wait_for_kafka"]
 
 KAFKA_VERSION = "4.1.1"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -51,8 +53,14 @@ def ensure_jars() -> Path:
         raise BrokerError("Maven (mvn) is needed to fetch the Kafka jars; install maven and JDK 17")
     libs.mkdir(parents=True, exist_ok=True)
     cmd = [
-        "mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-        f"-DoutputDirectory={libs}", f"-Dkafka.version={KAFKA_VERSION}",
+        "mvn",
+        "-q",
+        "-B",
+        "-f",
+        str(POM),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={libs}",
+        f"-Dkafka.version={KAFKA_VERSION}",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -65,7 +73,8 @@ def wait_for_kafka(bootstrap: str, timeout: float = 60.0) -> None:
     """Block until the Admin API answers with at least one broker, or raise BrokerError."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "logger": _quiet_logger()})
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "log_level": 0, "logger": _quiet_logger()}
+    admin = AdminClient(config)
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -79,9 +88,7 @@ def wait_for_kafka(bootstrap: str, timeout: float = 60.0) -> None:
     raise BrokerError(f"Kafka at {bootstrap} not ready after {timeout:.0f}s: {last}")
 
 
-def _quiet_logger() -> object:
-    import logging
-
+def _quiet_logger() -> logging.Logger:
     logger = logging.getLogger("consumer.devtools.broker.librdkafka")
     logger.setLevel(logging.CRITICAL)
     return logger
@@ -160,9 +167,15 @@ class LocalKafka:
         if java is None:
             raise BrokerError("java (JDK 17+) is needed to run the local Kafka broker")
         return [
-            java, f"-Xms256m", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            java,
+            "-Xms256m",
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}",
-            "-cp", f"{libs}/*", *args,
+            "-cp",
+            f"{libs}/*",
+            *args,
         ]
 
     def start(self, timeout: float = 90.0) -> str:
@@ -174,16 +187,29 @@ class LocalKafka:
         if first_start:
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
             fmt = subprocess.run(
-                self._java(libs, "kafka.tools.StorageTool", "format", "--standalone",
-                           "-t", cluster_id, "-c", str(props)),
-                capture_output=True, text=True, check=False,
+                self._java(
+                    libs,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--standalone",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(props),
+                ),
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if fmt.returncode != 0:
                 raise BrokerError(f"formatting KRaft storage failed: {fmt.stdout}{fmt.stderr}")
         out = open(self.workdir / "stdout.log", "ab")  # noqa: SIM115 - owned by the child process
         self.process = subprocess.Popen(
             self._java(libs, "kafka.Kafka", str(props)),
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         out.close()
         self.pid_file.write_text(f"{self.process.pid} {self.port} {self.controller_port}\n")
@@ -192,9 +218,14 @@ class LocalKafka:
         except BrokerError:
             code = self.process.poll()
             self.stop()
-            tail = (self.workdir / "server.log").read_text(errors="replace")[-3000:] if (
-                self.workdir / "server.log").exists() else ""
-            raise BrokerError(f"broker did not become ready (exit code {code}); server.log tail:\n{tail}")
+            tail = (
+                (self.workdir / "server.log").read_text(errors="replace")[-3000:]
+                if (self.workdir / "server.log").exists()
+                else ""
+            )
+            raise BrokerError(
+                f"broker did not become ready (exit code {code}); server.log tail:\n{tail}"
+            ) from None
         return self.bootstrap
 
     def kill(self) -> None:

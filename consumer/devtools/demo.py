@@ -40,19 +40,42 @@ def _samples(sim: SimulatorProcess) -> list[Sample]:
     cropped_url = sim.host_media("banned-crop.png", cropped(banned), "image/png")
     img, txt = MediaType.IMAGE, MediaType.TEXT
     return [
-        Sample("benign photo (inline PNG)", upload(img, data=benign_png, content_type="image/png"), Decision.ALLOW),
-        Sample("benign photo (by URL)", upload(img, url=benign_url, content_type="image/jpeg"), Decision.ALLOW),
-        Sample("benign photo (inline JPEG)", upload(img, data=image_bytes(make_image(3), "JPEG"),
-                                                    content_type="image/jpeg"), Decision.ALLOW),
-        Sample("same photo again (cache)", upload(img, data=benign_png, content_type="image/png"), Decision.ALLOW),
-        Sample("banned image, resized JPEG", upload(img, data=reencoded(banned), content_type="image/jpeg"),
-               Decision.BLOCK),
-        Sample("banned image, cropped (URL)", upload(img, url=cropped_url, content_type="image/png"),
-               Decision.BLOCK),
-        Sample("hash-list image, resized", upload(img, data=reencoded(csam_listed), content_type="image/jpeg"),
-               Decision.ESCALATE),
-        Sample("explicit image", upload(img, data=reencoded(nsfw, 0.8), content_type="image/jpeg"),
-               Decision.BLOCK),
+        Sample(
+            "benign photo (inline PNG)",
+            upload(img, data=benign_png, content_type="image/png"),
+            Decision.ALLOW,
+        ),
+        Sample(
+            "benign photo (by URL)", upload(img, url=benign_url, content_type="image/jpeg"), Decision.ALLOW
+        ),
+        Sample(
+            "benign photo (inline JPEG)",
+            upload(img, data=image_bytes(make_image(3), "JPEG"), content_type="image/jpeg"),
+            Decision.ALLOW,
+        ),
+        Sample(
+            "same photo again (cache)", upload(img, data=benign_png, content_type="image/png"), Decision.ALLOW
+        ),
+        Sample(
+            "banned image, resized JPEG",
+            upload(img, data=reencoded(banned), content_type="image/jpeg"),
+            Decision.BLOCK,
+        ),
+        Sample(
+            "banned image, cropped (URL)",
+            upload(img, url=cropped_url, content_type="image/png"),
+            Decision.BLOCK,
+        ),
+        Sample(
+            "hash-list image, resized",
+            upload(img, data=reencoded(csam_listed), content_type="image/jpeg"),
+            Decision.ESCALATE,
+        ),
+        Sample(
+            "explicit image",
+            upload(img, data=reencoded(nsfw, 0.8), content_type="image/jpeg"),
+            Decision.BLOCK,
+        ),
         Sample("friendly text", upload(txt, text="Lovely sunset at the beach today!"), Decision.ALLOW),
         Sample("threatening text", upload(txt, text="I am going to kill you tomorrow"), Decision.BLOCK),
         Sample("spam text", upload(txt, text="Buy now!!! free money, click here"), Decision.REVIEW),
@@ -87,8 +110,16 @@ def _table(samples: list[Sample], verdicts: dict[str, ModerationVerdict]) -> tup
         latency = f"{_checks_ms(v):.0f} ms" if v else "-"
         ok = v is not None and v.decision is s.expected
         wrong += not ok
-        rows.append((s.event.upload_id, s.label, s.expected.value, decision + ("" if ok else "  <-- !"),
-                     latency, _reasons(v) if v else "-"))
+        rows.append(
+            (
+                s.event.upload_id,
+                s.label,
+                s.expected.value,
+                decision + ("" if ok else "  <-- !"),
+                latency,
+                _reasons(v) if v else "-",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = []
     for n, row in enumerate(rows):
@@ -112,20 +143,34 @@ def run_demo() -> int:
         sim.start()
         print(f"  simulator at {sim.url} (latency median 40 ms, p99 150 ms)", flush=True)
         settings = KafkaSettings(bootstrap_servers=bootstrap)
-        ensure_topics(settings, [settings.input_topic, settings.verdict_topic, settings.review_topic,
-                                 settings.escalation_topic, settings.dlq_topic], partitions=4)
+        ensure_topics(
+            settings,
+            [
+                settings.input_topic,
+                settings.verdict_topic,
+                settings.review_topic,
+                settings.escalation_topic,
+                settings.dlq_topic,
+            ],
+            partitions=4,
+        )
         samples = _samples(sim)
         produce_uploads(bootstrap, settings.input_topic, [s.event for s in samples])
         print(f"  produced {len(samples)} sample uploads to '{settings.input_topic}'", flush=True)
-        consumer = ConsumerProcess(consumer_env(bootstrap, sim.url, group="demo"),
-                                   log_path=workdir / "consumer.log").start()
+        consumer = ConsumerProcess(
+            consumer_env(bootstrap, sim.url, group="demo"), log_path=workdir / "consumer.log"
+        ).start()
         print("  consumer running (python -m consumer run); waiting for verdicts...\n", flush=True)
         wanted = {s.event.upload_id for s in samples}
-        verdicts = {v.upload_id: v for v in read_verdicts(bootstrap, settings.verdict_topic, wanted, timeout=120)}
+        verdicts = {
+            v.upload_id: v for v in read_verdicts(bootstrap, settings.verdict_topic, wanted, timeout=120)
+        }
         table, wrong = _table(samples, verdicts)
         print(table)
-        print(f"\n{len(verdicts)} verdicts for {len(samples)} uploads in {time.monotonic() - started:.1f}s; "
-              f"consumer log: {workdir / 'consumer.log'}")
+        print(
+            f"\n{len(verdicts)} verdicts for {len(samples)} uploads in {time.monotonic() - started:.1f}s; "
+            f"consumer log: {workdir / 'consumer.log'}"
+        )
         if wrong:
             print(f"{wrong} verdict(s) differ from what the demo expects", file=sys.stderr)
             return 1

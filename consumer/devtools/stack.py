@@ -13,7 +13,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,11 +39,14 @@ __all__ = [
 ]
 
 
-def _spawn(cmd: list[str], log_path: Path | None, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def _spawn(
+    cmd: list[str], log_path: Path | None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start ``cmd`` with its output appended to ``log_path`` (or discarded)."""
     if log_path is None:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     with open(log_path, "ab") as out:
         return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
@@ -66,8 +68,18 @@ class SimulatorProcess:
     def start(self, timeout: float = 30.0) -> SimulatorProcess:
         self.port = self.port or free_port()
         self.process = _spawn(
-            [sys.executable, "-m", "consumer", "simulate", "--port", str(self.port),
-             "--latency-median-ms", str(self.latency_median_ms), "--latency-p99-ms", str(self.latency_p99_ms)],
+            [
+                sys.executable,
+                "-m",
+                "consumer",
+                "simulate",
+                "--port",
+                str(self.port),
+                "--latency-median-ms",
+                str(self.latency_median_ms),
+                "--latency-p99-ms",
+                str(self.latency_p99_ms),
+            ],
             self.log_path,
         )
         deadline = time.monotonic() + timeout
@@ -103,7 +115,9 @@ class SimulatorProcess:
     def add_csam_image(self, data: bytes) -> str:
         return str(self.admin("/_admin/csam/media", content=data)["hash"])
 
-    def force_scores(self, scores: dict[str, float], *, media: bytes | None = None, text: str | None = None) -> None:
+    def force_scores(
+        self, scores: dict[str, float], *, media: bytes | None = None, text: str | None = None
+    ) -> None:
         body: dict[str, Any] = {"scores": scores}
         if media is not None:
             body["media_b64"] = base64.b64encode(media).decode()
@@ -121,7 +135,8 @@ class SimulatorProcess:
             self.url + "/api/v2/custom_index/add/sync",
             headers={"authorization": f"token {DEFAULT_KEYS['index']}"},
             data={"metadata": f"tenant={tenant};{metadata}"},
-            files={"media": ("seed.png", data, "image/png")}, timeout=30,
+            files={"media": ("seed.png", data, "image/png")},
+            timeout=30,
         )
         resp.raise_for_status()
         return dict(resp.json())
@@ -130,8 +145,14 @@ class SimulatorProcess:
         return dict(httpx.get(self.url + "/_admin/stats", timeout=10).json())
 
 
-def consumer_env(bootstrap: str, simulator_url: str, *, group: str = "moderation",
-                 topics: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
+def consumer_env(
+    bootstrap: str,
+    simulator_url: str,
+    *,
+    group: str = "moderation",
+    topics: dict[str, str] | None = None,
+    **extra: str,
+) -> dict[str, str]:
     """Environment for ``python -m consumer run`` against a local broker and the simulator."""
     env = {
         **os.environ,
@@ -177,8 +198,16 @@ class ConsumerProcess:
         return self.process is not None and self.process.poll() is None
 
 
-def upload(kind: MediaType, *, upload_id: str | None = None, tenant: str = "demo", data: bytes | None = None,
-           url: str | None = None, text: str | None = None, content_type: str | None = None) -> UploadEvent:
+def upload(
+    kind: MediaType,
+    *,
+    upload_id: str | None = None,
+    tenant: str = "demo",
+    data: bytes | None = None,
+    url: str | None = None,
+    text: str | None = None,
+    content_type: str | None = None,
+) -> UploadEvent:
     return UploadEvent(
         upload_id=upload_id or f"up-{uuid.uuid4().hex[:12]}",
         tenant_id=tenant,
@@ -194,11 +223,23 @@ def upload(kind: MediaType, *, upload_id: str | None = None, tenant: str = "demo
     )
 
 
-def produce_uploads(bootstrap: str, topic: str, uploads: Iterable[UploadEvent],
-                    codec: AvroCodec | None = None, raw: Iterable[tuple[bytes | None, bytes]] = ()) -> int:
+def produce_uploads(
+    bootstrap: str,
+    topic: str,
+    uploads: Iterable[UploadEvent],
+    codec: AvroCodec | None = None,
+    raw: Iterable[tuple[bytes | None, bytes]] = (),
+) -> int:
     codec = codec or AvroCodec()
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
-                         "linger.ms": 5, "logger": _QUIET})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "logger": _QUIET,
+        }
+    )
     count = 0
     for u in uploads:
         producer.produce(topic, key=u.upload_id.encode(), value=codec.encode("UploadEvent", u.to_avro()))
@@ -212,15 +253,21 @@ def produce_uploads(bootstrap: str, topic: str, uploads: Iterable[UploadEvent],
     return count
 
 
-def iter_verdicts(bootstrap: str, topic: str, *, timeout: float, group: str | None = None,
-                  isolation: str = "read_committed") -> Iterator[ModerationVerdict]:
+def iter_verdicts(
+    bootstrap: str, topic: str, *, timeout: float, group: str | None = None, isolation: str = "read_committed"
+) -> Iterator[ModerationVerdict]:
     """Verdicts from the beginning of ``topic`` until ``timeout`` seconds pass (caller stops early)."""
     codec = AvroCodec()
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": group or f"reader-{uuid.uuid4().hex[:8]}",
-        "auto.offset.reset": "earliest", "enable.auto.commit": False, "isolation.level": isolation,
-        "logger": _QUIET,
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group or f"reader-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": isolation,
+            "logger": _QUIET,
+        }
+    )
     consumer.subscribe([topic])
     deadline = time.monotonic() + timeout
     try:
@@ -233,8 +280,9 @@ def iter_verdicts(bootstrap: str, topic: str, *, timeout: float, group: str | No
         consumer.close()
 
 
-def read_verdicts(bootstrap: str, topic: str, expected: set[str], *, timeout: float = 120.0
-                  ) -> list[ModerationVerdict]:
+def read_verdicts(
+    bootstrap: str, topic: str, expected: set[str], *, timeout: float = 120.0
+) -> list[ModerationVerdict]:
     """All verdicts read until every id in ``expected`` has one (or the deadline passes)."""
     seen: list[ModerationVerdict] = []
     missing = set(expected)
@@ -268,11 +316,16 @@ class VerdictCollector:
 
     def _run(self) -> None:
         codec = AvroCodec()
-        consumer = Consumer({
-            "bootstrap.servers": self._bootstrap, "group.id": f"collector-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest", "enable.auto.commit": False,
-            "isolation.level": self._isolation, "logger": _QUIET,
-        })
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self._bootstrap,
+                "group.id": f"collector-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "isolation.level": self._isolation,
+                "logger": _QUIET,
+            }
+        )
         consumer.subscribe([self._topic])
         try:
             while not self._stop.is_set():

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from ..config import KafkaSettings
 from .common import base_config
@@ -11,12 +12,16 @@ from .common import base_config
 __all__ = ["ensure_topics"]
 
 
-def ensure_topics(settings: KafkaSettings, topics: list[str], partitions: int | None = None,
-                  timeout: float = 30.0) -> None:
+def ensure_topics(
+    settings: KafkaSettings, topics: list[str], partitions: int | None = None, timeout: float = 30.0
+) -> None:
     admin = AdminClient(base_config(settings))
     existing = set(admin.list_topics(timeout=timeout).topics)
-    wanted = [NewTopic(t, num_partitions=partitions or settings.topic_partitions, replication_factor=-1)
-              for t in topics if t not in existing]
+    wanted = [
+        NewTopic(t, num_partitions=partitions or settings.topic_partitions, replication_factor=-1)
+        for t in topics
+        if t not in existing
+    ]
     if not wanted:
         return
     for topic, future in admin.create_topics(wanted, operation_timeout=timeout).items():

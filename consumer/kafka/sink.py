@@ -43,14 +43,21 @@ class Sink:
         while not self._stop.is_set():
             self._producer.poll(0.05)
 
-    async def send(self, topic: str, key: bytes | None, value: bytes,
-                   headers: list[tuple[str, bytes]] | None = None) -> None:
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
+    ) -> None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
 
         def delivered(err: Any, _msg: Message) -> None:
             if err is not None:
-                loop.call_soon_threadsafe(_fail, future, DeliveryError(f"delivery to {topic} failed: {err.str()}"))
+                loop.call_soon_threadsafe(
+                    _fail, future, DeliveryError(f"delivery to {topic} failed: {err.str()}")
+                )
             else:
                 loop.call_soon_threadsafe(_succeed, future)
 

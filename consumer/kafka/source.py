@@ -20,8 +20,14 @@ PartitionsCallback = Callable[[list[tuple[str, int]]], None]
 class Source:
     """Wraps one ``confluent_kafka.Consumer``. Every method must be called from one thread."""
 
-    def __init__(self, settings: KafkaSettings, *, on_assign: PartitionsCallback | None = None,
-                 on_revoke: PartitionsCallback | None = None, on_lost: PartitionsCallback | None = None) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        on_assign: PartitionsCallback | None = None,
+        on_revoke: PartitionsCallback | None = None,
+        on_lost: PartitionsCallback | None = None,
+    ) -> None:
         self._settings = settings
         self._consumer: Consumer | None = None
         self._on_assign = on_assign
@@ -44,7 +50,9 @@ class Source:
             self._consumer = Consumer(config)
             self._consumer.subscribe(
                 [self._settings.input_topic],
-                on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost,
+                on_assign=self._assigned,
+                on_revoke=self._revoked,
+                on_lost=self._lost,
             )
         return self._consumer
 
@@ -71,7 +79,10 @@ class Source:
             return True
         offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
+            if asynchronous:
+                self._consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             # e.g. a rebalance in progress: the positions are committed again on the next round
             log.warning("commit failed: %s", exc.args[0].str())

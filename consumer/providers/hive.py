@@ -6,8 +6,8 @@ Response parsing is pure and tolerant of both ``status.code`` forms ("0" and 200
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -38,8 +38,15 @@ OK_CODES = {"0", "200"}
 class HiveTransport:
     """POSTs one Hive form request with the project's key, maps errors, retries transient ones."""
 
-    def __init__(self, http: httpx.AsyncClient, base_url: str, key: SecretStr, check: str,
-                 retry: RetryPolicy, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        base_url: str,
+        key: SecretStr,
+        check: str,
+        retry: RetryPolicy,
+        timeout_s: float = 10.0,
+    ) -> None:
         self._http = http
         self._base = base_url.rstrip("/")
         self._key = key
@@ -47,25 +54,34 @@ class HiveTransport:
         self._retry = retry
         self._timeout = timeout_s
 
-    async def post(self, path: str, fields: Mapping[str, str],
-                   files: Mapping[str, tuple[str, bytes, str]] | None = None) -> tuple[dict[str, Any], int]:
+    async def post(
+        self, path: str, fields: Mapping[str, str], files: Mapping[str, tuple[str, bytes, str]] | None = None
+    ) -> tuple[dict[str, Any], int]:
         async def once() -> dict[str, Any]:
             return await self._post_once(path, fields, files)
 
         return await retrying(self._retry, once)
 
-    async def _post_once(self, path: str, fields: Mapping[str, str],
-                         files: Mapping[str, tuple[str, bytes, str]] | None) -> dict[str, Any]:
+    async def _post_once(
+        self, path: str, fields: Mapping[str, str], files: Mapping[str, tuple[str, bytes, str]] | None
+    ) -> dict[str, Any]:
         headers = {"authorization": f"token {self._key.get_secret_value()}", "accept": "application/json"}
         try:
             resp = await self._http.post(
-                self._base + path, data=dict(fields), files=dict(files) if files else None,
-                headers=headers, timeout=self._timeout,
+                self._base + path,
+                data=dict(fields),
+                files=dict(files) if files else None,
+                headers=headers,
+                timeout=self._timeout,
             )
         except httpx.TimeoutException as exc:
-            raise TransientError(f"{self.check}: timeout calling Hive ({type(exc).__name__})", check=self.check) from None
+            raise TransientError(
+                f"{self.check}: timeout calling Hive ({type(exc).__name__})", check=self.check
+            ) from None
         except httpx.TransportError as exc:
-            raise TransientError(f"{self.check}: cannot reach Hive ({type(exc).__name__})", check=self.check) from None
+            raise TransientError(
+                f"{self.check}: cannot reach Hive ({type(exc).__name__})", check=self.check
+            ) from None
         return check_response(resp, self.check)
 
 
@@ -74,8 +90,11 @@ def check_response(resp: httpx.Response, check: str) -> dict[str, Any]:
     status = resp.status_code
     message = _message(resp)
     if status == 429:
-        raise RateLimitedError(f"{check}: Hive rate limited (429): {message}", check=check,
-                               retry_after=_retry_after(resp.headers.get("retry-after")))
+        raise RateLimitedError(
+            f"{check}: Hive rate limited (429): {message}",
+            check=check,
+            retry_after=_retry_after(resp.headers.get("retry-after")),
+        )
     if status in TRANSIENT_STATUS or status >= 500:
         raise TransientError(f"{check}: Hive HTTP {status}: {message}", check=check, status=status)
     if status != 200:
@@ -83,7 +102,9 @@ def check_response(resp: httpx.Response, check: str) -> dict[str, Any]:
     try:
         body = resp.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise TransientError(f"{check}: Hive answered 200 with a body that is not JSON", check=check) from None
+        raise TransientError(
+            f"{check}: Hive answered 200 with a body that is not JSON", check=check
+        ) from None
     if not isinstance(body, dict):
         raise TransientError(f"{check}: Hive answered 200 with an unexpected body", check=check)
     _raise_task_error(body, check)
@@ -148,8 +169,12 @@ def parse_classification(body: Mapping[str, Any]) -> list[Frame]:
     frames = []
     for item in output:
         classes = item.get("classes") or []
-        frames.append(Frame(float(item.get("time", 0) or 0),
-                            {str(c["class"]): float(c["score"]) for c in classes if "class" in c}))
+        frames.append(
+            Frame(
+                float(item.get("time", 0) or 0),
+                {str(c["class"]): float(c["score"]) for c in classes if "class" in c},
+            )
+        )
     return frames
 
 
@@ -175,8 +200,12 @@ def parse_csam(body: Mapping[str, Any]) -> CsamResult:
 def parse_matches(body: Mapping[str, Any]) -> list[SimilarityMatch]:
     output = _response(body).get("output") or {}
     return [
-        SimilarityMatch(match_id=str(m.get("id")), score=float(m.get("similarity_score", 0.0)),
-                        metadata=m.get("metadata"), url=m.get("url"))
+        SimilarityMatch(
+            match_id=str(m.get("id")),
+            score=float(m.get("similarity_score", 0.0)),
+            metadata=m.get("metadata"),
+            url=m.get("url"),
+        )
         for m in (output.get("matches") or [])
     ]
 
@@ -230,14 +259,16 @@ class HiveCustomIndex:
         body, attempts = await self._t.post("/api/v2/custom_index/query/sync", fields, files)
         matches = [
             replace(m, metadata=_strip_tenant(m.metadata))
-            for m in parse_matches(body) if _tenant_of(m.metadata) in (None, tenant)
+            for m in parse_matches(body)
+            if _tenant_of(m.metadata) in (None, tenant)
         ]
         return Checked(matches, PROVIDER, attempts=attempts)
 
     async def add(self, media: Media, tenant: str, metadata: str) -> str:
         fields, files = media.form()
-        body, _ = await self._t.post("/api/v2/custom_index/add/sync",
-                                     {**fields, "metadata": f"tenant={tenant};{metadata}"}, files)
+        body, _ = await self._t.post(
+            "/api/v2/custom_index/add/sync", {**fields, "metadata": f"tenant={tenant};{metadata}"}, files
+        )
         return str(_output(body).get("shaHash", ""))
 
     async def remove(self, media: Media, tenant: str) -> str | None:

@@ -12,8 +12,14 @@ from .state import DEFAULT_KEYS, LatencyModel, SimulatorState
 __all__ = ["DEFAULT_KEYS", "LatencyModel", "SimulatorState", "build_app", "serve"]
 
 
-async def serve(host: str, port: int, state: SimulatorState | None = None, *, ready: asyncio.Event | None = None,
-                allow_remote_fetch: bool = False) -> None:
+async def serve(
+    host: str,
+    port: int,
+    state: SimulatorState | None = None,
+    *,
+    ready: asyncio.Event | None = None,
+    allow_remote_fetch: bool = False,
+) -> None:
     """Run until cancelled."""
     runner = web.AppRunner(build_app(state, allow_remote_fetch=allow_remote_fetch), access_log=None)
     await runner.setup()

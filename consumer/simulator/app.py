@@ -84,7 +84,9 @@ def _one_source(fields: dict[str, Any], choices: tuple[str, ...]) -> str | web.R
     return present[0]
 
 
-async def _media_bytes(request: web.Request, fields: dict[str, Any], source: str) -> tuple[bytes, dict[str, Any]]:
+async def _media_bytes(
+    request: web.Request, fields: dict[str, Any], source: str
+) -> tuple[bytes, dict[str, Any]]:
     if source == "media":
         part = fields["media"]
         if not isinstance(part, web.FileField):
@@ -140,8 +142,15 @@ def _media_info(image: Image.Image, origin: dict[str, Any]) -> dict[str, Any]:
 
 
 def _task_body(
-    project: Project, output: Any, media: dict[str, Any] | None, metadata: Any, *, numeric_status: bool,
-    code: int = 0, message: str = "SUCCESS", extra_input: dict[str, Any] | None = None,
+    project: Project,
+    output: Any,
+    media: dict[str, Any] | None,
+    metadata: Any,
+    *,
+    numeric_status: bool,
+    code: int = 0,
+    message: str = "SUCCESS",
+    extra_input: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     task_id = str(uuid.uuid1())
     model, model_type = MODELS[project.kind]
@@ -152,17 +161,26 @@ def _task_body(
         "project_id": project.project_id,
         "user_id": project.user_id,
         "created_on": _now_iso(),
-        "status": [{
-            "status": {"code": status_code, "message": message},
-            "response": {
-                "input": {
-                    "id": task_id, "user_id": project.user_id, "project_id": project.project_id,
-                    "charge": "0.00100", "model": model, "model_version": 1, "model_type": model_type,
-                    "created_on": _now_iso(), "media": media or {"mimetype": None}, **(extra_input or {}),
+        "status": [
+            {
+                "status": {"code": status_code, "message": message},
+                "response": {
+                    "input": {
+                        "id": task_id,
+                        "user_id": project.user_id,
+                        "project_id": project.project_id,
+                        "charge": "0.00100",
+                        "model": model,
+                        "model_version": 1,
+                        "model_type": model_type,
+                        "created_on": _now_iso(),
+                        "media": media or {"mimetype": None},
+                        **(extra_input or {}),
+                    },
+                    "output": output,
                 },
-                "output": output,
-            },
-        }],
+            }
+        ],
         "from_cache": False,
         "metadata": metadata,
     }
@@ -195,14 +213,22 @@ async def task_sync(request: web.Request) -> web.Response:
             if source != "text_data":
                 return _error(400, "Bad Request - this project moderates text: send 'text_data'")
             text = str(fields["text_data"])
-            output = [{
-                "time": 0,
-                "classes": [{"class": c, "score": s} for c, s in state.text_scores(text).items()],
-                "start_char_index": 0, "end_char_index": len(text),
-            }]
-            body = _task_body(project, output, None, metadata, numeric_status=numeric,
-                              extra_input={"text": json.dumps(text),
-                                           "hash": hashlib.md5(text.encode()).hexdigest()})  # noqa: S324
+            output = [
+                {
+                    "time": 0,
+                    "classes": [{"class": c, "score": s} for c, s in state.text_scores(text).items()],
+                    "start_char_index": 0,
+                    "end_char_index": len(text),
+                }
+            ]
+            body = _task_body(
+                project,
+                output,
+                None,
+                metadata,
+                numeric_status=numeric,
+                extra_input={"text": json.dumps(text), "hash": hashlib.md5(text.encode()).hexdigest()},
+            )
             return web.json_response(body)
         if source == "text_data":
             return _error(400, "Bad Request - this project moderates media: send 'media' or 'url'")
@@ -214,14 +240,22 @@ async def task_sync(request: web.Request) -> web.Response:
         else:
             frames = pdq.decode_frames(data)
             output = [
-                {"time": t, "classes": [{"class": c, "score": s} for c, s in
-                                        state.visual_scores(data if len(frames) == 1 else _frame_key(data, t), f).items()]}
+                {
+                    "time": t,
+                    "classes": [
+                        {"class": c, "score": s}
+                        for c, s in state.visual_scores(
+                            data if len(frames) == 1 else _frame_key(data, t), f
+                        ).items()
+                    ],
+                }
                 for t, f in frames
             ]
         return web.json_response(_task_body(project, output, media, metadata, numeric_status=numeric))
     except TaskFailure as failure:
-        body = _task_body(project, [], None, metadata, numeric_status=numeric,
-                          code=failure.code, message=failure.message)
+        body = _task_body(
+            project, [], None, metadata, numeric_status=numeric, code=failure.code, message=failure.message
+        )
         return web.json_response(body)
 
 
@@ -234,15 +268,17 @@ def _csam_output(state: SimulatorState, data: bytes, image: Image.Image) -> list
         raise TaskFailure(3003, f"Image too small for hash matching: minimum {MIN_CSAM_SIDE}x{MIN_CSAM_SIDE}")
     result: dict[str, Any] = {
         "time": 0,
-        "file": {"fileType": "image", "md5": hashlib.md5(data).hexdigest()},  # noqa: S324 - content id
+        "file": {"fileType": "image", "md5": hashlib.md5(data).hexdigest()},
     }
     distance = state.csam_match(image.convert("RGB"))
     if distance is not None:
-        result["hashes"] = [{
-            "hashType": "pdq",
-            "matchTypes": ["CSAM"],
-            "matches": [{"matchDistance": distance, "sourceId": "thorn", "classifications": ["CSAM"]}],
-        }]
+        result["hashes"] = [
+            {
+                "hashType": "pdq",
+                "matchTypes": ["CSAM"],
+                "matches": [{"matchDistance": distance, "sourceId": "thorn", "classifications": ["CSAM"]}],
+            }
+        ]
     return [result]
 
 
@@ -269,36 +305,65 @@ async def index_sync(request: web.Request) -> web.Response:
     status = {"code": "0", "message": "SUCCESS"}
     if op == "add":
         entry = state.index_add(data, image, fields.get("metadata"), origin.get("url"))
-        return web.json_response({
-            "id": task_id, "code": 200, "project_id": project.project_id, "user_id": project.user_id,
-            "created_on": _now_iso(),
-            "status": [{"status": status, "response": {
-                "input": {"id": task_id, "media": origin},
-                "output": {"status": "Success", "shaHash": entry.sha256, "id": entry.id,
-                           "message": "Image successfully added to the index"},
-            }}],
-            "from_cache": False, "metadata": fields.get("metadata"),
-        })
+        return web.json_response(
+            {
+                "id": task_id,
+                "code": 200,
+                "project_id": project.project_id,
+                "user_id": project.user_id,
+                "created_on": _now_iso(),
+                "status": [
+                    {
+                        "status": status,
+                        "response": {
+                            "input": {"id": task_id, "media": origin},
+                            "output": {
+                                "status": "Success",
+                                "shaHash": entry.sha256,
+                                "id": entry.id,
+                                "message": "Image successfully added to the index",
+                            },
+                        },
+                    }
+                ],
+                "from_cache": False,
+                "metadata": fields.get("metadata"),
+            }
+        )
     if op == "query":
         matches = [
             {"url": e.url, "id": e.id, "similarity_score": score, "metadata": e.metadata}
             for e, score in state.index_query(image)
         ]
-        return web.json_response({
-            "task_id": task_id, "project_id": project.project_id, "status": status,
-            "response": {"input": {"id": task_id, "media": origin}, "output": {"matches": matches}},
-        })
+        return web.json_response(
+            {
+                "task_id": task_id,
+                "project_id": project.project_id,
+                "status": status,
+                "response": {"input": {"id": task_id, "media": origin}, "output": {"matches": matches}},
+            }
+        )
     removed = state.index_remove(data, image)
     output: dict[str, Any] = (
-        {"status": "Success", "id": removed.id, "shaHash": removed.sha256,
-         "message": "Image successfully removed from the index", "project_id": project.project_id}
-        if removed else
-        {"status": "Failure", "message": "Image not found in the index", "project_id": project.project_id}
+        {
+            "status": "Success",
+            "id": removed.id,
+            "shaHash": removed.sha256,
+            "message": "Image successfully removed from the index",
+            "project_id": project.project_id,
+        }
+        if removed
+        else {
+            "status": "Failure",
+            "message": "Image not found in the index",
+            "project_id": project.project_id,
+        }
     )
     return web.json_response({"status": status, "response": {"input": {"id": task_id}, "output": output}})
 
 
 # --- admin and media hosting ---------------------------------------------------------------
+
 
 async def admin_reset(request: web.Request) -> web.Response:
     request.app[STATE_KEY].reset()
@@ -332,8 +397,9 @@ async def admin_scores(request: web.Request) -> web.Response:
     scores = body.get("scores")
     if not isinstance(scores, dict):
         return _error(400, "scores must be an object of class -> score")
-    override = ScoreOverride(scores={str(k): float(v) for k, v in scores.items()},
-                             sha256=body.get("sha256"), text=body.get("text"))
+    override = ScoreOverride(
+        scores={str(k): float(v) for k, v in scores.items()}, sha256=body.get("sha256"), text=body.get("text")
+    )
     if "media_b64" in body:
         data = base64.b64decode(body["media_b64"])
         try:
@@ -356,10 +422,15 @@ async def admin_latency(request: web.Request) -> web.Response:
 
 async def admin_stats(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
-    return web.json_response({
-        "requests": state.requests, "index_size": len(state.index), "csam_hashes": len(state.csam_hashes),
-        "overrides": len(state.overrides), "media": len(state.media),
-    })
+    return web.json_response(
+        {
+            "requests": state.requests,
+            "index_size": len(state.index),
+            "csam_hashes": len(state.csam_hashes),
+            "overrides": len(state.overrides),
+            "media": len(state.media),
+        }
+    )
 
 
 async def put_media(request: web.Request) -> web.Response:

@@ -183,7 +183,9 @@ class SimulatorState:
                 continue
             if o.hashes:
                 query = query or pdq.hash_image(image)
-                if query.usable and any(pdq.distance(h.value, query.value) <= pdq.MATCH_DISTANCE for h in o.hashes):
+                if query.usable and any(
+                    pdq.distance(h.value, query.value) <= pdq.MATCH_DISTANCE for h in o.hashes
+                ):
                     forced.update(o.scores)
         return forced
 

@@ -84,16 +84,27 @@ class Topics:
     group: str
 
     def env(self) -> dict[str, str]:
-        return {"input_topic": self.input, "verdict_topic": self.verdicts, "review_topic": self.review,
-                "escalation_topic": self.escalations, "dlq_topic": self.dlq}
+        return {
+            "input_topic": self.input,
+            "verdict_topic": self.verdicts,
+            "review_topic": self.review,
+            "escalation_topic": self.escalations,
+            "dlq_topic": self.dlq,
+        }
 
 
 @pytest.fixture
 def topics(kafka_bootstrap: str) -> Topics:
     """Fresh topic names (4 partitions) and a fresh group for one test."""
     suffix = uuid.uuid4().hex[:8]
-    t = Topics(f"uploads-{suffix}", f"verdicts-{suffix}", f"review-{suffix}", f"escalations-{suffix}",
-               f"dlq-{suffix}", f"group-{suffix}")
+    t = Topics(
+        f"uploads-{suffix}",
+        f"verdicts-{suffix}",
+        f"review-{suffix}",
+        f"escalations-{suffix}",
+        f"dlq-{suffix}",
+        f"group-{suffix}",
+    )
     settings = load_settings(kafka={"bootstrap_servers": kafka_bootstrap})
     ensure_topics(settings.kafka, [t.input, t.verdicts, t.review, t.escalations, t.dlq], partitions=4)
     return t
@@ -103,10 +114,20 @@ def topics(kafka_bootstrap: str) -> Topics:
 def settings_for(kafka_bootstrap: str, sim: SimulatorProcess) -> Callable[..., Settings]:
     def make(t: Topics, **processing: Any) -> Settings:
         return load_settings(
-            kafka={"bootstrap_servers": kafka_bootstrap, "group_id": t.group, "create_topics": False,
-                   "commit_interval_ms": 100, **t.env()},
-            hive={"base_url": sim.url, "visual_key": DEFAULT_KEYS["visual"], "text_key": DEFAULT_KEYS["text"],
-                  "csam_key": DEFAULT_KEYS["csam"], "index_key": DEFAULT_KEYS["index"]},
+            kafka={
+                "bootstrap_servers": kafka_bootstrap,
+                "group_id": t.group,
+                "create_topics": False,
+                "commit_interval_ms": 100,
+                **t.env(),
+            },
+            hive={
+                "base_url": sim.url,
+                "visual_key": DEFAULT_KEYS["visual"],
+                "text_key": DEFAULT_KEYS["text"],
+                "csam_key": DEFAULT_KEYS["csam"],
+                "index_key": DEFAULT_KEYS["index"],
+            },
             processing=processing,
         )
 

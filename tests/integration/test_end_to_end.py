@@ -20,12 +20,17 @@ IMAGE, TEXT = MediaType.IMAGE, MediaType.TEXT
 
 
 @pytest.fixture
-def moderate(kafka_bootstrap: str, topics: Topics, settings_for: Callable[..., Any],
-             running_service: Callable[..., Any]) -> Callable[..., Any]:
+def moderate(
+    kafka_bootstrap: str,
+    topics: Topics,
+    settings_for: Callable[..., Any],
+    running_service: Callable[..., Any],
+) -> Callable[..., Any]:
     """await moderate(uploads, raw=[(key, value)]) -> {upload_id: verdict}, via the running service."""
 
-    async def run(uploads: list[UploadEvent], raw: list[tuple[bytes | None, bytes]] | None = None
-                  ) -> dict[str, ModerationVerdict]:
+    async def run(
+        uploads: list[UploadEvent], raw: list[tuple[bytes | None, bytes]] | None = None
+    ) -> dict[str, ModerationVerdict]:
         produce_uploads(kafka_bootstrap, topics.input, uploads, raw=raw or [])
         async with running_service(settings_for(topics)):
             verdicts = await asyncio.to_thread(
@@ -90,8 +95,11 @@ async def test_hash_list_copy_is_escalated_and_nothing_else_runs(
     after = sim.stats()["requests"]
     assert after.get("task_sync", 0) - before.get("task_sync", 0) == 1  # CSAM only, no classifier
     assert after.get("index_query", 0) == before.get("index_query", 0)
-    escalated = [x.upload_id for x in iter_verdicts(kafka_bootstrap, topics.escalations, timeout=5)
-                 if x.upload_id == u.upload_id][:1]
+    escalated = [
+        x.upload_id
+        for x in iter_verdicts(kafka_bootstrap, topics.escalations, timeout=5)
+        if x.upload_id == u.upload_id
+    ][:1]
     assert escalated == [u.upload_id]
 
 
@@ -136,7 +144,9 @@ async def test_same_content_twice_is_answered_from_the_cache(moderate: Any, sim:
     second = upload(IMAGE, upload_id="cache-2", data=data)
     verdicts = await moderate([first, second])
     assert verdicts["cache-1"].decision is verdicts["cache-2"].decision is Decision.ALLOW
-    outcomes = sorted([c.outcome for c in verdicts["cache-1"].checks] + [c.outcome for c in verdicts["cache-2"].checks])
+    outcomes = sorted(
+        [c.outcome for c in verdicts["cache-1"].checks] + [c.outcome for c in verdicts["cache-2"].checks]
+    )
     assert outcomes == ["cached", "ok", "ok", "ok"]  # one upload asked the providers, the other shared it
     assert sim.stats()["requests"]["task_sync"] == 2  # csam + visual, once
 
@@ -157,14 +167,19 @@ async def test_undecodable_record_is_logged_and_skipped(
 
 
 async def test_a_provider_that_rejects_the_key_gives_a_review_with_the_reason(
-    kafka_bootstrap: str, topics: Topics, settings_for: Callable[..., Any], running_service: Callable[..., Any]
+    kafka_bootstrap: str,
+    topics: Topics,
+    settings_for: Callable[..., Any],
+    running_service: Callable[..., Any],
 ) -> None:
     settings = settings_for(topics)
     settings.hive.visual_key = type(settings.hive.visual_key)("wrong-key")  # type: ignore[misc]
     u = upload(IMAGE, data=image_bytes(make_image(11)))
     produce_uploads(kafka_bootstrap, topics.input, [u])
     async with running_service(settings):
-        found = await asyncio.to_thread(read_verdicts, kafka_bootstrap, topics.verdicts, {u.upload_id}, timeout=60)
+        found = await asyncio.to_thread(
+            read_verdicts, kafka_bootstrap, topics.verdicts, {u.upload_id}, timeout=60
+        )
     v = found[0]
     assert v.decision is Decision.REVIEW
     assert v.reasons[0].label == "check_rejected:visual"

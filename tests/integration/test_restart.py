@@ -21,18 +21,26 @@ pytestmark = pytest.mark.integration
 
 
 def _backlog(n_images: int, n_texts: int) -> list[UploadEvent]:
-    images = [upload(MediaType.IMAGE, upload_id=f"img-{i}", data=image_bytes(make_image(1000 + i), "JPEG"))
-              for i in range(n_images)]
+    images = [
+        upload(MediaType.IMAGE, upload_id=f"img-{i}", data=image_bytes(make_image(1000 + i), "JPEG"))
+        for i in range(n_images)
+    ]
     texts = [upload(MediaType.TEXT, upload_id=f"txt-{i}", text=f"message number {i}") for i in range(n_texts)]
     return images + texts
 
 
 def _env(kafka_bootstrap: str, sim: SimulatorProcess, topics: Topics) -> dict[str, str]:
-    return consumer_env(kafka_bootstrap, sim.url, group=topics.group, topics=topics.env(),
-                        MODERATION_KAFKA__CREATE_TOPICS="false", MODERATION_KAFKA__COMMIT_INTERVAL_MS="100",
-                        MODERATION_PROCESSING__MAX_IN_FLIGHT="8",
-                        # a killed member holds its partitions until the session times out
-                        MODERATION_KAFKA__CLIENT_CONFIG='{"session.timeout.ms": "6000"}')
+    return consumer_env(
+        kafka_bootstrap,
+        sim.url,
+        group=topics.group,
+        topics=topics.env(),
+        MODERATION_KAFKA__CREATE_TOPICS="false",
+        MODERATION_KAFKA__COMMIT_INTERVAL_MS="100",
+        MODERATION_PROCESSING__MAX_IN_FLIGHT="8",
+        # a killed member holds its partitions until the session times out
+        MODERATION_KAFKA__CLIENT_CONFIG='{"session.timeout.ms": "6000"}',
+    )
 
 
 @pytest.mark.parametrize("stop", ["sigkill", "sigterm"])

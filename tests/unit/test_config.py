@@ -13,8 +13,16 @@ from consumer.errors import ConfigError
 @pytest.mark.parametrize(
     ("env", "value", "message"),
     [
-        ("MODERATION_KAFKA__BOOTSTRAP_SERVERS", "no-port", r"kafka\.bootstrap_servers \(MODERATION_KAFKA__BOOTSTRAP_SERVERS\): expected host:port"),
-        ("MODERATION_PROCESSING__MAX_IN_FLIGHT", "0", r"processing\.max_in_flight .*greater than or equal to 1"),
+        (
+            "MODERATION_KAFKA__BOOTSTRAP_SERVERS",
+            "no-port",
+            r"kafka\.bootstrap_servers \(MODERATION_KAFKA__BOOTSTRAP_SERVERS\): expected host:port",
+        ),
+        (
+            "MODERATION_PROCESSING__MAX_IN_FLIGHT",
+            "0",
+            r"processing\.max_in_flight .*greater than or equal to 1",
+        ),
         ("MODERATION_PROCESSING__SIMILARITY", "bing", r"processing\.similarity .*expected 'hive' or 'none'"),
         ("MODERATION_HIVE__BASE_URL", "ftp://x", r"hive\.base_url .*expected an http:// or https:// URL"),
         ("MODERATION_LOG_LEVEL", "LOUD", r"log_level .*expected 'DEBUG'"),
@@ -65,18 +73,34 @@ def test_missing_key_is_a_clear_error() -> None:
 
 def test_run_with_a_bad_setting_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "MODERATION_KAFKA__COMMIT_INTERVAL_MS": "soon"}
-    proc = subprocess.run([sys.executable, "-m", "consumer", "run"], env=env, capture_output=True, text=True,
-                          timeout=60, cwd=tmp_path, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "consumer", "run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: invalid setting kafka.commit_interval_ms (MODERATION_KAFKA__COMMIT_INTERVAL_MS)")
+    assert lines[0].startswith(
+        "error: invalid setting kafka.commit_interval_ms (MODERATION_KAFKA__COMMIT_INTERVAL_MS)"
+    )
 
 
 def test_run_without_keys_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "MODERATION_KAFKA__CREATE_TOPICS": "false"}
-    proc = subprocess.run([sys.executable, "-m", "consumer", "run"], env=env, capture_output=True, text=True,
-                          timeout=60, cwd=tmp_path, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "consumer", "run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: invalid setting hive.csam_key: required (set MODERATION_HIVE__CSAM_KEY or hive.csam_key_file)"

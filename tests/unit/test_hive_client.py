@@ -25,9 +25,16 @@ Handler = Callable[[httpx.Request], httpx.Response]
 
 
 def task_body(output: Any, code: str | int = "0", message: str = "SUCCESS") -> dict[str, Any]:
-    return {"id": "t1", "code": 200, "status": [{"status": {"code": code, "message": message},
-                                                 "response": {"input": {"model": "m", "model_version": 3},
-                                                              "output": output}}]}
+    return {
+        "id": "t1",
+        "code": 200,
+        "status": [
+            {
+                "status": {"code": code, "message": message},
+                "response": {"input": {"model": "m", "model_version": 3}, "output": output},
+            }
+        ],
+    }
 
 
 def transport(handler: Handler, attempts: int = 3, check: str = "visual") -> HiveTransport:
@@ -47,9 +54,17 @@ def sequence(*responses: httpx.Response) -> tuple[Handler, list[httpx.Request]]:
 
 
 async def test_classify_sends_token_and_media_and_parses_frames() -> None:
-    handler, seen = sequence(httpx.Response(200, json=task_body(
-        [{"time": 0, "classes": [{"class": "general_nsfw", "score": 0.2}]},
-         {"time": 1, "classes": [{"class": "general_nsfw", "score": 0.7}]}])))
+    handler, seen = sequence(
+        httpx.Response(
+            200,
+            json=task_body(
+                [
+                    {"time": 0, "classes": [{"class": "general_nsfw", "score": 0.2}]},
+                    {"time": 1, "classes": [{"class": "general_nsfw", "score": 0.7}]},
+                ]
+            ),
+        )
+    )
     checked = await HiveClassifier(transport(handler)).classify(Media(data=b"img", content_type="image/png"))
     request = seen[0]
     assert request.url.path == "/api/v1/task/sync"
@@ -91,8 +106,9 @@ async def test_exhausted_retries_raise_transient_with_attempts() -> None:
 
 
 async def test_429_without_retries_left_is_rate_limited_error() -> None:
-    handler, _ = sequence(httpx.Response(429, json={"return_code": 429, "message": "too many"},
-                                         headers={"retry-after": "7"}))
+    handler, _ = sequence(
+        httpx.Response(429, json={"return_code": 429, "message": "too many"}, headers={"retry-after": "7"})
+    )
     with pytest.raises(RateLimitedError) as info:
         await HiveClassifier(transport(handler, attempts=1)).classify("x")
     assert info.value.retry_after == 7.0
@@ -133,29 +149,49 @@ def test_parse_csam_without_hashes_is_no_match() -> None:
 
 
 def test_parse_csam_takes_the_closest_match_and_scenes() -> None:
-    body = task_body([{"hashes": [
-        {"hashType": "md5", "matches": [{"matchDistance": 0}]},
-        {"hashType": "videoSaferhashv0", "matches": [
-            {"matchDistance": 3, "scenes": [{"startTimestamp": 1.5, "endTimestamp": 4.0}]}]},
-    ]}])
+    body = task_body(
+        [
+            {
+                "hashes": [
+                    {"hashType": "md5", "matches": [{"matchDistance": 0}]},
+                    {
+                        "hashType": "videoSaferhashv0",
+                        "matches": [
+                            {"matchDistance": 3, "scenes": [{"startTimestamp": 1.5, "endTimestamp": 4.0}]}
+                        ],
+                    },
+                ]
+            }
+        ]
+    )
     result = parse_csam(body)
     assert (result.matched, result.hash_type, result.match_distance) == (True, "md5", 0)
     assert [(s.start_seconds, s.end_seconds) for s in result.scenes] == [(1.5, 4.0)]
 
 
 async def test_hash_matcher_uses_the_csam_key_transport() -> None:
-    handler, seen = sequence(httpx.Response(200, json=task_body(
-        [{"hashes": [{"hashType": "pdq", "matches": [{"matchDistance": 9}]}]}])))
+    handler, _ = sequence(
+        httpx.Response(
+            200, json=task_body([{"hashes": [{"hashType": "pdq", "matches": [{"matchDistance": 9}]}]}])
+        )
+    )
     checked = await HiveHashMatcher(transport(handler, check="csam")).match(Media(data=b"x"))
     assert checked.value.matched and checked.value.match_distance == 9
 
 
 async def test_custom_index_scopes_matches_to_the_tenant() -> None:
-    body = {"task_id": "q", "response": {"output": {"matches": [
-        {"id": "1", "similarity_score": 0.99, "metadata": "tenant=other;theirs"},
-        {"id": "2", "similarity_score": 0.97, "metadata": "tenant=mine;banned"},
-        {"id": "3", "similarity_score": 0.91, "metadata": "untagged"},
-    ]}}}
+    body = {
+        "task_id": "q",
+        "response": {
+            "output": {
+                "matches": [
+                    {"id": "1", "similarity_score": 0.99, "metadata": "tenant=other;theirs"},
+                    {"id": "2", "similarity_score": 0.97, "metadata": "tenant=mine;banned"},
+                    {"id": "3", "similarity_score": 0.91, "metadata": "untagged"},
+                ]
+            }
+        },
+    }
     handler, seen = sequence(httpx.Response(200, json=body))
     checked = await HiveCustomIndex(transport(handler, check="similarity")).query(Media(data=b"x"), "mine")
     assert [(m.match_id, m.metadata) for m in checked.value] == [("2", "banned"), ("3", "untagged")]
@@ -163,8 +199,16 @@ async def test_custom_index_scopes_matches_to_the_tenant() -> None:
 
 
 async def test_custom_index_add_tags_the_tenant() -> None:
-    handler, seen = sequence(httpx.Response(200, json={"status": [{"status": {"code": "0"}, "response": {
-        "output": {"status": "Success", "shaHash": "abc"}}}]}))
+    handler, seen = sequence(
+        httpx.Response(
+            200,
+            json={
+                "status": [
+                    {"status": {"code": "0"}, "response": {"output": {"status": "Success", "shaHash": "abc"}}}
+                ]
+            },
+        )
+    )
     sha = await HiveCustomIndex(transport(handler)).add(Media(data=b"x"), "t1", "confirmed BLOCK")
     assert sha == "abc"
     assert b"tenant=t1;confirmed BLOCK" in seen[0].content

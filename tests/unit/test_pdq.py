@@ -41,7 +41,7 @@ def test_rotated_and_flipped_copies_match_through_dihedral_variants() -> None:
 def test_unrelated_images_do_not_match() -> None:
     hashes = [h(make_image(seed)) for seed in SEEDS]
     for i, a in enumerate(hashes):
-        for b in hashes[i + 1:]:
+        for b in hashes[i + 1 :]:
             assert pdq.distance(a, b) > pdq.MATCH_DISTANCE * 2
 
 

@@ -39,7 +39,9 @@ class FakeMatcher:
 
     async def match(self, media: Media) -> Checked[CsamResult]:
         self.calls += 1
-        return Checked(CsamResult(self.matched, "pdq" if self.matched else None, 3 if self.matched else None), "fake")
+        return Checked(
+            CsamResult(self.matched, "pdq" if self.matched else None, 3 if self.matched else None), "fake"
+        )
 
 
 @dataclass
@@ -62,10 +64,20 @@ def image(upload_id: str = "u1", data: bytes = b"img") -> UploadEvent:
     return UploadEvent(upload_id, "t", "u", MediaType.IMAGE, 0, media_bytes=data)
 
 
-def pipeline(csam: FakeMatcher | None = None, visual: FakeClassifier | None = None,
-             text: FakeClassifier | None = None, index: FakeIndex | None = None, **kw: float) -> Pipeline:
-    return Pipeline(Checks(csam or FakeMatcher(), visual or FakeClassifier(), text or FakeClassifier(),
-                           index or FakeIndex()), load_policy(), **kw)  # type: ignore[arg-type]
+def pipeline(
+    csam: FakeMatcher | None = None,
+    visual: FakeClassifier | None = None,
+    text: FakeClassifier | None = None,
+    index: FakeIndex | None = None,
+    **kw: float,
+) -> Pipeline:
+    return Pipeline(
+        Checks(
+            csam or FakeMatcher(), visual or FakeClassifier(), text or FakeClassifier(), index or FakeIndex()
+        ),
+        load_policy(),
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 async def test_csam_match_short_circuits_everything_else() -> None:
@@ -76,7 +88,9 @@ async def test_csam_match_short_circuits_everything_else() -> None:
 
 
 async def test_transient_failure_fails_closed_with_reason() -> None:
-    v = await pipeline(visual=FakeClassifier(error=TransientError("visual: Hive HTTP 503"))).moderate(image(), SRC)
+    v = await pipeline(visual=FakeClassifier(error=TransientError("visual: Hive HTTP 503"))).moderate(
+        image(), SRC
+    )
     assert v.decision is Decision.REVIEW
     assert v.reasons[0].label == "check_unavailable:visual"
     assert [c.outcome for c in v.checks if c.check == "visual"] == ["unavailable"]
@@ -85,12 +99,15 @@ async def test_transient_failure_fails_closed_with_reason() -> None:
 async def test_deadline_fails_closed() -> None:
     slow = FakeClassifier(gate=asyncio.Event())
     v = await pipeline(visual=slow, deadline_s=0.05).moderate(image(), SRC)
-    assert v.reasons[0].label == "check_unavailable:visual" and "no answer within" in (v.reasons[0].detail or "")
+    assert v.reasons[0].label == "check_unavailable:visual" and "no answer within" in (
+        v.reasons[0].detail or ""
+    )
 
 
 async def test_permanent_rejection_is_a_review_with_the_provider_reason() -> None:
-    v = await pipeline(visual=FakeClassifier(error=PermanentError("visual: Hive HTTP 403: bad key"))).moderate(
-        image(), SRC)
+    v = await pipeline(
+        visual=FakeClassifier(error=PermanentError("visual: Hive HTTP 403: bad key"))
+    ).moderate(image(), SRC)
     assert v.decision is Decision.REVIEW and v.reasons[0].label == "check_rejected:visual"
 
 

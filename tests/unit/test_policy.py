@@ -22,8 +22,10 @@ def test_benign_scores_allow() -> None:
     assert out.decision is Decision.ALLOW and out.reasons == ()
 
 
-@pytest.mark.parametrize(("score", "decision"), [(0.49, Decision.ALLOW), (0.5, Decision.REVIEW),
-                                                 (0.89, Decision.REVIEW), (0.9, Decision.BLOCK)])
+@pytest.mark.parametrize(
+    ("score", "decision"),
+    [(0.49, Decision.ALLOW), (0.5, Decision.REVIEW), (0.89, Decision.REVIEW), (0.9, Decision.BLOCK)],
+)
 def test_thresholds_are_inclusive(score: float, decision: Decision) -> None:
     assert decide(POLICY, visual(general_nsfw=score)).decision is decision
 
@@ -37,10 +39,16 @@ def test_csam_match_escalates_above_everything() -> None:
 
 
 def test_index_match_blocks_citing_metadata() -> None:
-    results = CheckResults(similarity=[SimilarityMatch("a", 0.8, "weak"), SimilarityMatch("b", 0.95, "case 9")])
+    results = CheckResults(
+        similarity=[SimilarityMatch("a", 0.8, "weak"), SimilarityMatch("b", 0.95, "case 9")]
+    )
     out = decide(POLICY, results)
     assert out.decision is Decision.BLOCK
-    assert (out.reasons[0].label, out.reasons[0].detail, out.reasons[0].score) == ("index_match", "case 9", 0.95)
+    assert (out.reasons[0].label, out.reasons[0].detail, out.reasons[0].score) == (
+        "index_match",
+        "case 9",
+        0.95,
+    )
 
 
 def test_unavailable_check_fails_closed_unless_fail_open() -> None:
@@ -78,21 +86,25 @@ scores = st.floats(min_value=0, max_value=1, allow_nan=False)
 
 @given(a=scores, b=scores, sim=scores)
 def test_decision_is_the_most_severe_reason_and_monotonic(a: float, b: float, sim: float) -> None:
-    results = CheckResults(classifications={"visual": [Frame(0, {"general_nsfw": a, "gun_in_hand": b})]},
-                           similarity=[SimilarityMatch("m", sim)])
+    results = CheckResults(
+        classifications={"visual": [Frame(0, {"general_nsfw": a, "gun_in_hand": b})]},
+        similarity=[SimilarityMatch("m", sim)],
+    )
     out = decide(POLICY, results)
-    expected = max((Decision(r_decision(POLICY, r.check, r.label, r.score)) for r in out.reasons),
-                   key=lambda d: d.severity, default=Decision.ALLOW)
+    expected = max(
+        (Decision(r_decision(POLICY, r.check, r.label, r.score)) for r in out.reasons),
+        key=lambda d: d.severity,
+        default=Decision.ALLOW,
+    )
     assert out.decision is expected
-    higher = CheckResults(classifications={"visual": [Frame(0, {"general_nsfw": max(a, 0.95), "gun_in_hand": b})]},
-                          similarity=[SimilarityMatch("m", sim)])
+    higher = CheckResults(
+        classifications={"visual": [Frame(0, {"general_nsfw": max(a, 0.95), "gun_in_hand": b})]},
+        similarity=[SimilarityMatch("m", sim)],
+    )
     assert decide(POLICY, higher).decision.severity >= out.decision.severity
 
 
 def r_decision(policy: Policy, check: str, label: str, score: float | None) -> str:
     assert score is not None
-    if check == "similarity":
-        t = policy.similarity
-    else:
-        t = policy.classification[check][label]  # type: ignore[assignment]
+    t = policy.similarity if check == "similarity" else policy.classification[check][label]
     return "BLOCK" if t.block is not None and score >= t.block else "REVIEW"

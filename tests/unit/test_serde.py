@@ -27,21 +27,38 @@ CODEC = AvroCodec()
 
 
 def an_upload(**kw: object) -> UploadEvent:
-    base: dict[str, object] = dict(upload_id="u-1", tenant_id="t", user_id="u", media_type=MediaType.IMAGE,
-                                   created_at=1_700_000_000_000, media_bytes=b"\x89PNG", metadata={"k": "v"})
+    base: dict[str, object] = dict(
+        upload_id="u-1",
+        tenant_id="t",
+        user_id="u",
+        media_type=MediaType.IMAGE,
+        created_at=1_700_000_000_000,
+        media_bytes=b"\x89PNG",
+        metadata={"k": "v"},
+    )
     base.update(kw)
     return UploadEvent(**base)  # type: ignore[arg-type]
 
 
 def a_verdict() -> ModerationVerdict:
     return ModerationVerdict(
-        verdict_id=verdict_id("u-1", "p1"), upload_id="u-1", tenant_id="t", decision=Decision.BLOCK,
-        reasons=(Reason("visual", "general_nsfw", 0.97, 0.9),), policy_version="p1", source_topic="uploads",
-        source_partition=3, source_offset=42, processed_at=1_700_000_000_500,
-        csam=CsamResult(False), classification=ClassificationSummary(
-            (ClassScore("general_nsfw", 0.97),), (TimeRange(1.0, 3.0, "general_nsfw", 0.97),)),
+        verdict_id=verdict_id("u-1", "p1"),
+        upload_id="u-1",
+        tenant_id="t",
+        decision=Decision.BLOCK,
+        reasons=(Reason("visual", "general_nsfw", 0.97, 0.9),),
+        policy_version="p1",
+        source_topic="uploads",
+        source_partition=3,
+        source_offset=42,
+        processed_at=1_700_000_000_500,
+        csam=CsamResult(False),
+        classification=ClassificationSummary(
+            (ClassScore("general_nsfw", 0.97),), (TimeRange(1.0, 3.0, "general_nsfw", 0.97),)
+        ),
         similarity=(SimilarityMatch("id", 0.95, "meta", None),),
-        checks=(CheckRun("visual", "hive", 12.5, "ok", "m", "1", 2),), trace_id=None,
+        checks=(CheckRun("visual", "hive", 12.5, "ok", "m", "1", 2),),
+        trace_id=None,
     )
 
 
@@ -54,8 +71,12 @@ def test_upload_round_trip() -> None:
 
 def test_verdict_round_trip() -> None:
     v = a_verdict()
-    assert ModerationVerdict.from_avro(CODEC.decode(CODEC.encode("ModerationVerdict", v.to_avro()),
-                                                    "ModerationVerdict")) == v
+    assert (
+        ModerationVerdict.from_avro(
+            CODEC.decode(CODEC.encode("ModerationVerdict", v.to_avro()), "ModerationVerdict")
+        )
+        == v
+    )
 
 
 def test_fingerprint_is_crc64_avro_little_endian() -> None:

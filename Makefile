@@ -1,0 +1,43 @@
+# Two commands for a newcomer: `make demo` and `make test`. Everything else is a building block.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install jars demo test unit integration lint typecheck format clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# Apache Kafka jars from Maven Central into ~/.cache/moderation-consumer (once).
+jars: $(STAMP)
+	$(BIN)/python -c 'from consumer.devtools.broker import ensure_jars; print("kafka jars:", ensure_jars())'
+
+demo: install jars
+	$(BIN)/python -m consumer demo
+
+lint: install
+	$(BIN)/ruff check consumer tests
+	$(BIN)/mypy
+
+test: install jars lint
+	$(BIN)/pytest -p no:cacheprovider
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+integration: install jars
+	$(BIN)/pytest tests/integration
+
+format: install
+	$(BIN)/ruff check --fix consumer tests
+	$(BIN)/ruff format consumer tests
+
+clean:
+	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
