@@ -66,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
 def _run(config: Path | None) -> int:
     from .config import load_settings
     from .telemetry.logging import configure_logging
+    from .wiring import check_settings
 
     settings = load_settings(config)
+    check_settings(settings)
     configure_logging(settings.log_level)
     return asyncio.run(_serve(settings))
 
@@ -76,7 +78,7 @@ async def _serve(settings: object) -> int:
     import httpx
 
     from .config import Settings
-    from .service import ModerationService, build_pipeline
+    from .service import ModerationService
 
     assert isinstance(settings, Settings)
     stop = asyncio.Event()
@@ -88,8 +90,7 @@ async def _serve(settings: object) -> int:
         max_keepalive_connections=settings.processing.max_in_flight * 2,
     )
     async with httpx.AsyncClient(limits=limits) as http:
-        pipeline = build_pipeline(settings, http)
-        service = ModerationService(settings, pipeline)
+        service = ModerationService(settings, http)
         try:
             await service.run(stop)
         except Exception as exc:

@@ -25,8 +25,18 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from .errors import ConfigError
 
-__all__ = ["CHECKS", "HiveSettings", "KafkaSettings", "ProcessingSettings", "Settings", "load_settings"]
+__all__ = [
+    "CHECKS",
+    "CallbackSettings",
+    "HiveSettings",
+    "HuaweiSettings",
+    "KafkaSettings",
+    "ProcessingSettings",
+    "Settings",
+    "load_settings",
+]
 
+AsyncMedia = Literal["IMAGE", "GIF", "VIDEO"]
 CHECKS = ("visual", "text", "csam", "similarity")
 ENV_PREFIX = "MODERATION_"
 
@@ -43,12 +53,27 @@ class KafkaSettings(_Section):
     review_topic: str = "moderation.review"
     escalation_topic: str = "moderation.escalations"
     dlq_topic: str = "uploads.dlq"
+    deleted_topic: str = "uploads.deleted"
+    review_decision_topic: str = "moderation.review.decisions"
+    callback_topic: str = "moderation.callbacks"
     create_topics: bool = True
     topic_partitions: int = Field(default=12, ge=1, le=10_000)
     commit_interval_ms: int = Field(default=500, ge=10, le=60_000)
     client_config: dict[str, str] = Field(
         default_factory=dict, description="Extra librdkafka properties for consumer and producer."
     )
+
+    def all_topics(self) -> list[str]:
+        return [
+            self.input_topic,
+            self.verdict_topic,
+            self.review_topic,
+            self.escalation_topic,
+            self.dlq_topic,
+            self.deleted_topic,
+            self.review_decision_topic,
+            self.callback_topic,
+        ]
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -71,25 +96,21 @@ class HiveSettings(_Section):
     csam_key_file: Path | None = None
     index_key_file: Path | None = None
     timeout_s: float = Field(default=10.0, gt=0, le=300)
+    csam_endpoint: Literal["hash", "combined"] = Field(
+        default="hash", description="hash: Thorn hash matching only; combined: hash first, then classifier"
+    )
+    media_mode: Literal["auto", "url", "upload"] = Field(
+        default="auto",
+        description="auto: URL media by url, inline media as upload; upload: download URLs first",
+    )
+    max_upload_bytes: int = Field(default=20_000_000, ge=1)
 
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
-            raise ValueError("expected an http:// or https:// URL")
-        return v.rstrip("/")
+    _url = field_validator("base_url")(classmethod(lambda cls, v: _http_url(v)))
 
     @model_validator(mode="after")
     def _keys_from_files(self) -> HiveSettings:
         for check in ("visual", "text", "csam", "index"):
-            path: Path | None = getattr(self, f"{check}_key_file")
-            if path is None:
-                continue
-            try:
-                key = path.read_text().strip()
-            except OSError as exc:
-                raise ValueError(f"{check}_key_file: cannot read {path}: {exc.strerror}") from None
-            setattr(self, f"{check}_key", SecretStr(key))
+            _secret_from_file(self, f"{check}_key")
         return self
 
     def key(self, check: str) -> SecretStr:
@@ -102,6 +123,54 @@ class HiveSettings(_Section):
         return value
 
 
+class HuaweiSettings(_Section):
+    """Huawei Cloud ImageSearch, the alternative similarity provider (``processing.similarity: huawei``)."""
+
+    base_url: str = "https://imagesearch.ap-southeast-1.myhuaweicloud.com"
+    project_id: str = ""
+    instance: str = "moderation"
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    search_limit: int = Field(default=10, ge=1, le=100)
+
+    _url = field_validator("base_url")(classmethod(lambda cls, v: _http_url(v)))
+
+    @model_validator(mode="after")
+    def _token_from_file(self) -> HuaweiSettings:
+        _secret_from_file(self, "token")
+        return self
+
+    def auth_token(self) -> SecretStr:
+        if self.token is None or not self.token.get_secret_value():
+            raise ConfigError(
+                "huawei.token", f"required (set {ENV_PREFIX}HUAWEI__TOKEN or huawei.token_file)"
+            )
+        if not self.project_id:
+            raise ConfigError("huawei.project_id", f"required (set {ENV_PREFIX}HUAWEI__PROJECT_ID)")
+        return self.token
+
+
+class CallbackSettings(_Section):
+    """The receiver of Hive async task callbacks (used for videos)."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8081, ge=0, le=65535)
+    public_url: str | None = Field(
+        default=None, description="Base URL providers call back, e.g. https://moderation.example.com"
+    )
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    poll_after_s: float = Field(default=30.0, gt=0, description="no callback by then: poll the task")
+    poll_interval_s: float = Field(default=5.0, gt=0)
+    deadline_s: float = Field(default=300.0, gt=0, description="past it the check fails closed")
+
+    @model_validator(mode="after")
+    def _token_from_file(self) -> CallbackSettings:
+        _secret_from_file(self, "token")
+        return self
+
+
 class ProcessingSettings(_Section):
     max_in_flight: int = Field(default=256, ge=1, le=100_000)
     max_poll_records: int = Field(default=500, ge=1, le=100_000)
@@ -112,7 +181,11 @@ class ProcessingSettings(_Section):
     check_deadline_s: float = Field(default=30.0, gt=0, le=3600)
     drain_timeout_s: float = Field(default=25.0, ge=0, le=3600)
     result_cache_size: int = Field(default=10_000, ge=0, le=10_000_000)
-    similarity: Literal["hive", "none"] = "hive"
+    similarity: Literal["hive", "huawei", "none"] = "hive"
+    async_media: list[AsyncMedia] = Field(
+        default_factory=lambda: list[AsyncMedia](["VIDEO"]),
+        description="media types checked through async tasks + callbacks",
+    )
 
 
 class Settings(BaseSettings):
@@ -123,6 +196,8 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     hive: HiveSettings = Field(default_factory=HiveSettings)
     processing: ProcessingSettings = Field(default_factory=ProcessingSettings)
+    huawei: HuaweiSettings = Field(default_factory=HuaweiSettings)
+    callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
     policy_file: Path | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -165,6 +240,23 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
         elif err["type"] == "literal_error":
             msg = "expected " + msg.removeprefix("Input should be ")
         raise ConfigError(f"{loc} ({env})", msg) from None
+
+
+def _http_url(v: str) -> str:
+    if not v.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// URL")
+    return v.rstrip("/")
+
+
+def _secret_from_file(section: BaseModel, field: str) -> None:
+    path: Path | None = getattr(section, f"{field}_file")
+    if path is None:
+        return
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"{field}_file: cannot read {path}: {exc.strerror}") from None
+    setattr(section, field, SecretStr(value))
 
 
 def _first_line(text: str) -> str:

@@ -7,20 +7,18 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from .errors import PermanentError, TransientError
 from .media import Media, content_key, media_of
-from .policy import CheckResults, Frame, Policy, decide
-from .providers import Checked, Classifier, HashMatcher, SimilarityIndex
+from .policy import CheckResults, Policy, decide
+from .providers import Checked, Classifier, CsamAnswer, HashMatcher, SimilarityIndex
 from .records import (
     CheckRun,
-    CsamResult,
     MediaType,
     ModerationVerdict,
-    SimilarityMatch,
     UploadEvent,
     verdict_id,
 )
@@ -39,6 +37,9 @@ class Checks:
     visual: Classifier | None
     text: Classifier | None
     similarity: SimilarityIndex | None
+    csam_async: HashMatcher | None = None
+    visual_async: Classifier | None = None
+    async_media: frozenset[MediaType] = frozenset({MediaType.VIDEO})
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +97,10 @@ class _Runs:
         )
 
 
+def _escalated(results: CheckResults) -> bool:
+    return results.csam is not None and results.csam.matched
+
+
 class _ResultCache:
     """LRU of complete check results by (tenant, content hash): re-uploads skip the providers."""
 
@@ -119,10 +124,22 @@ class _ResultCache:
 
 
 class Pipeline:
-    def __init__(self, checks: Checks, policy: Policy, *, deadline_s: float = 30.0, cache_size: int = 10_000):
+    """Moderates one upload. Content results (CSAM, classifiers) are cached by (tenant, sha256);
+    similarity is always asked live, because the index changes (review decisions, deletions)."""
+
+    def __init__(
+        self,
+        checks: Checks,
+        policy: Policy,
+        *,
+        deadline_s: float = 30.0,
+        async_deadline_s: float = 300.0,
+        cache_size: int = 10_000,
+    ) -> None:
         self.checks = checks
         self.policy = policy
         self._deadline = deadline_s
+        self._async_deadline = async_deadline_s
         self._cache = _ResultCache(cache_size)
         self._inflight: dict[tuple[str, str], asyncio.Future[CheckResults]] = {}
 
@@ -130,15 +147,29 @@ class Pipeline:
         started = time.time()
         key = content_key(upload)
         cache_key = None if key is None else (upload.tenant_id, key)
+        state = _Runs()
+        try:
+            content = await self._content_results(upload, cache_key, state)
+            if content is not None:
+                state.results = content
+            if upload.media_type is MediaType.IMAGE and not _escalated(state.results):
+                await self._similar(media_of(upload), upload.tenant_id, state)
+        except PermanentError as exc:
+            state.results.rejected["pipeline"] = str(exc)
+        return self._verdict(upload, source, state.results, state.runs, started)
+
+    async def _content_results(
+        self, upload: UploadEvent, cache_key: tuple[str, str] | None, state: _Runs
+    ) -> CheckResults | None:
+        """Cached or shared results when there are any; otherwise run the content checks into ``state``."""
         cached = self._cache.get(cache_key)
         if cached is None and cache_key in self._inflight:
             # the same content is being checked right now (a burst of re-uploads): share its answer
             shared = await asyncio.shield(self._inflight[cache_key])
             cached = shared if not (shared.unavailable or shared.rejected) else None
         if cached is not None:
-            runs = [CheckRun(check="cache", provider="local", latency_ms=0.0, outcome="cached")]
-            return self._verdict(upload, source, cached, runs, started)
-        state = _Runs()
+            state.runs.append(CheckRun(check="cache", provider="local", latency_ms=0.0, outcome="cached"))
+            return replace(cached, classifications=dict(cached.classifications))
         pending: asyncio.Future[CheckResults] | None = None
         if cache_key is not None and cache_key not in self._inflight:
             pending = self._inflight[cache_key] = asyncio.get_running_loop().create_future()
@@ -157,7 +188,7 @@ class Pipeline:
                 pending.set_result(state.results)
                 del self._inflight[cache_key]  # type: ignore[arg-type]
         self._cache.put(cache_key, state.results)
-        return self._verdict(upload, source, state.results, state.runs, started)
+        return None
 
     async def _text(self, upload: UploadEvent, state: _Runs) -> None:
         if self.checks.text is None:
@@ -171,31 +202,32 @@ class Pipeline:
             state.results.classifications["text"] = frames
 
     async def _media(self, upload: UploadEvent, media: Media, state: _Runs) -> None:
-        if self.checks.csam is not None:
-            matcher = self.checks.csam
-            csam: CsamResult | None = await state.run("csam", lambda: matcher.match(media), self._deadline)
-            state.results.csam = csam
-            if csam is not None and csam.matched:
+        asynchronous = upload.media_type in self.checks.async_media
+        deadline = self._async_deadline if asynchronous else self._deadline
+        matcher = self.checks.csam_async if asynchronous else self.checks.csam
+        if matcher is not None:
+            m = matcher
+            answer: CsamAnswer | None = await state.run("csam", lambda: m.match(media), deadline)
+            if answer is not None:
+                state.results.csam = answer.result
+                if answer.classes:
+                    state.results.classifications["csam"] = answer.classes
+            if _escalated(state.results):
                 return  # a known-CSAM match decides alone; nothing else may see the content
-        visual, similarity = await asyncio.gather(
-            self._classify(media, state), self._similar(media, upload.tenant_id, state)
-        )
-        if visual is not None:
-            state.results.classifications["visual"] = visual
-        if similarity is not None:
-            state.results.similarity = similarity
+        classifier = self.checks.visual_async if asynchronous else self.checks.visual
+        if classifier is not None:
+            c = classifier
+            frames = await state.run("visual", lambda: c.classify(media), deadline)
+            if frames is not None:
+                state.results.classifications["visual"] = frames
 
-    async def _classify(self, media: Media, state: _Runs) -> Sequence[Frame] | None:
-        if self.checks.visual is None:
-            return None
-        classifier = self.checks.visual
-        return await state.run("visual", lambda: classifier.classify(media), self._deadline)
-
-    async def _similar(self, media: Media, tenant: str, state: _Runs) -> Sequence[SimilarityMatch] | None:
+    async def _similar(self, media: Media, tenant: str, state: _Runs) -> None:
         if self.checks.similarity is None:
-            return None
+            return
         index = self.checks.similarity
-        return await state.run("similarity", lambda: index.query(media, tenant), self._deadline)
+        matches = await state.run("similarity", lambda: index.query(media, tenant), self._deadline)
+        if matches is not None:
+            state.results.similarity = matches
 
     def _verdict(
         self,

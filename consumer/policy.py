@@ -33,12 +33,24 @@ class Threshold(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     review: float | None = Field(default=None, ge=0, le=1)
     block: float | None = Field(default=None, ge=0, le=1)
+    escalate: float | None = Field(default=None, ge=0, le=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> Threshold:
         if self.review is not None and self.block is not None and self.block < self.review:
             raise ValueError("block must be >= review")
         return self
+
+    def decision(self, score: float) -> tuple[Decision, float] | None:
+        """The most severe level ``score`` reaches, with the threshold it crossed."""
+        for level, decision in (
+            (self.escalate, Decision.ESCALATE),
+            (self.block, Decision.BLOCK),
+            (self.review, Decision.REVIEW),
+        ):
+            if level is not None and score >= level:
+                return decision, level
+        return None
 
 
 class SimilarityThresholds(BaseModel):
@@ -129,10 +141,9 @@ def decide(policy: Policy, results: CheckResults) -> Outcome:
             t = thresholds.get(name)
             if t is None:
                 continue
-            if t.block is not None and score >= t.block:
-                reasons.append((Decision.BLOCK, Reason(check, name, score, t.block)))
-            elif t.review is not None and score >= t.review:
-                reasons.append((Decision.REVIEW, Reason(check, name, score, t.review)))
+            crossed = t.decision(score)
+            if crossed is not None:
+                reasons.append((crossed[0], Reason(check, name, score, crossed[1])))
             if len(frames) > 1 and t.review is not None:
                 flagged.extend(_flagged_ranges(frames, name, t.review))
         summary_classes.extend(ClassScore(name, score) for name, score in peaks.items() if not _benign(name))

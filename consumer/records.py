@@ -16,8 +16,10 @@ __all__ = [
     "MediaType",
     "ModerationVerdict",
     "Reason",
+    "ReviewDecision",
     "SimilarityMatch",
     "TimeRange",
+    "UploadDeleted",
     "UploadEvent",
     "verdict_id",
 ]
@@ -280,3 +282,77 @@ def _range(r: TimeRange) -> dict[str, Any]:
         "label": r.label,
         "max_score": r.max_score,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class UploadDeleted:
+    upload_id: str
+    tenant_id: str
+    deleted_at: int
+    media_url: str | None = None
+    media_bytes: bytes | None = None
+    content_sha256: str | None = None
+    reason: str | None = None
+
+    @classmethod
+    def from_avro(cls, d: dict[str, Any]) -> UploadDeleted:
+        return cls(
+            upload_id=d["upload_id"],
+            tenant_id=d["tenant_id"],
+            deleted_at=_millis(d["deleted_at"]),
+            media_url=d.get("media_url"),
+            media_bytes=d.get("media_bytes"),
+            content_sha256=d.get("content_sha256"),
+            reason=d.get("reason"),
+        )
+
+    def to_avro(self) -> dict[str, Any]:
+        return {
+            "upload_id": self.upload_id,
+            "tenant_id": self.tenant_id,
+            "media_url": self.media_url,
+            "media_bytes": self.media_bytes,
+            "content_sha256": self.content_sha256,
+            "deleted_at": self.deleted_at,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewDecision:
+    review_id: str
+    upload_id: str
+    tenant_id: str
+    decision: Decision
+    decided_at: int
+    reviewer: str | None = None
+    media_url: str | None = None
+    media_bytes: bytes | None = None
+    note: str | None = None
+
+    @classmethod
+    def from_avro(cls, d: dict[str, Any]) -> ReviewDecision:
+        return cls(
+            review_id=d["review_id"],
+            upload_id=d["upload_id"],
+            tenant_id=d["tenant_id"],
+            decision=Decision(d["decision"]),
+            decided_at=_millis(d["decided_at"]),
+            reviewer=d.get("reviewer"),
+            media_url=d.get("media_url"),
+            media_bytes=d.get("media_bytes"),
+            note=d.get("note"),
+        )
+
+    def to_avro(self) -> dict[str, Any]:
+        return {
+            "review_id": self.review_id,
+            "upload_id": self.upload_id,
+            "tenant_id": self.tenant_id,
+            "decision": self.decision.value,
+            "reviewer": self.reviewer,
+            "media_url": self.media_url,
+            "media_bytes": self.media_bytes,
+            "note": self.note,
+            "decided_at": self.decided_at,
+        }

@@ -5,55 +5,52 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .callbacks import AsyncTasks, CallbackReceiver, Correlator, RelayListener, kafka_relay
 from .config import Settings
 from .errors import SerializationError
 from .kafka import Sink, Source, ensure_topics
+from .maintenance import IndexMaintenance
 from .offsets import OffsetTracker, TopicPartition
-from .pipeline import Checks, Pipeline, SourcePosition
-from .policy import load_policy
-from .providers.hive import HiveClassifier, HiveCustomIndex, HiveHashMatcher, HiveTransport
-from .records import Decision, ModerationVerdict, UploadEvent
-from .retry import RetryPolicy
+from .pipeline import SourcePosition
+from .records import Decision, ModerationVerdict, ReviewDecision, UploadDeleted, UploadEvent
 from .serde import AvroCodec
+from .telemetry import metrics
+from .wiring import build_pipeline, check_settings
 
-__all__ = ["ModerationService", "build_pipeline"]
+__all__ = ["ModerationService"]
 
 log = logging.getLogger("consumer.service")
 
+_RECORDS: dict[str, Callable[[dict[str, Any]], object]] = {
+    "UploadEvent": UploadEvent.from_avro,
+    "UploadDeleted": UploadDeleted.from_avro,
+    "ReviewDecision": ReviewDecision.from_avro,
+}
 
-def build_pipeline(settings: Settings, http: httpx.AsyncClient) -> Pipeline:
-    """Providers from settings; a missing key for an enabled check is a ConfigError here, at start."""
-    p = settings.processing
-    retry = RetryPolicy(p.retry_attempts, p.retry_base_delay_s, p.retry_max_delay_s)
 
-    def transport(check: str, key_name: str) -> HiveTransport:
-        return HiveTransport(
-            http, settings.hive.base_url, settings.hive.key(key_name), check, retry, settings.hive.timeout_s
-        )
-
-    checks = Checks(
-        csam=HiveHashMatcher(transport("csam", "csam")),
-        visual=HiveClassifier(transport("visual", "visual")),
-        text=HiveClassifier(transport("text", "text")),
-        similarity=HiveCustomIndex(transport("similarity", "index")) if p.similarity == "hive" else None,
-    )
-    return Pipeline(
-        checks,
-        load_policy(settings.policy_file),
-        deadline_s=p.check_deadline_s,
-        cache_size=p.result_cache_size,
-    )
+async def _metrics(_: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(metrics.REGISTRY), headers={"content-type": CONTENT_TYPE_LATEST})
 
 
 class ModerationService:
-    def __init__(self, settings: Settings, pipeline: Pipeline, codec: AvroCodec | None = None) -> None:
+    """Owns the Kafka clients, the callback receiver and the pipeline for one process."""
+
+    def __init__(self, settings: Settings, http: httpx.AsyncClient, codec: AvroCodec | None = None) -> None:
         self.settings = settings
-        self.pipeline = pipeline
+        self.http = http
+        self.correlator = Correlator()
+        self.callback_url: str | None = None
+        self._web: web.AppRunner | None = None
+        self._relay: RelayListener | None = None
         self.codec = codec or AvroCodec()
         self.tracker = OffsetTracker()
         self._epochs: dict[TopicPartition, int] = {}
@@ -82,12 +79,20 @@ class ModerationService:
     # --- main loop ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         k = self.settings.kafka
+        check_settings(self.settings)
         if k.create_topics:
-            topics = [k.input_topic, k.verdict_topic, k.review_topic, k.escalation_topic, k.dlq_topic]
-            await asyncio.to_thread(ensure_topics, k, topics)
-        self._source = Source(k, on_assign=self._on_assign, on_revoke=self._on_revoke)
+            await asyncio.to_thread(ensure_topics, k, k.all_topics())
         self._sink = Sink(k)
         loop = asyncio.get_running_loop()
+        tasks = await self._start_callbacks(loop)
+        self.pipeline = build_pipeline(self.settings, self.http, tasks)
+        self.maintenance = IndexMaintenance(self.pipeline.checks.similarity)
+        self._source = Source(
+            k,
+            [k.input_topic, k.deleted_topic, k.review_decision_topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+        )
         committer = asyncio.create_task(self._commit_periodically(k.commit_interval_ms / 1000))
         log.info("consuming", extra={"topic": k.input_topic, "group": k.group_id})
         try:
@@ -104,10 +109,48 @@ class ModerationService:
             await self._drain()
             await self._commit(asynchronous=False)
             await loop.run_in_executor(self._kafka_thread, self._source.close)
+            await self._stop_callbacks()
             await asyncio.to_thread(self._sink.close)
             self._kafka_thread.shutdown(wait=True)
         if self._fatal is not None:
             raise self._fatal
+
+    async def _start_callbacks(self, loop: asyncio.AbstractEventLoop) -> AsyncTasks | None:
+        """The HTTP receiver (callbacks, /metrics, /healthz) and the relay listener, when async tasks
+        are used; intake starts only once the relay listens, so no callback can slip past."""
+        c, k = self.settings.callbacks, self.settings.kafka
+        if not self.settings.processing.async_media:
+            return None
+        token = c.token.get_secret_value() if c.token else secrets.token_urlsafe(24)
+        if c.token is None:
+            log.warning(
+                "callbacks.token is not set: using a random one, so callbacks only work while this"
+                " process lives; give every process of the group the same token"
+            )
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        CallbackReceiver(token, kafka_relay(self._sink, k.callback_topic)).routes(app)
+        app.router.add_get("/metrics", _metrics)
+        self._web = web.AppRunner(app, access_log=None)
+        await self._web.setup()
+        site = web.TCPSite(self._web, c.host, c.port)
+        await site.start()
+        port = int(self._web.addresses[0][1])  # the bound port, also when configured as 0
+        base = c.public_url or f"http://{'127.0.0.1' if c.host in ('0.0.0.0', '::') else c.host}:{port}"
+        self.callback_url = f"{base.rstrip('/')}/callbacks/{token}"
+        self._relay = RelayListener(k, self.correlator, loop)
+        self._relay.start()
+        if not await asyncio.to_thread(self._relay.assigned.wait, 60):
+            raise RuntimeError(f"callback relay topic {k.callback_topic} was not assigned within 60s")
+        log.info("callback receiver listening", extra={"port": port, "relay_topic": k.callback_topic})
+        return AsyncTasks(
+            self.correlator, self.callback_url, poll_after_s=c.poll_after_s, poll_interval_s=c.poll_interval_s
+        )
+
+    async def _stop_callbacks(self) -> None:
+        if self._relay is not None:
+            await asyncio.to_thread(self._relay.stop)
+        if self._web is not None:
+            await self._web.cleanup()
 
     async def _dispatch(self, msg: Any) -> None:
         if msg.error():
@@ -154,11 +197,17 @@ class ModerationService:
             self._slots.release()
 
     async def _process(self, msg: Any, tp: TopicPartition) -> None:
+        k = self.settings.kafka
+        schema = {k.deleted_topic: "UploadDeleted", k.review_decision_topic: "ReviewDecision"}.get(
+            tp[0], "UploadEvent"
+        )
         try:
-            upload = UploadEvent.from_avro(self.codec.decode(msg.value(), "UploadEvent"))
+            record = self.codec.decode(msg.value(), schema)
+            event = _RECORDS[schema](record)
         except (SerializationError, KeyError, ValueError, TypeError) as exc:
             log.error(
-                "skipping undecodable upload record: %s",
+                "skipping undecodable %s record: %s",
+                schema,
                 exc,
                 extra={
                     "topic": tp[0],
@@ -168,8 +217,17 @@ class ModerationService:
                 },
             )
             return
+        if isinstance(event, UploadDeleted):
+            await self.maintenance.on_deleted(event)
+            return
+        if isinstance(event, ReviewDecision):
+            await self.maintenance.on_review(event)
+            return
+        assert isinstance(event, UploadEvent)
+        upload = event
         verdict = await self.pipeline.moderate(upload, SourcePosition(tp[0], tp[1], msg.offset()))
         await self._publish(verdict, msg.key() or upload.upload_id.encode())
+        metrics.VERDICTS.labels(verdict.decision.value).inc()
         self.processed += 1
         log.info(
             "verdict",

@@ -23,12 +23,14 @@ class Source:
     def __init__(
         self,
         settings: KafkaSettings,
+        topics: list[str] | None = None,
         *,
         on_assign: PartitionsCallback | None = None,
         on_revoke: PartitionsCallback | None = None,
         on_lost: PartitionsCallback | None = None,
     ) -> None:
         self._settings = settings
+        self._topics = topics or [settings.input_topic]
         self._consumer: Consumer | None = None
         self._on_assign = on_assign
         self._on_revoke = on_revoke
@@ -49,7 +51,7 @@ class Source:
             config.update(self._settings.client_config)
             self._consumer = Consumer(config)
             self._consumer.subscribe(
-                [self._settings.input_topic],
+                self._topics,
                 on_assign=self._assigned,
                 on_revoke=self._revoked,
                 on_lost=self._lost,

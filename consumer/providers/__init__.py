@@ -10,7 +10,7 @@ from ..media import Media
 from ..policy import Frame
 from ..records import CsamResult, SimilarityMatch
 
-__all__ = ["Checked", "Classifier", "HashMatcher", "SimilarityIndex"]
+__all__ = ["Checked", "Classifier", "CsamAnswer", "HashMatcher", "SimilarityIndex"]
 
 T = TypeVar("T")
 
@@ -26,12 +26,20 @@ class Checked(Generic[T]):
     attempts: int = 1
 
 
+@dataclass(frozen=True, slots=True)
+class CsamAnswer:
+    """Hash matching result, plus classifier frames when the combined endpoint ran its classifier."""
+
+    result: CsamResult
+    classes: Sequence[Frame] = ()
+
+
 class Classifier(Protocol):
     async def classify(self, content: Media | str) -> Checked[Sequence[Frame]]: ...
 
 
 class HashMatcher(Protocol):
-    async def match(self, media: Media) -> Checked[CsamResult]: ...
+    async def match(self, media: Media) -> Checked[CsamAnswer]: ...
 
 
 class SimilarityIndex(Protocol):

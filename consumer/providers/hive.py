@@ -8,26 +8,31 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from pydantic import SecretStr
 
 from ..errors import PermanentError, RateLimitedError, TransientError
-from ..media import Media
+from ..media import Media, MediaPolicy
 from ..policy import Frame
 from ..records import CsamResult, SimilarityMatch, TimeRange
 from ..retry import RetryPolicy, retrying
-from . import Checked
+
+if TYPE_CHECKING:
+    from ..callbacks import AsyncTasks
+from . import Checked, CsamAnswer
 
 __all__ = [
     "HiveClassifier",
     "HiveCustomIndex",
     "HiveHashMatcher",
+    "HiveTasks",
     "HiveTransport",
     "parse_classification",
     "parse_csam",
     "parse_matches",
+    "raise_task_error",
 ]
 
 PROVIDER = "hive"
@@ -62,6 +67,26 @@ class HiveTransport:
 
         return await retrying(self._retry, once)
 
+    async def get_task(self, task_id: str, version: str = "v1") -> dict[str, Any] | None:
+        """A finished async task's body, or None while Hive is still processing it (HTTP 202)."""
+
+        async def once() -> dict[str, Any] | None:
+            headers = {"authorization": f"token {self._key.get_secret_value()}", "accept": "application/json"}
+            try:
+                resp = await self._http.get(
+                    f"{self._base}/api/{version}/task/{task_id}", headers=headers, timeout=self._timeout
+                )
+            except httpx.TransportError as exc:
+                raise TransientError(
+                    f"{self.check}: cannot poll Hive ({type(exc).__name__})", check=self.check
+                ) from None
+            if resp.status_code == 202:
+                return None
+            return check_response(resp, self.check, task_errors=False)
+
+        body, _ = await retrying(self._retry, once)
+        return body
+
     async def _post_once(
         self, path: str, fields: Mapping[str, str], files: Mapping[str, tuple[str, bytes, str]] | None
     ) -> dict[str, Any]:
@@ -85,7 +110,7 @@ class HiveTransport:
         return check_response(resp, self.check)
 
 
-def check_response(resp: httpx.Response, check: str) -> dict[str, Any]:
+def check_response(resp: httpx.Response, check: str, *, task_errors: bool = True) -> dict[str, Any]:
     """Map an HTTP answer to a body or an error of the tree (no secrets in messages)."""
     status = resp.status_code
     message = _message(resp)
@@ -107,7 +132,8 @@ def check_response(resp: httpx.Response, check: str) -> dict[str, Any]:
         ) from None
     if not isinstance(body, dict):
         raise TransientError(f"{check}: Hive answered 200 with an unexpected body", check=check)
-    _raise_task_error(body, check)
+    if task_errors:
+        raise_task_error(body, check)
     return body
 
 
@@ -139,7 +165,7 @@ def _statuses(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [{"status": {"code": "0"}, "response": body.get("response", {})}]
 
 
-def _raise_task_error(body: Mapping[str, Any], check: str) -> None:
+def raise_task_error(body: Mapping[str, Any], check: str) -> None:
     for entry in _statuses(body):
         inner = entry.get("status") or {}
         code = str(inner.get("code", "0"))
@@ -178,7 +204,9 @@ def parse_classification(body: Mapping[str, Any]) -> list[Frame]:
     return frames
 
 
-def parse_csam(body: Mapping[str, Any]) -> CsamResult:
+def parse_csam(body: Mapping[str, Any]) -> CsamAnswer:
+    """Hash matches (image ``pdq``, video ``md5`` and ``videoSaferhashv0`` scenes) and, from the
+    combined endpoint, the classifier's ``csam/pornography/other`` classes when nothing matched."""
     output = _response(body).get("output") or []
     items = [output] if isinstance(output, Mapping) else list(output)
     best: tuple[int, str] | None = None
@@ -192,9 +220,16 @@ def parse_csam(body: Mapping[str, Any]) -> CsamResult:
                     best = (d, hash_type)
                 for s in m.get("scenes") or []:
                     scenes.append(TimeRange(float(s["startTimestamp"]), float(s["endTimestamp"]), "csam"))
+    classes = [
+        Frame(float(item.get("time", 0) or 0), {str(c["class"]): float(c["score"]) for c in item["classes"]})
+        for item in items
+        if item.get("classes")
+    ]
     if best is None:
-        return CsamResult(matched=False)
-    return CsamResult(matched=True, hash_type=best[1], match_distance=best[0], scenes=tuple(scenes))
+        return CsamAnswer(CsamResult(matched=False), tuple(classes))
+    return CsamAnswer(
+        CsamResult(matched=True, hash_type=best[1], match_distance=best[0], scenes=tuple(scenes))
+    )
 
 
 def parse_matches(body: Mapping[str, Any]) -> list[SimilarityMatch]:
@@ -215,48 +250,101 @@ def _output(body: Mapping[str, Any]) -> Mapping[str, Any]:
     return out if isinstance(out, Mapping) else {}
 
 
-class HiveClassifier:
-    """Visual or text classification through ``/api/v1/task/sync``."""
+class HiveTasks:
+    """Submits one Hive request sync, or async and waits for its callback (or polls)."""
 
-    def __init__(self, transport: HiveTransport) -> None:
-        self._t = transport
+    def __init__(
+        self,
+        transport: HiveTransport,
+        *,
+        version: str = "v1",
+        media: MediaPolicy | None = None,
+        tasks: AsyncTasks | None = None,
+    ) -> None:
+        self.transport = transport
+        self._version = version
+        self._media = media or MediaPolicy()
+        self._tasks = tasks
+
+    async def form(self, content: Media | str) -> tuple[dict[str, str], dict[str, tuple[str, bytes, str]]]:
+        if isinstance(content, str):
+            return {"text_data": content}, {}
+        return (await self._media.prepare(content)).form()
+
+    async def submit(
+        self,
+        path: str,
+        content: Media | str,
+        *,
+        asynchronous: bool = False,
+        extra: Mapping[str, str] | None = None,
+    ) -> tuple[dict[str, Any], int]:
+        """``path`` without its /sync or /async suffix, e.g. ``/api/v1/task``."""
+        fields, files = await self.form(content)
+        fields.update(extra or {})
+        if not asynchronous:
+            return await self.transport.post(f"{path}/sync", fields, files)
+        if self._tasks is None:
+            raise RuntimeError("async Hive tasks need the callback receiver (callbacks settings)")
+        ack, attempts = await self.transport.post(
+            f"{path}/async", {**fields, "callback_url": self._tasks.callback_url}, files
+        )
+        task_id = ack.get("task_id") or ack.get("id")
+        if not task_id:
+            raise TransientError(
+                f"{self.transport.check}: Hive acknowledged without a task id", check=self.transport.check
+            )
+        body = await self._tasks.wait(str(task_id), lambda t: self.transport.get_task(t, self._version))
+        raise_task_error(body, self.transport.check)
+        return body, attempts
+
+    @property
+    def task_path(self) -> str:
+        return f"/api/{self._version}/task"
+
+
+class HiveClassifier:
+    """Visual or text classification through the task API (sync, or async for long media)."""
+
+    def __init__(self, tasks: HiveTasks, *, asynchronous: bool = False) -> None:
+        self._tasks = tasks
+        self._async = asynchronous
 
     async def classify(self, content: Media | str) -> Checked[Sequence[Frame]]:
-        if isinstance(content, str):
-            body, attempts = await self._t.post("/api/v1/task/sync", {"text_data": content})
-        else:
-            fields, files = content.form()
-            body, attempts = await self._t.post("/api/v1/task/sync", fields, files)
+        body, attempts = await self._tasks.submit(self._tasks.task_path, content, asynchronous=self._async)
         model, version = _model(body)
         return Checked(parse_classification(body), PROVIDER, model, version, attempts)
 
 
 class HiveHashMatcher:
-    """CSAM hash matching (Thorn) through the CSAM project's ``/api/v1/task/sync``."""
+    """CSAM hash matching (Thorn) with the CSAM project's key; the combined endpoint's classifier
+    classes come back in ``CsamAnswer.classes``."""
 
-    def __init__(self, transport: HiveTransport) -> None:
-        self._t = transport
+    def __init__(self, tasks: HiveTasks, *, asynchronous: bool = False) -> None:
+        self._tasks = tasks
+        self._async = asynchronous
 
-    async def match(self, media: Media) -> Checked[CsamResult]:
-        fields, files = media.form()
-        body, attempts = await self._t.post("/api/v1/task/sync", fields, files)
+    async def match(self, media: Media) -> Checked[CsamAnswer]:
+        body, attempts = await self._tasks.submit(self._tasks.task_path, media, asynchronous=self._async)
         model, version = _model(body)
         return Checked(parse_csam(body), PROVIDER, model, version, attempts)
 
 
 class HiveCustomIndex:
-    """Custom index add / query / remove (``/api/v2/custom_index/*/sync``).
+    """Custom index add / query / remove (``/api/v2/custom_index/*/{sync,async}``).
 
     Hive's index has no tenant scoping; the tenant is carried in the metadata string and matches
     of other tenants are filtered out on query.
     """
 
-    def __init__(self, transport: HiveTransport) -> None:
-        self._t = transport
+    def __init__(self, tasks: HiveTasks, *, asynchronous: bool = False) -> None:
+        self._tasks = tasks
+        self._async = asynchronous
 
     async def query(self, media: Media, tenant: str) -> Checked[Sequence[SimilarityMatch]]:
-        fields, files = media.form()
-        body, attempts = await self._t.post("/api/v2/custom_index/query/sync", fields, files)
+        body, attempts = await self._tasks.submit(
+            "/api/v2/custom_index/query", media, asynchronous=self._async
+        )
         matches = [
             replace(m, metadata=_strip_tenant(m.metadata))
             for m in parse_matches(body)
@@ -265,15 +353,16 @@ class HiveCustomIndex:
         return Checked(matches, PROVIDER, attempts=attempts)
 
     async def add(self, media: Media, tenant: str, metadata: str) -> str:
-        fields, files = media.form()
-        body, _ = await self._t.post(
-            "/api/v2/custom_index/add/sync", {**fields, "metadata": f"tenant={tenant};{metadata}"}, files
+        body, _ = await self._tasks.submit(
+            "/api/v2/custom_index/add",
+            media,
+            asynchronous=self._async,
+            extra={"metadata": f"tenant={tenant};{metadata}"},
         )
         return str(_output(body).get("shaHash", ""))
 
     async def remove(self, media: Media, tenant: str) -> str | None:
-        fields, files = media.form()
-        body, _ = await self._t.post("/api/v2/custom_index/remove/sync", fields, files)
+        body, _ = await self._tasks.submit("/api/v2/custom_index/remove", media, asynchronous=self._async)
         removed = _output(body).get("id")
         return None if removed is None else str(removed)
 

@@ -20,7 +20,7 @@ from consumer.config import Settings, load_settings
 from consumer.devtools.broker import LocalKafka
 from consumer.devtools.stack import SimulatorProcess
 from consumer.kafka import ensure_topics
-from consumer.service import ModerationService, build_pipeline
+from consumer.service import ModerationService
 from consumer.simulator.state import DEFAULT_KEYS
 
 
@@ -81,6 +81,9 @@ class Topics:
     review: str
     escalations: str
     dlq: str
+    deleted: str
+    decisions: str
+    callbacks: str
     group: str
 
     def env(self) -> dict[str, str]:
@@ -90,6 +93,9 @@ class Topics:
             "review_topic": self.review,
             "escalation_topic": self.escalations,
             "dlq_topic": self.dlq,
+            "deleted_topic": self.deleted,
+            "review_decision_topic": self.decisions,
+            "callback_topic": self.callbacks,
         }
 
 
@@ -97,22 +103,16 @@ class Topics:
 def topics(kafka_bootstrap: str) -> Topics:
     """Fresh topic names (4 partitions) and a fresh group for one test."""
     suffix = uuid.uuid4().hex[:8]
-    t = Topics(
-        f"uploads-{suffix}",
-        f"verdicts-{suffix}",
-        f"review-{suffix}",
-        f"escalations-{suffix}",
-        f"dlq-{suffix}",
-        f"group-{suffix}",
-    )
+    names = ("uploads", "verdicts", "review", "escalations", "dlq", "deleted", "decisions", "callbacks")
+    t = Topics(*(f"{n}-{suffix}" for n in names), group=f"group-{suffix}")
     settings = load_settings(kafka={"bootstrap_servers": kafka_bootstrap})
-    ensure_topics(settings.kafka, [t.input, t.verdicts, t.review, t.escalations, t.dlq], partitions=4)
+    ensure_topics(settings.kafka, list(t.env().values()), partitions=4)
     return t
 
 
 @pytest.fixture
 def settings_for(kafka_bootstrap: str, sim: SimulatorProcess) -> Callable[..., Settings]:
-    def make(t: Topics, **processing: Any) -> Settings:
+    def make(t: Topics, callbacks: dict[str, Any] | None = None, **processing: Any) -> Settings:
         return load_settings(
             kafka={
                 "bootstrap_servers": kafka_bootstrap,
@@ -129,6 +129,15 @@ def settings_for(kafka_bootstrap: str, sim: SimulatorProcess) -> Callable[..., S
                 "index_key": DEFAULT_KEYS["index"],
             },
             processing=processing,
+            callbacks={
+                "host": "127.0.0.1",
+                "port": 0,
+                "token": "test-callback-token",
+                "poll_after_s": 30,
+                "poll_interval_s": 1,
+                "deadline_s": 60,
+                **(callbacks or {}),
+            },
         )
 
     return make
@@ -142,7 +151,7 @@ def running_service() -> Callable[[Settings], Any]:
     async def run(settings: Settings) -> AsyncIterator[ModerationService]:
         stop = asyncio.Event()
         async with httpx.AsyncClient() as http:
-            service = ModerationService(settings, build_pipeline(settings, http))
+            service = ModerationService(settings, http)
             task = asyncio.create_task(service.run(stop))
             try:
                 yield service

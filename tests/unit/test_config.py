@@ -23,7 +23,11 @@ from consumer.errors import ConfigError
             "0",
             r"processing\.max_in_flight .*greater than or equal to 1",
         ),
-        ("MODERATION_PROCESSING__SIMILARITY", "bing", r"processing\.similarity .*expected 'hive' or 'none'"),
+        (
+            "MODERATION_PROCESSING__SIMILARITY",
+            "bing",
+            r"processing\.similarity .*expected 'hive', 'huawei' or 'none'",
+        ),
         ("MODERATION_HIVE__BASE_URL", "ftp://x", r"hive\.base_url .*expected an http:// or https:// URL"),
         ("MODERATION_LOG_LEVEL", "LOUD", r"log_level .*expected 'DEBUG'"),
     ],

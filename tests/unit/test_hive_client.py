@@ -15,6 +15,7 @@ from consumer.providers.hive import (
     HiveClassifier,
     HiveCustomIndex,
     HiveHashMatcher,
+    HiveTasks,
     HiveTransport,
     parse_csam,
 )
@@ -37,9 +38,11 @@ def task_body(output: Any, code: str | int = "0", message: str = "SUCCESS") -> d
     }
 
 
-def transport(handler: Handler, attempts: int = 3, check: str = "visual") -> HiveTransport:
+def transport(handler: Handler, attempts: int = 3, check: str = "visual") -> HiveTasks:
     http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return HiveTransport(http, "http://hive.test", SecretStr(KEY), check, RetryPolicy(attempts, 0.01, 0.02))
+    return HiveTasks(
+        HiveTransport(http, "http://hive.test", SecretStr(KEY), check, RetryPolicy(attempts, 0.01, 0.02))
+    )
 
 
 def sequence(*responses: httpx.Response) -> tuple[Handler, list[httpx.Request]]:
@@ -145,7 +148,7 @@ async def test_non_json_success_is_transient() -> None:
 
 
 def test_parse_csam_without_hashes_is_no_match() -> None:
-    assert not parse_csam(task_body([{"time": 0, "file": {"md5": "x"}}])).matched
+    assert not parse_csam(task_body([{"time": 0, "file": {"md5": "x"}}])).result.matched
 
 
 def test_parse_csam_takes_the_closest_match_and_scenes() -> None:
@@ -164,7 +167,7 @@ def test_parse_csam_takes_the_closest_match_and_scenes() -> None:
             }
         ]
     )
-    result = parse_csam(body)
+    result = parse_csam(body).result
     assert (result.matched, result.hash_type, result.match_distance) == (True, "md5", 0)
     assert [(s.start_seconds, s.end_seconds) for s in result.scenes] == [(1.5, 4.0)]
 
@@ -176,7 +179,7 @@ async def test_hash_matcher_uses_the_csam_key_transport() -> None:
         )
     )
     checked = await HiveHashMatcher(transport(handler, check="csam")).match(Media(data=b"x"))
-    assert checked.value.matched and checked.value.match_distance == 9
+    assert checked.value.result.matched and checked.value.result.match_distance == 9
 
 
 async def test_custom_index_scopes_matches_to_the_tenant() -> None:

@@ -10,7 +10,7 @@ from consumer.errors import PermanentError, TransientError
 from consumer.media import Media
 from consumer.pipeline import Checks, Pipeline, SourcePosition
 from consumer.policy import Frame, load_policy
-from consumer.providers import Checked
+from consumer.providers import Checked, CsamAnswer
 from consumer.records import CsamResult, Decision, MediaType, SimilarityMatch, UploadEvent
 
 SRC = SourcePosition("uploads", 0, 1)
@@ -37,11 +37,10 @@ class FakeMatcher:
     matched: bool = False
     calls: int = 0
 
-    async def match(self, media: Media) -> Checked[CsamResult]:
+    async def match(self, media: Media) -> Checked[CsamAnswer]:
         self.calls += 1
-        return Checked(
-            CsamResult(self.matched, "pdq" if self.matched else None, 3 if self.matched else None), "fake"
-        )
+        result = CsamResult(self.matched, "pdq" if self.matched else None, 3 if self.matched else None)
+        return Checked(CsamAnswer(result), "fake")
 
 
 @dataclass
@@ -126,17 +125,44 @@ async def test_text_runs_only_the_text_classifier() -> None:
 
 async def test_concurrent_identical_content_asks_the_providers_once() -> None:
     gate = asyncio.Event()
-    visual = FakeClassifier(gate=gate)
-    p = pipeline(visual=visual)
+    visual, index = FakeClassifier(gate=gate), FakeIndex()
+    p = pipeline(visual=visual, index=index)
     first = asyncio.create_task(p.moderate(image("a"), SRC))
     second = asyncio.create_task(p.moderate(image("b"), SRC))
     await asyncio.sleep(0)
     gate.set()
     va, vb = await asyncio.gather(first, second)
     assert visual.calls == 1
-    assert sorted(c.outcome for c in va.checks + vb.checks) == ["cached", "ok", "ok", "ok"]
+    assert sorted(c.check for c in va.checks + vb.checks) == [
+        "cache",
+        "csam",
+        "similarity",
+        "similarity",
+        "visual",
+    ]
     third = await p.moderate(image("c"), SRC)
-    assert [c.outcome for c in third.checks] == ["cached"] and visual.calls == 1
+    assert [(c.check, c.outcome) for c in third.checks] == [("cache", "cached"), ("similarity", "ok")]
+    assert visual.calls == 1
+    assert index.calls == 3  # the index changes over time: similarity is never cached
+
+
+async def test_a_new_index_entry_blocks_content_that_was_allowed_before() -> None:
+    index = FakeIndex()
+    p = pipeline(index=index)
+    assert (await p.moderate(image("a"), SRC)).decision is Decision.ALLOW
+    index.matches = [SimilarityMatch("m", 0.97, "confirmed BLOCK")]
+    assert (await p.moderate(image("b"), SRC)).decision is Decision.BLOCK
+
+
+async def test_combined_csam_classifier_classes_reach_the_policy() -> None:
+    @dataclass
+    class Combined:
+        async def match(self, media: Media) -> Checked[CsamAnswer]:
+            return Checked(CsamAnswer(CsamResult(False), [Frame(0.0, {"csam": 0.95, "other": 0.05})]), "fake")
+
+    v = await pipeline(Combined()).moderate(image(), SRC)  # type: ignore[arg-type]
+    assert v.decision is Decision.ESCALATE
+    assert (v.reasons[0].check, v.reasons[0].label) == ("csam", "csam")
 
 
 async def test_failed_results_are_not_cached() -> None:

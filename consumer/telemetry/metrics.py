@@ -1,0 +1,53 @@
+"""Prometheus metrics (prefix ``moderation_``, base units, low-cardinality labels)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = [
+    "CALLBACKS",
+    "CALLBACK_DELIVERIES",
+    "CHECK_DURATION",
+    "INDEX_UPDATES",
+    "PENDING_TASKS",
+    "REGISTRY",
+    "TASK_POLLS",
+    "VERDICTS",
+]
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+VERDICTS = Counter(
+    "moderation_verdicts_total", "Verdicts produced, by decision.", ["decision"], registry=REGISTRY
+)
+CHECK_DURATION = Histogram(
+    "moderation_check_duration_seconds",
+    "Wall time of one check including retries.",
+    ["check", "outcome"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+    registry=REGISTRY,
+)
+CALLBACKS = Counter(
+    "moderation_callbacks_received_total",
+    "Async task callbacks received over HTTP.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+CALLBACK_DELIVERIES = Counter(
+    "moderation_callback_deliveries_total",
+    "Relayed callbacks by what they did here: completed, duplicate, early, unknown.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+TASK_POLLS = Counter(
+    "moderation_task_polls_total", "Async tasks polled because no callback came in time.", registry=REGISTRY
+)
+INDEX_UPDATES = Counter(
+    "moderation_index_updates_total",
+    "Similarity index maintenance, by operation and outcome.",
+    ["operation", "outcome"],
+    registry=REGISTRY,
+)
+PENDING_TASKS = Gauge(
+    "moderation_async_tasks_pending", "Async tasks waiting for a callback.", registry=REGISTRY
+)

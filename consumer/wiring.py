@@ -1,0 +1,68 @@
+"""From settings to providers: which client answers which check."""
+
+from __future__ import annotations
+
+import httpx
+
+from .callbacks import AsyncTasks
+from .config import Settings
+from .media import MediaFetcher, MediaPolicy
+from .pipeline import Checks, Pipeline
+from .policy import load_policy
+from .providers import SimilarityIndex
+from .providers.hive import HiveClassifier, HiveCustomIndex, HiveHashMatcher, HiveTasks, HiveTransport
+from .providers.huawei import HuaweiImageSearch, HuaweiTransport
+from .records import MediaType
+from .retry import RetryPolicy
+
+__all__ = ["build_pipeline", "check_settings"]
+
+
+def check_settings(settings: Settings) -> None:
+    """Every secret and choice the configuration needs, read once at start (ConfigError if missing)."""
+    for check in ("csam", "visual", "text"):
+        settings.hive.key(check)
+    if settings.processing.similarity == "hive":
+        settings.hive.key("index")
+    elif settings.processing.similarity == "huawei":
+        settings.huawei.auth_token()
+    load_policy(settings.policy_file)
+
+
+def build_pipeline(settings: Settings, http: httpx.AsyncClient, tasks: AsyncTasks | None = None) -> Pipeline:
+    check_settings(settings)
+    p, h = settings.processing, settings.hive
+    retry = RetryPolicy(p.retry_attempts, p.retry_base_delay_s, p.retry_max_delay_s)
+    fetcher = MediaFetcher(http, h.max_upload_bytes, h.timeout_s)
+    media = MediaPolicy(h.media_mode, fetcher)
+
+    def hive(check: str, key_name: str) -> HiveTasks:
+        transport = HiveTransport(http, h.base_url, h.key(key_name), check, retry, h.timeout_s)
+        return HiveTasks(transport, media=media, tasks=tasks)
+
+    csam, visual = hive("csam", "csam"), hive("visual", "visual")
+    similarity: SimilarityIndex | None = None
+    if p.similarity == "hive":
+        similarity = HiveCustomIndex(hive("similarity", "index"))
+    elif p.similarity == "huawei":
+        hw = settings.huawei
+        transport = HuaweiTransport(
+            http, hw.base_url, hw.project_id, hw.instance, hw.auth_token(), retry, hw.timeout_s
+        )
+        similarity = HuaweiImageSearch(transport, fetcher, limit=hw.search_limit)
+    checks = Checks(
+        csam=HiveHashMatcher(csam),
+        visual=HiveClassifier(visual),
+        text=HiveClassifier(hive("text", "text")),
+        similarity=similarity,
+        csam_async=HiveHashMatcher(csam, asynchronous=True) if tasks else None,
+        visual_async=HiveClassifier(visual, asynchronous=True) if tasks else None,
+        async_media=frozenset(MediaType(m) for m in p.async_media) if tasks else frozenset(),
+    )
+    return Pipeline(
+        checks,
+        load_policy(settings.policy_file),
+        deadline_s=p.check_deadline_s,
+        async_deadline_s=settings.callbacks.deadline_s,
+        cache_size=p.result_cache_size,
+    )
