@@ -188,8 +188,14 @@ def _benign(name: str) -> bool:
 
 
 def _flagged_ranges(frames: Sequence[Frame], name: str, threshold: float) -> list[TimeRange]:
-    """Maximal runs of consecutive frames where ``name`` scores at least ``threshold``."""
+    """Maximal runs of consecutive frames where ``name`` scores at least ``threshold``.
+
+    A frame stands for the span until the next sample, so a run ends one sampling interval after its
+    last frame (1 s at Hive's 1 fps).
+    """
     ordered = sorted(frames, key=lambda f: f.time)
+    gaps = [b.time - a.time for a, b in zip(ordered, ordered[1:], strict=False) if b.time > a.time]
+    interval = min(gaps, default=1.0)
     ranges: list[TimeRange] = []
     start: float | None = None
     end = 0.0
@@ -199,7 +205,7 @@ def _flagged_ranges(frames: Sequence[Frame], name: str, threshold: float) -> lis
         if score >= threshold:
             if start is None:
                 start, peak = frame.time, score
-            end, peak = frame.time, max(peak, score)
+            end, peak = frame.time + interval, max(peak, score)
         elif start is not None:
             ranges.append(TimeRange(start, end, name, peak))
             start = None

@@ -163,6 +163,10 @@ def consumer_env(
         "MODERATION_HIVE__TEXT_KEY": DEFAULT_KEYS["text"],
         "MODERATION_HIVE__CSAM_KEY": DEFAULT_KEYS["csam"],
         "MODERATION_HIVE__INDEX_KEY": DEFAULT_KEYS["index"],
+        # the callback receiver: loopback, a free port, one token shared by every local process
+        "MODERATION_CALLBACKS__HOST": "127.0.0.1",
+        "MODERATION_CALLBACKS__PORT": "0",
+        "MODERATION_CALLBACKS__TOKEN": "local-callback-token",
     }
     for name, topic in (topics or {}).items():
         env[f"MODERATION_KAFKA__{name.upper()}"] = topic

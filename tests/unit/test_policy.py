@@ -78,7 +78,7 @@ def test_video_frames_give_flagged_ranges() -> None:
     assert out.decision is Decision.BLOCK
     assert out.classification is not None
     spans = [(r.start_seconds, r.end_seconds, r.max_score) for r in out.classification.flagged_ranges]
-    assert spans == [(1.0, 3.0, 0.95), (5.0, 5.0, 0.8)]
+    assert spans == [(1.0, 4.0, 0.95), (5.0, 6.0, 0.8)]
 
 
 scores = st.floats(min_value=0, max_value=1, allow_nan=False)
