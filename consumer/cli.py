@@ -37,8 +37,25 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument(
         "--allow-remote-fetch",
         action="store_true",
-        help="let media URLs point outside 127.0.0.0/8 (off: loopback only)",
+        help="let media and callback URLs point outside 127.0.0.0/8 (off: loopback only)",
     )
+    sim.add_argument("--huawei-token", default=None, help="the X-Auth-Token ImageSearch accepts")
+    sim.add_argument(
+        "--rate-limit",
+        type=float,
+        default=None,
+        metavar="RPS",
+        help="per-key token bucket (burst = RPS); beyond it: 429 with Retry-After",
+    )
+    sim.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME=RATE",
+        help="fault rate 0..1: 500, 502, 503, 504, 429, hang, callback_drop, resend, is0012",
+    )
+    sim.add_argument("--hang-s", type=float, default=30.0, help="how long a 'hang' fault holds a request")
+    sim.add_argument("--seed", type=int, default=1234, help="seed of the fault and latency draws")
 
     sub.add_parser("demo", help="broker + simulator + sample uploads, verdicts shown")
 
@@ -104,6 +121,7 @@ async def _serve(settings: object) -> int:
 
 def _simulate(args: argparse.Namespace) -> int:
     from .simulator import DEFAULT_KEYS, LatencyModel, SimulatorState, serve
+    from .simulator.state import DEFAULT_HUAWEI_TOKEN, StartupSettings
 
     keys = dict(DEFAULT_KEYS)
     for item in args.key:
@@ -111,7 +129,23 @@ def _simulate(args: argparse.Namespace) -> int:
         if not sep or project not in DEFAULT_KEYS or not key:
             raise ConfigError("--key", f"expected PROJECT=KEY with PROJECT one of {', '.join(DEFAULT_KEYS)}")
         keys[project] = key
-    state = SimulatorState(keys, LatencyModel(args.latency_median_ms, args.latency_p99_ms))
+    faults: dict[str, float] = {}
+    for item in args.fault:
+        name, _, rate = item.partition("=")
+        try:
+            faults[name] = float(rate)
+        except ValueError:
+            raise ConfigError("--fault", f"expected NAME=RATE with RATE a number, got {item!r}") from None
+    startup = StartupSettings(faults=faults, hang_s=args.hang_s, rate_limit=args.rate_limit, seed=args.seed)
+    try:
+        state = SimulatorState(
+            keys,
+            LatencyModel(args.latency_median_ms, args.latency_p99_ms),
+            huawei_token=args.huawei_token or DEFAULT_HUAWEI_TOKEN,
+            startup=startup,
+        )
+    except ValueError as exc:
+        raise ConfigError("--fault", str(exc)) from None
     print(f"simulator listening on http://{args.host}:{args.port}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.host, args.port, state, allow_remote_fetch=args.allow_remote_fetch))

@@ -57,6 +57,7 @@ class SimulatorProcess:
 
     latency_median_ms: float = 0.0
     latency_p99_ms: float = 0.0
+    extra_args: list[str] = field(default_factory=list)
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
@@ -79,6 +80,7 @@ class SimulatorProcess:
                 str(self.latency_median_ms),
                 "--latency-p99-ms",
                 str(self.latency_p99_ms),
+                *self.extra_args,
             ],
             self.log_path,
         )
@@ -140,6 +142,18 @@ class SimulatorProcess:
         )
         resp.raise_for_status()
         return dict(resp.json())
+
+    def set_faults(self, faults: dict[str, float]) -> dict[str, float]:
+        return dict(self.admin("/_admin/faults", json=faults))
+
+    def set_balance(self, project: str, credits: int | None) -> None:
+        self.admin("/_admin/balance", json={"project": project, "credits": credits})
+
+    def set_rate_limit(self, rps: float | None, burst: float | None = None) -> None:
+        self.admin("/_admin/rate_limit", json={"rps": rps, "burst": burst})
+
+    def add_csam_md5(self, *md5: str) -> None:
+        self.admin("/_admin/csam/md5", json={"md5": list(md5)})
 
     def stats(self) -> dict[str, Any]:
         return dict(httpx.get(self.url + "/_admin/stats", timeout=10).json())

@@ -8,30 +8,53 @@ import math
 import random
 import re
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Literal
 
 from PIL import Image
 
 from . import pdq
+from .etiquette import Faults, TokenBucket
 
-__all__ = ["DEFAULT_KEYS", "IndexEntry", "LatencyModel", "Project", "SimulatorState"]
+__all__ = [
+    "DEFAULT_HUAWEI_TOKEN",
+    "DEFAULT_KEYS",
+    "HuaweiImage",
+    "IndexEntry",
+    "LatencyModel",
+    "Project",
+    "SimulatorState",
+    "StartupSettings",
+    "Task",
+]
 
-ProjectKind = Literal["visual", "text", "csam", "index"]
+ProjectKind = Literal["visual", "text", "csam", "csam_combined", "index"]
 
 DEFAULT_KEYS: dict[ProjectKind, str] = {
     "visual": "sim-visual-key",
     "text": "sim-text-key",
     "csam": "sim-csam-key",
+    "csam_combined": "sim-csam-combined-key",
     "index": "sim-index-key",
 }
-PROJECT_IDS: dict[ProjectKind, int] = {"visual": 18410, "text": 18416, "csam": 18420, "index": 275729}
+DEFAULT_HUAWEI_TOKEN = "sim-huawei-token"
+PROJECT_IDS: dict[ProjectKind, int] = {
+    "visual": 18410,
+    "text": 18416,
+    "csam": 18420,
+    "csam_combined": 18421,
+    "index": 275729,
+}
 MODELS: dict[ProjectKind, tuple[str, str]] = {
     "visual": ("visual_moderation_sim", "VISUAL_CLASSIFICATION"),
     "text": ("textmod_sim_2langs", "TEXT_CLASSIFICATION"),
     "csam": ("thorn_csam_hash_sim", "HASH_MATCHING"),
+    "csam_combined": ("csam_combined_sim", "HASH_MATCHING_AND_CLASSIFICATION"),
     "index": ("custom_index_sim", "CUSTOM_INDEX"),
 }
+CSAM_HEADS: tuple[tuple[str, ...], ...] = (("csam", "pornography", "other"),)
+MAX_TASKS = 20_000
 
 VISUAL_HEADS: tuple[tuple[str, ...], ...] = (
     ("general_nsfw", "general_suggestive", "general_not_nsfw_not_suggestive"),
@@ -92,20 +115,94 @@ class ScoreOverride:
     text: str | None = None
 
 
+@dataclass(slots=True)
+class Task:
+    """An async task: ``body`` is None while it is processing."""
+
+    project: Project
+    body: dict[str, object] | None = None
+
+
+@dataclass(slots=True)
+class HuaweiImage:
+    hashes: list[pdq.PdqHash]
+    tags: dict[str, str]
+
+
+@dataclass(slots=True)
+class StartupSettings:
+    """What ``reset`` returns to: the command line's choices."""
+
+    faults: dict[str, float] = field(default_factory=dict)
+    hang_s: float = 30.0
+    rate_limit: float | None = None
+    seed: int = 1234
+
+
 class SimulatorState:
-    def __init__(self, keys: dict[ProjectKind, str] | None = None, latency: LatencyModel | None = None):
+    def __init__(
+        self,
+        keys: dict[ProjectKind, str] | None = None,
+        latency: LatencyModel | None = None,
+        huawei_token: str = DEFAULT_HUAWEI_TOKEN,
+        startup: StartupSettings | None = None,
+    ):
         self.projects: dict[str, Project] = {
             key: Project(kind, PROJECT_IDS[kind]) for kind, key in (keys or DEFAULT_KEYS).items()
         }
+        self.huawei_token = huawei_token
         self.latency = latency or LatencyModel()
+        self._startup = startup or StartupSettings()
         self.reset()
 
     def reset(self) -> None:
         self.csam_hashes: list[int] = []
+        self.csam_md5: set[str] = set()
         self.index: dict[str, IndexEntry] = {}
         self.overrides: list[ScoreOverride] = []
         self.media: dict[str, tuple[bytes, str]] = {}
         self.requests: dict[str, int] = {}
+        self.tasks: OrderedDict[str, Task] = OrderedDict()
+        self.libraries: dict[tuple[str, str], dict[str, HuaweiImage]] = {}
+        self.balances: dict[str, int | None] = {}
+        self.faults = Faults(hang_s=self._startup.hang_s, rng=random.Random(self._startup.seed))
+        for name, rate in self._startup.faults.items():
+            self.faults.set(name, rate)
+        self.rate_limit: tuple[float, float] | None = (
+            None if self._startup.rate_limit is None else (self._startup.rate_limit, self._startup.rate_limit)
+        )
+        self.buckets: dict[str, TokenBucket] = {}
+
+    # --- etiquette ---------------------------------------------------------------------------
+    def throttle(self, key: str, now: float) -> float:
+        """0 if the key may proceed, else seconds until its bucket has a token."""
+        if self.rate_limit is None:
+            return 0.0
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            bucket = self.buckets[key] = TokenBucket(*self.rate_limit)
+        return bucket.take(now)
+
+    def set_rate_limit(self, rps: float | None, burst: float | None = None) -> None:
+        self.rate_limit = None if rps is None else (rps, burst or rps)
+        self.buckets.clear()
+
+    def charge(self, project: Project) -> bool:
+        """Take one credit; False when the project's balance is exhausted."""
+        credits = self.balances.get(project.kind)
+        if credits is None:
+            return True
+        if credits <= 0:
+            return False
+        self.balances[project.kind] = credits - 1
+        return True
+
+    # --- async tasks --------------------------------------------------------------------------
+    def new_task(self, task_id: str, project: Project) -> Task:
+        task = self.tasks[task_id] = Task(project)
+        while len(self.tasks) > MAX_TASKS:
+            self.tasks.popitem(last=False)
+        return task
 
     def count(self, endpoint: str) -> None:
         self.requests[endpoint] = self.requests.get(endpoint, 0) + 1
@@ -113,6 +210,15 @@ class SimulatorState:
     # --- CSAM -------------------------------------------------------------------------------
     def add_csam_hash(self, value: int) -> None:
         self.csam_hashes.append(value)
+
+    def csam_frames(self, frames: list[tuple[float, Image.Image]]) -> list[tuple[float, int]]:
+        """(time, distance) of every sampled frame that matches the hash list."""
+        found = []
+        for t, frame in frames:
+            d = self.csam_match(frame)
+            if d is not None:
+                found.append((t, d))
+        return found
 
     def csam_match(self, image: Image.Image) -> int | None:
         """Smallest distance to a listed hash over the query's dihedral variants, if it matches."""
@@ -161,6 +267,11 @@ class SimulatorState:
         sha = hashlib.sha256(data).hexdigest()
         forced = self._override_for_image(sha, image)
         return _heads(VISUAL_HEADS, forced, seed=sha)
+
+    def csam_classes(self, data: bytes, image: Image.Image) -> dict[str, float]:
+        sha = hashlib.sha256(data).hexdigest()
+        forced = self._override_for_image(sha, image)
+        return _heads(CSAM_HEADS, forced, seed=sha)
 
     def text_scores(self, text: str) -> dict[str, float]:
         forced: dict[str, float] = {}

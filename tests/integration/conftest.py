@@ -100,14 +100,27 @@ class Topics:
 
 
 @pytest.fixture
-def topics(kafka_bootstrap: str) -> Topics:
-    """Fresh topic names (4 partitions) and a fresh group for one test."""
-    suffix = uuid.uuid4().hex[:8]
-    names = ("uploads", "verdicts", "review", "escalations", "dlq", "deleted", "decisions", "callbacks")
-    t = Topics(*(f"{n}-{suffix}" for n in names), group=f"group-{suffix}")
-    settings = load_settings(kafka={"bootstrap_servers": kafka_bootstrap})
-    ensure_topics(settings.kafka, list(t.env().values()), partitions=4)
-    return t
+def make_topics(kafka_bootstrap: str) -> Callable[..., Topics]:
+    """make_topics(input_partitions=4, other_partitions=4): fresh topic names and a fresh group."""
+
+    def make(input_partitions: int = 4, other_partitions: int = 4) -> Topics:
+        suffix = uuid.uuid4().hex[:8]
+        names = ("uploads", "verdicts", "review", "escalations", "dlq", "deleted", "decisions", "callbacks")
+        t = Topics(*(f"{n}-{suffix}" for n in names), group=f"group-{suffix}")
+        settings = load_settings(kafka={"bootstrap_servers": kafka_bootstrap})
+        ensure_topics(settings.kafka, [t.input], partitions=input_partitions)
+        ensure_topics(
+            settings.kafka, [v for k, v in t.env().items() if k != "input_topic"], partitions=other_partitions
+        )
+        return t
+
+    return make
+
+
+@pytest.fixture
+def topics(make_topics: Callable[..., Topics]) -> Topics:
+    """Fresh topics of 4 partitions each and a fresh group for one test."""
+    return make_topics()
 
 
 @pytest.fixture
