@@ -5,6 +5,8 @@ No I/O here but ``load_policy`` reading the YAML file once at start.
 
 from __future__ import annotations
 
+import itertools
+
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,7 +196,7 @@ def _flagged_ranges(frames: Sequence[Frame], name: str, threshold: float) -> lis
     last frame (1 s at Hive's 1 fps).
     """
     ordered = sorted(frames, key=lambda f: f.time)
-    gaps = [b.time - a.time for a, b in zip(ordered, ordered[1:], strict=False) if b.time > a.time]
+    gaps = [b.time - a.time for a, b in itertools.pairwise(ordered) if b.time > a.time]
     interval = min(gaps, default=1.0)
     ranges: list[TimeRange] = []
     start: float | None = None

@@ -26,8 +26,8 @@ def index_updates(op: str, outcome: str) -> float:
     return metrics.REGISTRY.get_sample_value("moderation_index_updates_total", labels) or 0.0
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_for(condition: Callable[[], bool], within_s: float = 30.0) -> None:
+    deadline = time.monotonic() + within_s
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met before the deadline")
