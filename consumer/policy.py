@@ -6,7 +6,6 @@ No I/O here but ``load_policy`` reading the YAML file once at start.
 from __future__ import annotations
 
 import itertools
-
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
