@@ -21,7 +21,7 @@ from consumer.devtools.broker import LocalKafka
 from consumer.devtools.stack import SimulatorProcess
 from consumer.kafka import ensure_topics
 from consumer.service import ModerationService
-from consumer.simulator.state import DEFAULT_KEYS
+from consumer.simulator.state import DEFAULT_HUAWEI_TOKEN, DEFAULT_KEYS
 
 
 def _docker_kafka() -> Any | None:
@@ -126,6 +126,7 @@ def topics(make_topics: Callable[..., Topics]) -> Topics:
 @pytest.fixture
 def settings_for(kafka_bootstrap: str, sim: SimulatorProcess) -> Callable[..., Settings]:
     def make(t: Topics, callbacks: dict[str, Any] | None = None, **processing: Any) -> Settings:
+        """Settings against the broker and the simulator (Hive keys and a Huawei library both set)."""
         return load_settings(
             kafka={
                 "bootstrap_servers": kafka_bootstrap,
@@ -142,6 +143,12 @@ def settings_for(kafka_bootstrap: str, sim: SimulatorProcess) -> Callable[..., S
                 "index_key": DEFAULT_KEYS["index"],
             },
             processing=processing,
+            huawei={
+                "base_url": sim.url,
+                "token": DEFAULT_HUAWEI_TOKEN,
+                "project_id": "proj",
+                "instance": "moderation",
+            },
             callbacks={
                 "host": "127.0.0.1",
                 "port": 0,

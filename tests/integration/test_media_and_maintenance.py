@@ -59,18 +59,25 @@ async def test_gif_frames_are_classified_with_flagged_time_ranges(
     assert {c.check for c in v.checks} == {"csam", "visual"}  # the custom index takes still images only
 
 
+def index_size(sim: SimulatorProcess, provider: str) -> int:
+    stats = sim.stats()
+    return int(stats["index_size"] if provider == "hive" else stats["huawei_images"])
+
+
+@pytest.mark.parametrize("provider", ["hive", "huawei"])
 async def test_confirmed_block_adds_to_the_index_and_deletion_removes(
     kafka_bootstrap: str,
     topics: Topics,
     sim: SimulatorProcess,
     settings_for: Callable[..., Any],
     running_service: Callable[..., Any],
+    provider: str,
 ) -> None:
     original = make_image(601)
     url = sim.host_media("reviewed.png", image_bytes(original), "image/png")
     first = upload(MediaType.IMAGE, upload_id="orig", url=url)
     produce_uploads(kafka_bootstrap, topics.input, [first])
-    async with running_service(settings_for(topics)):
+    async with running_service(settings_for(topics, similarity=provider)):
         (v1,) = await asyncio.to_thread(read_verdicts, kafka_bootstrap, topics.verdicts, {"orig"}, timeout=60)
         assert v1.decision is Decision.ALLOW
 
@@ -87,7 +94,7 @@ async def test_confirmed_block_adds_to_the_index_and_deletion_removes(
         )
         produce(kafka_bootstrap, topics.decisions, "ReviewDecision", "orig", review.to_avro())
         await wait_for(lambda: index_updates("add", "applied") == added + 1)
-        assert sim.stats()["index_size"] == 1
+        assert index_size(sim, provider) == 1
 
         copy = upload(MediaType.IMAGE, upload_id="copy", data=reencoded(original))
         produce_uploads(kafka_bootstrap, topics.input, [copy])
@@ -100,7 +107,7 @@ async def test_confirmed_block_adds_to_the_index_and_deletion_removes(
         deleted = UploadDeleted("orig", "demo", int(time.time() * 1000), media_url=url, reason="user request")
         produce(kafka_bootstrap, topics.deleted, "UploadDeleted", "orig", deleted.to_avro())
         await wait_for(lambda: index_updates("remove", "applied") == removed + 1)
-        assert sim.stats()["index_size"] == 0
+        assert index_size(sim, provider) == 0
 
         again = upload(MediaType.IMAGE, upload_id="again", data=reencoded(original, 0.6))
         produce_uploads(kafka_bootstrap, topics.input, [again])
