@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -26,7 +29,6 @@ from consumer.simulator.state import DEFAULT_HUAWEI_TOKEN, DEFAULT_KEYS
 
 pytestmark = pytest.mark.integration
 ONE_TRY = RetryPolicy(attempts=1)
-DELIVERED = asyncio.Event()  # set whenever the test receiver gets a callback
 
 
 @pytest.fixture
@@ -35,31 +37,30 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+@dataclass
+class Receiver:
+    tasks: AsyncTasks
+    outcomes: list[dict[str, Any]]
+    delivered: asyncio.Event
+
+
 @pytest.fixture
-async def callbacks() -> AsyncIterator[tuple[AsyncTasks, list[dict[str, Any]]]]:
+async def callbacks() -> AsyncIterator[Receiver]:
     """A real callback receiver on 127.0.0.1 delivering straight to a correlator (no Kafka relay)."""
     correlator = Correlator()
     outcomes: list[dict[str, Any]] = []
+    delivered = asyncio.Event()
 
     async def deliver(raw: bytes, task_id: str | None) -> None:
-        import json
-
         body = json.loads(raw)
         outcomes.append({"outcome": correlator.deliver(body), "resent": "resent_on" in body})
-        DELIVERED.set()
+        delivered.set()
 
     app = web.Application()
     CallbackReceiver("tok", deliver).routes(app)
     async with TestServer(app, host="127.0.0.1") as server:
-        yield (
-            AsyncTasks(
-                correlator,
-                f"http://127.0.0.1:{server.port}/callbacks/tok",
-                poll_after_s=20,
-                poll_interval_s=0.2,
-            ),
-            outcomes,
-        )
+        url = f"http://127.0.0.1:{server.port}/callbacks/tok"
+        yield Receiver(AsyncTasks(correlator, url, poll_after_s=20, poll_interval_s=0.2), outcomes, delivered)
 
 
 def hive(
@@ -107,24 +108,24 @@ async def test_media_by_url(sim: SimulatorProcess, http: httpx.AsyncClient) -> N
 
 
 async def test_async_task_completes_by_callback_and_resends_are_ignored(
-    sim: SimulatorProcess, http: httpx.AsyncClient, callbacks: tuple[AsyncTasks, list[dict[str, Any]]]
+    sim: SimulatorProcess, http: httpx.AsyncClient, callbacks: Receiver
 ) -> None:
-    tasks, outcomes = callbacks
+    tasks, outcomes = callbacks.tasks, callbacks.outcomes
     sim.set_faults({"resend": 1.0})
     checked = await HiveClassifier(hive(sim, http, "visual", tasks=tasks), asynchronous=True).classify(png(3))
     assert checked.value[0].scores
     async with asyncio.timeout(10):  # the resend follows the first callback
         while len(outcomes) < 2:
-            await DELIVERED.wait()
-            DELIVERED.clear()
+            await callbacks.delivered.wait()
+            callbacks.delivered.clear()
     assert outcomes == [{"outcome": "completed", "resent": False}, {"outcome": "duplicate", "resent": True}]
     assert sim.stats()["requests"].get("task_get", 0) == 0
 
 
 async def test_async_task_without_callback_is_polled(
-    sim: SimulatorProcess, http: httpx.AsyncClient, callbacks: tuple[AsyncTasks, list[dict[str, Any]]]
+    sim: SimulatorProcess, http: httpx.AsyncClient, callbacks: Receiver
 ) -> None:
-    tasks, outcomes = callbacks
+    tasks, outcomes = callbacks.tasks, callbacks.outcomes
     tasks._poll_after = 0.2  # no callback will come: poll quickly
     sim.set_faults({"callback_drop": 1.0})
     checked = await HiveClassifier(hive(sim, http, "text", tasks=tasks), asynchronous=True).classify("hello")
@@ -133,9 +134,9 @@ async def test_async_task_without_callback_is_polled(
 
 
 async def test_async_task_level_error_arrives_in_the_callback(
-    sim: SimulatorProcess, http: httpx.AsyncClient, callbacks: tuple[AsyncTasks, list[dict[str, Any]]]
+    sim: SimulatorProcess, http: httpx.AsyncClient, callbacks: Receiver
 ) -> None:
-    tasks, _ = callbacks
+    tasks = callbacks.tasks
     with pytest.raises(PermanentError, match="task error 3002"):
         await HiveClassifier(hive(sim, http, "visual", tasks=tasks), asynchronous=True).classify(
             Media(data=b"not media at all")
@@ -155,9 +156,9 @@ async def test_csam_image_match_and_no_match(sim: SimulatorProcess, http: httpx.
 
 
 async def test_csam_video_md5_and_scenes(
-    sim: SimulatorProcess, http: httpx.AsyncClient, callbacks: tuple[AsyncTasks, list[dict[str, Any]]]
+    sim: SimulatorProcess, http: httpx.AsyncClient, callbacks: Receiver
 ) -> None:
-    tasks, _ = callbacks
+    tasks = callbacks.tasks
     size = (320, 240)
     sim.add_csam_image(image_bytes(make_image(61, size)))
     clip = make_video([60, 61, 61, 62], size=size)
@@ -166,7 +167,7 @@ async def test_csam_video_md5_and_scenes(
     assert scenes.matched and scenes.hash_type == "videoSaferhashv0"
     assert [(s.start_seconds, s.end_seconds) for s in scenes.scenes] == [(1.0, 3.0)]
     other = make_video([63, 64], size=size)
-    sim.add_csam_md5(__import__("hashlib").md5(other).hexdigest())
+    sim.add_csam_md5(hashlib.md5(other).hexdigest())
     whole = (await matcher.match(Media(data=other))).value.result
     assert whole.matched and (whole.hash_type, whole.match_distance) == ("md5", 0)
 
@@ -195,10 +196,10 @@ async def test_csam_too_small_is_permanent(sim: SimulatorProcess, http: httpx.As
 async def test_custom_index_add_query_remove(
     sim: SimulatorProcess,
     http: httpx.AsyncClient,
-    callbacks: tuple[AsyncTasks, list[dict[str, Any]]],
+    callbacks: Receiver,
     asynchronous: bool,
 ) -> None:
-    tasks, _ = callbacks
+    tasks = callbacks.tasks
     index = HiveCustomIndex(hive(sim, http, "index", tasks=tasks), asynchronous=asynchronous)
     banned = make_image(80)
     assert len(await index.add(Media(data=image_bytes(banned)), "t1", "case 80")) == 64
