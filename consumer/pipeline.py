@@ -97,6 +97,15 @@ class _Runs:
         )
 
 
+def _content_only(results: CheckResults) -> CheckResults | None:
+    """What may be reused for the same content: everything but similarity, if every content check
+    finished (a failed similarity query does not spoil the rest)."""
+    failed = {*results.unavailable, *results.rejected} - {"similarity"}
+    if failed:
+        return None
+    return replace(results, similarity=(), unavailable={}, rejected={})
+
+
 def _escalated(results: CheckResults) -> bool:
     return results.csam is not None and results.csam.matched
 
@@ -114,8 +123,8 @@ class _ResultCache:
         self._items.move_to_end(key)
         return self._items[key]
 
-    def put(self, key: tuple[str, str] | None, results: CheckResults) -> None:
-        if key is None or self._size == 0 or results.unavailable or results.rejected:
+    def put(self, key: tuple[str, str] | None, results: CheckResults | None) -> None:
+        if key is None or self._size == 0 or results is None:
             return
         self._items[key] = results
         self._items.move_to_end(key)
@@ -141,43 +150,44 @@ class Pipeline:
         self._deadline = deadline_s
         self._async_deadline = async_deadline_s
         self._cache = _ResultCache(cache_size)
-        self._inflight: dict[tuple[str, str], asyncio.Future[CheckResults]] = {}
+        self._inflight: dict[tuple[str, str], asyncio.Future[CheckResults | None]] = {}
 
     async def moderate(self, upload: UploadEvent, source: SourcePosition) -> ModerationVerdict:
         started = time.time()
         key = content_key(upload)
         cache_key = None if key is None else (upload.tenant_id, key)
         state = _Runs()
+        similar = upload.media_type is MediaType.IMAGE and self.checks.similarity is not None
         try:
-            content = await self._content_results(upload, cache_key, state)
+            content = await self._content_results(upload, cache_key, state, similar)
             if content is not None:
                 state.results = content
-            if upload.media_type is MediaType.IMAGE and not _escalated(state.results):
-                await self._similar(media_of(upload), upload.tenant_id, state)
+                if similar and not _escalated(content):
+                    await self._similar(media_of(upload), upload.tenant_id, state)
         except PermanentError as exc:
             state.results.rejected["pipeline"] = str(exc)
         return self._verdict(upload, source, state.results, state.runs, started)
 
     async def _content_results(
-        self, upload: UploadEvent, cache_key: tuple[str, str] | None, state: _Runs
+        self, upload: UploadEvent, cache_key: tuple[str, str] | None, state: _Runs, similar: bool
     ) -> CheckResults | None:
-        """Cached or shared results when there are any; otherwise run the content checks into ``state``."""
+        """Cached or shared content results when there are any (similarity still to ask); otherwise run
+        every check into ``state`` (similarity concurrently with classification) and return None."""
         cached = self._cache.get(cache_key)
         if cached is None and cache_key in self._inflight:
             # the same content is being checked right now (a burst of re-uploads): share its answer
-            shared = await asyncio.shield(self._inflight[cache_key])
-            cached = shared if not (shared.unavailable or shared.rejected) else None
+            cached = await asyncio.shield(self._inflight[cache_key])
         if cached is not None:
             state.runs.append(CheckRun(check="cache", provider="local", latency_ms=0.0, outcome="cached"))
             return replace(cached, classifications=dict(cached.classifications))
-        pending: asyncio.Future[CheckResults] | None = None
+        pending: asyncio.Future[CheckResults | None] | None = None
         if cache_key is not None and cache_key not in self._inflight:
             pending = self._inflight[cache_key] = asyncio.get_running_loop().create_future()
         try:
             if upload.media_type is MediaType.TEXT:
                 await self._text(upload, state)
             else:
-                await self._media(upload, media_of(upload), state)
+                await self._media(upload, media_of(upload), state, similar)
         except PermanentError as exc:
             state.results.rejected["pipeline"] = str(exc)
         except BaseException:
@@ -185,9 +195,9 @@ class Pipeline:
             raise
         finally:
             if pending is not None:
-                pending.set_result(state.results)
+                pending.set_result(_content_only(state.results))
                 del self._inflight[cache_key]  # type: ignore[arg-type]
-        self._cache.put(cache_key, state.results)
+        self._cache.put(cache_key, _content_only(state.results))
         return None
 
     async def _text(self, upload: UploadEvent, state: _Runs) -> None:
@@ -201,7 +211,7 @@ class Pipeline:
         if frames is not None:
             state.results.classifications["text"] = frames
 
-    async def _media(self, upload: UploadEvent, media: Media, state: _Runs) -> None:
+    async def _media(self, upload: UploadEvent, media: Media, state: _Runs, similar: bool) -> None:
         asynchronous = upload.media_type in self.checks.async_media
         deadline = self._async_deadline if asynchronous else self._deadline
         matcher = self.checks.csam_async if asynchronous else self.checks.csam
@@ -214,6 +224,12 @@ class Pipeline:
                     state.results.classifications["csam"] = answer.classes
             if _escalated(state.results):
                 return  # a known-CSAM match decides alone; nothing else may see the content
+        await asyncio.gather(
+            self._classify(media, state, asynchronous, deadline),
+            self._similar(media, upload.tenant_id, state) if similar else asyncio.sleep(0),
+        )
+
+    async def _classify(self, media: Media, state: _Runs, asynchronous: bool, deadline: float) -> None:
         classifier = self.checks.visual_async if asynchronous else self.checks.visual
         if classifier is not None:
             c = classifier

@@ -14,12 +14,13 @@ from ..config import KafkaSettings
 from ..kafka import ensure_topics
 from ..records import Decision, MediaType, ModerationVerdict, UploadEvent
 from .broker import LocalKafka
-from .samples import cropped, image_bytes, make_image, reencoded
+from .samples import cropped, image_bytes, make_gif, make_image, make_video, reencoded
 from .stack import ConsumerProcess, SimulatorProcess, consumer_env, produce_uploads, read_verdicts, upload
 
 __all__ = ["run_demo"]
 
-BANNED_SEED, CSAM_SEED, NSFW_SEED = 101, 202, 303
+BANNED_SEED, CSAM_SEED, NSFW_SEED, GIF_SEED, VIDEO_CSAM_SEED = 101, 202, 303, 404, 505
+GIF_SIZE, VIDEO_SIZE = (240, 180), (320, 240)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,9 @@ def _samples(sim: SimulatorProcess) -> list[Sample]:
     sim.index_add(image_bytes(banned), "banned: known scam image, case 4411")
     sim.add_csam_image(image_bytes(csam_listed))
     sim.force_scores({"general_nsfw": 0.97}, media=image_bytes(nsfw))
+    gif_scene = make_image(GIF_SEED, GIF_SIZE)
+    sim.force_scores({"general_nsfw": 0.95}, media=image_bytes(gif_scene))
+    sim.add_csam_image(image_bytes(make_image(VIDEO_CSAM_SEED, VIDEO_SIZE)))
 
     benign_png = image_bytes(make_image(1))
     benign_url = sim.host_media("holiday.jpg", image_bytes(make_image(2), "JPEG"), "image/jpeg")
@@ -76,6 +80,27 @@ def _samples(sim: SimulatorProcess) -> list[Sample]:
             upload(img, data=reencoded(nsfw, 0.8), content_type="image/jpeg"),
             Decision.BLOCK,
         ),
+        Sample(
+            "animated GIF, explicit frames",
+            upload(MediaType.GIF, data=make_gif([11, GIF_SEED, GIF_SEED, 12]), content_type="image/gif"),
+            Decision.BLOCK,
+        ),
+        Sample(
+            "short video (4 s)",
+            upload(
+                MediaType.VIDEO, data=make_video([21, 22, 23, 24], size=VIDEO_SIZE), content_type="video/mp4"
+            ),
+            Decision.ALLOW,
+        ),
+        Sample(
+            "video, hash-listed scene",
+            upload(
+                MediaType.VIDEO,
+                data=make_video([25, VIDEO_CSAM_SEED, 26], size=VIDEO_SIZE),
+                content_type="video/mp4",
+            ),
+            Decision.ESCALATE,
+        ),
         Sample("friendly text", upload(txt, text="Lovely sunset at the beach today!"), Decision.ALLOW),
         Sample("threatening text", upload(txt, text="I am going to kill you tomorrow"), Decision.BLOCK),
         Sample("spam text", upload(txt, text="Buy now!!! free money, click here"), Decision.REVIEW),
@@ -90,6 +115,12 @@ def _reasons(v: ModerationVerdict) -> str:
             text += f" {r.score:.2f}"
         if r.detail and r.label in ("index_match", "hash_match"):
             text += f" ({r.detail})"
+        spans = [
+            x for x in (v.classification.flagged_ranges if v.classification else ()) if x.label == r.label
+        ]
+        spans += list(v.csam.scenes if v.csam and r.label == "hash_match" else ())
+        if spans:
+            text += " at " + ", ".join(f"{x.start_seconds:g}-{x.end_seconds:g}s" for x in spans)
         parts.append(text)
     return "; ".join(parts) or "-"
 

@@ -171,3 +171,37 @@ async def test_failed_results_are_not_cached() -> None:
     await p.moderate(image("a"), SRC)
     await p.moderate(image("b"), SRC)
     assert visual.calls == 2
+
+
+async def test_classification_and_similarity_run_concurrently() -> None:
+    gate = asyncio.Event()
+
+    @dataclass
+    class OpeningIndex(FakeIndex):
+        async def query(self, media: Media, tenant: str) -> Checked[Sequence[SimilarityMatch]]:
+            gate.set()  # the classifier waits for this: it only finishes if both run at once
+            return Checked([], "fake")
+
+    v = await pipeline(visual=FakeClassifier(gate=gate), index=OpeningIndex(), deadline_s=2).moderate(
+        image(), SRC
+    )
+    assert [c.outcome for c in v.checks] == ["ok", "ok", "ok"]
+
+
+async def test_a_failed_similarity_query_does_not_spoil_the_content_cache() -> None:
+    @dataclass
+    class DownIndex(FakeIndex):
+        async def query(self, media: Media, tenant: str) -> Checked[Sequence[SimilarityMatch]]:
+            self.calls += 1
+            raise TransientError("index down")
+
+    visual, index = FakeClassifier(), DownIndex()
+    p = pipeline(visual=visual, index=index)
+    first = await p.moderate(image("a"), SRC)
+    assert first.reasons[0].label == "check_unavailable:similarity"
+    second = await p.moderate(image("b"), SRC)
+    assert visual.calls == 1 and index.calls == 2
+    assert [(c.check, c.outcome) for c in second.checks] == [
+        ("cache", "cached"),
+        ("similarity", "unavailable"),
+    ]
