@@ -104,6 +104,10 @@ class HiveSettings(_Section):
         description="auto: URL media by url, inline media as upload; upload: download URLs first",
     )
     max_upload_bytes: int = Field(default=20_000_000, ge=1)
+    api_version: Literal["v1", "v2"] = Field(
+        default="v1", description="task API paths: /api/v1/task or /api/v2/task"
+    )
+    index_async: bool = Field(default=False, description="custom index calls through the async endpoints")
 
     _url = field_validator("base_url")(classmethod(lambda cls, v: _http_url(v)))
 

@@ -38,12 +38,14 @@ def build_pipeline(settings: Settings, http: httpx.AsyncClient, tasks: AsyncTask
 
     def hive(check: str, key_name: str) -> HiveTasks:
         transport = HiveTransport(http, h.base_url, h.key(key_name), check, retry, h.timeout_s)
-        return HiveTasks(transport, media=media, tasks=tasks)
+        return HiveTasks(transport, version=h.api_version, media=media, tasks=tasks)
 
     csam, visual = hive("csam", "csam"), hive("visual", "visual")
     similarity: SimilarityIndex | None = None
     if p.similarity == "hive":
-        similarity = HiveCustomIndex(hive("similarity", "index"))
+        similarity = HiveCustomIndex(
+            hive("similarity", "index"), asynchronous=h.index_async and tasks is not None
+        )
     elif p.similarity == "huawei":
         hw = settings.huawei
         transport = HuaweiTransport(

@@ -183,3 +183,27 @@ async def test_a_provider_that_rejects_the_key_gives_a_review_with_the_reason(
     assert v.decision is Decision.REVIEW
     assert v.reasons[0].label == "check_rejected:visual"
     assert "403" in (v.reasons[0].detail or "") and "wrong-key" not in (v.reasons[0].detail or "")
+
+
+async def test_v2_paths_and_the_async_custom_index(
+    kafka_bootstrap: str,
+    topics: Topics,
+    sim: SimulatorProcess,
+    settings_for: Callable[..., Any],
+    running_service: Callable[..., Any],
+) -> None:
+    banned = make_image(104)
+    sim.index_add(image_bytes(banned), "banned: case 8", tenant="demo")
+    settings = settings_for(topics)
+    settings.hive.api_version = "v2"
+    settings.hive.index_async = True
+    u = upload(IMAGE, data=reencoded(banned))
+    produce_uploads(kafka_bootstrap, topics.input, [u])
+    async with running_service(settings):
+        (v,) = await asyncio.to_thread(
+            read_verdicts, kafka_bootstrap, topics.verdicts, {u.upload_id}, timeout=60
+        )
+    assert v.decision is Decision.BLOCK and v.reasons[0].detail == "banned: case 8"
+    requests = sim.stats()["requests"]
+    assert requests.get("index_query_async") == 1 and requests.get("index_query", 0) == 0
+    assert requests.get("task_sync") == 2  # CSAM and visual, on the v2 paths
