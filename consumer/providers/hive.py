@@ -22,6 +22,7 @@ from ..retry import RetryPolicy, retrying
 if TYPE_CHECKING:
     from ..callbacks import AsyncTasks
 from . import Checked, CsamAnswer
+from .http import send
 
 __all__ = [
     "HiveClassifier",
@@ -72,14 +73,15 @@ class HiveTransport:
 
         async def once() -> dict[str, Any] | None:
             headers = {"authorization": f"token {self._key.get_secret_value()}", "accept": "application/json"}
-            try:
-                resp = await self._http.get(
-                    f"{self._base}/api/{version}/task/{task_id}", headers=headers, timeout=self._timeout
-                )
-            except httpx.TransportError as exc:
-                raise TransientError(
-                    f"{self.check}: cannot poll Hive ({type(exc).__name__})", check=self.check
-                ) from None
+            resp = await send(
+                self._http,
+                "GET",
+                f"{self._base}/api/{version}/task/{task_id}",
+                check=self.check,
+                provider="Hive",
+                headers=headers,
+                timeout=self._timeout,
+            )
             if resp.status_code == 202:
                 return None
             return check_response(resp, self.check, task_errors=False)
@@ -91,22 +93,17 @@ class HiveTransport:
         self, path: str, fields: Mapping[str, str], files: Mapping[str, tuple[str, bytes, str]] | None
     ) -> dict[str, Any]:
         headers = {"authorization": f"token {self._key.get_secret_value()}", "accept": "application/json"}
-        try:
-            resp = await self._http.post(
-                self._base + path,
-                data=dict(fields),
-                files=dict(files) if files else None,
-                headers=headers,
-                timeout=self._timeout,
-            )
-        except httpx.TimeoutException as exc:
-            raise TransientError(
-                f"{self.check}: timeout calling Hive ({type(exc).__name__})", check=self.check
-            ) from None
-        except httpx.TransportError as exc:
-            raise TransientError(
-                f"{self.check}: cannot reach Hive ({type(exc).__name__})", check=self.check
-            ) from None
+        resp = await send(
+            self._http,
+            "POST",
+            self._base + path,
+            check=self.check,
+            provider="Hive",
+            data=dict(fields),
+            files=dict(files) if files else None,
+            headers=headers,
+            timeout=self._timeout,
+        )
         return check_response(resp, self.check)
 
 

@@ -22,6 +22,7 @@ from ..media import Media, MediaFetcher
 from ..records import SimilarityMatch
 from ..retry import RetryPolicy, retrying
 from . import Checked
+from .http import send
 
 __all__ = ["HuaweiImageSearch", "HuaweiTransport", "check_huawei_response", "fit_for_search"]
 
@@ -53,22 +54,16 @@ class HuaweiTransport:
     async def call(self, method: str, suffix: str, body: Mapping[str, Any]) -> dict[str, Any]:
         async def once() -> dict[str, Any]:
             headers = {"X-Auth-Token": self._token.get_secret_value(), "content-type": "application/json"}
-            try:
-                resp = await self._http.request(
-                    method,
-                    self._root + suffix,
-                    content=json.dumps(body),
-                    headers=headers,
-                    timeout=self._timeout,
-                )
-            except httpx.TimeoutException as exc:
-                raise TransientError(
-                    f"{self.check}: timeout calling ImageSearch ({type(exc).__name__})", check=self.check
-                ) from None
-            except httpx.TransportError as exc:
-                raise TransientError(
-                    f"{self.check}: cannot reach ImageSearch ({type(exc).__name__})", check=self.check
-                ) from None
+            resp = await send(
+                self._http,
+                method,
+                self._root + suffix,
+                check=self.check,
+                provider="ImageSearch",
+                content=json.dumps(body),
+                headers=headers,
+                timeout=self._timeout,
+            )
             return check_huawei_response(resp, self.check)
 
         body_out, _ = await retrying(self._retry, once)

@@ -33,6 +33,8 @@ __all__ = ["routes"]
 
 log = logging.getLogger("consumer.simulator.hive")
 
+TASK_KINDS = ("visual", "text", "csam", "csam_combined")
+TASK_SOURCES = ("media", "url", "text_data")
 TASK_FIELDS = {"media", "url", "text_data", "callback_url", "metadata", "options"}
 INDEX_FIELDS = {"media", "url", "metadata", "callback_url"}
 MIN_CSAM_SIDE = 50
@@ -338,13 +340,7 @@ def _scenes(times: list[float], duration: float, step: float = 1.0) -> list[dict
 async def task_sync(request: web.Request) -> web.Response:
     state = state_of(request)
     state.count("task_sync")
-    sub = await _admit(
-        request,
-        ("visual", "text", "csam", "csam_combined"),
-        TASK_FIELDS,
-        ("media", "url", "text_data"),
-        callback=False,
-    )
+    sub = await _admit(request, TASK_KINDS, TASK_FIELDS, TASK_SOURCES, callback=False)
     if isinstance(sub, web.Response):
         return sub
     await delay(state)
@@ -354,13 +350,7 @@ async def task_sync(request: web.Request) -> web.Response:
 async def task_async(request: web.Request) -> web.Response:
     state = state_of(request)
     state.count("task_async")
-    sub = await _admit(
-        request,
-        ("visual", "text", "csam", "csam_combined"),
-        TASK_FIELDS,
-        ("media", "url", "text_data"),
-        callback=True,
-    )
+    sub = await _admit(request, TASK_KINDS, TASK_FIELDS, TASK_SOURCES, callback=True)
     if isinstance(sub, web.Response):
         return sub
     task_id = str(uuid.uuid1())
