@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 from aiohttp import web
+from confluent_kafka import KafkaException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .callbacks import AsyncTasks, CallbackReceiver, Correlator, RelayListener, kafka_relay
@@ -65,6 +66,23 @@ class ModerationService:
     def _on_assign(self, parts: list[TopicPartition]) -> None:
         for tp in parts:
             self._epochs[tp] = self._epochs.get(tp, 0) + 1
+        try:
+            committed = self._source.committed(parts)
+        except KafkaException as exc:  # the map is an optimisation: without it finished work is redone
+            log.warning("cannot read committed positions: %s", exc.args[0].str())
+            return
+        for tp, position in committed.items():
+            skipped = self.tracker.restore(tp, position.offset, position.metadata)
+            if skipped:
+                log.info(
+                    "restored finished offsets beyond the commit",
+                    extra={
+                        "topic": tp[0],
+                        "partition": tp[1],
+                        "offset": position.offset,
+                        "finished": skipped,
+                    },
+                )
 
     def _on_revoke(self, parts: list[TopicPartition]) -> None:
         # Commit what is finished; results of records still in flight are dropped by epoch and
@@ -157,7 +175,8 @@ class ModerationService:
             log.warning("consume error: %s", msg.error().str())
             return
         tp: TopicPartition = (msg.topic(), msg.partition())
-        self.tracker.track(tp, msg.offset())
+        if not self.tracker.track(tp, msg.offset()):
+            return  # finished by the previous owner (commit metadata): not redone
         await self._slots.acquire()
         key = msg.key()
         previous = self._tails.get(key)
@@ -252,7 +271,13 @@ class ModerationService:
         """Commits run on their own clock: dispatch may be waiting for a free slot meanwhile."""
         while True:
             await asyncio.sleep(interval_s)
-            await self._commit(asynchronous=True)
+            try:
+                await self._commit(asynchronous=True)
+            except Exception as exc:
+                # a committer that died quietly would stall the group's progress: stop loudly instead
+                log.error("committing failed; stopping", exc_info=True)
+                self._fatal = self._fatal or exc
+                return
 
     async def _commit(self, *, asynchronous: bool) -> None:
         positions = self.tracker.committable()
@@ -263,6 +288,13 @@ class ModerationService:
         )
         if ok:
             self.tracker.mark_committed(positions)
+            log.debug(
+                "committed",
+                extra={
+                    "positions": {f"{t}[{p}]": pos.offset for (t, p), pos in positions.items()},
+                    "with_map": sum(1 for pos in positions.values() if pos.metadata),
+                },
+            )
 
     async def _drain(self) -> None:
         if not self._tasks:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from ..config import KafkaSettings
+from ..offsets import Position
 from .common import base_config
 
 __all__ = ["Source"]
@@ -76,10 +77,12 @@ class Source:
     def consume(self, max_records: int, timeout: float) -> list[Message]:
         return list(self.consumer.consume(num_messages=max_records, timeout=timeout))
 
-    def commit(self, positions: dict[tuple[str, int], int], *, asynchronous: bool = False) -> bool:
+    def commit(self, positions: Mapping[tuple[str, int], Position], *, asynchronous: bool = False) -> bool:
         if not positions or self._consumer is None:
             return True
-        offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+        offsets = [
+            TopicPartition(t, p, pos.offset, metadata=pos.metadata) for (t, p), pos in positions.items()
+        ]
         try:
             if asynchronous:
                 self._consumer.commit(offsets=offsets, asynchronous=True)
@@ -90,6 +93,19 @@ class Source:
             log.warning("commit failed: %s", exc.args[0].str())
             return False
         return True
+
+    def committed(
+        self, parts: list[tuple[str, int]], timeout: float = 10.0
+    ) -> dict[tuple[str, int], Position]:
+        """The group's committed positions (with metadata) for ``parts``; absent when none."""
+        if not parts:
+            return {}
+        found = self.consumer.committed([TopicPartition(t, p) for t, p in parts], timeout=timeout)
+        return {
+            (tp.topic, tp.partition): Position(tp.offset, tp.metadata or "")
+            for tp in found
+            if tp.offset >= 0 and tp.error is None
+        }
 
     def close(self) -> None:
         if self._consumer is not None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from consumer.devtools.samples import image_bytes, make_image
@@ -76,3 +79,57 @@ def test_stopped_and_restarted_consumer_loses_no_upload(
     else:
         # at most what was in flight (8) plus what finished after the last commit (100 ms at ~200/s)
         assert account["duplicates"] <= 8 + 40
+
+
+def test_work_finished_beyond_a_slow_record_is_not_redone_after_a_kill(
+    kafka_bootstrap: str, sim: SimulatorProcess, make_topics: Any, tmp_path: Path
+) -> None:
+    """A video waits for a callback that never comes while the texts behind it in the same
+    partition finish. The commit cannot pass the video, but its metadata records the texts: after
+    kill -9 the next process redoes the video only."""
+    from consumer.devtools.samples import make_video
+
+    topics = make_topics(input_partitions=1, other_partitions=1)
+    sim.set_faults({"callback_drop": 1.0})
+    slow = upload(MediaType.VIDEO, upload_id="slow-video", data=make_video([1, 2], size=(160, 120)))
+    texts = [upload(MediaType.TEXT, upload_id=f"t-{i}", text=f"note {i}") for i in range(20)]
+    produce_uploads(kafka_bootstrap, topics.input, [slow, *texts])
+    env = _env(kafka_bootstrap, sim, topics)
+    env["MODERATION_CALLBACKS__POLL_AFTER_S"] = "600"
+    with VerdictCollector(kafka_bootstrap, topics.verdicts) as verdicts:
+        first = ConsumerProcess(env, log_path=tmp_path / "first.log").start()
+        try:
+            assert verdicts.wait_until(lambda c: {t.upload_id for t in texts} <= set(c), timeout=90)
+            assert _wait_for_commit_metadata(kafka_bootstrap, topics, set(range(1, 21)), deadline_s=30)
+        finally:
+            first.kill()
+        sim.set_faults({"callback_drop": 0.0})
+        second = ConsumerProcess(env, log_path=tmp_path / "second.log").start()
+        try:
+            assert verdicts.wait_until(lambda c: "slow-video" in c, timeout=90)
+        finally:
+            assert second.terminate() == 0
+        account = verdicts.accounting({slow.upload_id, *(t.upload_id for t in texts)})
+    print(f"\naccounting (slow head, kill -9): {account}")
+    assert account["missing"] == 0 and account["duplicates"] == 0
+
+
+def _wait_for_commit_metadata(bootstrap: str, topics: Any, finished: set[int], deadline_s: float) -> bool:
+    """True once the group's commit for the partition records ``finished`` beyond its offset."""
+    import time as _time
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    from consumer import offsetmap
+
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": topics.group, "enable.auto.commit": False})
+    try:
+        end = _time.monotonic() + deadline_s
+        while _time.monotonic() < end:
+            (tp,) = probe.committed([TopicPartition(topics.input, 0)], timeout=5)
+            if tp.offset >= 0 and finished <= offsetmap.decode(tp.offset, tp.metadata):
+                return True
+            _time.sleep(0.1)
+        return False
+    finally:
+        probe.close()

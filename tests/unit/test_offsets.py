@@ -33,9 +33,10 @@ def test_commit_position_never_passes_an_unfinished_record(schedule: tuple[list[
     for off in finished:
         tracker.complete(TP, off)
         done.add(off)
-        position = tracker.committable().get(TP)
-        if position is None:
+        committed = tracker.committable().get(TP)
+        if committed is None:
             continue
+        position = committed.offset
         # everything before the position is finished ...
         assert all(o in done for o in offsets if o < position)
         # ... and it is as far as it can go: past every finished record before the first unfinished one
@@ -45,7 +46,7 @@ def test_commit_position_never_passes_an_unfinished_record(schedule: tuple[list[
             assert all(position > o for o in offsets if o < unfinished[0])
         else:
             assert position == offsets[-1] + 1
-        tracker.mark_committed({TP: position})
+        tracker.mark_committed({TP: committed})
 
 
 @given(schedules())
@@ -58,12 +59,14 @@ def test_restart_from_the_commit_redoes_only_unfinished_or_later_records(
         tracker.track(TP, off)
     for off in finished:
         tracker.complete(TP, off)
-    position = tracker.committable().get(TP, offsets[0])
-    redone = [o for o in offsets if o >= position]
+    committed = tracker.committable().get(TP)
+    position = committed.offset if committed else offsets[0]
+    # a new owner restores the commit and its metadata, then sees every record from the position on
+    successor = OffsetTracker()
+    successor.restore(TP, position, committed.metadata if committed else "")
+    processed = [o for o in offsets if o >= position and successor.track(TP, o)]
     unfinished = set(offsets) - set(finished)
-    assert unfinished <= set(redone)  # nothing unfinished is skipped
-    # redone finished records are only those finished after the first gap (bounded by the in-flight window)
-    assert all(o > min(unfinished) for o in redone if o in set(finished)) if unfinished else redone == []
+    assert set(processed) == unfinished  # nothing unfinished skipped, nothing finished redone
 
 
 def test_revoked_partition_ignores_late_completions() -> None:
@@ -83,3 +86,35 @@ def test_out_of_order_dispatch_is_refused() -> None:
         assert "out of order" in str(exc)
     else:
         raise AssertionError("duplicate dispatch accepted")
+
+
+@given(schedules(), st.integers(min_value=20, max_value=200))
+def test_a_map_too_big_for_the_metadata_is_cut_and_reported(
+    schedule: tuple[list[int], list[int]], limit: int
+) -> None:
+    offsets, finished = schedule
+    tracker = OffsetTracker(metadata_limit=limit)
+    for off in offsets:
+        tracker.track(TP, off)
+    for off in finished:
+        tracker.complete(TP, off)
+    committed = tracker.committable().get(TP)
+    if committed is None:
+        return
+    assert len(committed.metadata) <= limit
+    successor = OffsetTracker()
+    successor.restore(TP, committed.offset, committed.metadata)
+    processed = {o for o in offsets if o >= committed.offset and successor.track(TP, o)}
+    unfinished = set(offsets) - set(finished)
+    assert unfinished <= processed  # never skips unfinished work
+    cut = tracker.window_end(TP)
+    redone = processed - unfinished
+    assert not redone or (cut is not None and min(redone) > cut)  # only what lay beyond the cut
+
+
+def test_metadata_round_trip_example() -> None:
+    from consumer import offsetmap
+
+    assert offsetmap.encode(100, {102, 103, 107}) == ("m1:AgIDAQ", None)
+    assert offsetmap.decode(100, "m1:AgIDAQ") == {102, 103, 107}
+    assert offsetmap.decode(100, "someone else's metadata") == set()
