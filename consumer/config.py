@@ -176,7 +176,18 @@ class CallbackSettings(_Section):
 
 
 class ProcessingSettings(_Section):
+    ordering: Literal["KEY", "PARTITION", "UNORDERED"] = Field(
+        default="KEY", description="KEY: per-key offset order, keys in parallel; PARTITION: one per partition"
+    )
     max_in_flight: int = Field(default=256, ge=1, le=100_000)
+    max_in_flight_bytes: int = Field(default=64 << 20, ge=1)
+    partition_buffer: int = Field(default=500, ge=1, description="waiting records that pause a partition")
+    max_buffered_bytes: int = Field(
+        default=128 << 20, ge=1, description="waiting bytes that pause everything"
+    )
+    revoke_drain_s: float = Field(
+        default=10.0, ge=0, le=300, description="drain deadline on partition revocation"
+    )
     max_poll_records: int = Field(default=500, ge=1, le=100_000)
     inline_media_limit_bytes: int = Field(default=1_000_000, ge=0)
     retry_attempts: int = Field(default=4, ge=1, le=20)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from aiohttp import web
@@ -20,9 +20,10 @@ from .config import Settings
 from .errors import SerializationError
 from .kafka import Sink, Source, ensure_topics
 from .maintenance import IndexMaintenance
-from .offsets import OffsetTracker, TopicPartition
+from .offsets import OffsetTracker, Position, TopicPartition
 from .pipeline import SourcePosition
 from .records import Decision, ModerationVerdict, ReviewDecision, UploadDeleted, UploadEvent
+from .scheduler import Mode, Scheduler, Work
 from .serde import AvroCodec
 from .telemetry import metrics
 from .wiring import build_pipeline, check_settings
@@ -30,6 +31,7 @@ from .wiring import build_pipeline, check_settings
 __all__ = ["ModerationService"]
 
 log = logging.getLogger("consumer.service")
+T = TypeVar("T")
 
 _RECORDS: dict[str, Callable[[dict[str, Any]], object]] = {
     "UploadEvent": UploadEvent.from_avro,
@@ -54,23 +56,34 @@ class ModerationService:
         self._relay: RelayListener | None = None
         self.codec = codec or AvroCodec()
         self.tracker = OffsetTracker()
+        p = settings.processing
+        self.scheduler = Scheduler(
+            Mode(p.ordering),
+            max_records=p.max_in_flight,
+            max_bytes=p.max_in_flight_bytes,
+            pause_at=p.partition_buffer,
+            max_buffered_bytes=p.max_buffered_bytes,
+        )
         self._epochs: dict[TopicPartition, int] = {}
-        self._slots = asyncio.Semaphore(settings.processing.max_in_flight)
-        self._tails: dict[bytes | None, asyncio.Future[None]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._running: dict[asyncio.Task[None], Work] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._kafka_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-source")
         self._fatal: BaseException | None = None
+        self._stopping = False
         self.processed = 0
 
-    # --- rebalance callbacks (run on the kafka thread inside consume) ------------------------
+    # --- rebalance callbacks (on the kafka thread, inside consume; state changes go to the loop) --
     def _on_assign(self, parts: list[TopicPartition]) -> None:
-        for tp in parts:
-            self._epochs[tp] = self._epochs.get(tp, 0) + 1
         try:
             committed = self._source.committed(parts)
         except KafkaException as exc:  # the map is an optimisation: without it finished work is redone
             log.warning("cannot read committed positions: %s", exc.args[0].str())
-            return
+            committed = {}
+        self._on_loop(self._assigned(parts, committed))
+
+    async def _assigned(self, parts: list[TopicPartition], committed: dict[TopicPartition, Position]) -> None:
+        for tp in parts:
+            self._epochs[tp] = self._epochs.get(tp, 0) + 1
         for tp, position in committed.items():
             skipped = self.tracker.restore(tp, position.offset, position.metadata)
             if skipped:
@@ -83,16 +96,39 @@ class ModerationService:
                         "finished": skipped,
                     },
                 )
+        metrics.ASSIGNED.set(len(self._epochs))
 
     def _on_revoke(self, parts: list[TopicPartition]) -> None:
-        # Commit what is finished; results of records still in flight are dropped by epoch and
-        # those records are redelivered to the new owner (at-least-once).
-        positions = {tp: off for tp, off in self.tracker.committable().items() if tp in parts}
-        if positions and self._source.commit(positions):
-            self.tracker.mark_committed(positions)
+        """Cooperative revocation: drain what runs for these partitions (bounded), commit, let go."""
+        positions = self._on_loop(self._release(parts, drain_s=self.settings.processing.revoke_drain_s))
+        if positions:
+            self._source.commit(positions)
+
+    def _on_lost(self, parts: list[TopicPartition]) -> None:
+        """Lost (another member owns them already): drop everything, commit nothing."""
+        self._on_loop(self._release(parts, drain_s=0.0, commit=False))
+
+    async def _release(
+        self, parts: list[TopicPartition], drain_s: float, commit: bool = True
+    ) -> dict[TopicPartition, Position]:
+        mine = set(parts)
+        running = [task for task, work in self._running.items() if work.tp in mine]
+        if running and drain_s > 0:
+            await asyncio.wait(running, timeout=drain_s)
+        positions = (
+            {tp: pos for tp, pos in self.tracker.committable().items() if tp in mine} if commit else {}
+        )
         for tp in parts:
+            self.scheduler.drop(tp)  # waiting records: never started, redelivered to the next owner
             self.tracker.drop(tp)
-            self._epochs[tp] = self._epochs.get(tp, 0) + 1
+            self._epochs.pop(tp, None)  # results still in flight for it are discarded
+        metrics.REBALANCES.inc()
+        metrics.ASSIGNED.set(len(self._epochs))
+        return positions
+
+    def _on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     # --- main loop ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -101,7 +137,7 @@ class ModerationService:
         if k.create_topics:
             await asyncio.to_thread(ensure_topics, k, k.all_topics())
         self._sink = Sink(k)
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         tasks = await self._start_callbacks(loop)
         self.pipeline = build_pipeline(self.settings, self.http, tasks)
         self.maintenance = IndexMaintenance(self.pipeline.checks.similarity)
@@ -110,6 +146,7 @@ class ModerationService:
             [k.input_topic, k.deleted_topic, k.review_decision_topic],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
         )
         committer = asyncio.create_task(self._commit_periodically(k.commit_interval_ms / 1000))
         log.info("consuming", extra={"topic": k.input_topic, "group": k.group_id})
@@ -119,9 +156,9 @@ class ModerationService:
                     self._kafka_thread, self._source.consume, self.settings.processing.max_poll_records, 0.1
                 )
                 for msg in messages:
-                    if stop.is_set() or self._fatal is not None:
-                        break  # not dispatched ⇒ not committed ⇒ redelivered after the restart
-                    await self._dispatch(msg)
+                    self._offer(msg)
+                self._start_ready()
+                await self._apply_backpressure()
         finally:
             committer.cancel()
             await self._drain()
@@ -170,50 +207,57 @@ class ModerationService:
         if self._web is not None:
             await self._web.cleanup()
 
-    async def _dispatch(self, msg: Any) -> None:
+    def _offer(self, msg: Any) -> None:
         if msg.error():
             log.warning("consume error: %s", msg.error().str())
             return
         tp: TopicPartition = (msg.topic(), msg.partition())
+        if tp not in self._epochs:
+            return  # revoked while this batch was in hand
         if not self.tracker.track(tp, msg.offset()):
             return  # finished by the previous owner (commit metadata): not redone
-        await self._slots.acquire()
-        key = msg.key()
-        previous = self._tails.get(key)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._tails[key] = done
-        task = asyncio.create_task(self._handle(msg, tp, self._epochs.get(tp, 0), previous, done))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        size = len(msg.value() or b"") + len(msg.key() or b"")
+        self.scheduler.offer(Work(tp, msg.offset(), msg.key(), size, (msg, self._epochs[tp])))
 
-    async def _handle(
-        self,
-        msg: Any,
-        tp: TopicPartition,
-        epoch: int,
-        previous: asyncio.Future[None] | None,
-        done: asyncio.Future[None],
-    ) -> None:
+    def _start_ready(self) -> None:
+        if self._stopping:
+            return  # intake stopped: waiting records are left for redelivery
+        for work in self.scheduler.ready():
+            task = asyncio.create_task(self._handle(work))
+            self._running[task] = work
+        metrics.IN_FLIGHT.set(self.scheduler.in_flight)
+        metrics.IN_FLIGHT_BYTES.set(self.scheduler.in_flight_bytes)
+
+    async def _apply_backpressure(self) -> None:
+        pause, resume = self.scheduler.to_pause(), self.scheduler.to_resume()
+        if pause or resume:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._kafka_thread, self._source.pause, pause)
+            await loop.run_in_executor(self._kafka_thread, self._source.resume, resume)
+            metrics.PAUSED.set(self.scheduler.paused)
+
+    async def _handle(self, work: Work) -> None:
+        msg, epoch = work.payload
+        tp = work.tp
         try:
-            if previous is not None:
-                await asyncio.shield(previous)  # same key: wait for the earlier record
             await self._process(msg, tp)
-            if self._epochs.get(tp, 0) == epoch:
-                self.tracker.complete(tp, msg.offset())
+            if self._epochs.get(tp) == epoch:
+                self.tracker.complete(tp, work.offset)
         except Exception as exc:
             # Anything unexpected (the broker refusing the verdict, a bug) must not lose the upload:
             # stop without committing past it; the restarted process redoes it.
             log.error(
                 "processing failed; stopping without committing past it",
                 exc_info=True,
-                extra={"topic": tp[0], "partition": tp[1], "offset": msg.offset()},
+                extra={"topic": tp[0], "partition": tp[1], "offset": work.offset},
             )
             self._fatal = self._fatal or exc
         finally:
-            done.set_result(None)
-            if self._tails.get(msg.key()) is done:
-                del self._tails[msg.key()]
-            self._slots.release()
+            task = asyncio.current_task()
+            if task is not None:
+                self._running.pop(task, None)
+            self.scheduler.done(work)
+            self._start_ready()
 
     async def _process(self, msg: Any, tp: TopicPartition) -> None:
         k = self.settings.kafka
@@ -297,11 +341,13 @@ class ModerationService:
             )
 
     async def _drain(self) -> None:
-        if not self._tasks:
+        self._stopping = True
+        running = set(self._running)
+        if not running:
             return
         deadline = self.settings.processing.drain_timeout_s
-        log.info("draining in-flight uploads", extra={"in_flight": len(self._tasks), "deadline_s": deadline})
-        _, pending = await asyncio.wait(set(self._tasks), timeout=deadline)
+        log.info("draining in-flight uploads", extra={"in_flight": len(running), "deadline_s": deadline})
+        _, pending = await asyncio.wait(running, timeout=deadline)
         for task in pending:
             task.cancel()
         if pending:

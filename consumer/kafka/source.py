@@ -94,6 +94,14 @@ class Source:
             return False
         return True
 
+    def pause(self, parts: list[tuple[str, int]]) -> None:
+        if parts and self._consumer is not None:
+            self._consumer.pause([TopicPartition(t, p) for t, p in parts])
+
+    def resume(self, parts: list[tuple[str, int]]) -> None:
+        if parts and self._consumer is not None:
+            self._consumer.resume([TopicPartition(t, p) for t, p in parts])
+
     def committed(
         self, parts: list[tuple[str, int]], timeout: float = 10.0
     ) -> dict[tuple[str, int], Position]:

@@ -5,11 +5,16 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = [
+    "ASSIGNED",
     "CALLBACKS",
     "CALLBACK_DELIVERIES",
     "CHECK_DURATION",
     "INDEX_UPDATES",
+    "IN_FLIGHT",
+    "IN_FLIGHT_BYTES",
+    "PAUSED",
     "PENDING_TASKS",
+    "REBALANCES",
     "REGISTRY",
     "TASK_POLLS",
     "VERDICTS",
@@ -50,4 +55,16 @@ INDEX_UPDATES = Counter(
 )
 PENDING_TASKS = Gauge(
     "moderation_async_tasks_pending", "Async tasks waiting for a callback.", registry=REGISTRY
+)
+
+IN_FLIGHT = Gauge(
+    "moderation_in_flight_records", "Records being processed (bounded by max_in_flight).", registry=REGISTRY
+)
+IN_FLIGHT_BYTES = Gauge("moderation_in_flight_bytes", "Bytes of records being processed.", registry=REGISTRY)
+PAUSED = Gauge(
+    "moderation_paused_partitions", "Partitions paused because their buffer is full.", registry=REGISTRY
+)
+ASSIGNED = Gauge("moderation_assigned_partitions", "Partitions assigned to this process.", registry=REGISTRY)
+REBALANCES = Counter(
+    "moderation_rebalances_total", "Partition revocations and losses handled.", registry=REGISTRY
 )
