@@ -175,6 +175,19 @@ class CallbackSettings(_Section):
         return self
 
 
+class LimitSettings(_Section):
+    """Etiquette per check (each check gets its own limiter and breaker with these settings)."""
+
+    initial_concurrency: int = Field(default=16, ge=1)
+    max_concurrency: int = Field(default=256, ge=1)
+    min_concurrency: int = Field(default=1, ge=1)
+    rate_per_s: dict[str, float] = Field(
+        default_factory=dict, description="token-bucket rate per check (csam, visual, text, similarity)"
+    )
+    breaker_threshold: int = Field(default=5, ge=1, description="consecutive failures that open the circuit")
+    breaker_cooldown_s: float = Field(default=5.0, gt=0)
+
+
 class ProcessingSettings(_Section):
     ordering: Literal["KEY", "PARTITION", "UNORDERED"] = Field(
         default="KEY", description="KEY: per-key offset order, keys in parallel; PARTITION: one per partition"
@@ -212,6 +225,7 @@ class Settings(BaseSettings):
     hive: HiveSettings = Field(default_factory=HiveSettings)
     processing: ProcessingSettings = Field(default_factory=ProcessingSettings)
     huawei: HuaweiSettings = Field(default_factory=HuaweiSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
     callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
     policy_file: Path | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -38,7 +38,11 @@ class RetryPolicy:
         return (rng or random).uniform(0.0, cap)
 
 
-async def retrying(policy: RetryPolicy, call: Callable[[], Awaitable[T]]) -> tuple[T, int]:
+async def retrying(
+    policy: RetryPolicy,
+    call: Callable[[], Awaitable[T]],
+    on_retry: Callable[[TransientError], None] | None = None,
+) -> tuple[T, int]:
     """Run ``call`` until it succeeds or raises a non-transient error or attempts run out.
 
     Returns the result and the number of attempts made. Only ``TransientError`` is retried; a
@@ -52,6 +56,8 @@ async def retrying(policy: RetryPolicy, call: Callable[[], Awaitable[T]]) -> tup
             if attempt >= policy.attempts:
                 exc.attempts = attempt  # type: ignore[attr-defined]
                 raise
+            if on_retry is not None:
+                on_retry(exc)
             delay = policy.backoff(attempt)
             if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
                 delay = max(delay, min(exc.retry_after, policy.max_delay_s * 4))

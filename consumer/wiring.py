@@ -6,11 +6,13 @@ import httpx
 
 from .callbacks import AsyncTasks
 from .config import Settings
+from .limits import AimdLimit, CircuitBreaker, TokenBucket
 from .media import MediaFetcher, MediaPolicy
 from .pipeline import Checks, Pipeline
 from .policy import load_policy
 from .providers import SimilarityIndex
 from .providers.hive import HiveClassifier, HiveCustomIndex, HiveHashMatcher, HiveTasks, HiveTransport
+from .providers.http import ProviderGate
 from .providers.huawei import HuaweiImageSearch, HuaweiTransport
 from .records import MediaType
 from .retry import RetryPolicy
@@ -29,6 +31,17 @@ def check_settings(settings: Settings) -> None:
     load_policy(settings.policy_file)
 
 
+def _gate(settings: Settings, check: str) -> ProviderGate:
+    lim = settings.limits
+    rate = lim.rate_per_s.get(check)
+    return ProviderGate(
+        check,
+        AimdLimit(float(lim.initial_concurrency), float(lim.min_concurrency), float(lim.max_concurrency)),
+        TokenBucket(rate, max(1.0, rate)) if rate else None,
+        CircuitBreaker(lim.breaker_threshold, lim.breaker_cooldown_s),
+    )
+
+
 def build_pipeline(settings: Settings, http: httpx.AsyncClient, tasks: AsyncTasks | None = None) -> Pipeline:
     check_settings(settings)
     p, h = settings.processing, settings.hive
@@ -36,8 +49,10 @@ def build_pipeline(settings: Settings, http: httpx.AsyncClient, tasks: AsyncTask
     fetcher = MediaFetcher(http, h.max_upload_bytes, h.timeout_s)
     media = MediaPolicy(h.media_mode, fetcher)
 
+    gates = {check: _gate(settings, check) for check in ("csam", "visual", "text", "similarity")}
+
     def hive(check: str, key_name: str) -> HiveTasks:
-        transport = HiveTransport(http, h.base_url, h.key(key_name), check, retry, h.timeout_s)
+        transport = HiveTransport(http, h.base_url, h.key(key_name), check, retry, h.timeout_s, gates[check])
         return HiveTasks(transport, version=h.api_version, media=media, tasks=tasks)
 
     csam, visual = hive("csam", "csam"), hive("visual", "visual")
@@ -49,7 +64,14 @@ def build_pipeline(settings: Settings, http: httpx.AsyncClient, tasks: AsyncTask
     elif p.similarity == "huawei":
         hw = settings.huawei
         transport = HuaweiTransport(
-            http, hw.base_url, hw.project_id, hw.instance, hw.auth_token(), retry, hw.timeout_s
+            http,
+            hw.base_url,
+            hw.project_id,
+            hw.instance,
+            hw.auth_token(),
+            retry,
+            hw.timeout_s,
+            gate=gates["similarity"],
         )
         similarity = HuaweiImageSearch(transport, fetcher, limit=hw.search_limit)
     checks = Checks(

@@ -22,7 +22,7 @@ from ..retry import RetryPolicy, retrying
 if TYPE_CHECKING:
     from ..callbacks import AsyncTasks
 from . import Checked, CsamAnswer
-from .http import send
+from .http import ProviderGate, count_retry, send
 
 __all__ = [
     "HiveClassifier",
@@ -52,6 +52,7 @@ class HiveTransport:
         check: str,
         retry: RetryPolicy,
         timeout_s: float = 10.0,
+        gate: ProviderGate | None = None,
     ) -> None:
         self._http = http
         self._base = base_url.rstrip("/")
@@ -59,6 +60,7 @@ class HiveTransport:
         self.check = check
         self._retry = retry
         self._timeout = timeout_s
+        self._gate = gate
 
     async def post(
         self, path: str, fields: Mapping[str, str], files: Mapping[str, tuple[str, bytes, str]] | None = None
@@ -66,7 +68,7 @@ class HiveTransport:
         async def once() -> dict[str, Any]:
             return await self._post_once(path, fields, files)
 
-        return await retrying(self._retry, once)
+        return await retrying(self._retry, once, count_retry)
 
     async def get_task(self, task_id: str, version: str = "v1") -> dict[str, Any] | None:
         """A finished async task's body, or None while Hive is still processing it (HTTP 202)."""
@@ -79,6 +81,7 @@ class HiveTransport:
                 f"{self._base}/api/{version}/task/{task_id}",
                 check=self.check,
                 provider="Hive",
+                gate=self._gate,
                 headers=headers,
                 timeout=self._timeout,
             )
@@ -86,7 +89,7 @@ class HiveTransport:
                 return None
             return check_response(resp, self.check, task_errors=False)
 
-        body, _ = await retrying(self._retry, once)
+        body, _ = await retrying(self._retry, once, count_retry)
         return body
 
     async def _post_once(
@@ -99,6 +102,7 @@ class HiveTransport:
             self._base + path,
             check=self.check,
             provider="Hive",
+            gate=self._gate,
             data=dict(fields),
             files=dict(files) if files else None,
             headers=headers,

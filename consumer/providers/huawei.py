@@ -22,7 +22,7 @@ from ..media import Media, MediaFetcher
 from ..records import SimilarityMatch
 from ..retry import RetryPolicy, retrying
 from . import Checked
-from .http import send
+from .http import ProviderGate, count_retry, send
 
 __all__ = ["HuaweiImageSearch", "HuaweiTransport", "check_huawei_response", "fit_for_search"]
 
@@ -43,6 +43,7 @@ class HuaweiTransport:
         retry: RetryPolicy,
         timeout_s: float = 10.0,
         check: str = "similarity",
+        gate: ProviderGate | None = None,
     ) -> None:
         self._http = http
         self._root = f"{base_url.rstrip('/')}/v1/{project_id}/{instance}/image"
@@ -50,6 +51,7 @@ class HuaweiTransport:
         self._retry = retry
         self._timeout = timeout_s
         self.check = check
+        self._gate = gate
 
     async def call(self, method: str, suffix: str, body: Mapping[str, Any]) -> dict[str, Any]:
         async def once() -> dict[str, Any]:
@@ -60,13 +62,14 @@ class HuaweiTransport:
                 self._root + suffix,
                 check=self.check,
                 provider="ImageSearch",
+                gate=self._gate,
                 content=json.dumps(body),
                 headers=headers,
                 timeout=self._timeout,
             )
             return check_huawei_response(resp, self.check)
 
-        body_out, _ = await retrying(self._retry, once)
+        body_out, _ = await retrying(self._retry, once, count_retry)
         return body_out
 
 

@@ -4,32 +4,14 @@ passes the clock."""
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass, field
+
+from ..limits import TokenBucket
 
 __all__ = ["FAULT_NAMES", "Faults", "TokenBucket"]
 
 FAULT_NAMES = ("500", "502", "503", "504", "429", "hang", "callback_drop", "resend", "is0012")
-
-
-@dataclass(slots=True)
-class TokenBucket:
-    rate: float  # tokens per second
-    burst: float
-    tokens: float = -1.0
-    stamp: float = 0.0
-
-    def take(self, now: float) -> float:
-        """0 when a token was taken, else the seconds until one is available."""
-        if self.tokens < 0:
-            self.tokens, self.stamp = self.burst, now
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / self.rate if self.rate > 0 else math.inf
 
 
 @dataclass(slots=True)

@@ -9,13 +9,18 @@ __all__ = [
     "CALLBACKS",
     "CALLBACK_DELIVERIES",
     "CHECK_DURATION",
+    "CIRCUIT_STATE",
+    "CONCURRENCY_LIMIT",
     "INDEX_UPDATES",
     "IN_FLIGHT",
     "IN_FLIGHT_BYTES",
     "PAUSED",
     "PENDING_TASKS",
+    "PROVIDER_DURATION",
+    "PROVIDER_REQUESTS",
     "REBALANCES",
     "REGISTRY",
+    "RETRIES",
     "TASK_POLLS",
     "VERDICTS",
 ]
@@ -67,4 +72,35 @@ PAUSED = Gauge(
 ASSIGNED = Gauge("moderation_assigned_partitions", "Partitions assigned to this process.", registry=REGISTRY)
 REBALANCES = Counter(
     "moderation_rebalances_total", "Partition revocations and losses handled.", registry=REGISTRY
+)
+PROVIDER_REQUESTS = Counter(
+    "moderation_provider_requests_total",
+    "HTTP attempts to providers by check and outcome (ok, overload, failure).",
+    ["check", "outcome"],
+    registry=REGISTRY,
+)
+PROVIDER_DURATION = Histogram(
+    "moderation_provider_request_duration_seconds",
+    "One HTTP attempt to a provider.",
+    ["check"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+RETRIES = Counter(
+    "moderation_provider_retries_total",
+    "Retries of provider calls, by check and reason.",
+    ["check", "reason"],
+    registry=REGISTRY,
+)
+CONCURRENCY_LIMIT = Gauge(
+    "moderation_provider_concurrency_limit",
+    "Current adaptive concurrency limit per check.",
+    ["check"],
+    registry=REGISTRY,
+)
+CIRCUIT_STATE = Gauge(
+    "moderation_provider_circuit_state",
+    "Circuit breaker: 0 closed, 1 half-open, 2 open.",
+    ["check"],
+    registry=REGISTRY,
 )

@@ -1,0 +1,69 @@
+"""ProviderGate over httpx.MockTransport: concurrency bound, AIMD reaction, breaker waits."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from consumer.limits import AimdLimit, BreakerState, CircuitBreaker
+from consumer.providers.http import ProviderGate, send
+
+
+async def test_concurrency_never_exceeds_the_limit() -> None:
+    active = peak = 0
+    release = asyncio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        await release.wait()
+        active -= 1
+        return httpx.Response(200)
+
+    gate = ProviderGate("visual", AimdLimit(limit=2, maximum=2))
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        calls = [
+            asyncio.create_task(send(http, "GET", "http://p.test/", check="visual", provider="P", gate=gate))
+            for _ in range(5)
+        ]
+        for _ in range(20):  # let every call reach the gate (the first two reach the handler)
+            await asyncio.sleep(0)
+        assert active == 2
+        release.set()
+        await asyncio.gather(*calls)
+    assert peak == 2
+
+
+async def test_rate_limited_answers_halve_the_limit() -> None:
+    gate = ProviderGate("text", AimdLimit(limit=16))
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(429)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        await send(http, "GET", "http://p.test/", check="text", provider="P", gate=gate)
+    assert gate.limit.limit == 8
+
+
+async def test_an_open_breaker_makes_callers_wait_for_the_probe() -> None:
+    now = [0.0]
+    gate = ProviderGate("csam", breaker=CircuitBreaker(threshold=2, cooldown_s=0.2), clock=lambda: now[0])
+    answers = [503, 503, 200]
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(answers.pop(0))
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        for _ in range(2):
+            await send(http, "GET", "http://p.test/", check="csam", provider="P", gate=gate)
+        assert gate.breaker.state(now[0]) is BreakerState.OPEN
+        waiting = asyncio.create_task(
+            send(http, "GET", "http://p.test/", check="csam", provider="P", gate=gate)
+        )
+        await asyncio.sleep(0.01)
+        assert not waiting.done()  # waits instead of failing
+        now[0] = 1.0  # the cooldown passes: the waiting call becomes the probe
+        assert (await waiting).status_code == 200
+    assert gate.breaker.state(now[0]) is BreakerState.CLOSED
