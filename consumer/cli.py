@@ -21,6 +21,12 @@ def main(argv: list[str] | None = None) -> int:
 
     run = sub.add_parser("run", help="consume uploads and produce verdicts until SIGTERM")
     run.add_argument("--config", type=Path, help="YAML settings file (env MODERATION_CONFIG)")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes in one consumer group under a supervisor (e.g. one per core)",
+    )
 
     sim = sub.add_parser("simulate", help="serve the provider simulator")
     sim.add_argument("--host", default="127.0.0.1")
@@ -67,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            return _run(args.config)
+            return _run(args.config, args.workers)
         if args.command == "simulate":
             return _simulate(args)
         if args.command == "demo":
@@ -80,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _run(config: Path | None) -> int:
+def _run(config: Path | None, workers: int = 1) -> int:
     from .config import load_settings
     from .telemetry.logging import configure_logging
     from .wiring import check_settings
@@ -88,6 +94,13 @@ def _run(config: Path | None) -> int:
     settings = load_settings(config)
     check_settings(settings)
     configure_logging(settings.log_level)
+    if workers < 1:
+        raise ConfigError("--workers", "must be at least 1")
+    if workers > 1:
+        from .supervisor import supervise
+
+        args = ["--config", str(config)] if config else []
+        return supervise(workers, args, stop_grace_s=settings.processing.drain_timeout_s + 15)
     return asyncio.run(_serve(settings))
 
 

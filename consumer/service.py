@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -187,9 +188,12 @@ class ModerationService:
         app.router.add_get("/metrics", _metrics)
         self._web = web.AppRunner(app, access_log=None)
         await self._web.setup()
-        site = web.TCPSite(self._web, c.host, c.port)
+        # Under --workers, worker 0 owns the configured port; the others listen on any free port and
+        # advertise worker 0's, since a callback reaching any process is relayed to all of them.
+        worker = int(os.environ.get("MODERATION_WORKER_INDEX", "0"))
+        site = web.TCPSite(self._web, c.host, c.port if worker == 0 else 0)
         await site.start()
-        port = int(self._web.addresses[0][1])  # the bound port, also when configured as 0
+        port = c.port if worker > 0 and c.port else int(self._web.addresses[0][1])
         base = c.public_url or f"http://{'127.0.0.1' if c.host in ('0.0.0.0', '::') else c.host}:{port}"
         self.callback_url = f"{base.rstrip('/')}/callbacks/{token}"
         self._relay = RelayListener(k, self.correlator, loop)

@@ -194,10 +194,11 @@ class ConsumerProcess:
 
     env: dict[str, str]
     log_path: Path | None = None
+    args: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self) -> ConsumerProcess:
-        self.process = _spawn([sys.executable, "-m", "consumer", "run"], self.log_path, self.env)
+        self.process = _spawn([sys.executable, "-m", "consumer", "run", *self.args], self.log_path, self.env)
         return self
 
     def terminate(self, timeout: float = 60.0) -> int:
