@@ -105,9 +105,8 @@ def _run(config: Path | None, workers: int = 1) -> int:
 
 
 async def _serve(settings: object) -> int:
-    import httpx
-
     from .config import Settings
+    from .httpclient import make_http_client
     from .service import ModerationService
 
     assert isinstance(settings, Settings)
@@ -115,11 +114,8 @@ async def _serve(settings: object) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    limits = httpx.Limits(
-        max_connections=settings.processing.max_in_flight * 2,
-        max_keepalive_connections=settings.processing.max_in_flight * 2,
-    )
-    async with httpx.AsyncClient(limits=limits) as http:
+    p = settings.processing
+    async with make_http_client(p.http_transport, p.max_in_flight * 2) as http:
         service = ModerationService(settings, http)
         try:
             await service.run(stop)

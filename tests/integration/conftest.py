@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from consumer.config import Settings, load_settings
 from consumer.devtools.broker import LocalKafka
 from consumer.devtools.stack import SimulatorProcess
+from consumer.httpclient import make_http_client
 from consumer.kafka import ensure_topics
 from consumer.service import ModerationService
 from consumer.simulator.state import DEFAULT_HUAWEI_TOKEN, DEFAULT_KEYS
@@ -170,7 +170,8 @@ def running_service() -> Callable[[Settings], Any]:
     @asynccontextmanager
     async def run(settings: Settings) -> AsyncIterator[ModerationService]:
         stop = asyncio.Event()
-        async with httpx.AsyncClient() as http:
+        p = settings.processing
+        async with make_http_client(p.http_transport, p.max_in_flight * 2) as http:
             service = ModerationService(settings, http)
             task = asyncio.create_task(service.run(stop))
             try:

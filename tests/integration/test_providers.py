@@ -21,6 +21,7 @@ from consumer.callbacks import AsyncTasks, CallbackReceiver, Correlator
 from consumer.devtools.samples import image_bytes, make_image, make_video, reencoded
 from consumer.devtools.stack import SimulatorProcess
 from consumer.errors import PermanentError, RateLimitedError, TransientError
+from consumer.httpclient import make_http_client
 from consumer.media import Media, MediaFetcher
 from consumer.providers.hive import HiveClassifier, HiveCustomIndex, HiveHashMatcher, HiveTasks, HiveTransport
 from consumer.providers.huawei import HuaweiImageSearch, HuaweiTransport
@@ -33,7 +34,7 @@ ONE_TRY = RetryPolicy(attempts=1)
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
+    async with make_http_client("aiohttp", 64) as client:  # the production transport
         yield client
 
 
