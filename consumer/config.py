@@ -213,6 +213,12 @@ class ProcessingSettings(_Section):
     drain_timeout_s: float = Field(default=25.0, ge=0, le=3600)
     result_cache_size: int = Field(default=10_000, ge=0, le=10_000_000)
     similarity: Literal["hive", "huawei", "none"] = "hive"
+    checks: list[Literal["csam", "visual", "text", "similarity"]] = Field(
+        default_factory=lambda: list[Literal["csam", "visual", "text", "similarity"]](
+            ["csam", "visual", "text", "similarity"]
+        ),
+        description="checks that run; an empty list measures the framework alone (benchmarks)",
+    )
     async_media: list[AsyncMedia] = Field(
         default_factory=lambda: list[AsyncMedia](["VIDEO"]),
         description="media types checked through async tasks + callbacks",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import httpx
 
 from .callbacks import AsyncTasks
@@ -74,13 +76,19 @@ def build_pipeline(settings: Settings, http: httpx.AsyncClient, tasks: AsyncTask
             gate=gates["similarity"],
         )
         similarity = HuaweiImageSearch(transport, fetcher, limit=hw.search_limit)
+    on = set(p.checks)
+    if "csam" not in on:
+        logging.getLogger("consumer.wiring").warning(
+            "the CSAM check is switched off (processing.checks): uploads are not hash-matched; "
+            "this is meant for benchmarks only"
+        )
     checks = Checks(
-        csam=HiveHashMatcher(csam),
-        visual=HiveClassifier(visual),
-        text=HiveClassifier(hive("text", "text")),
-        similarity=similarity,
-        csam_async=HiveHashMatcher(csam, asynchronous=True) if tasks else None,
-        visual_async=HiveClassifier(visual, asynchronous=True) if tasks else None,
+        csam=HiveHashMatcher(csam) if "csam" in on else None,
+        visual=HiveClassifier(visual) if "visual" in on else None,
+        text=HiveClassifier(hive("text", "text")) if "text" in on else None,
+        similarity=similarity if "similarity" in on else None,
+        csam_async=HiveHashMatcher(csam, asynchronous=True) if tasks and "csam" in on else None,
+        visual_async=HiveClassifier(visual, asynchronous=True) if tasks and "visual" in on else None,
         async_media=frozenset(MediaType(m) for m in p.async_media) if tasks else frozenset(),
     )
     return Pipeline(
