@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install jars demo test unit integration lint typecheck format clean
+.PHONY: install jars demo test unit integration lint typecheck format clean bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
@@ -41,3 +41,7 @@ format: install
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks (not part of `make test`): BENCH_UPLOADS=N make bench
+bench: install jars
+	$(BIN)/python -m bench.run

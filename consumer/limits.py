@@ -33,21 +33,29 @@ class TokenBucket:
 
 @dataclass(slots=True)
 class AimdLimit:
-    """Concurrency that grows by one per window of successes while latency holds near its best,
-    and halves on overload (429, 503, timeouts)."""
+    """Concurrency that grows by one per window of successes while latency holds, shrinks gently
+    when latency climbs, and halves on overload (429, 503, timeouts).
+
+    "Holds" compares a fast moving average of latency with a slow one (the long-run baseline), so
+    the ordinary spread of a provider's latency (log-normal tails) does not read as congestion;
+    only a sustained rise does."""
 
     limit: float = 8.0
     minimum: float = 1.0
     maximum: float = 256.0
-    tolerance: float = 2.0  # latency up to this multiple of the best seen still counts as holding
-    best_latency: float = math.inf
+    tolerance: float = 2.0  # the fast average may reach this multiple of the baseline
+    baseline: float = 0.0
+    recent: float = 0.0
 
     def succeeded(self, latency: float) -> None:
-        self.best_latency = min(self.best_latency, latency)
-        if latency <= self.best_latency * self.tolerance:
+        if self.baseline == 0.0:
+            self.baseline = self.recent = latency
+        self.baseline += 0.01 * (latency - self.baseline)
+        self.recent += 0.2 * (latency - self.recent)
+        if self.recent <= self.baseline * self.tolerance:
             self.limit = min(self.maximum, self.limit + 1.0 / self.limit)
         else:
-            self.limit = max(self.minimum, self.limit * 0.95)
+            self.limit = max(self.minimum, self.limit * 0.98)
 
     def overloaded(self) -> None:
         self.limit = max(self.minimum, self.limit * 0.5)

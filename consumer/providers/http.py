@@ -62,7 +62,9 @@ class ProviderGate:
         metrics.CIRCUIT_STATE.labels(self.check).set(int(self.breaker.state(self._clock())))
         async with self._changed:
             self._active -= 1
-            self._changed.notify_all()
+            # wake only as many waiters as there are free slots (notify_all would wake every waiter
+            # on every release: quadratic when hundreds wait)
+            self._changed.notify(max(0, self.limit.allowed - self._active))
 
 
 def count_retry(exc: TransientError) -> None:

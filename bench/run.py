@@ -1,0 +1,371 @@
+"""``make bench``: throughput, CPU, latency and memory of the engine against a sequential baseline,
+the Little's-law bound, the framework alone and the broker's own limit, plus a provider outage.
+
+Prints JSON and a table; writes ``bench/results/latest.json``. ``BENCH_UPLOADS`` (default 20000)
+sets the backlog, ``BENCH_OUTAGE_S`` (30) the outage, ``BENCH_BASELINE_S`` (20) how long the
+sequential baseline runs (it is far too slow to drain the backlog).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from consumer.config import KafkaSettings
+from consumer.devtools.broker import LocalKafka, ensure_jars
+from consumer.devtools.samples import image_bytes, make_image
+from consumer.devtools.stack import ConsumerProcess, SimulatorProcess, consumer_env, produce_uploads, upload
+from consumer.kafka import ensure_topics
+from consumer.records import MediaType
+from consumer.serde import AvroCodec
+from consumer.simulator.state import LatencyModel
+
+ROOT = Path(__file__).resolve().parents[1]
+PARTITIONS = 12
+MEDIAN_MS, P99_MS = 50.0, 200.0
+IN_FLIGHT = 1000
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def proc_peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def proc_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Verdicts:
+    """Counts verdicts on a topic in a background thread, keeping (processed_at - created_at)."""
+
+    def __init__(self, bootstrap: str, topic: str, created: dict[str, int]) -> None:
+        import threading
+
+        from confluent_kafka import Consumer
+
+        self.created = created
+        self.seen: dict[str, int] = {}
+        self.latencies: list[int] = []
+        self.processed: list[int] = []
+        self._stop = threading.Event()
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-reader-{topic}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+        self._consumer.subscribe([topic])
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        codec = AvroCodec()
+        while not self._stop.is_set():
+            for msg in self._consumer.consume(1000, 0.2):
+                if msg.error():
+                    continue
+                v = codec.decode(msg.value(), "ModerationVerdict")
+                uid = v["upload_id"]
+                processed = int(v["processed_at"].timestamp() * 1000)
+                if uid not in self.seen:
+                    self.latencies.append(processed - self.created.get(uid, processed))
+                    self.processed.append(processed)
+                self.seen[uid] = self.seen.get(uid, 0) + 1
+        self._consumer.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def pct(values: list[int], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+
+
+def run_engine(
+    bootstrap: str,
+    sim: SimulatorProcess,
+    topic: str,
+    out: str,
+    n: int,
+    created: dict[str, int],
+    workdir: Path,
+    checks: str,
+    label: str,
+    outage_s: float = 0.0,
+) -> dict[str, Any]:
+    env = consumer_env(
+        bootstrap,
+        sim.url,
+        group=f"bench-{label}",
+        topics={
+            "input_topic": topic,
+            "verdict_topic": out,
+            "review_topic": out + ".review",
+            "escalation_topic": out + ".esc",
+            "dlq_topic": out + ".dlq",
+            "deleted_topic": out + ".del",
+            "review_decision_topic": out + ".dec",
+            "callback_topic": out + ".cb",
+        },
+        MODERATION_PROCESSING__MAX_IN_FLIGHT=str(IN_FLIGHT),
+        MODERATION_PROCESSING__RESULT_CACHE_SIZE="0",
+        MODERATION_PROCESSING__PARTITION_BUFFER="2000",
+        MODERATION_PROCESSING__CHECKS=checks,
+        MODERATION_LIMITS__INITIAL_CONCURRENCY="256",
+        MODERATION_LIMITS__MAX_CONCURRENCY="1024",
+        MODERATION_LOG_LEVEL="WARNING",
+        MODERATION_KAFKA__TOPIC_PARTITIONS=str(PARTITIONS),
+    )
+    reader = Verdicts(bootstrap, out, created)
+    proc = ConsumerProcess(env, log_path=workdir / f"{label}.log").start()
+    assert proc.process is not None
+    pid = proc.process.pid
+    cpu0: float | None = None
+    seen0 = 0
+    peak_rss = 0.0
+    rss_samples: list[float] = []
+    outage: dict[str, Any] = {}
+    deadline = time.monotonic() + max(600.0, n / 20)
+    try:
+        while len(reader.seen) < n and time.monotonic() < deadline and proc.alive:
+            if cpu0 is None and reader.seen:
+                cpu0, seen0 = proc_cpu_s(pid), len(reader.seen)
+            if outage_s and not outage and len(reader.seen) >= n // 10:
+                outage = {
+                    "start": time.monotonic(),
+                    "seen": len(reader.seen),
+                    "before_rate": _rate(reader, 2.0),
+                }
+                sim.set_faults({"503": 1.0})
+            if outage and "end" not in outage and time.monotonic() - outage["start"] >= outage_s:
+                sim.set_faults({"503": 0.0})
+                outage["end"] = time.monotonic()
+                outage["seen_at_end"] = len(reader.seen)
+            if outage and "end" in outage and "recovered" not in outage:
+                rate_window = _rate(reader, 2.0)
+                if rate_window >= 0.9 * outage.get("before_rate", 1e9):
+                    outage["recovered"] = time.monotonic() - outage["end"]
+            rss_samples.append(proc_rss_mb(pid))
+            peak_rss = max(peak_rss, proc_peak_rss_mb(pid))
+            time.sleep(0.25)
+        cpu1 = proc_cpu_s(pid)
+    finally:
+        proc.terminate(timeout=120)
+        reader.stop()
+    count = len(reader.seen) - seen0
+    span_s = (max(reader.processed) - min(reader.processed)) / 1000 if len(reader.processed) > 1 else 0.0
+    result: dict[str, Any] = {
+        "uploads": len(reader.seen),
+        "uploads_per_s": round(len(reader.seen) / span_s, 1) if span_s else 0.0,
+        "cpu_ms_per_upload": round((cpu1 - (cpu0 or 0)) * 1000 / max(1, count), 3),
+        "p50_ms": pct(reader.latencies, 0.5),
+        "p99_ms": pct(reader.latencies, 0.99),
+        "peak_rss_mb": round(peak_rss, 1),
+        "duplicates": sum(c - 1 for c in reader.seen.values()),
+    }
+    if outage_s:
+        result.update(
+            {
+                "outage_s": outage_s,
+                "recovery_s": round(outage.get("recovered", -1), 1),
+                "rss_during_outage_mb": round(max(rss_samples, default=0), 1),
+            }
+        )
+    return result
+
+
+def _rate(reader: Verdicts, window_s: float) -> float:
+    now_ms = time.time() * 1000
+    recent = [p for p in reader.processed[-5000:] if p >= now_ms - window_s * 1000]
+    return len(recent) / window_s
+
+
+def littles_bound(in_flight: int) -> dict[str, Any]:
+    """In-flight limit ÷ mean latency of the check chain (CSAM, then classification ∥ similarity)."""
+    model = LatencyModel(MEDIAN_MS, P99_MS, rng=random.Random(1))
+    chains = [model.sample_s() + max(model.sample_s(), model.sample_s()) for _ in range(100_000)]
+    mean = statistics.fmean(chains)
+    return {
+        "uploads_per_s": round(in_flight / mean, 1),
+        "chain_mean_ms": round(mean * 1000, 1),
+        "in_flight": in_flight,
+    }
+
+
+def broker_limit(bootstrap: str, topic: str, n: int) -> dict[str, Any]:
+    libs = ensure_jars()
+    cmd = [
+        "java",
+        "-Xmx512m",
+        "-cp",
+        f"{libs}/*",
+        "org.apache.kafka.tools.ConsumerPerformance",
+        "--bootstrap-server",
+        bootstrap,
+        "--topic",
+        topic,
+        "--messages",
+        str(n),
+        "--group",
+        "bench-perf",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    lines = [line for line in out.stdout.splitlines() if line and line[0].isdigit()]
+    if not lines:
+        return {"error": (out.stderr or out.stdout)[-300:]}
+    fields = [f.strip() for f in lines[-1].split(",")]
+    return {"uploads_per_s": float(fields[5]), "mb_per_s": float(fields[3])}
+
+
+def baseline(bootstrap: str, sim: SimulatorProcess, topic: str, seconds: float) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.baseline",
+            bootstrap,
+            topic,
+            "bench-verdicts-baseline",
+            sim.url,
+            str(seconds),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=seconds + 120,
+        check=False,
+    )
+    try:
+        done, elapsed = out.stdout.split()[-2:]
+    except ValueError:
+        return {"error": out.stderr[-300:]}
+    return {"uploads": int(done), "uploads_per_s": round(int(done) / float(elapsed), 2)}
+
+
+def main() -> int:
+    n = int(os.environ.get("BENCH_UPLOADS", "20000"))
+    outage_s = float(os.environ.get("BENCH_OUTAGE_S", "30"))
+    baseline_s = float(os.environ.get("BENCH_BASELINE_S", "20"))
+    workdir = Path(tempfile.mkdtemp(prefix="moderation-bench-"))
+    kafka = LocalKafka(workdir / "kafka", heap="1g")
+    sim = SimulatorProcess(latency_median_ms=MEDIAN_MS, latency_p99_ms=P99_MS, log_path=workdir / "sim.log")
+    results: dict[str, Any] = {}
+    try:
+        bootstrap = kafka.start()
+        sim.start()
+        settings = KafkaSettings(bootstrap_servers=bootstrap)
+        ensure_topics(settings, ["bench-uploads", "bench-uploads-outage"], partitions=PARTITIONS)
+        ensure_topics(settings, ["bench-verdicts-baseline"], partitions=1)
+        print(f"producing {n} image uploads over {PARTITIONS} partitions...", flush=True)
+        uploads = [
+            upload(
+                MediaType.IMAGE,
+                upload_id=f"b-{i}",
+                data=image_bytes(make_image(i, (64, 64))),
+                content_type="image/png",
+            )
+            for i in range(n)
+        ]
+        created = {u.upload_id: u.created_at for u in uploads}
+        produce_uploads(bootstrap, "bench-uploads", uploads)
+        produce_uploads(bootstrap, "bench-uploads-outage", uploads)
+        print("(e) broker limit (ConsumerPerformance)...", flush=True)
+        results["broker_limit"] = broker_limit(bootstrap, "bench-uploads", n)
+        print("(a) engine...", flush=True)
+        results["engine"] = run_engine(
+            bootstrap,
+            sim,
+            "bench-uploads",
+            "bench-verdicts-engine",
+            n,
+            created,
+            workdir,
+            '["csam","visual","similarity"]',
+            "engine",
+        )
+        print("(d) framework (checks off)...", flush=True)
+        results["framework"] = run_engine(
+            bootstrap,
+            sim,
+            "bench-uploads",
+            "bench-verdicts-framework",
+            n,
+            created,
+            workdir,
+            "[]",
+            "framework",
+        )
+        print(f"(b) sequential baseline for {baseline_s:g}s...", flush=True)
+        results["baseline"] = baseline(bootstrap, sim, "bench-uploads", baseline_s)
+        results["littles_bound"] = littles_bound(IN_FLIGHT)
+        if outage_s:
+            print(f"outage: {outage_s:g}s of 503s...", flush=True)
+            results["outage"] = run_engine(
+                bootstrap,
+                sim,
+                "bench-uploads-outage",
+                "bench-verdicts-outage",
+                n,
+                created,
+                workdir,
+                '["csam","visual","similarity"]',
+                "outage",
+                outage_s,
+            )
+            results["outage"]["dead_letters"] = 0  # no dead-letter topic yet (issue 5): nothing can go there
+    finally:
+        sim.stop()
+        kafka.stop()
+    results["machine"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "uploads": n,
+    }
+    engine, base = results.get("engine", {}), results.get("baseline", {})
+    if engine.get("uploads_per_s") and base.get("uploads_per_s"):
+        results["engine"]["vs_baseline"] = round(engine["uploads_per_s"] / base["uploads_per_s"], 1)
+    (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
+    (ROOT / "bench" / "results" / "latest.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    print()
+    print(
+        f"{'scenario':14} {'uploads/s':>10} {'cpu ms/upload':>14} {'p50 ms':>8} {'p99 ms':>8} {'peak RSS MB':>12}"
+    )
+    for name in ("engine", "baseline", "littles_bound", "framework", "broker_limit", "outage"):
+        r = results.get(name, {})
+        print(
+            f"{name:14} {r.get('uploads_per_s', '-'):>10} {r.get('cpu_ms_per_upload', '-'):>14} "
+            f"{r.get('p50_ms', '-'):>8} {r.get('p99_ms', '-'):>8} {r.get('peak_rss_mb', '-'):>12}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
