@@ -23,7 +23,7 @@ demo: install jars
 	$(BIN)/python -m consumer demo
 
 lint: install
-	$(BIN)/ruff check consumer tests
+	$(BIN)/ruff check consumer tests bench
 	$(BIN)/mypy
 
 test: install jars lint

@@ -356,7 +356,8 @@ def main() -> int:
     print(json.dumps(results, indent=2))
     print()
     print(
-        f"{'scenario':14} {'uploads/s':>10} {'cpu ms/upload':>14} {'p50 ms':>8} {'p99 ms':>8} {'peak RSS MB':>12}"
+        f"{'scenario':14} {'uploads/s':>10} {'cpu ms/upload':>14} {'p50 ms':>8} {'p99 ms':>8}"
+        f" {'peak RSS MB':>12}"
     )
     for name in ("engine", "baseline", "littles_bound", "framework", "broker_limit", "outage"):
         r = results.get(name, {})
