@@ -3,6 +3,7 @@ shared by the demo, the integration tests and the benchmarks."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ __all__ = [
     "produce_uploads",
     "read_verdicts",
     "upload",
+    "wait_until",
+    "wait_until_async",
 ]
 
 
@@ -380,3 +383,23 @@ class VerdictCollector:
                 "duplicates": sum(c - 1 for c in self.counts.values() if c > 1),
                 "missing": len(expected - seen),
             }
+
+
+def wait_until(condition: Callable[[], bool], within_s: float, poll_s: float = 0.1) -> bool:
+    """Poll ``condition`` until it holds (True) or the deadline passes (False)."""
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll_s)
+    return True
+
+
+async def wait_until_async(condition: Callable[[], bool], within_s: float, poll_s: float = 0.05) -> bool:
+    """``wait_until`` for coroutines: the event loop keeps running while it polls."""
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(poll_s)
+    return True

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from consumer.devtools.samples import image_bytes, make_gif, make_image, reencoded
-from consumer.devtools.stack import SimulatorProcess, produce_uploads, read_verdicts, upload
+from consumer.devtools.stack import SimulatorProcess, produce_uploads, read_verdicts, upload, wait_until_async
 from consumer.records import Decision, MediaType, ReviewDecision, UploadDeleted
 from consumer.serde import AvroCodec
 from consumer.telemetry import metrics
@@ -27,11 +27,8 @@ def index_updates(op: str, outcome: str) -> float:
 
 
 async def wait_for(condition: Callable[[], bool], within_s: float = 30.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.05)
+    if not await wait_until_async(condition, within_s):
+        raise AssertionError("condition not met before the deadline")
 
 
 def produce(bootstrap: str, topic: str, schema: str, key: str, record: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from consumer.devtools.stack import (
     consumer_env,
     produce_uploads,
     upload,
+    wait_until,
 )
 from consumer.records import MediaType, UploadEvent
 
@@ -116,20 +117,17 @@ def test_work_finished_beyond_a_slow_record_is_not_redone_after_a_kill(
 
 def _wait_for_commit_metadata(bootstrap: str, topics: Any, finished: set[int], deadline_s: float) -> bool:
     """True once the group's commit for the partition records ``finished`` beyond its offset."""
-    import time as _time
-
     from confluent_kafka import Consumer, TopicPartition
 
     from consumer import offsetmap
 
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": topics.group, "enable.auto.commit": False})
     try:
-        end = _time.monotonic() + deadline_s
-        while _time.monotonic() < end:
+
+        def recorded() -> bool:
             (tp,) = probe.committed([TopicPartition(topics.input, 0)], timeout=5)
-            if tp.offset >= 0 and finished <= offsetmap.decode(tp.offset, tp.metadata):
-                return True
-            _time.sleep(0.1)
-        return False
+            return bool(tp.offset >= 0 and finished <= offsetmap.decode(tp.offset, tp.metadata))
+
+        return wait_until(recorded, deadline_s)
     finally:
         probe.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from consumer.devtools.stack import (
     produce_uploads,
     read_verdicts,
     upload,
+    wait_until,
 )
 from consumer.records import Decision, MediaType, ModerationVerdict
 
@@ -124,12 +124,8 @@ def _log_lines(path: Path) -> list[dict[str, Any]]:
 
 
 def _wait_for_log(path: Path, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(predicate(line) for line in _log_lines(path)):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"no matching log line in {path}")
+    if not wait_until(lambda: any(predicate(line) for line in _log_lines(path)), timeout):
+        raise AssertionError(f"no matching log line in {path}")
 
 
 def test_a_callback_reaching_the_wrong_process_still_completes_its_upload(

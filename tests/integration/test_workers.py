@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from consumer.devtools.stack import (
     consumer_env,
     produce_uploads,
     upload,
+    wait_until,
 )
 from consumer.records import MediaType
 
@@ -36,13 +36,11 @@ def _lines(path: Path) -> list[dict[str, Any]]:
 
 
 def _wait_lines(path: Path, msg: str, count: int, within_s: float = 60.0) -> list[dict[str, Any]]:
-    end = time.monotonic() + within_s
-    while time.monotonic() < end:
-        lines = [line for line in _lines(path) if line.get("msg") == msg]
-        if len(lines) >= count:
-            return lines
-        time.sleep(0.1)
-    raise AssertionError(f"fewer than {count} {msg!r} lines in {path}")
+    if not wait_until(
+        lambda: len([line for line in _lines(path) if line.get("msg") == msg]) >= count, within_s
+    ):
+        raise AssertionError(f"fewer than {count} {msg!r} lines in {path}")
+    return [line for line in _lines(path) if line.get("msg") == msg]
 
 
 def _owners(log: Path, topic: str) -> set[int]:
@@ -77,10 +75,7 @@ def test_workers_share_the_group_survive_a_crash_and_stop_cleanly(
             started = _wait_lines(log, "worker started", 2)
             assert verdicts.wait_until(lambda c: len(c) >= 40, timeout=90)
             pids = {w["pid"] for w in started}
-            end = time.monotonic() + 60
-            while _owners(log, topics.input) != pids and time.monotonic() < end:
-                time.sleep(0.1)
-            assert _owners(log, topics.input) == pids, "both workers must own upload partitions"
+            assert wait_until(lambda: _owners(log, topics.input) == pids, 60), "both workers must own uploads"
             os.kill(started[0]["pid"], signal.SIGKILL)
             _wait_lines(log, "worker exited; restarting", 1)
             _wait_lines(log, "worker started", 3)

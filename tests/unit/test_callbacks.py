@@ -55,7 +55,6 @@ async def test_wait_prefers_the_callback_over_polling() -> None:
         raise AssertionError("polled although the callback came")
 
     waiting = asyncio.create_task(tasks.wait("t", poll))
-    await asyncio.sleep(0)
     correlator.deliver({"id": "t", "via": "callback"})
     assert (await waiting)["via"] == "callback"
 

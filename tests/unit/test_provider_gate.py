@@ -13,11 +13,14 @@ from consumer.providers.http import ProviderGate, send
 async def test_concurrency_never_exceeds_the_limit() -> None:
     active = peak = 0
     release = asyncio.Event()
+    reached = asyncio.Event()
 
     async def handler(request: httpx.Request) -> httpx.Response:
         nonlocal active, peak
         active += 1
         peak = max(peak, active)
+        if active == 2:
+            reached.set()
         await release.wait()
         active -= 1
         return httpx.Response(200)
@@ -28,8 +31,8 @@ async def test_concurrency_never_exceeds_the_limit() -> None:
             asyncio.create_task(send(http, "GET", "http://p.test/", check="visual", provider="P", gate=gate))
             for _ in range(5)
         ]
-        for _ in range(20):  # let every call reach the gate (the first two reach the handler)
-            await asyncio.sleep(0)
+        await asyncio.wait_for(reached.wait(), 5)
+        await asyncio.wait(calls, timeout=0.05)  # the other three stay queued at the gate
         assert active == 2
         release.set()
         await asyncio.gather(*calls)
@@ -62,7 +65,7 @@ async def test_an_open_breaker_makes_callers_wait_for_the_probe() -> None:
         waiting = asyncio.create_task(
             send(http, "GET", "http://p.test/", check="csam", provider="P", gate=gate)
         )
-        await asyncio.sleep(0.01)
+        await asyncio.wait({waiting}, timeout=0.05)
         assert not waiting.done()  # waits instead of failing
         now[0] = 1.0  # the cooldown passes: the waiting call becomes the probe
         assert (await waiting).status_code == 200
