@@ -193,8 +193,9 @@ class ProcessingSettings(_Section):
         default="KEY", description="KEY: per-key offset order, keys in parallel; PARTITION: one per partition"
     )
     max_in_flight: int = Field(default=256, ge=1, le=100_000)
-    http_transport: Literal["aiohttp", "httpx"] = Field(
-        default="aiohttp", description="transport under the httpx client API (aiohttp: less CPU per call)"
+    http_transport: Literal["lean", "aiohttp", "httpx"] = Field(
+        default="lean",
+        description="transport under the httpx request/response API (lean: least CPU)",
     )
     max_in_flight_bytes: int = Field(default=64 << 20, ge=1)
     partition_buffer: int = Field(default=500, ge=1, description="waiting records that pause a partition")

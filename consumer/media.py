@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import httpx
 
 from .errors import PermanentError, TransientError
+from .httpclient import HttpClient
 from .records import UploadEvent
 
 __all__ = ["Media", "MediaFetcher", "MediaPolicy", "content_key", "media_of"]
@@ -60,7 +61,7 @@ def content_key(upload: UploadEvent) -> str | None:
 class MediaFetcher:
     """Downloads URL media when a provider needs the bytes (Huawei search, ``media_mode: upload``)."""
 
-    def __init__(self, http: httpx.AsyncClient, max_bytes: int = 20_000_000, timeout_s: float = 10.0) -> None:
+    def __init__(self, http: HttpClient, max_bytes: int = 20_000_000, timeout_s: float = 10.0) -> None:
         self._http = http
         self._max = max_bytes
         self._timeout = timeout_s
@@ -70,7 +71,7 @@ class MediaFetcher:
             return media.data
         assert media.url is not None
         try:
-            async with self._http.stream("GET", media.url, timeout=self._timeout) as resp:
+            async with self._http.client.stream("GET", media.url, timeout=self._timeout) as resp:
                 if resp.status_code in (404, 410):
                     raise PermanentError(f"media URL answered HTTP {resp.status_code}", check="media")
                 if resp.status_code >= 400:

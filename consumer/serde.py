@@ -122,8 +122,10 @@ class AvroCodec:
             raise SerializationError(f"record is a {writer.name}, expected {expected}")
         buf = io.BytesIO(data)
         buf.seek(10)
+        # schema resolution only when an older writer version wrote the record (it costs as much again)
+        resolve = None if writer is reader else reader.parsed
         try:
-            value = fastavro.schemaless_reader(buf, writer.parsed, reader.parsed)
+            value = fastavro.schemaless_reader(buf, writer.parsed, resolve)
         except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as exc:
             raise SerializationError(f"corrupt {expected} body: {type(exc).__name__}: {exc}") from None
         except Exception as exc:  # fastavro raises its own schema-resolution errors
@@ -137,7 +139,7 @@ class AvroCodec:
 
 def _load(path: Path) -> SchemaEntry:
     raw = json.loads(path.read_text())
-    parsed = fastavro.parse_schema(raw, _write_hint=False)
+    parsed = fastavro.parse_schema(raw)  # keeps the parsed marker: no re-parse per record
     canonical = to_parsing_canonical_form(raw)
     fingerprint = struct.pack("<Q", crc64_avro(canonical.encode()))
     return SchemaEntry(name=raw["name"], parsed=parsed, canonical=canonical, fingerprint=fingerprint)

@@ -11,7 +11,6 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import httpx
 from aiohttp import web
 from confluent_kafka import KafkaException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -19,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .callbacks import AsyncTasks, CallbackReceiver, Correlator, RelayListener, kafka_relay
 from .config import Settings
 from .errors import SerializationError
+from .httpclient import HttpClient
 from .kafka import Sink, Source, ensure_topics
 from .maintenance import IndexMaintenance
 from .offsets import OffsetTracker, Position, TopicPartition
@@ -48,7 +48,7 @@ async def _metrics(_: web.Request) -> web.Response:
 class ModerationService:
     """Owns the Kafka clients, the callback receiver and the pipeline for one process."""
 
-    def __init__(self, settings: Settings, http: httpx.AsyncClient, codec: AvroCodec | None = None) -> None:
+    def __init__(self, settings: Settings, http: HttpClient, codec: AvroCodec | None = None) -> None:
         self.settings = settings
         self.http = http
         self.correlator = Correlator()

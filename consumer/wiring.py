@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 
-import httpx
-
 from .callbacks import AsyncTasks
 from .config import Settings
+from .httpclient import HttpClient
 from .limits import AimdLimit, CircuitBreaker, TokenBucket
 from .media import MediaFetcher, MediaPolicy
 from .pipeline import Checks, Pipeline
@@ -44,7 +43,7 @@ def _gate(settings: Settings, check: str) -> ProviderGate:
     )
 
 
-def build_pipeline(settings: Settings, http: httpx.AsyncClient, tasks: AsyncTasks | None = None) -> Pipeline:
+def build_pipeline(settings: Settings, http: HttpClient, tasks: AsyncTasks | None = None) -> Pipeline:
     check_settings(settings)
     p, h = settings.processing, settings.hive
     retry = RetryPolicy(p.retry_attempts, p.retry_base_delay_s, p.retry_max_delay_s)

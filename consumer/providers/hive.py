@@ -14,6 +14,7 @@ import httpx
 from pydantic import SecretStr
 
 from ..errors import PermanentError, RateLimitedError, TransientError
+from ..httpclient import HttpClient
 from ..media import Media, MediaPolicy
 from ..policy import Frame
 from ..records import CsamResult, SimilarityMatch, TimeRange
@@ -46,7 +47,7 @@ class HiveTransport:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: HttpClient,
         base_url: str,
         key: SecretStr,
         check: str,

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from ..errors import TransientError
+from ..httpclient import HttpClient
 from ..limits import AimdLimit, CircuitBreaker, TokenBucket
 from ..telemetry import metrics
 
@@ -79,7 +80,7 @@ def _outcome(status: int) -> str:
 
 
 async def send(
-    http: httpx.AsyncClient,
+    http: HttpClient,
     method: str,
     url: str,
     *,

@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import SecretStr
 
 from ..errors import PermanentError, RateLimitedError, TransientError
+from ..httpclient import HttpClient
 from ..media import Media, MediaFetcher
 from ..records import SimilarityMatch
 from ..retry import RetryPolicy, retrying
@@ -35,7 +36,7 @@ MIN_SIDE = 100
 class HuaweiTransport:
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: HttpClient,
         base_url: str,
         project_id: str,
         instance: str,

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -21,7 +20,7 @@ from consumer.callbacks import AsyncTasks, CallbackReceiver, Correlator
 from consumer.devtools.samples import image_bytes, make_image, make_video, reencoded
 from consumer.devtools.stack import SimulatorProcess
 from consumer.errors import PermanentError, RateLimitedError, TransientError
-from consumer.httpclient import make_http_client
+from consumer.httpclient import HttpClient, make_http_client
 from consumer.media import Media, MediaFetcher
 from consumer.providers.hive import HiveClassifier, HiveCustomIndex, HiveHashMatcher, HiveTasks, HiveTransport
 from consumer.providers.huawei import HuaweiImageSearch, HuaweiTransport
@@ -33,8 +32,8 @@ ONE_TRY = RetryPolicy(attempts=1)
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with make_http_client("aiohttp", 64) as client:  # the production transport
+async def http() -> AsyncIterator[HttpClient]:
+    async with make_http_client("lean", 64) as client:  # the production transport
         yield client
 
 
@@ -66,7 +65,7 @@ async def callbacks() -> AsyncIterator[Receiver]:
 
 def hive(
     sim: SimulatorProcess,
-    http: httpx.AsyncClient,
+    http: HttpClient,
     project: str,
     *,
     retry: RetryPolicy = ONE_TRY,
@@ -94,7 +93,7 @@ def png(seed: int, size: tuple[int, int] = (480, 360)) -> Media:
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
-async def test_visual_and_text_sync(sim: SimulatorProcess, http: httpx.AsyncClient, version: str) -> None:
+async def test_visual_and_text_sync(sim: SimulatorProcess, http: HttpClient, version: str) -> None:
     visual = await HiveClassifier(hive(sim, http, "visual", version=version)).classify(png(1))
     assert len(visual.value) == 1 and "general_nsfw" in visual.value[0].scores
     assert visual.model == "visual_moderation_sim"
@@ -102,14 +101,14 @@ async def test_visual_and_text_sync(sim: SimulatorProcess, http: httpx.AsyncClie
     assert text.value[0].scores["no_violence"] > 0.9
 
 
-async def test_media_by_url(sim: SimulatorProcess, http: httpx.AsyncClient) -> None:
+async def test_media_by_url(sim: SimulatorProcess, http: HttpClient) -> None:
     url = sim.host_media("u.png", image_bytes(make_image(2)), "image/png")
     checked = await HiveClassifier(hive(sim, http, "visual")).classify(Media(url=url))
     assert checked.value[0].scores
 
 
 async def test_async_task_completes_by_callback_and_resends_are_ignored(
-    sim: SimulatorProcess, http: httpx.AsyncClient, callbacks: Receiver
+    sim: SimulatorProcess, http: HttpClient, callbacks: Receiver
 ) -> None:
     tasks, outcomes = callbacks.tasks, callbacks.outcomes
     sim.set_faults({"resend": 1.0})
@@ -124,7 +123,7 @@ async def test_async_task_completes_by_callback_and_resends_are_ignored(
 
 
 async def test_async_task_without_callback_is_polled(
-    sim: SimulatorProcess, http: httpx.AsyncClient, callbacks: Receiver
+    sim: SimulatorProcess, http: HttpClient, callbacks: Receiver
 ) -> None:
     tasks, outcomes = callbacks.tasks, callbacks.outcomes
     tasks._poll_after = 0.2  # no callback will come: poll quickly
@@ -135,7 +134,7 @@ async def test_async_task_without_callback_is_polled(
 
 
 async def test_async_task_level_error_arrives_in_the_callback(
-    sim: SimulatorProcess, http: httpx.AsyncClient, callbacks: Receiver
+    sim: SimulatorProcess, http: HttpClient, callbacks: Receiver
 ) -> None:
     tasks = callbacks.tasks
     with pytest.raises(PermanentError, match="task error 3002"):
@@ -147,7 +146,7 @@ async def test_async_task_level_error_arrives_in_the_callback(
 # --- CSAM ---------------------------------------------------------------------------------------
 
 
-async def test_csam_image_match_and_no_match(sim: SimulatorProcess, http: httpx.AsyncClient) -> None:
+async def test_csam_image_match_and_no_match(sim: SimulatorProcess, http: HttpClient) -> None:
     listed = make_image(50)
     sim.add_csam_image(image_bytes(listed))
     matcher = HiveHashMatcher(hive(sim, http, "csam"))
@@ -157,7 +156,7 @@ async def test_csam_image_match_and_no_match(sim: SimulatorProcess, http: httpx.
 
 
 async def test_csam_video_md5_and_scenes(
-    sim: SimulatorProcess, http: httpx.AsyncClient, callbacks: Receiver
+    sim: SimulatorProcess, http: HttpClient, callbacks: Receiver
 ) -> None:
     tasks = callbacks.tasks
     size = (320, 240)
@@ -174,7 +173,7 @@ async def test_csam_video_md5_and_scenes(
 
 
 async def test_combined_endpoint_returns_classes_only_without_a_match(
-    sim: SimulatorProcess, http: httpx.AsyncClient
+    sim: SimulatorProcess, http: HttpClient
 ) -> None:
     matcher = HiveHashMatcher(hive(sim, http, "csam_combined"))
     clean = (await matcher.match(png(70))).value
@@ -185,7 +184,7 @@ async def test_combined_endpoint_returns_classes_only_without_a_match(
     assert hit.result.matched and hit.classes == ()
 
 
-async def test_csam_too_small_is_permanent(sim: SimulatorProcess, http: httpx.AsyncClient) -> None:
+async def test_csam_too_small_is_permanent(sim: SimulatorProcess, http: HttpClient) -> None:
     with pytest.raises(PermanentError, match="3003"):
         await HiveHashMatcher(hive(sim, http, "csam")).match(png(1, (40, 40)))
 
@@ -196,7 +195,7 @@ async def test_csam_too_small_is_permanent(sim: SimulatorProcess, http: httpx.As
 @pytest.mark.parametrize("asynchronous", [False, True])
 async def test_custom_index_add_query_remove(
     sim: SimulatorProcess,
-    http: httpx.AsyncClient,
+    http: HttpClient,
     callbacks: Receiver,
     asynchronous: bool,
 ) -> None:
@@ -211,7 +210,7 @@ async def test_custom_index_add_query_remove(
     assert (await index.query(Media(data=reencoded(banned)), "t1")).value == []
 
 
-async def test_custom_index_rejects_gif(sim: SimulatorProcess, http: httpx.AsyncClient) -> None:
+async def test_custom_index_rejects_gif(sim: SimulatorProcess, http: HttpClient) -> None:
     from consumer.devtools.samples import make_gif
 
     with pytest.raises(PermanentError, match="HTTP 400"):
@@ -221,13 +220,13 @@ async def test_custom_index_rejects_gif(sim: SimulatorProcess, http: httpx.Async
 # --- error classes ------------------------------------------------------------------------------
 
 
-async def test_wrong_key_is_permanent_403(sim: SimulatorProcess, http: httpx.AsyncClient) -> None:
+async def test_wrong_key_is_permanent_403(sim: SimulatorProcess, http: HttpClient) -> None:
     with pytest.raises(PermanentError) as info:
         await HiveClassifier(hive(sim, http, "visual", key="nope")).classify(png(1))
     assert info.value.status == 403 and "nope" not in str(info.value)
 
 
-async def test_insufficient_balance_is_permanent_405(sim: SimulatorProcess, http: httpx.AsyncClient) -> None:
+async def test_insufficient_balance_is_permanent_405(sim: SimulatorProcess, http: HttpClient) -> None:
     sim.set_balance("text", 1)
     classifier = HiveClassifier(hive(sim, http, "text"))
     await classifier.classify("first is paid for")
@@ -236,9 +235,7 @@ async def test_insufficient_balance_is_permanent_405(sim: SimulatorProcess, http
     assert info.value.status == 405
 
 
-async def test_rate_limit_answers_429_with_retry_after(
-    sim: SimulatorProcess, http: httpx.AsyncClient
-) -> None:
+async def test_rate_limit_answers_429_with_retry_after(sim: SimulatorProcess, http: HttpClient) -> None:
     sim.set_rate_limit(0.5, 1)
     classifier = HiveClassifier(hive(sim, http, "text"))
     await classifier.classify("one")
@@ -249,7 +246,7 @@ async def test_rate_limit_answers_429_with_retry_after(
 
 @pytest.mark.parametrize("code", ["500", "503", "504"])
 async def test_server_errors_are_retried_then_transient(
-    sim: SimulatorProcess, http: httpx.AsyncClient, code: str
+    sim: SimulatorProcess, http: HttpClient, code: str
 ) -> None:
     sim.set_faults({code: 1.0})
     before = sim.stats()["requests"].get("task_sync", 0)
@@ -258,7 +255,7 @@ async def test_server_errors_are_retried_then_transient(
     assert sim.stats()["requests"]["task_sync"] - before == 3
 
 
-async def test_a_hang_times_out_as_transient(sim: SimulatorProcess, http: httpx.AsyncClient) -> None:
+async def test_a_hang_times_out_as_transient(sim: SimulatorProcess, http: HttpClient) -> None:
     sim.set_faults({"hang": 1.0, "hang_s": 3})
     with pytest.raises(TransientError, match="timeout"):
         await HiveClassifier(hive(sim, http, "text", timeout_s=0.3)).classify("x")
@@ -272,16 +269,14 @@ async def test_a_hang_times_out_as_transient(sim: SimulatorProcess, http: httpx.
     ],
 )
 async def test_download_failures_are_transient_task_errors(
-    sim: SimulatorProcess, http: httpx.AsyncClient, url: str, code: str, error: type[Exception]
+    sim: SimulatorProcess, http: HttpClient, url: str, code: str, error: type[Exception]
 ) -> None:
     target = sim.url + url if url.startswith("/") else url
     with pytest.raises(error, match=f"task error {code}"):
         await HiveClassifier(hive(sim, http, "visual")).classify(Media(url=target))
 
 
-async def test_corrupt_media_is_a_permanent_task_error(
-    sim: SimulatorProcess, http: httpx.AsyncClient
-) -> None:
+async def test_corrupt_media_is_a_permanent_task_error(sim: SimulatorProcess, http: HttpClient) -> None:
     with pytest.raises(PermanentError, match="task error 3002"):
         await HiveClassifier(hive(sim, http, "visual")).classify(Media(data=b"\x89PNG broken"))
 
@@ -289,14 +284,12 @@ async def test_corrupt_media_is_a_permanent_task_error(
 # --- Huawei ImageSearch -------------------------------------------------------------------------
 
 
-def huawei(
-    sim: SimulatorProcess, http: httpx.AsyncClient, token: str = DEFAULT_HUAWEI_TOKEN
-) -> HuaweiImageSearch:
+def huawei(sim: SimulatorProcess, http: HttpClient, token: str = DEFAULT_HUAWEI_TOKEN) -> HuaweiImageSearch:
     transport = HuaweiTransport(http, sim.url, "proj-1", "inst-1", SecretStr(token), ONE_TRY)
     return HuaweiImageSearch(transport, MediaFetcher(http))
 
 
-async def test_huawei_add_search_tags_check_delete(sim: SimulatorProcess, http: httpx.AsyncClient) -> None:
+async def test_huawei_add_search_tags_check_delete(sim: SimulatorProcess, http: HttpClient) -> None:
     search = huawei(sim, http)
     banned = make_image(93)  # PDQ quality 100 (seed 90's 45 would be discarded, as PDQ advises)
     path = await search.add(Media(data=image_bytes(banned), filename="u90"), "t1", "confirmed BLOCK")
@@ -313,7 +306,7 @@ async def test_huawei_add_search_tags_check_delete(sim: SimulatorProcess, http: 
 
 
 async def test_huawei_url_media_is_downloaded_and_sent_as_file(
-    sim: SimulatorProcess, http: httpx.AsyncClient
+    sim: SimulatorProcess, http: HttpClient
 ) -> None:
     search = huawei(sim, http)
     await search.add(png(92), "t", "x", path="seed-92")
@@ -321,7 +314,7 @@ async def test_huawei_url_media_is_downloaded_and_sent_as_file(
     assert [h.match_id for h in (await search.query(Media(url=url), "t")).value] == ["seed-92"]
 
 
-async def test_huawei_error_codes(sim: SimulatorProcess, http: httpx.AsyncClient) -> None:
+async def test_huawei_error_codes(sim: SimulatorProcess, http: HttpClient) -> None:
     with pytest.raises(PermanentError, match=r"IS\.0004"):
         await huawei(sim, http, token="expired").query(png(1), "t")
     with pytest.raises(PermanentError, match=r"IS\.0008"):
@@ -343,15 +336,15 @@ async def test_huawei_error_codes(sim: SimulatorProcess, http: httpx.AsyncClient
     ],
 )
 async def test_huawei_request_validation(
-    sim: SimulatorProcess, http: httpx.AsyncClient, body: bytes, code: str
+    sim: SimulatorProcess, http: HttpClient, body: bytes, code: str
 ) -> None:
-    resp = await http.post(
-        f"{sim.url}/v1/p/i/image/search", content=body, headers={"X-Auth-Token": DEFAULT_HUAWEI_TOKEN}
+    resp = await http.request(
+        "POST", f"{sim.url}/v1/p/i/image/search", content=body, headers={"X-Auth-Token": DEFAULT_HUAWEI_TOKEN}
     )
     assert resp.status_code == 400 and resp.json()["error_code"] == code
 
 
-async def test_huawei_crop_box_searches_a_region(sim: SimulatorProcess, http: httpx.AsyncClient) -> None:
+async def test_huawei_crop_box_searches_a_region(sim: SimulatorProcess, http: HttpClient) -> None:
     scene = make_image(95, (600, 400))
     region = scene.crop((100, 50, 500, 350))
     await huawei(sim, http).add(Media(data=image_bytes(region)), "t", "region", path="region")
@@ -361,7 +354,10 @@ async def test_huawei_crop_box_searches_a_region(sim: SimulatorProcess, http: ht
         "box": {"x": 100, "y": 50, "width": 400, "height": 300},
         "tags": {"tenant": "t"},
     }
-    resp = await http.post(
-        f"{sim.url}/v1/proj-1/inst-1/image/search", json=body, headers={"X-Auth-Token": DEFAULT_HUAWEI_TOKEN}
+    resp = await http.request(
+        "POST",
+        f"{sim.url}/v1/proj-1/inst-1/image/search",
+        json=body,
+        headers={"X-Auth-Token": DEFAULT_HUAWEI_TOKEN},
     )
     assert [r["path"] for r in resp.json()["result"]] == ["region"]

@@ -10,6 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from consumer.errors import PermanentError, RateLimitedError, TransientError
+from consumer.httpclient import HttpClient
 from consumer.media import Media
 from consumer.providers.hive import (
     HiveClassifier,
@@ -39,7 +40,7 @@ def task_body(output: Any, code: str | int = "0", message: str = "SUCCESS") -> d
 
 
 def transport(handler: Handler, attempts: int = 3, check: str = "visual") -> HiveTasks:
-    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    http = HttpClient(httpx.MockTransport(handler))
     return HiveTasks(
         HiveTransport(http, "http://hive.test", SecretStr(KEY), check, RetryPolicy(attempts, 0.01, 0.02))
     )

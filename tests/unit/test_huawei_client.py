@@ -12,6 +12,7 @@ from pydantic import SecretStr
 
 from consumer.devtools.samples import image_bytes, make_image
 from consumer.errors import PermanentError, RateLimitedError, TransientError
+from consumer.httpclient import HttpClient
 from consumer.media import Media, MediaFetcher
 from consumer.providers.huawei import HuaweiImageSearch, HuaweiTransport, fit_for_search
 from consumer.retry import RetryPolicy
@@ -20,7 +21,7 @@ TOKEN = "huawei-secret-token"
 
 
 def client(handler: Callable[[httpx.Request], httpx.Response], attempts: int = 2) -> HuaweiImageSearch:
-    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    http = HttpClient(httpx.MockTransport(handler))
     transport = HuaweiTransport(
         http, "http://is.test", "proj", "inst", SecretStr(TOKEN), RetryPolicy(attempts, 0.01, 0.02)
     )

@@ -6,6 +6,7 @@ import asyncio
 
 import httpx
 
+from consumer.httpclient import HttpClient
 from consumer.limits import AimdLimit, BreakerState, CircuitBreaker
 from consumer.providers.http import ProviderGate, send
 
@@ -26,7 +27,7 @@ async def test_concurrency_never_exceeds_the_limit() -> None:
         return httpx.Response(200)
 
     gate = ProviderGate("visual", AimdLimit(limit=2, maximum=2))
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+    async with HttpClient(httpx.MockTransport(handler)) as http:
         calls = [
             asyncio.create_task(send(http, "GET", "http://p.test/", check="visual", provider="P", gate=gate))
             for _ in range(5)
@@ -45,7 +46,7 @@ async def test_rate_limited_answers_halve_the_limit() -> None:
     async def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(429)
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+    async with HttpClient(httpx.MockTransport(handler)) as http:
         await send(http, "GET", "http://p.test/", check="text", provider="P", gate=gate)
     assert gate.limit.limit == 8
 
@@ -58,7 +59,7 @@ async def test_an_open_breaker_makes_callers_wait_for_the_probe() -> None:
     async def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(answers.pop(0))
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+    async with HttpClient(httpx.MockTransport(handler)) as http:
         for _ in range(2):
             await send(http, "GET", "http://p.test/", check="csam", provider="P", gate=gate)
         assert gate.breaker.state(now[0]) is BreakerState.OPEN
