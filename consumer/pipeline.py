@@ -152,6 +152,28 @@ class Pipeline:
         self._cache = _ResultCache(cache_size)
         self._inflight: dict[tuple[str, str], asyncio.Future[CheckResults | None]] = {}
 
+    def _needs_providers(self, upload: UploadEvent) -> bool:
+        c = self.checks
+        if upload.media_type is MediaType.TEXT:
+            return c.text is not None
+        if upload.media_type in c.async_media:
+            return c.csam_async is not None or c.visual_async is not None
+        similar = upload.media_type is MediaType.IMAGE and c.similarity is not None
+        return c.csam is not None or c.visual is not None or similar
+
+    def decide_now(self, upload: UploadEvent, source: SourcePosition) -> ModerationVerdict | None:
+        """The verdict, when it needs no provider call (no check applies to this upload); else None
+        and the caller awaits ``moderate``. Saves a task per record where nothing waits."""
+        if self._needs_providers(upload):
+            return None
+        state = _Runs()
+        if upload.media_type is not MediaType.TEXT:
+            try:
+                media_of(upload)
+            except PermanentError as exc:
+                state.results.rejected["pipeline"] = str(exc)
+        return self._verdict(upload, source, state.results, state.runs, time.time())
+
     async def moderate(self, upload: UploadEvent, source: SourcePosition) -> ModerationVerdict:
         started = time.time()
         key = content_key(upload)
@@ -224,10 +246,16 @@ class Pipeline:
                     state.results.classifications["csam"] = answer.classes
             if _escalated(state.results):
                 return  # a known-CSAM match decides alone; nothing else may see the content
-        await asyncio.gather(
-            self._classify(media, state, asynchronous, deadline),
-            self._similar(media, upload.tenant_id, state) if similar else asyncio.sleep(0),
-        )
+        if not similar:
+            await self._classify(media, state, asynchronous, deadline)
+            return
+        similarity = asyncio.create_task(self._similar(media, upload.tenant_id, state))
+        try:
+            await self._classify(media, state, asynchronous, deadline)
+        finally:
+            if not similarity.done() and asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                similarity.cancel()
+            await similarity
 
     async def _classify(self, media: Media, state: _Runs, asynchronous: bool, deadline: float) -> None:
         classifier = self.checks.visual_async if asynchronous else self.checks.visual

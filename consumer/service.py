@@ -20,6 +20,7 @@ from .config import Settings
 from .errors import SerializationError
 from .httpclient import HttpClient
 from .kafka import Sink, Source, ensure_topics
+from .kafka.sink import DeliveryError
 from .maintenance import IndexMaintenance
 from .offsets import OffsetTracker, Position, TopicPartition
 from .pipeline import SourcePosition
@@ -71,6 +72,8 @@ class ModerationService:
         self._kafka_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-source")
         self._fatal: BaseException | None = None
         self._stopping = False
+        self._kicked = False
+        self._schemas: dict[str, str] = {}
         self.processed = 0
 
     # --- rebalance callbacks (on the kafka thread, inside consume; state changes go to the loop) --
@@ -114,8 +117,11 @@ class ModerationService:
     ) -> dict[TopicPartition, Position]:
         mine = set(parts)
         running = [task for task, work in self._running.items() if work.tp in mine]
-        if running and drain_s > 0:
-            await asyncio.wait(running, timeout=drain_s)
+        if drain_s > 0:
+            deadline = asyncio.get_running_loop().time() + drain_s
+            if running:
+                await asyncio.wait(running, timeout=drain_s)
+            await self._sink.flush(max(0.0, deadline - asyncio.get_running_loop().time()))
         positions = (
             {tp: pos for tp, pos in self.tracker.committable().items() if tp in mine} if commit else {}
         )
@@ -138,6 +144,8 @@ class ModerationService:
         if k.create_topics:
             await asyncio.to_thread(ensure_topics, k, k.all_topics())
         self._sink = Sink(k)
+        self._sink.start()
+        self._schemas = {k.deleted_topic: "UploadDeleted", k.review_decision_topic: "ReviewDecision"}
         loop = self._loop = asyncio.get_running_loop()
         tasks = await self._start_callbacks(loop)
         self.pipeline = build_pipeline(self.settings, self.http, tasks)
@@ -166,7 +174,7 @@ class ModerationService:
             await self._commit(asynchronous=False)
             await loop.run_in_executor(self._kafka_thread, self._source.close)
             await self._stop_callbacks()
-            await asyncio.to_thread(self._sink.close)
+            await self._sink.close()
             self._kafka_thread.shutdown(wait=True)
         if self._fatal is not None:
             raise self._fatal
@@ -223,12 +231,19 @@ class ModerationService:
         size = len(msg.value() or b"") + len(msg.key() or b"")
         self.scheduler.offer(Work(tp, msg.offset(), msg.key(), size, (msg, self._epochs[tp])))
 
+    def _kick(self) -> None:
+        """Dispatch on the next loop turn; completions in one turn share one pass."""
+        if not self._kicked:
+            self._kicked = True
+            asyncio.get_running_loop().call_soon(self._start_ready)
+
     def _start_ready(self) -> None:
+        self._kicked = False
         if self._stopping:
             return  # intake stopped: waiting records are left for redelivery
-        for work in self.scheduler.ready():
-            task = asyncio.create_task(self._handle(work))
-            self._running[task] = work
+        while ready := self.scheduler.ready():
+            for work in ready:
+                self._start(work)
         metrics.IN_FLIGHT.set(self.scheduler.in_flight)
         metrics.IN_FLIGHT_BYTES.set(self.scheduler.in_flight_bytes)
 
@@ -240,37 +255,26 @@ class ModerationService:
             await loop.run_in_executor(self._kafka_thread, self._source.resume, resume)
             metrics.PAUSED.set(self.scheduler.paused)
 
-    async def _handle(self, work: Work) -> None:
-        msg, epoch = work.payload
-        tp = work.tp
-        try:
-            await self._process(msg, tp)
-            if self._epochs.get(tp) == epoch:
-                self.tracker.complete(tp, work.offset)
-        except Exception as exc:
-            # Anything unexpected (the broker refusing the verdict, a bug) must not lose the upload:
-            # stop without committing past it; the restarted process redoes it.
-            log.error(
-                "processing failed; stopping without committing past it",
-                exc_info=True,
-                extra={"topic": tp[0], "partition": tp[1], "offset": work.offset},
-            )
-            self._fatal = self._fatal or exc
-        finally:
-            task = asyncio.current_task()
-            if task is not None:
-                self._running.pop(task, None)
-            self.scheduler.done(work)
-            self._start_ready()
+    def _start(self, work: Work) -> None:
+        """Decode here; what needs no provider call is decided here too (no task); the rest runs as
+        one task per record."""
+        msg = work.payload[0]
+        event = self._decode(msg, work.tp)
+        if event is None:
+            self._finished(work)
+            return
+        if isinstance(event, UploadEvent):
+            verdict = self.pipeline.decide_now(event, SourcePosition(work.tp[0], work.tp[1], work.offset))
+            if verdict is not None:
+                self._emit(work, event, verdict)
+                return
+        task = asyncio.create_task(self._handle(work, event))
+        self._running[task] = work
 
-    async def _process(self, msg: Any, tp: TopicPartition) -> None:
-        k = self.settings.kafka
-        schema = {k.deleted_topic: "UploadDeleted", k.review_decision_topic: "ReviewDecision"}.get(
-            tp[0], "UploadEvent"
-        )
+    def _decode(self, msg: Any, tp: TopicPartition) -> object | None:
+        schema = self._schemas.get(tp[0], "UploadEvent")
         try:
-            record = self.codec.decode(msg.value(), schema)
-            event = _RECORDS[schema](record)
+            return _RECORDS[schema](self.codec.decode(msg.value(), schema))
         except (SerializationError, KeyError, ValueError, TypeError) as exc:
             log.error(
                 "skipping undecodable %s record: %s",
@@ -283,37 +287,88 @@ class ModerationService:
                     "error_class": "SerializationError",
                 },
             )
-            return
-        if isinstance(event, UploadDeleted):
-            await self.maintenance.on_deleted(event)
-            return
-        if isinstance(event, ReviewDecision):
-            await self.maintenance.on_review(event)
-            return
-        assert isinstance(event, UploadEvent)
-        upload = event
-        verdict = await self.pipeline.moderate(upload, SourcePosition(tp[0], tp[1], msg.offset()))
-        await self._publish(verdict, msg.key() or upload.upload_id.encode())
-        metrics.VERDICTS.labels(verdict.decision.value).inc()
-        self.processed += 1
-        log.info(
-            "verdict",
-            extra={
-                "upload_id": upload.upload_id,
-                "decision": verdict.decision.value,
-                "reasons": [r.label for r in verdict.reasons],
-            },
-        )
+            return None
 
-    async def _publish(self, verdict: ModerationVerdict, key: bytes) -> None:
+    async def _handle(self, work: Work, event: object) -> None:
+        try:
+            if isinstance(event, UploadDeleted):
+                await self.maintenance.on_deleted(event)
+                self._finished(work)
+            elif isinstance(event, ReviewDecision):
+                await self.maintenance.on_review(event)
+                self._finished(work)
+            else:
+                assert isinstance(event, UploadEvent)
+                source = SourcePosition(work.tp[0], work.tp[1], work.offset)
+                self._emit(work, event, await self.pipeline.moderate(event, source))
+        except Exception as exc:
+            # Anything unexpected (the broker refusing the verdict, a bug) must not lose the upload:
+            # stop without committing past it; the restarted process redoes it.
+            log.error(
+                "processing failed; stopping without committing past it",
+                exc_info=True,
+                extra={"topic": work.tp[0], "partition": work.tp[1], "offset": work.offset},
+            )
+            self._fatal = self._fatal or exc
+            self.scheduler.done(work)
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                self._running.pop(task, None)
+
+    def _finished(self, work: Work) -> None:
+        """Nothing to produce for this record: its offset is done now."""
+        self._complete(work)
+        self.scheduler.done(work)
+        self._kick()
+
+    def _complete(self, work: Work) -> None:
+        if self._epochs.get(work.tp) == work.payload[1]:  # else revoked meanwhile: a late result
+            self.tracker.complete(work.tp, work.offset)
+
+    def _emit(self, work: Work, upload: UploadEvent, verdict: ModerationVerdict) -> None:
+        """Produce the verdict (to the verdict topic, and the review or escalation topic); the input
+        offset completes when the broker has acknowledged every copy. The key's next record may start
+        now: the producer keeps their verdicts in order."""
         k = self.settings.kafka
+        key = work.key or upload.upload_id.encode()
         value = self.codec.encode("ModerationVerdict", verdict.to_avro())
-        sends = [self._sink.send(k.verdict_topic, key, value)]
+        topics = [k.verdict_topic]
         if verdict.decision is Decision.REVIEW:
-            sends.append(self._sink.send(k.review_topic, key, value))
+            topics.append(k.review_topic)
         elif verdict.decision is Decision.ESCALATE:
-            sends.append(self._sink.send(k.escalation_topic, key, value))
-        await asyncio.gather(*sends)
+            topics.append(k.escalation_topic)
+        remaining = len(topics)
+
+        def acknowledged(err: DeliveryError | None) -> None:
+            nonlocal remaining
+            if err is not None:
+                log.error(
+                    "verdict not acknowledged; stopping: %s", err, extra={"upload_id": upload.upload_id}
+                )
+                self._fatal = self._fatal or err
+                return
+            remaining -= 1
+            if remaining == 0:
+                self._complete(work)
+
+        try:
+            for topic in topics:
+                self._sink.produce(topic, key, value, on_delivery=acknowledged)
+        finally:
+            self.scheduler.done(work)
+            self._kick()
+        metrics.child(metrics.VERDICTS, verdict.decision.value).inc()
+        self.processed += 1
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "verdict",
+                extra={
+                    "upload_id": upload.upload_id,
+                    "decision": verdict.decision.value,
+                    "reasons": [r.label for r in verdict.reasons],
+                },
+            )
 
     async def _commit_periodically(self, interval_s: float) -> None:
         """Commits run on their own clock: dispatch may be waiting for a free slot meanwhile."""
@@ -345,15 +400,19 @@ class ModerationService:
             )
 
     async def _drain(self) -> None:
+        """Stop intake, let running uploads finish within the drain deadline, then wait (within what
+        is left of it) for the broker to acknowledge their verdicts so their offsets can commit."""
         self._stopping = True
+        loop = asyncio.get_running_loop()
+        timeout = self.settings.processing.drain_timeout_s
+        deadline = loop.time() + timeout
         running = set(self._running)
-        if not running:
-            return
-        deadline = self.settings.processing.drain_timeout_s
-        log.info("draining in-flight uploads", extra={"in_flight": len(running), "deadline_s": deadline})
-        _, pending = await asyncio.wait(running, timeout=deadline)
-        for task in pending:
-            task.cancel()
-        if pending:
-            log.warning("drain deadline passed; %d uploads left for redelivery", len(pending))
-            await asyncio.gather(*pending, return_exceptions=True)
+        if running:
+            log.info("draining in-flight uploads", extra={"in_flight": len(running), "deadline_s": timeout})
+            _, pending = await asyncio.wait(running, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("drain deadline passed; %d uploads left for redelivery", len(pending))
+                await asyncio.gather(*pending, return_exceptions=True)
+        await self._sink.flush(max(1.0, deadline - loop.time()))

@@ -1,30 +1,41 @@
-"""The output side: an idempotent producer (acks=all) whose sends are awaitable."""
+"""The output side: an idempotent producer (acks=all) polled on the event loop.
+
+Delivery reports run on the loop thread (the sink polls the producer from a loop task), so a
+record's ``on_delivery`` callback can touch the service's state directly: no future, no thread hop
+and no GIL hand-off per record. ``await send(...)`` is the convenience form for rare records.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
+from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from ..config import KafkaSettings
 from .common import base_config
 
-__all__ = ["DeliveryError", "Sink"]
+__all__ = ["DeliveryCallback", "DeliveryError", "Sink"]
 
 log = logging.getLogger("consumer.kafka.sink")
+DeliveryCallback = Callable[["DeliveryError | None"], None]
+Headers = list[tuple[str, str | bytes | None]]
+
+_BUSY_POLL_S = 0.002  # records awaiting acknowledgement: look often (acks gate offset commits)
+_IDLE_POLL_S = 0.05
 
 
 class DeliveryError(RuntimeError):
-    """The broker did not acknowledge a record within the delivery timeout."""
+    """The broker did not acknowledge a record (delivery timeout, authorization, fatal error)."""
 
 
 class Sink:
-    """``await send(...)`` returns once the broker has acknowledged the record (acks=all)."""
+    """``produce(..., on_delivery=cb)`` queues a record; ``cb(None)`` runs on the event loop once
+    the broker has acknowledged it (acks=all), ``cb(DeliveryError)`` if it never will."""
 
-    def __init__(self, settings: KafkaSettings) -> None:
+    def __init__(self, settings: KafkaSettings, extra_config: dict[str, Any] | None = None) -> None:
         config: dict[str, Any] = {
             **base_config(settings),
             "acks": "all",
@@ -33,60 +44,82 @@ class Sink:
             "compression.type": "lz4",
             "delivery.timeout.ms": 120_000,
         }
+        config.update(extra_config or {})
         config.update(settings.client_config)
-        self._producer = Producer(config)
-        self._stop = threading.Event()
-        self._poller = threading.Thread(target=self._poll, name="kafka-sink-poll", daemon=True)
-        self._poller.start()
+        self.producer = Producer(config)
+        self._pump: asyncio.Task[None] | None = None
 
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self._producer.poll(0.05)
+    def start(self) -> None:
+        """Start polling for delivery reports on the running loop."""
+        if self._pump is None:
+            self._pump = asyncio.get_running_loop().create_task(self._poll_forever(), name="kafka-sink-poll")
 
-    async def send(
+    async def _poll_forever(self) -> None:
+        producer = self.producer
+        while True:
+            producer.poll(0)
+            await asyncio.sleep(_BUSY_POLL_S if len(producer) else _IDLE_POLL_S)
+
+    def produce(
         self,
         topic: str,
         key: bytes | None,
         value: bytes,
-        headers: list[tuple[str, str | bytes | None]] | None = None,
+        headers: Headers | None = None,
+        on_delivery: DeliveryCallback | None = None,
     ) -> None:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-
-        def delivered(err: Any, _msg: Message) -> None:
-            if err is not None:
-                loop.call_soon_threadsafe(
-                    _fail, future, DeliveryError(f"delivery to {topic} failed: {err.str()}")
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if on_delivery is not None:
+                on_delivery(
+                    None if err is None else DeliveryError(f"delivery to {topic} failed: {err.str()}")
                 )
-            else:
-                loop.call_soon_threadsafe(_succeed, future)
 
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=delivered)
-                break
-            except BufferError:  # local queue full: wait for deliveries to drain it
-                await asyncio.sleep(0.01)
+                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=delivered)
+                return
+            except BufferError:  # the local queue is full: serve delivery reports to drain it
+                self.producer.poll(0.01)
             except KafkaException as exc:
                 raise DeliveryError(f"cannot produce to {topic}: {exc.args[0].str()}") from None
+
+    async def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None) -> None:
+        """Produce one record and wait for its acknowledgement."""
+        self.start()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def settle(err: DeliveryError | None) -> None:
+            if future.done():
+                return
+            if err is None:
+                future.set_result(None)
+            else:
+                future.set_exception(err)
+
+        self.produce(topic, key, value, headers, settle)
         await future
 
-    def flush(self, timeout: float = 30.0) -> int:
-        return int(self._producer.flush(timeout))
+    @property
+    def outstanding(self) -> int:
+        """Records (and protocol requests) not yet acknowledged."""
+        return len(self.producer)
 
-    def close(self, timeout: float = 30.0) -> None:
-        remaining = self.flush(timeout)
+    async def flush(self, within_s: float) -> int:
+        """Wait (polling, so callbacks run here) until every record is acknowledged or the time is
+        up; returns how many are still outstanding."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        while len(self.producer) and loop.time() < deadline:
+            self.producer.poll(0)
+            await asyncio.sleep(_BUSY_POLL_S)
+        self.producer.poll(0)
+        return len(self.producer)
+
+    async def close(self, within_s: float = 30.0) -> None:
+        remaining = await self.flush(within_s)
         if remaining:
             log.warning("%d records not delivered at close", remaining)
-        self._stop.set()
-        self._poller.join(timeout=2)
-
-
-def _succeed(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _fail(future: asyncio.Future[None], exc: Exception) -> None:
-    if not future.done():
-        future.set_exception(exc)
+        if self._pump is not None:
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
+            self._pump = None

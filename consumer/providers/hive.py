@@ -5,12 +5,12 @@ Response parsing is pure and tolerant of both ``status.code`` forms ("0" and 200
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import orjson
 from pydantic import SecretStr
 
 from ..errors import PermanentError, RateLimitedError, TransientError
@@ -115,23 +115,23 @@ class HiveTransport:
 def check_response(resp: httpx.Response, check: str, *, task_errors: bool = True) -> dict[str, Any]:
     """Map an HTTP answer to a body or an error of the tree (no secrets in messages)."""
     status = resp.status_code
-    message = _message(resp)
+    body = _json(resp)
     if status == 429:
         raise RateLimitedError(
-            f"{check}: Hive rate limited (429): {message}",
+            f"{check}: Hive rate limited (429): {_message(resp, body)}",
             check=check,
             retry_after=_retry_after(resp.headers.get("retry-after")),
         )
     if status in TRANSIENT_STATUS or status >= 500:
-        raise TransientError(f"{check}: Hive HTTP {status}: {message}", check=check, status=status)
-    if status != 200:
-        raise PermanentError(f"{check}: Hive HTTP {status}: {message}", check=check, status=status)
-    try:
-        body = resp.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
         raise TransientError(
-            f"{check}: Hive answered 200 with a body that is not JSON", check=check
-        ) from None
+            f"{check}: Hive HTTP {status}: {_message(resp, body)}", check=check, status=status
+        )
+    if status != 200:
+        raise PermanentError(
+            f"{check}: Hive HTTP {status}: {_message(resp, body)}", check=check, status=status
+        )
+    if body is _NOT_JSON:
+        raise TransientError(f"{check}: Hive answered 200 with a body that is not JSON", check=check)
     if not isinstance(body, dict):
         raise TransientError(f"{check}: Hive answered 200 with an unexpected body", check=check)
     if task_errors:
@@ -139,14 +139,20 @@ def check_response(resp: httpx.Response, check: str, *, task_errors: bool = True
     return body
 
 
-def _message(resp: httpx.Response) -> str:
+_NOT_JSON = object()
+
+
+def _json(resp: httpx.Response) -> Any:
     try:
-        body = resp.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return resp.reason_phrase or "no message"
+        return orjson.loads(resp.content)
+    except orjson.JSONDecodeError:
+        return _NOT_JSON
+
+
+def _message(resp: httpx.Response, body: Any) -> str:
     if isinstance(body, dict):
         return str(body.get("message") or body.get("error") or resp.reason_phrase)[:300]
-    return resp.reason_phrase
+    return resp.reason_phrase or "no message"
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +13,7 @@ import httpx
 
 from ..errors import TransientError
 from ..httpclient import HttpClient
-from ..limits import AimdLimit, CircuitBreaker, TokenBucket
+from ..limits import AimdLimit, BreakerState, CircuitBreaker, TokenBucket
 from ..telemetry import metrics
 
 __all__ = ["ProviderGate", "count_retry", "send"]
@@ -24,8 +25,10 @@ class ProviderGate:
     """One check's etiquette: at most ``limit.allowed`` calls at once (AIMD: grows while latency
     holds, halves on 429/503/timeouts), at most ``bucket.rate`` calls per second, and a circuit
     breaker that, once open, makes callers wait (never fail) until a probe succeeds — so an outage
-    slows intake through backpressure instead of failing uploads (the check's deadline still
-    bounds each upload's wait: fail closed)."""
+    slows intake through backpressure instead of failing uploads.
+
+    The common case (breaker closed, a free slot, no queue) takes no await at all; waiters queue in
+    arrival order and a finishing call hands its slot straight to the next one."""
 
     def __init__(
         self,
@@ -41,36 +44,62 @@ class ProviderGate:
         self.breaker = breaker or CircuitBreaker()
         self._clock = clock
         self._active = 0
-        self._changed = asyncio.Condition()
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._limit_gauge = metrics.CONCURRENCY_LIMIT.labels(check)
+        self._circuit_gauge = metrics.CIRCUIT_STATE.labels(check)
+        self._limit_gauge.set(self.limit.limit)
+
+    @property
+    def is_open(self) -> bool:
+        """The circuit is open (not yet probing): work that needs this check should wait."""
+        return self.breaker.state(self._clock()) is BreakerState.OPEN
 
     async def enter(self) -> None:
-        while (wait := self.breaker.wait(self._clock())) > 0:
-            metrics.CIRCUIT_STATE.labels(self.check).set(int(self.breaker.state(self._clock())))
-            await asyncio.sleep(wait)
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._active < self.limit.allowed)
+        if self.breaker.opened_at is not None:
+            while (wait := self.breaker.wait(self._clock())) > 0:
+                self._circuit_gauge.set(int(self.breaker.state(self._clock())))
+                await asyncio.sleep(wait)
+        if self._waiters or self._active >= self.limit.allowed:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter  # the slot is ours when it resolves (``_active`` already counts it)
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._active -= 1  # handed a slot just as we were cancelled: pass it on
+                    self._wake()
+                else:
+                    self._waiters.remove(waiter)
+                raise
+        else:
             self._active += 1
-        while self.bucket is not None and (wait := self.bucket.take(self._clock())) > 0:  # noqa: ASYNC110
-            await asyncio.sleep(wait)  # the bucket refills with time: nothing to wait on but the clock
+        if self.bucket is not None:
+            while (wait := self.bucket.take(self._clock())) > 0:  # noqa: ASYNC110
+                await asyncio.sleep(wait)  # the bucket refills with time: nothing to wait on but the clock
 
-    async def exit(self, outcome: str, latency: float) -> None:
+    def exit(self, outcome: str, latency: float) -> None:
         if outcome == "ok":
             self.limit.succeeded(latency)
         elif outcome == "overload":
             self.limit.overloaded()
-        self.breaker.record(outcome == "ok", self._clock())
-        metrics.CONCURRENCY_LIMIT.labels(self.check).set(self.limit.limit)
-        metrics.CIRCUIT_STATE.labels(self.check).set(int(self.breaker.state(self._clock())))
-        async with self._changed:
-            self._active -= 1
-            # wake only as many waiters as there are free slots (notify_all would wake every waiter
-            # on every release: quadratic when hundreds wait)
-            self._changed.notify(max(0, self.limit.allowed - self._active))
+        self._limit_gauge.set(self.limit.limit)
+        if outcome != "ok" or self.breaker.opened_at is not None or self.breaker.failures:
+            self.breaker.record(outcome == "ok", self._clock())
+            self._circuit_gauge.set(int(self.breaker.state(self._clock())))
+        self._active -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self._active < self.limit.allowed:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._active += 1
+                waiter.set_result(None)
 
 
 def count_retry(exc: TransientError) -> None:
     reason = "timeout" if "timeout" in str(exc) else str(exc.status or exc.code or "transport")
-    metrics.RETRIES.labels(exc.check or "unknown", reason).inc()
+    metrics.child(metrics.RETRIES, exc.check or "unknown", reason).inc()
 
 
 def _outcome(status: int) -> str:
@@ -109,7 +138,7 @@ async def send(
         ) from None
     finally:
         elapsed = time.monotonic() - started
-        metrics.PROVIDER_REQUESTS.labels(check, outcome).inc()
-        metrics.PROVIDER_DURATION.labels(check).observe(elapsed)
+        metrics.child(metrics.PROVIDER_REQUESTS, check, outcome).inc()
+        metrics.child(metrics.PROVIDER_DURATION, check).observe(elapsed)
         if gate is not None:
-            await gate.exit(outcome, elapsed)
+            gate.exit(outcome, elapsed)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "RETRIES",
     "TASK_POLLS",
     "VERDICTS",
+    "child",
 ]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -104,3 +107,16 @@ CIRCUIT_STATE = Gauge(
     ["check"],
     registry=REGISTRY,
 )
+
+
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, memoised: the hot path counts per record and per call, and
+    ``labels()`` validates and locks on every use."""
+    key = (id(metric), labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found
