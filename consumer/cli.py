@@ -101,6 +101,10 @@ def _run(config: Path | None, workers: int = 1) -> int:
 
         args = ["--config", str(config)] if config else []
         return supervise(workers, args, stop_grace_s=settings.processing.drain_timeout_s + 15)
+    if settings.processing.event_loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(_serve(settings))
     return asyncio.run(_serve(settings))
 
 

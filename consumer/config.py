@@ -197,6 +197,9 @@ class ProcessingSettings(_Section):
         default="lean",
         description="transport under the httpx request/response API (lean: least CPU)",
     )
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop", description="the event loop implementation (uvloop: less CPU per upload)"
+    )
     max_in_flight_bytes: int = Field(default=64 << 20, ge=1)
     partition_buffer: int = Field(default=500, ge=1, description="waiting records that pause a partition")
     max_buffered_bytes: int = Field(

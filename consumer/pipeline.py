@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -15,6 +15,7 @@ from .errors import PermanentError, TransientError
 from .media import Media, content_key, media_of
 from .policy import CheckResults, Policy, decide
 from .providers import Checked, Classifier, CsamAnswer, HashMatcher, SimilarityIndex
+from .providers.http import ProviderGate, deadline_scope
 from .records import (
     CheckRun,
     MediaType,
@@ -59,8 +60,12 @@ class _Runs:
     async def run(self, check: str, call: Callable[[], Awaitable[Checked[T]]], deadline_s: float) -> T | None:
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(deadline_s):
-                checked = await call()
+            async with asyncio.timeout(deadline_s) as scope:
+                token = deadline_scope.set(scope)
+                try:
+                    checked = await call()
+                finally:
+                    deadline_scope.reset(token)
         except TransientError as exc:
             self._record(check, started, "unavailable", attempts=getattr(exc, "attempts", 1))
             self.results.unavailable[check] = str(exc)
@@ -144,13 +149,22 @@ class Pipeline:
         deadline_s: float = 30.0,
         async_deadline_s: float = 300.0,
         cache_size: int = 10_000,
+        gates: Mapping[str, ProviderGate] | None = None,
     ) -> None:
         self.checks = checks
+        self.gates = dict(gates or {})
         self.policy = policy
         self._deadline = deadline_s
         self._async_deadline = async_deadline_s
         self._cache = _ResultCache(cache_size)
         self._inflight: dict[tuple[str, str], asyncio.Future[CheckResults | None]] = {}
+
+    def open_circuit(self) -> str | None:
+        """A check whose provider's circuit is open: intake waits rather than failing uploads."""
+        for check, gate in self.gates.items():
+            if gate.is_open:
+                return check
+        return None
 
     def _needs_providers(self, upload: UploadEvent) -> bool:
         c = self.checks

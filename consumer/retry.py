@@ -42,18 +42,24 @@ async def retrying(
     policy: RetryPolicy,
     call: Callable[[], Awaitable[T]],
     on_retry: Callable[[TransientError], None] | None = None,
+    outage: Callable[[], bool] | None = None,
 ) -> tuple[T, int]:
     """Run ``call`` until it succeeds or raises a non-transient error or attempts run out.
 
     Returns the result and the number of attempts made. Only ``TransientError`` is retried; a
-    ``RateLimitedError`` waits at least its Retry-After.
+    ``RateLimitedError`` waits at least its Retry-After. A failure while ``outage()`` holds (the
+    provider's circuit is open) spends no attempt: the next one waits for the circuit anyway, so a
+    provider outage holds the upload instead of failing it closed.
     """
     attempt = 1
+    spent = 0
     while True:
         try:
             return await call(), attempt
         except TransientError as exc:
-            if attempt >= policy.attempts:
+            if outage is None or not outage():
+                spent += 1
+            if spent >= policy.attempts:
                 exc.attempts = attempt  # type: ignore[attr-defined]
                 raise
             if on_retry is not None:

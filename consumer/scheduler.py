@@ -53,6 +53,7 @@ class _Partition:
     queued: int = 0
     queued_bytes: int = 0
     paused: bool = False
+    limit: int | None = None  # no record beyond this offset may start (None: no limit)
 
 
 class Scheduler:
@@ -128,6 +129,9 @@ class Scheduler:
                 continue
             lane = part.runnable[0]
             work = part.waiting[lane][0]
+            if part.limit is not None and work.offset > part.limit:
+                idle_rounds += 1  # beyond the narrowed window: waits until the commit catches up
+                continue
             if not self._fits(work):
                 break
             part.runnable.popleft()
@@ -156,6 +160,13 @@ class Scheduler:
         part = self._parts.get(work.tp)
         if part is not None and work.lane in part.waiting:
             part.runnable.append(work.lane)
+
+    def narrow(self, tp: TopicPartition, last_offset: int | None) -> None:
+        """Start no record of ``tp`` beyond ``last_offset`` (None lifts the limit): the commit
+        metadata cannot record completions past it, so work there would be redone after a restart."""
+        part = self._parts.get(tp)
+        if part is not None:
+            part.limit = last_offset
 
     # --- backpressure ---------------------------------------------------------------------------
     def to_pause(self) -> list[TopicPartition]:

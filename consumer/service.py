@@ -73,6 +73,7 @@ class ModerationService:
         self._fatal: BaseException | None = None
         self._stopping = False
         self._kicked = False
+        self._held = False
         self._schemas: dict[str, str] = {}
         self.processed = 0
 
@@ -241,6 +242,8 @@ class ModerationService:
         self._kicked = False
         if self._stopping:
             return  # intake stopped: waiting records are left for redelivery
+        if self._held_by_circuit():
+            return
         while ready := self.scheduler.ready():
             for work in ready:
                 self._start(work)
@@ -254,6 +257,19 @@ class ModerationService:
             await loop.run_in_executor(self._kafka_thread, self._source.pause, pause)
             await loop.run_in_executor(self._kafka_thread, self._source.resume, resume)
             metrics.PAUSED.set(self.scheduler.paused)
+
+    def _held_by_circuit(self) -> bool:
+        """While a provider's circuit is open nothing new starts: records wait in the scheduler,
+        partitions pause as it fills, and the poll loop retries each turn until a probe succeeds."""
+        check = self.pipeline.open_circuit()
+        if (check is not None) != self._held:
+            self._held = check is not None
+            metrics.INTAKE_HELD.set(int(self._held))
+            if self._held:
+                log.warning("provider circuit open: intake held until it closes", extra={"check": check})
+            else:
+                log.info("provider circuit closed: intake resumes")
+        return self._held
 
     def _start(self, work: Work) -> None:
         """Decode here; what needs no provider call is decided here too (no task); the rest runs as
@@ -384,6 +400,8 @@ class ModerationService:
 
     async def _commit(self, *, asynchronous: bool) -> None:
         positions = self.tracker.committable()
+        for tp in self.tracker.partitions():
+            self.scheduler.narrow(tp, self.tracker.window_end(tp))
         if not positions:
             return
         ok = await asyncio.get_running_loop().run_in_executor(

@@ -96,4 +96,5 @@ def build_pipeline(settings: Settings, http: HttpClient, tasks: AsyncTasks | Non
         deadline_s=p.check_deadline_s,
         async_deadline_s=settings.callbacks.deadline_s,
         cache_size=p.result_cache_size,
+        gates={check: gate for check, gate in gates.items() if check in on},
     )

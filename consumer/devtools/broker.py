@@ -192,8 +192,7 @@ class LocalKafka:
                     "kafka.tools.StorageTool",
                     "format",
                     "--standalone",
-                    "-t",
-                    cluster_id,
+                    f"--cluster-id={cluster_id}",  # one token: an id may start with "-"
                     "-c",
                     str(props),
                 ),

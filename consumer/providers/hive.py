@@ -63,13 +63,16 @@ class HiveTransport:
         self._timeout = timeout_s
         self._gate = gate
 
+    def _outage(self) -> bool:
+        return self._gate is not None and self._gate.is_open
+
     async def post(
         self, path: str, fields: Mapping[str, str], files: Mapping[str, tuple[str, bytes, str]] | None = None
     ) -> tuple[dict[str, Any], int]:
         async def once() -> dict[str, Any]:
             return await self._post_once(path, fields, files)
 
-        return await retrying(self._retry, once, count_retry)
+        return await retrying(self._retry, once, count_retry, self._outage)
 
     async def get_task(self, task_id: str, version: str = "v1") -> dict[str, Any] | None:
         """A finished async task's body, or None while Hive is still processing it (HTTP 202)."""
@@ -90,7 +93,7 @@ class HiveTransport:
                 return None
             return check_response(resp, self.check, task_errors=False)
 
-        body, _ = await retrying(self._retry, once, count_retry)
+        body, _ = await retrying(self._retry, once, count_retry, self._outage)
         return body
 
     async def _post_once(

@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 import httpx
@@ -16,7 +17,11 @@ from ..httpclient import HttpClient
 from ..limits import AimdLimit, BreakerState, CircuitBreaker, TokenBucket
 from ..telemetry import metrics
 
-__all__ = ["ProviderGate", "count_retry", "send"]
+__all__ = ["ProviderGate", "count_retry", "deadline_scope", "send"]
+
+# The deadline of the check being run (set by the pipeline). Time spent waiting for an open circuit
+# is added back to it: an outage holds work, it does not fail it closed.
+deadline_scope: ContextVar[asyncio.Timeout | None] = ContextVar("check_deadline", default=None)
 
 OVERLOAD_STATUS = {429, 503}
 
@@ -58,6 +63,9 @@ class ProviderGate:
         if self.breaker.opened_at is not None:
             while (wait := self.breaker.wait(self._clock())) > 0:
                 self._circuit_gauge.set(int(self.breaker.state(self._clock())))
+                scope = deadline_scope.get()
+                if scope is not None and (when := scope.when()) is not None:
+                    scope.reschedule(when + wait)
                 await asyncio.sleep(wait)
         if self._waiters or self._active >= self.limit.allowed:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -70,7 +70,9 @@ class HuaweiTransport:
             )
             return check_huawei_response(resp, self.check)
 
-        body_out, _ = await retrying(self._retry, once, count_retry)
+        body_out, _ = await retrying(
+            self._retry, once, count_retry, lambda: self._gate is not None and self._gate.is_open
+        )
         return body_out
 
 

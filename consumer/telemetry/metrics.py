@@ -14,6 +14,7 @@ __all__ = [
     "CIRCUIT_STATE",
     "CONCURRENCY_LIMIT",
     "INDEX_UPDATES",
+    "INTAKE_HELD",
     "IN_FLIGHT",
     "IN_FLIGHT_BYTES",
     "PAUSED",
@@ -38,6 +39,11 @@ CHECK_DURATION = Histogram(
     "Wall time of one check including retries.",
     ["check", "outcome"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+    registry=REGISTRY,
+)
+INTAKE_HELD = Gauge(
+    "moderation_intake_held",
+    "1 while an open provider circuit holds intake (records wait; none fail).",
     registry=REGISTRY,
 )
 CALLBACKS = Counter(

@@ -125,7 +125,12 @@ def topics(make_topics: Callable[..., Topics]) -> Topics:
 
 @pytest.fixture
 def settings_for(kafka_bootstrap: str, sim: SimulatorProcess) -> Callable[..., Settings]:
-    def make(t: Topics, callbacks: dict[str, Any] | None = None, **processing: Any) -> Settings:
+    def make(
+        t: Topics,
+        callbacks: dict[str, Any] | None = None,
+        limits: dict[str, Any] | None = None,
+        **processing: Any,
+    ) -> Settings:
         """Settings against the broker and the simulator (Hive keys and a Huawei library both set)."""
         return load_settings(
             kafka={
@@ -143,6 +148,7 @@ def settings_for(kafka_bootstrap: str, sim: SimulatorProcess) -> Callable[..., S
                 "index_key": DEFAULT_KEYS["index"],
             },
             processing=processing,
+            limits=limits or {},
             huawei={
                 "base_url": sim.url,
                 "token": DEFAULT_HUAWEI_TOKEN,

@@ -8,7 +8,7 @@ import httpx
 
 from consumer.httpclient import HttpClient
 from consumer.limits import AimdLimit, BreakerState, CircuitBreaker
-from consumer.providers.http import ProviderGate, send
+from consumer.providers.http import ProviderGate, deadline_scope, send
 
 
 async def test_concurrency_never_exceeds_the_limit() -> None:
@@ -71,3 +71,30 @@ async def test_an_open_breaker_makes_callers_wait_for_the_probe() -> None:
         now[0] = 1.0  # the cooldown passes: the waiting call becomes the probe
         assert (await waiting).status_code == 200
     assert gate.breaker.state(now[0]) is BreakerState.CLOSED
+
+
+async def test_waiting_on_an_open_breaker_does_not_spend_the_checks_deadline() -> None:
+    now = [0.0]
+    gate = ProviderGate("visual", breaker=CircuitBreaker(threshold=1, cooldown_s=5.0), clock=lambda: now[0])
+    gate.breaker.record(False, now[0])  # open
+    assert gate.is_open
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200)
+
+    async def under_deadline() -> int:
+        async with asyncio.timeout(0.12) as scope:  # as the pipeline runs a check
+            token = deadline_scope.set(scope)
+            try:
+                resp = await send(http, "GET", "http://p.test/", check="visual", provider="P", gate=gate)
+            finally:
+                deadline_scope.reset(token)
+        return resp.status_code
+
+    async with HttpClient(httpx.MockTransport(handler)) as http:
+        call = asyncio.create_task(under_deadline())
+        await asyncio.wait({call}, timeout=0.4)  # well past the 0.12 s deadline: still waiting
+        assert not call.done()
+        now[0] = 10.0  # the cooldown passes; the probe goes out and succeeds
+        assert await call == 200
+    assert not gate.is_open

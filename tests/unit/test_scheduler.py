@@ -138,3 +138,16 @@ def test_dropping_a_revoked_partition_returns_its_waiting_records() -> None:
     assert [w.offset for w in dropped] == [1, 2] and scheduler.buffered_bytes == 0
     scheduler.done(started[0])  # a late completion of the revoked partition is harmless
     assert scheduler.ready() == []
+
+
+def test_a_narrowed_window_holds_records_beyond_it_until_lifted() -> None:
+    scheduler = Scheduler(Mode.UNORDERED, max_records=10)
+    for offset in range(6):
+        scheduler.offer(Work(("t", 0), offset, None, 1))
+    scheduler.offer(Work(("t", 1), 0, None, 1))
+    scheduler.narrow(("t", 0), 2)
+    started = scheduler.ready()
+    assert sorted((w.tp[1], w.offset) for w in started) == [(0, 0), (0, 1), (0, 2), (1, 0)]
+    assert scheduler.ready() == []  # the other partition is not held up, offsets 3.. wait
+    scheduler.narrow(("t", 0), None)
+    assert [w.offset for w in scheduler.ready()] == [3, 4, 5]
