@@ -3,7 +3,8 @@ the Little's-law bound, the framework alone and the broker's own limit, plus a p
 
 Prints JSON and a table; writes ``bench/results/latest.json``. ``BENCH_UPLOADS`` (default 20000)
 sets the backlog, ``BENCH_OUTAGE_S`` (30) the outage, ``BENCH_BASELINE_S`` (20) how long the
-sequential baseline runs (it is far too slow to drain the backlog).
+sequential baseline runs (it is far too slow to drain the backlog), ``BENCH_BACKLOG`` (200000; 0
+skips it) the size of the backlog drained to measure peak RSS.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Verdicts:
 
         self.created = created
         self.seen: dict[str, int] = {}
+        self.failed_closed = 0
         self.latencies: list[int] = []
         self.processed: list[int] = []
         self._stop = threading.Event()
@@ -92,6 +94,8 @@ class Verdicts:
                 if uid not in self.seen:
                     self.latencies.append(processed - self.created.get(uid, processed))
                     self.processed.append(processed)
+                    if any(r["label"].startswith("check_unavailable") for r in v["reasons"]):
+                        self.failed_closed += 1
                 self.seen[uid] = self.seen.get(uid, 0) + 1
         self._consumer.close()
 
@@ -118,7 +122,10 @@ def run_engine(
     checks: str,
     label: str,
     outage_s: float = 0.0,
+    others: dict[str, int] | None = None,
 ) -> dict[str, Any]:
+    """Drain ``n`` uploads with one consumer process; CPU per upload of the consumer and of
+    ``others`` (simulator, broker: they share this machine), RSS over time."""
     env = consumer_env(
         bootstrap,
         sim.url,
@@ -151,11 +158,14 @@ def run_engine(
     peak_rss = 0.0
     rss_samples: list[float] = []
     outage: dict[str, Any] = {}
+    progress: list[tuple[int, float]] = []
+    others0: dict[str, float] = {}
     deadline = time.monotonic() + max(600.0, n / 20)
     try:
         while len(reader.seen) < n and time.monotonic() < deadline and proc.alive:
             if cpu0 is None and reader.seen:
                 cpu0, seen0 = proc_cpu_s(pid), len(reader.seen)
+                others0 = {name: proc_cpu_s(p) for name, p in (others or {}).items()}
             if outage_s and not outage and len(reader.seen) >= n // 10:
                 outage = {
                     "start": time.monotonic(),
@@ -172,9 +182,11 @@ def run_engine(
                 if rate_window >= 0.9 * outage.get("before_rate", 1e9):
                     outage["recovered"] = time.monotonic() - outage["end"]
             rss_samples.append(proc_rss_mb(pid))
+            progress.append((len(reader.seen), rss_samples[-1]))
             peak_rss = max(peak_rss, proc_peak_rss_mb(pid))
             time.sleep(0.25)
         cpu1 = proc_cpu_s(pid)
+        others1 = {name: proc_cpu_s(p) for name, p in (others or {}).items()}
     finally:
         proc.terminate(timeout=120)
         reader.stop()
@@ -188,8 +200,17 @@ def run_engine(
         "p99_ms": pct(reader.latencies, 0.99),
         "peak_rss_mb": round(peak_rss, 1),
         "duplicates": sum(c - 1 for c in reader.seen.values()),
+        "failed_closed": reader.failed_closed,
     }
+    for name, start in others0.items():
+        result[f"{name}_cpu_ms_per_upload"] = round((others1[name] - start) * 1000 / max(1, count), 3)
+    if progress:
+        # RSS once warm (a tenth of the way in) and at the end: flat means bounded
+        warm = next((rss for seen, rss in progress if seen >= n // 10), progress[-1][1])
+        result["rss_warm_mb"] = round(warm, 1)
+        result["rss_end_mb"] = round(progress[-1][1], 1)
     if outage_s:
+        result["dead_letters"] = count_records(bootstrap, out + ".dlq")
         result.update(
             {
                 "outage_s": outage_s,
@@ -198,6 +219,32 @@ def run_engine(
             }
         )
     return result
+
+
+def count_records(bootstrap: str, topic: str) -> int:
+    """Records on ``topic`` (0 when it does not exist): the dead letters of a scenario."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-count", "logger": _quiet()})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return 0
+        total = 0
+        for p in meta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            total += high - low
+        return total
+    finally:
+        consumer.close()
+
+
+def _quiet() -> Any:
+    import logging
+
+    quiet = logging.getLogger("bench.kafka")
+    quiet.setLevel(logging.CRITICAL)
+    return quiet
 
 
 def _rate(reader: Verdicts, window_s: float) -> float:
@@ -272,6 +319,7 @@ def main() -> int:
     n = int(os.environ.get("BENCH_UPLOADS", "20000"))
     outage_s = float(os.environ.get("BENCH_OUTAGE_S", "30"))
     baseline_s = float(os.environ.get("BENCH_BASELINE_S", "20"))
+    backlog = int(os.environ.get("BENCH_BACKLOG", "200000"))
     workdir = Path(tempfile.mkdtemp(prefix="moderation-bench-"))
     kafka = LocalKafka(workdir / "kafka", heap="1g")
     sim = SimulatorProcess(latency_median_ms=MEDIAN_MS, latency_p99_ms=P99_MS, log_path=workdir / "sim.log")
@@ -297,6 +345,8 @@ def main() -> int:
         produce_uploads(bootstrap, "bench-uploads-outage", uploads)
         print("(e) broker limit (ConsumerPerformance)...", flush=True)
         results["broker_limit"] = broker_limit(bootstrap, "bench-uploads", n)
+        assert sim.process is not None and kafka.process is not None
+        others = {"simulator": sim.process.pid, "broker": kafka.process.pid}
         print("(a) engine...", flush=True)
         results["engine"] = run_engine(
             bootstrap,
@@ -308,6 +358,7 @@ def main() -> int:
             workdir,
             '["csam","visual","similarity"]',
             "engine",
+            others=others,
         )
         print("(d) framework (checks off)...", flush=True)
         results["framework"] = run_engine(
@@ -338,7 +389,30 @@ def main() -> int:
                 "outage",
                 outage_s,
             )
-            results["outage"]["dead_letters"] = 0  # no dead-letter topic yet (issue 5): nothing can go there
+        if backlog:
+            print(f"backlog: producing and draining {backlog} uploads (peak RSS)...", flush=True)
+            ensure_topics(settings, ["bench-backlog"], partitions=PARTITIONS)
+            big = (
+                upload(
+                    MediaType.IMAGE,
+                    upload_id=f"k-{i}",
+                    data=image_bytes(make_image(i, (64, 64))),
+                    content_type="image/png",
+                )
+                for i in range(backlog)
+            )
+            produce_uploads(bootstrap, "bench-backlog", big)
+            results["backlog"] = run_engine(
+                bootstrap,
+                sim,
+                "bench-backlog",
+                "bench-verdicts-backlog",
+                backlog,
+                {},
+                workdir,
+                '["csam","visual","similarity"]',
+                "backlog",
+            )
     finally:
         sim.stop()
         kafka.stop()
@@ -351,6 +425,15 @@ def main() -> int:
     engine, base = results.get("engine", {}), results.get("baseline", {})
     if engine.get("uploads_per_s") and base.get("uploads_per_s"):
         results["engine"]["vs_baseline"] = round(engine["uploads_per_s"] / base["uploads_per_s"], 1)
+    if engine.get("cpu_ms_per_upload"):
+        # what this machine can do when the consumer, the simulator and the broker share its cores
+        consumer_ceiling = 1000 / engine["cpu_ms_per_upload"]
+        machine_ms = sum(engine.get(f"{k}cpu_ms_per_upload", 0) for k in ("", "simulator_", "broker_"))
+        machine_ceiling = (os.cpu_count() or 1) * 1000 / machine_ms
+        bound = min(results["littles_bound"]["uploads_per_s"], consumer_ceiling, machine_ceiling)
+        engine["consumer_cpu_ceiling"] = round(consumer_ceiling, 1)
+        engine["machine_cpu_ceiling"] = round(machine_ceiling, 1)
+        engine["of_bound"] = round(engine["uploads_per_s"] / bound, 3)
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
     (ROOT / "bench" / "results" / "latest.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
@@ -359,7 +442,7 @@ def main() -> int:
         f"{'scenario':14} {'uploads/s':>10} {'cpu ms/upload':>14} {'p50 ms':>8} {'p99 ms':>8}"
         f" {'peak RSS MB':>12}"
     )
-    for name in ("engine", "baseline", "littles_bound", "framework", "broker_limit", "outage"):
+    for name in ("engine", "baseline", "littles_bound", "framework", "broker_limit", "outage", "backlog"):
         r = results.get(name, {})
         print(
             f"{name:14} {r.get('uploads_per_s', '-'):>10} {r.get('cpu_ms_per_upload', '-'):>14} "

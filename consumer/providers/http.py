@@ -50,6 +50,8 @@ class ProviderGate:
         self._clock = clock
         self._active = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._healthy = self.limit.limit  # the limit before the current run of failures
+        self._pre_outage: float | None = None  # ... kept while the circuit is open
         self._limit_gauge = metrics.CONCURRENCY_LIMIT.labels(check)
         self._circuit_gauge = metrics.CIRCUIT_STATE.labels(check)
         self._limit_gauge.set(self.limit.limit)
@@ -86,14 +88,24 @@ class ProviderGate:
                 await asyncio.sleep(wait)  # the bucket refills with time: nothing to wait on but the clock
 
     def exit(self, outcome: str, latency: float) -> None:
+        if outcome == "ok" and not self.breaker.failures and self.breaker.opened_at is None:
+            self._healthy = self.limit.limit
         if outcome == "ok":
             self.limit.succeeded(latency)
         elif outcome == "overload":
             self.limit.overloaded()
-        self._limit_gauge.set(self.limit.limit)
         if outcome != "ok" or self.breaker.opened_at is not None or self.breaker.failures:
+            was_open = self.breaker.opened_at is not None
             self.breaker.record(outcome == "ok", self._clock())
             self._circuit_gauge.set(int(self.breaker.state(self._clock())))
+            if not was_open and self.breaker.opened_at is not None:
+                self._pre_outage = self._healthy
+            elif was_open and self.breaker.opened_at is None and self._pre_outage is not None:
+                # an outage is not a capacity signal: the failed probes must not leave the limit at
+                # its floor, which would take minutes of additive increase to climb back
+                self.limit.limit = max(self.limit.limit, self._pre_outage)
+                self._pre_outage = None
+        self._limit_gauge.set(self.limit.limit)
         self._active -= 1
         self._wake()
 

@@ -75,7 +75,7 @@ async def test_an_open_breaker_makes_callers_wait_for_the_probe() -> None:
 
 async def test_waiting_on_an_open_breaker_does_not_spend_the_checks_deadline() -> None:
     now = [0.0]
-    gate = ProviderGate("visual", breaker=CircuitBreaker(threshold=1, cooldown_s=5.0), clock=lambda: now[0])
+    gate = ProviderGate("visual", breaker=CircuitBreaker(threshold=1, cooldown_s=0.1), clock=lambda: now[0])
     gate.breaker.record(False, now[0])  # open
     assert gate.is_open
 
@@ -98,3 +98,21 @@ async def test_waiting_on_an_open_breaker_does_not_spend_the_checks_deadline() -
         now[0] = 10.0  # the cooldown passes; the probe goes out and succeeds
         assert await call == 200
     assert not gate.is_open
+
+
+async def test_the_limit_returns_to_its_pre_outage_value_when_the_circuit_closes() -> None:
+    now = [0.0]
+    gate = ProviderGate(
+        "csam", AimdLimit(limit=32), breaker=CircuitBreaker(threshold=2, cooldown_s=1.0), clock=lambda: now[0]
+    )
+    answers = [503, 503, 503, 503, 200]
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(answers.pop(0))
+
+    async with HttpClient(httpx.MockTransport(handler)) as http:
+        for _ in range(5):
+            now[0] += 2.0  # each call after the cooldown: a probe while the circuit is open
+            await send(http, "GET", "http://p.test/", check="csam", provider="P", gate=gate)
+    assert gate.breaker.state(now[0]) is BreakerState.CLOSED
+    assert gate.limit.limit >= 32
