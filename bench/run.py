@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from consumer.devtools.broker import LocalKafka, ensure_jars
 from consumer.devtools.samples import image_bytes, make_image
 from consumer.devtools.stack import ConsumerProcess, SimulatorProcess, consumer_env, produce_uploads, upload
 from consumer.kafka import ensure_topics
-from consumer.records import MediaType
+from consumer.records import MediaType, UploadEvent
 from consumer.serde import AvroCodec
 from consumer.simulator.state import LatencyModel
 
@@ -196,8 +197,8 @@ def run_engine(
         "uploads": len(reader.seen),
         "uploads_per_s": round(len(reader.seen) / span_s, 1) if span_s else 0.0,
         "cpu_ms_per_upload": round((cpu1 - (cpu0 or 0)) * 1000 / max(1, count), 3),
-        "p50_ms": pct(reader.latencies, 0.5),
-        "p99_ms": pct(reader.latencies, 0.99),
+        "p50_ms": pct(reader.latencies, 0.5) if created else None,
+        "p99_ms": pct(reader.latencies, 0.99) if created else None,
         "peak_rss_mb": round(peak_rss, 1),
         "duplicates": sum(c - 1 for c in reader.seen.values()),
         "failed_closed": reader.failed_closed,
@@ -315,6 +316,17 @@ def baseline(bootstrap: str, sim: SimulatorProcess, topic: str, seconds: float) 
     return {"uploads": int(done), "uploads_per_s": round(int(done) / float(elapsed), 2)}
 
 
+def image_uploads(prefix: str, n: int) -> Iterator[UploadEvent]:
+    """``n`` distinct 64x64 PNG uploads (inline bytes), ids ``{prefix}-{i}``."""
+    for i in range(n):
+        yield upload(
+            MediaType.IMAGE,
+            upload_id=f"{prefix}-{i}",
+            data=image_bytes(make_image(i, (64, 64))),
+            content_type="image/png",
+        )
+
+
 def main() -> int:
     n = int(os.environ.get("BENCH_UPLOADS", "20000"))
     outage_s = float(os.environ.get("BENCH_OUTAGE_S", "30"))
@@ -331,15 +343,7 @@ def main() -> int:
         ensure_topics(settings, ["bench-uploads", "bench-uploads-outage"], partitions=PARTITIONS)
         ensure_topics(settings, ["bench-verdicts-baseline"], partitions=1)
         print(f"producing {n} image uploads over {PARTITIONS} partitions...", flush=True)
-        uploads = [
-            upload(
-                MediaType.IMAGE,
-                upload_id=f"b-{i}",
-                data=image_bytes(make_image(i, (64, 64))),
-                content_type="image/png",
-            )
-            for i in range(n)
-        ]
+        uploads = list(image_uploads("b", n))
         created = {u.upload_id: u.created_at for u in uploads}
         produce_uploads(bootstrap, "bench-uploads", uploads)
         produce_uploads(bootstrap, "bench-uploads-outage", uploads)
@@ -392,16 +396,7 @@ def main() -> int:
         if backlog:
             print(f"backlog: producing and draining {backlog} uploads (peak RSS)...", flush=True)
             ensure_topics(settings, ["bench-backlog"], partitions=PARTITIONS)
-            big = (
-                upload(
-                    MediaType.IMAGE,
-                    upload_id=f"k-{i}",
-                    data=image_bytes(make_image(i, (64, 64))),
-                    content_type="image/png",
-                )
-                for i in range(backlog)
-            )
-            produce_uploads(bootstrap, "bench-backlog", big)
+            produce_uploads(bootstrap, "bench-backlog", image_uploads("k", backlog))
             results["backlog"] = run_engine(
                 bootstrap,
                 sim,
@@ -446,7 +441,7 @@ def main() -> int:
         r = results.get(name, {})
         print(
             f"{name:14} {r.get('uploads_per_s', '-'):>10} {r.get('cpu_ms_per_upload', '-'):>14} "
-            f"{r.get('p50_ms', '-'):>8} {r.get('p99_ms', '-'):>8} {r.get('peak_rss_mb', '-'):>12}"
+            f"{r.get('p50_ms') or '-':>8} {r.get('p99_ms') or '-':>8} {r.get('peak_rss_mb', '-'):>12}"
         )
     return 0
 
