@@ -266,9 +266,10 @@ class Pipeline:
         similarity = asyncio.create_task(self._similar(media, upload.tenant_id, state))
         try:
             await self._classify(media, state, asynchronous, deadline)
+        except asyncio.CancelledError:
+            similarity.cancel()
+            raise
         finally:
-            if not similarity.done() and asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                similarity.cancel()
             await similarity
 
     async def _classify(self, media: Media, state: _Runs, asynchronous: bool, deadline: float) -> None:

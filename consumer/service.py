@@ -371,6 +371,9 @@ class ModerationService:
         try:
             for topic in topics:
                 self._sink.produce(topic, key, value, on_delivery=acknowledged)
+        except DeliveryError as exc:  # refused locally: never completes, so nothing commits past it
+            acknowledged(exc)
+            return
         finally:
             self.scheduler.done(work)
             self._kick()

@@ -35,7 +35,7 @@ class Sink:
     """``produce(..., on_delivery=cb)`` queues a record; ``cb(None)`` runs on the event loop once
     the broker has acknowledged it (acks=all), ``cb(DeliveryError)`` if it never will."""
 
-    def __init__(self, settings: KafkaSettings, extra_config: dict[str, Any] | None = None) -> None:
+    def __init__(self, settings: KafkaSettings) -> None:
         config: dict[str, Any] = {
             **base_config(settings),
             "acks": "all",
@@ -44,7 +44,6 @@ class Sink:
             "compression.type": "lz4",
             "delivery.timeout.ms": 120_000,
         }
-        config.update(extra_config or {})
         config.update(settings.client_config)
         self.producer = Producer(config)
         self._pump: asyncio.Task[None] | None = None
@@ -98,11 +97,6 @@ class Sink:
 
         self.produce(topic, key, value, headers, settle)
         await future
-
-    @property
-    def outstanding(self) -> int:
-        """Records (and protocol requests) not yet acknowledged."""
-        return len(self.producer)
 
     async def flush(self, within_s: float) -> int:
         """Wait (polling, so callbacks run here) until every record is acknowledged or the time is

@@ -31,6 +31,10 @@ _Origin = tuple[bytes, str, int]
 _NO_BODY_STATUS = frozenset({204, 304})
 
 
+class _ClosedBeforeAnswer(httpx.RemoteProtocolError):
+    """The server closed the connection before any byte of the answer (a stale keep-alive)."""
+
+
 class _Exchange:
     """The answer being read on one connection."""
 
@@ -91,7 +95,10 @@ class _Connection(asyncio.Protocol):
             self._buf.clear()
             self._finish(ex, None)  # read-until-close body: the close ends it
             return
-        self._finish(ex, httpx.RemoteProtocolError("server closed the connection mid-answer"))
+        if not ex.started:
+            self._finish(ex, _ClosedBeforeAnswer("server closed the connection before answering"))
+        else:
+            self._finish(ex, httpx.RemoteProtocolError("server closed the connection mid-answer"))
 
     # --- exchange --------------------------------------------------------------------------------
     def send(self, data: bytes, head_only: bool, waiter: asyncio.Future[None]) -> _Exchange:
@@ -236,9 +243,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
             reused = conn.used
             try:
                 ex = await self._exchange(conn, payload, head_only, timeouts.get("read"))
-            except httpx.RemoteProtocolError as exc:
+            except _ClosedBeforeAnswer:
                 self._discard(conn)
-                if attempt == 1 and reused and not getattr(exc, "answer_started", True):
+                if attempt == 1 and reused:
                     continue  # a stale keep-alive connection: once more on a fresh one
                 raise
             except BaseException:
@@ -267,9 +274,6 @@ class LeanTransport(httpx.AsyncBaseTransport):
         timer = None if read_timeout is None else loop.call_later(read_timeout, _expire, waiter)
         try:
             await waiter
-        except httpx.RemoteProtocolError as exc:
-            exc.answer_started = ex.started  # type: ignore[attr-defined]
-            raise
         finally:
             if timer is not None:
                 timer.cancel()

@@ -41,3 +41,24 @@ async def test_permanent_errors_are_not_retried() -> None:
     with pytest.raises(PermanentError):
         await retrying(RetryPolicy(attempts=5), broken)
     assert calls == 1
+
+
+async def test_failures_during_an_outage_spend_no_attempt() -> None:
+    calls = 0
+    circuit_open = True
+
+    async def down_then_up() -> str:
+        nonlocal calls, circuit_open
+        calls += 1
+        if calls < 6:
+            raise TransientError("503")
+        circuit_open = False
+        return "ok"
+
+    # two attempts only, yet five failures while the circuit is open do not fail the call
+    assert await retrying(RetryPolicy(attempts=2), down_then_up, outage=lambda: circuit_open) == ("ok", 6)
+    circuit_open = False
+    calls = 0
+    with pytest.raises(TransientError):  # outside an outage the bound holds
+        await retrying(RetryPolicy(attempts=2), down_then_up, outage=lambda: circuit_open)
+    assert calls == 2

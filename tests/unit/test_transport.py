@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from consumer.devtools.stack import wait_until_async
 from consumer.httpclient import HttpClient
 from consumer.providers.transport import LeanTransport
 
@@ -120,10 +121,17 @@ async def test_interim_answer_and_bodiless_statuses(client: HttpClient) -> None:
 
 
 async def test_stale_keep_alive_connection_is_retried_once_on_a_fresh_one(client: HttpClient) -> None:
-    async with RawServer(ok(), close_after=1) as srv:  # the server drops each connection after one answer
+    answer = ok()
+
+    def second_request_on_a_connection_is_dropped(request: bytes) -> bytes | None:
+        # request 2 arrives on the kept-alive connection: close it unanswered, as a server whose
+        # idle timeout passed just then would
+        return None if len(srv.requests) == 2 else answer(request)
+
+    async with RawServer(second_request_on_a_connection_is_dropped) as srv:
         assert (await client.request("GET", srv.url)).status_code == 200
-        await asyncio.sleep(0)  # the close may or may not have been seen yet: both paths must work
         assert (await client.request("GET", srv.url)).status_code == 200
+        assert len(srv.requests) == 3
         assert srv.connections == 2
 
 
@@ -158,18 +166,21 @@ async def test_read_timeout(client: HttpClient) -> None:
 
 async def test_pool_bound_and_forms_round_trip() -> None:
     active = peak = 0
+    release = asyncio.Event()
     seen: list[dict[str, object]] = []
 
     async def form(request: web.Request) -> web.Response:
         nonlocal active, peak
         active += 1
         peak = max(peak, active)
-        await asyncio.sleep(0.01)
-        post = await request.post()
+        try:
+            await release.wait()
+            post = await request.post()
+        finally:
+            active -= 1
         media = post["media"]
         assert isinstance(media, web.FileField)
         seen.append({"field": post["note"], "name": media.filename, "data": media.file.read()})
-        active -= 1
         return web.json_response({"n": len(seen)})
 
     app = web.Application()
@@ -180,9 +191,12 @@ async def test_pool_bound_and_forms_round_trip() -> None:
     ):
         url = str(server.make_url("/form"))
         files = {"media": ('odd "name".png', b"\x89PNG\r\n", "image/png")}
-        answers = await asyncio.gather(
+        calls = asyncio.gather(
             *(http.request("POST", url, data={"note": f"n{i}"}, files=files) for i in range(12))
         )
+        assert await wait_until_async(lambda: active == 2, 10)  # both connections busy, ten waiting
+        release.set()
+        answers = await calls
     assert all(a.status_code == 200 for a in answers)
     assert peak <= 2
     assert sorted(str(s["field"]) for s in seen) == sorted(f"n{i}" for i in range(12))
