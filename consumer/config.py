@@ -28,6 +28,7 @@ from .errors import ConfigError
 __all__ = [
     "CHECKS",
     "CallbackSettings",
+    "HealthSettings",
     "HiveSettings",
     "HuaweiSettings",
     "KafkaSettings",
@@ -59,6 +60,12 @@ class KafkaSettings(_Section):
     create_topics: bool = True
     topic_partitions: int = Field(default=12, ge=1, le=10_000)
     commit_interval_ms: int = Field(default=500, ge=10, le=60_000)
+    transactional_id: str | None = Field(
+        default=None,
+        description="exactly_once: the producer's transactional.id; stable per instance so a restart"
+        " fences its predecessor at once (default: <group_id>-<hostname>-<worker index>)",
+    )
+    transaction_timeout_ms: int = Field(default=30_000, ge=1_000, le=900_000)
     client_config: dict[str, str] = Field(
         default_factory=dict, description="Extra librdkafka properties for consumer and producer."
     )
@@ -155,6 +162,14 @@ class HuaweiSettings(_Section):
         return self.token
 
 
+class HealthSettings(_Section):
+    """``/healthz``, ``/readyz`` and ``/metrics`` on a small HTTP server (port 0: any free port)."""
+
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
 class CallbackSettings(_Section):
     """The receiver of Hive async task callbacks (used for videos)."""
 
@@ -189,6 +204,22 @@ class LimitSettings(_Section):
 
 
 class ProcessingSettings(_Section):
+    delivery: Literal["at_least_once", "exactly_once"] = Field(
+        default="at_least_once",
+        description="exactly_once: verdicts, dead letters and input offsets in one transaction per interval",
+    )
+    transaction_interval_ms: int = Field(default=100, ge=10, le=60_000)
+    max_record_bytes: int = Field(
+        default=1 << 20, ge=1, description="input records larger than this are dead letters"
+    )
+    dead_letter_refused: bool = Field(
+        default=True,
+        description="content a provider refuses (corrupt, too small, unreachable) is dead-lettered;"
+        " false: a REVIEW verdict with check_rejected:<check>",
+    )
+    stall_after_s: float = Field(
+        default=120.0, gt=0, description="a partition whose oldest in-flight record is older is stalled"
+    )
     ordering: Literal["KEY", "PARTITION", "UNORDERED"] = Field(
         default="KEY", description="KEY: per-key offset order, keys in parallel; PARTITION: one per partition"
     )
@@ -240,6 +271,7 @@ class Settings(BaseSettings):
     huawei: HuaweiSettings = Field(default_factory=HuaweiSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
     policy_file: Path | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -4,13 +4,16 @@
 ModerationError
 ├── ConfigError               a setting is missing or invalid; the process stops at start
 ├── SerializationError        bytes that are not a valid record of a known schema (poison input)
+│   └── InvalidRecordError    decoded, but breaks the input contract (missing field, null key, size...)
 ├── TransientError            worth retrying: 429, 5xx, timeouts, connection errors, Hive 2xxx
 │   └── RateLimitedError      429; carries Retry-After when the provider sent one
 └── PermanentError            retrying cannot help: 400, 403, 404, 405, Hive 3xxx, unsupported media
 ```
 
-Transient errors are retried with bounded backoff and, once exhausted, give a fail-closed verdict;
-permanent and serialization errors go to the dead letter topic (or a verdict carrying the reason).
+Transient errors are retried with bounded backoff and, once exhausted, give a fail-closed verdict.
+Serialization errors and permanent errors about the content (``PermanentError.concerns_content``)
+go to the dead letter topic; other permanent errors (a bad key, no balance) give a fail-closed
+verdict carrying the reason, since dead-lettering every upload would flood the topic.
 Messages never contain API keys or other secrets.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "InvalidRecordError",
     "ModerationError",
     "PermanentError",
     "RateLimitedError",
@@ -41,6 +45,11 @@ class ConfigError(ModerationError):
 
 class SerializationError(ModerationError):
     """Bytes that cannot be decoded into (or encoded from) a known Avro schema."""
+
+
+class InvalidRecordError(SerializationError):
+    """A record that decodes but breaks the input contract: a missing required field, no key, over
+    the size limit, an unsupported media type, a malformed media URL."""
 
 
 class ProviderError(ModerationError):
@@ -67,3 +76,14 @@ class RateLimitedError(TransientError):
 
 class PermanentError(ProviderError):
     """Retrying cannot help: bad request, bad key, no balance, unsupported or corrupt media."""
+
+    # HTTP statuses that reject the request's content rather than the caller (key, balance, path)
+    _CONTENT_STATUSES = frozenset({413, 415, 422})
+
+    @property
+    def concerns_content(self) -> bool:
+        """The upload itself was refused (corrupt, too small, unsupported, unreachable media): a
+        dead letter. False for errors about the caller, which every upload would hit alike."""
+        if self.check in ("media", "pipeline"):
+            return True
+        return self.code is not None or self.status in self._CONTENT_STATUSES

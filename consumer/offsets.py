@@ -102,6 +102,10 @@ class OffsetTracker:
         part = self._parts.get(tp)
         return None if part is None else part.cut
 
+    def oldest(self) -> dict[TopicPartition, int | None]:
+        """Each partition's oldest unfinished offset (None when nothing is outstanding)."""
+        return {tp: (p.pending[0] if p.pending else None) for tp, p in self._parts.items()}
+
     def in_flight(self, tp: TopicPartition | None = None) -> int:
         parts = self._parts.values() if tp is None else [self._parts[tp]] if tp in self._parts else []
         return sum(len(p.pending) for p in parts)

@@ -24,7 +24,7 @@ from .records import (
     verdict_id,
 )
 
-__all__ = ["Checks", "Pipeline", "SourcePosition"]
+__all__ = ["Checks", "Pipeline", "Rejected", "SourcePosition"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,12 +50,26 @@ class SourcePosition:
     offset: int
 
 
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A provider refused the upload's content (corrupt, too small, unreachable): a dead letter."""
+
+    error: PermanentError
+    attempts: int
+
+
 class _Runs:
     """Collects results and CheckRun records while the checks of one upload run."""
 
     def __init__(self) -> None:
         self.results = CheckResults()
         self.runs: list[CheckRun] = []
+        self.refused: PermanentError | None = None  # the first refusal of the content itself
+
+    def reject(self, check: str, exc: PermanentError) -> None:
+        self.results.rejected[check] = str(exc)
+        if exc.concerns_content and self.refused is None:
+            self.refused = exc
 
     async def run(self, check: str, call: Callable[[], Awaitable[Checked[T]]], deadline_s: float) -> T | None:
         started = time.perf_counter()
@@ -76,7 +90,7 @@ class _Runs:
             return None
         except PermanentError as exc:
             self._record(check, started, "rejected")
-            self.results.rejected[check] = str(exc)
+            self.reject(check, exc)
             return None
         self._record(check, started, "ok", checked)
         return checked.value
@@ -150,8 +164,10 @@ class Pipeline:
         async_deadline_s: float = 300.0,
         cache_size: int = 10_000,
         gates: Mapping[str, ProviderGate] | None = None,
+        dead_letter_refused: bool = True,
     ) -> None:
         self.checks = checks
+        self._dead_letter_refused = dead_letter_refused
         self.gates = dict(gates or {})
         self.policy = policy
         self._deadline = deadline_s
@@ -188,7 +204,9 @@ class Pipeline:
                 state.results.rejected["pipeline"] = str(exc)
         return self._verdict(upload, source, state.results, state.runs, time.time())
 
-    async def moderate(self, upload: UploadEvent, source: SourcePosition) -> ModerationVerdict:
+    async def moderate(self, upload: UploadEvent, source: SourcePosition) -> ModerationVerdict | Rejected:
+        """The verdict; or Rejected when a provider refused the content itself and dead letters are
+        wanted for that (otherwise the verdict is REVIEW with ``check_rejected:<check>``)."""
         started = time.time()
         key = content_key(upload)
         cache_key = None if key is None else (upload.tenant_id, key)
@@ -201,8 +219,12 @@ class Pipeline:
                 if similar and not _escalated(content):
                     await self._similar(media_of(upload), upload.tenant_id, state)
         except PermanentError as exc:
-            state.results.rejected["pipeline"] = str(exc)
-        return self._verdict(upload, source, state.results, state.runs, started)
+            state.reject("pipeline", exc)
+        verdict = self._verdict(upload, source, state.results, state.runs, started)
+        if state.refused is not None and self._dead_letter_refused and verdict.decision.severity < 2:
+            # nothing blocks it, yet part of it could not be checked: keep it whole for a replay
+            return Rejected(state.refused, max((r.attempts for r in state.runs), default=1))
+        return verdict
 
     async def _content_results(
         self, upload: UploadEvent, cache_key: tuple[str, str] | None, state: _Runs, similar: bool
@@ -225,7 +247,7 @@ class Pipeline:
             else:
                 await self._media(upload, media_of(upload), state, similar)
         except PermanentError as exc:
-            state.results.rejected["pipeline"] = str(exc)
+            state.reject("pipeline", exc)
         except BaseException:
             state.results.unavailable.setdefault("pipeline", "cancelled")  # nobody may reuse a partial answer
             raise

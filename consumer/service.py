@@ -7,27 +7,34 @@ import asyncio
 import logging
 import os
 import secrets
+import socket
+import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from aiohttp import web
 from confluent_kafka import KafkaException
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .callbacks import AsyncTasks, CallbackReceiver, Correlator, RelayListener, kafka_relay
 from .config import Settings
+from .deadletter import DeadLetter, Failure
 from .errors import SerializationError
+from .health import HealthServer, Probe, metrics_handler
 from .httpclient import HttpClient
 from .kafka import Sink, Source, ensure_topics
-from .kafka.sink import DeliveryError
+from .kafka.sink import DeliveryError, Headers
+from .kafka.transactions import TransactionalSink, TransactionLost
 from .maintenance import IndexMaintenance
 from .offsets import OffsetTracker, Position, TopicPartition
-from .pipeline import SourcePosition
+from .pipeline import Rejected, SourcePosition
 from .records import Decision, ModerationVerdict, ReviewDecision, UploadDeleted, UploadEvent
 from .scheduler import Mode, Scheduler, Work
 from .serde import AvroCodec
+from .stalls import StallDetector
+from .supervisor import WORKER_INDEX_ENV
 from .telemetry import metrics
+from .validation import check_record_size, validate_upload
 from .wiring import build_pipeline, check_settings
 
 __all__ = ["ModerationService"]
@@ -42,8 +49,17 @@ _RECORDS: dict[str, Callable[[dict[str, Any]], object]] = {
 }
 
 
-async def _metrics(_: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(metrics.REGISTRY), headers={"content-type": CONTENT_TYPE_LATEST})
+Output = tuple[str, bytes | None, bytes, Headers | None]  # topic, key, value, headers
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def default_transactional_id(group_id: str) -> str:
+    """Unique per process on a host (pid), stable per pod (a container's pid does not change)."""
+    worker = os.environ.get(WORKER_INDEX_ENV, "0")
+    return f"{group_id}-{socket.gethostname()}-w{worker}-p{os.getpid()}"
 
 
 class ModerationService:
@@ -76,6 +92,14 @@ class ModerationService:
         self._held = False
         self._schemas: dict[str, str] = {}
         self.processed = 0
+        self.dead_letters = 0
+        self.exactly_once = p.delivery == "exactly_once"
+        self._commit_lock = asyncio.Lock()
+        self._rewind_needed = False
+        self._stalls = StallDetector(p.stall_after_s)
+        self._last_poll = time.monotonic()
+        self._health: HealthServer | None = None
+        self.health_port: int | None = None
 
     # --- rebalance callbacks (on the kafka thread, inside consume; state changes go to the loop) --
     def _on_assign(self, parts: list[TopicPartition]) -> None:
@@ -110,7 +134,8 @@ class ModerationService:
             self._source.commit(positions)
 
     def _on_lost(self, parts: list[TopicPartition]) -> None:
-        """Lost (another member owns them already): drop everything, commit nothing."""
+        """Lost (another member owns them already): drop everything, commit nothing. In exactly-once
+        mode the open transaction may hold their outputs: it is aborted and the rest rewound."""
         self._on_loop(self._release(parts, drain_s=0.0, commit=False))
 
     async def _release(
@@ -122,10 +147,19 @@ class ModerationService:
             deadline = asyncio.get_running_loop().time() + drain_s
             if running:
                 await asyncio.wait(running, timeout=drain_s)
-            await self._sink.flush(max(0.0, deadline - asyncio.get_running_loop().time()))
-        positions = (
-            {tp: pos for tp, pos in self.tracker.committable().items() if tp in mine} if commit else {}
-        )
+            if not self.exactly_once:
+                await self._sink.flush(max(0.0, deadline - asyncio.get_running_loop().time()))
+        positions: dict[TopicPartition, Position] = {}
+        if self.exactly_once:
+            if commit:
+                await self._commit(asynchronous=False)  # their outputs and offsets, in one transaction
+            else:
+                async with self._commit_lock:
+                    assert isinstance(self._sink, TransactionalSink)
+                    await self._sink.abort("partitions lost")
+                self._lose_transaction("partitions lost")
+        elif commit:
+            positions = {tp: pos for tp, pos in self.tracker.committable().items() if tp in mine}
         for tp in parts:
             self.scheduler.drop(tp)  # waiting records: never started, redelivered to the next owner
             self.tracker.drop(tp)
@@ -144,8 +178,12 @@ class ModerationService:
         check_settings(self.settings)
         if k.create_topics:
             await asyncio.to_thread(ensure_topics, k, k.all_topics())
-        self._sink = Sink(k)
-        self._sink.start()
+        self._sink = self._relay_sink = Sink(k)
+        if self.exactly_once:
+            self._sink = TransactionalSink(k, k.transactional_id or default_transactional_id(k.group_id))
+            await self._sink.init()
+            self._sink.start()
+        self._relay_sink.start()
         self._schemas = {k.deleted_topic: "UploadDeleted", k.review_decision_topic: "ReviewDecision"}
         loop = self._loop = asyncio.get_running_loop()
         tasks = await self._start_callbacks(loop)
@@ -158,13 +196,28 @@ class ModerationService:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
-        committer = asyncio.create_task(self._commit_periodically(k.commit_interval_ms / 1000))
-        log.info("consuming", extra={"topic": k.input_topic, "group": k.group_id})
+        await self._start_health()
+        interval_ms = (
+            self.settings.processing.transaction_interval_ms if self.exactly_once else k.commit_interval_ms
+        )
+        committer = asyncio.create_task(self._commit_periodically(interval_ms / 1000))
+        log.info(
+            "consuming",
+            extra={
+                "topic": k.input_topic,
+                "group": k.group_id,
+                "delivery": self.settings.processing.delivery,
+            },
+        )
         try:
             while not stop.is_set() and self._fatal is None:
                 messages = await loop.run_in_executor(
                     self._kafka_thread, self._source.consume, self.settings.processing.max_poll_records, 0.1
                 )
+                self._last_poll = time.monotonic()
+                if self._rewind_needed:
+                    await self._rewind()  # the batch in hand predates the rewind: dropped, read again
+                    continue
                 for msg in messages:
                     self._offer(msg)
                 self._start_ready()
@@ -176,6 +229,10 @@ class ModerationService:
             await loop.run_in_executor(self._kafka_thread, self._source.close)
             await self._stop_callbacks()
             await self._sink.close()
+            if self._relay_sink is not self._sink:
+                await self._relay_sink.close()
+            if self._health is not None:
+                await self._health.stop()
             self._kafka_thread.shutdown(wait=True)
         if self._fatal is not None:
             raise self._fatal
@@ -193,13 +250,13 @@ class ModerationService:
                 " process lives; give every process of the group the same token"
             )
         app = web.Application(client_max_size=16 * 1024 * 1024)
-        CallbackReceiver(token, kafka_relay(self._sink, k.callback_topic)).routes(app)
-        app.router.add_get("/metrics", _metrics)
+        CallbackReceiver(token, kafka_relay(self._relay_sink, k.callback_topic)).routes(app)
+        app.router.add_get("/metrics", metrics_handler)
         self._web = web.AppRunner(app, access_log=None)
         await self._web.setup()
         # Under --workers, worker 0 owns the configured port; the others listen on any free port and
         # advertise worker 0's, since a callback reaching any process is relayed to all of them.
-        worker = int(os.environ.get("MODERATION_WORKER_INDEX", "0"))
+        worker = int(os.environ.get(WORKER_INDEX_ENV, "0"))
         site = web.TCPSite(self._web, c.host, c.port if worker == 0 else 0)
         await site.start()
         port = c.port if worker > 0 and c.port else int(self._web.addresses[0][1])
@@ -272,12 +329,21 @@ class ModerationService:
         return self._held
 
     def _start(self, work: Work) -> None:
-        """Decode here; what needs no provider call is decided here too (no task); the rest runs as
-        one task per record."""
+        """Decode and validate here (poison becomes a dead letter); what needs no provider call is
+        decided here too (no task); the rest runs as one task per record."""
         msg = work.payload[0]
-        event = self._decode(msg, work.tp)
-        if event is None:
-            self._finished(work)
+        upload_id: str | None = None
+        try:
+            check_record_size(msg.key(), msg.value(), self.settings.processing.max_record_bytes)
+            event = self._decode(msg, work.tp)
+            if isinstance(event, UploadEvent):
+                upload_id = event.upload_id
+                validate_upload(
+                    event, msg.key(), inline_limit=self.settings.processing.inline_media_limit_bytes
+                )
+        except SerializationError as exc:  # also InvalidRecordError
+            now = _now_ms()
+            self._dead_letter(work, Failure.of(exc, first_at_ms=now, last_at_ms=now), upload_id)
             return
         if isinstance(event, UploadEvent):
             verdict = self.pipeline.decide_now(event, SourcePosition(work.tp[0], work.tp[1], work.offset))
@@ -287,25 +353,15 @@ class ModerationService:
         task = asyncio.create_task(self._handle(work, event))
         self._running[task] = work
 
-    def _decode(self, msg: Any, tp: TopicPartition) -> object | None:
+    def _decode(self, msg: Any, tp: TopicPartition) -> object:
         schema = self._schemas.get(tp[0], "UploadEvent")
         try:
             return _RECORDS[schema](self.codec.decode(msg.value(), schema))
-        except (SerializationError, KeyError, ValueError, TypeError) as exc:
-            log.error(
-                "skipping undecodable %s record: %s",
-                schema,
-                exc,
-                extra={
-                    "topic": tp[0],
-                    "partition": tp[1],
-                    "offset": msg.offset(),
-                    "error_class": "SerializationError",
-                },
-            )
-            return None
+        except (KeyError, ValueError, TypeError) as exc:
+            raise SerializationError(f"{schema} breaks its schema: {type(exc).__name__}: {exc}") from None
 
     async def _handle(self, work: Work, event: object) -> None:
+        started = _now_ms()
         try:
             if isinstance(event, UploadDeleted):
                 await self.maintenance.on_deleted(event)
@@ -316,7 +372,14 @@ class ModerationService:
             else:
                 assert isinstance(event, UploadEvent)
                 source = SourcePosition(work.tp[0], work.tp[1], work.offset)
-                self._emit(work, event, await self.pipeline.moderate(event, source))
+                outcome = await self.pipeline.moderate(event, source)
+                if isinstance(outcome, Rejected):
+                    failure = Failure.of(
+                        outcome.error, attempts=outcome.attempts, first_at_ms=started, last_at_ms=_now_ms()
+                    )
+                    self._dead_letter(work, failure, event.upload_id)
+                else:
+                    self._emit(work, event, outcome)
         except Exception as exc:
             # Anything unexpected (the broker refusing the verdict, a bug) must not lose the upload:
             # stop without committing past it; the restarted process redoes it.
@@ -338,45 +401,27 @@ class ModerationService:
         self.scheduler.done(work)
         self._kick()
 
+    def _current(self, work: Work) -> bool:
+        """False for a result of an earlier assignment (revoked, lost or rewound since)."""
+        epoch: int = work.payload[1]
+        return self._epochs.get(work.tp) == epoch
+
     def _complete(self, work: Work) -> None:
-        if self._epochs.get(work.tp) == work.payload[1]:  # else revoked meanwhile: a late result
+        if self._current(work):
             self.tracker.complete(work.tp, work.offset)
 
     def _emit(self, work: Work, upload: UploadEvent, verdict: ModerationVerdict) -> None:
-        """Produce the verdict (to the verdict topic, and the review or escalation topic); the input
-        offset completes when the broker has acknowledged every copy. The key's next record may start
-        now: the producer keeps their verdicts in order."""
+        """The verdict goes to the verdict topic, and to the review or escalation topic."""
         k = self.settings.kafka
         key = work.key or upload.upload_id.encode()
         value = self.codec.encode("ModerationVerdict", verdict.to_avro())
-        topics = [k.verdict_topic]
+        outputs: list[Output] = [(k.verdict_topic, key, value, None)]
         if verdict.decision is Decision.REVIEW:
-            topics.append(k.review_topic)
+            outputs.append((k.review_topic, key, value, None))
         elif verdict.decision is Decision.ESCALATE:
-            topics.append(k.escalation_topic)
-        remaining = len(topics)
-
-        def acknowledged(err: DeliveryError | None) -> None:
-            nonlocal remaining
-            if err is not None:
-                log.error(
-                    "verdict not acknowledged; stopping: %s", err, extra={"upload_id": upload.upload_id}
-                )
-                self._fatal = self._fatal or err
-                return
-            remaining -= 1
-            if remaining == 0:
-                self._complete(work)
-
-        try:
-            for topic in topics:
-                self._sink.produce(topic, key, value, on_delivery=acknowledged)
-        except DeliveryError as exc:  # refused locally: never completes, so nothing commits past it
-            acknowledged(exc)
+            outputs.append((k.escalation_topic, key, value, None))
+        if not self._output(work, outputs, upload.upload_id):
             return
-        finally:
-            self.scheduler.done(work)
-            self._kick()
         metrics.child(metrics.VERDICTS, verdict.decision.value).inc()
         self.processed += 1
         if log.isEnabledFor(logging.INFO):
@@ -389,6 +434,64 @@ class ModerationService:
                 },
             )
 
+    def _dead_letter(self, work: Work, failure: Failure, upload_id: str | None) -> None:
+        """The record, whole, with its provenance, to the dead letter topic; the partition goes on."""
+        msg = work.payload[0]
+        letter = DeadLetter(msg.key(), msg.value(), work.tp[0], work.tp[1], work.offset, failure, upload_id)
+        value = self.codec.encode("DeadLetter", letter.to_avro())
+        if not self._output(
+            work, [(self.settings.kafka.dlq_topic, msg.key(), value, letter.headers())], upload_id
+        ):
+            return
+        metrics.child(metrics.DEAD_LETTERS, failure.error_class).inc()
+        self.dead_letters += 1
+        log.warning(
+            "dead letter: %s",
+            failure.message,
+            extra={
+                "topic": work.tp[0],
+                "partition": work.tp[1],
+                "offset": work.offset,
+                "upload_id": upload_id,
+                "error_class": failure.error_class,
+                "attempts": failure.attempts,
+            },
+        )
+
+    def _output(self, work: Work, outputs: list[Output], upload_id: str | None) -> bool:
+        """Produce a record's outputs; its input offset completes when the broker has acknowledged
+        every one. The key's next record may start now: the producer keeps their order. False (and
+        nothing produced) for a stale result: the partition's current owner redoes that record."""
+        if not self._current(work):
+            self.scheduler.done(work)
+            self._kick()
+            return False
+        remaining = len(outputs)
+
+        def acknowledged(err: DeliveryError | None) -> None:
+            nonlocal remaining
+            if err is not None:
+                if self.exactly_once:  # the transaction cannot commit: it is aborted and rewound
+                    log.warning("output not acknowledged: %s", err, extra={"upload_id": upload_id})
+                    return
+                log.error("output not acknowledged; stopping: %s", err, extra={"upload_id": upload_id})
+                self._fatal = self._fatal or err
+                return
+            remaining -= 1
+            if remaining == 0:
+                self._complete(work)
+
+        try:
+            for topic, key, value, headers in outputs:
+                self._sink.produce(topic, key, value, headers, on_delivery=acknowledged)
+        except DeliveryError as exc:  # refused locally: never completes, so nothing commits past it
+            acknowledged(exc)
+            return False
+        finally:
+            self.scheduler.done(work)
+            self._kick()
+        return True
+
     async def _commit_periodically(self, interval_s: float) -> None:
         """Commits run on their own clock: dispatch may be waiting for a free slot meanwhile."""
         while True:
@@ -400,25 +503,124 @@ class ModerationService:
                 log.error("committing failed; stopping", exc_info=True)
                 self._fatal = self._fatal or exc
                 return
+            self._check_stalls()
 
     async def _commit(self, *, asynchronous: bool) -> None:
+        if self.exactly_once:
+            await self._commit_transaction()
+            self._narrow()
+            return
         positions = self.tracker.committable()
-        for tp in self.tracker.partitions():
-            self.scheduler.narrow(tp, self.tracker.window_end(tp))
+        self._narrow()
         if not positions:
             return
         ok = await asyncio.get_running_loop().run_in_executor(
             self._kafka_thread, lambda: self._source.commit(positions, asynchronous=asynchronous)
         )
         if ok:
-            self.tracker.mark_committed(positions)
-            log.debug(
-                "committed",
-                extra={
-                    "positions": {f"{t}[{p}]": pos.offset for (t, p), pos in positions.items()},
-                    "with_map": sum(1 for pos in positions.values() if pos.metadata),
-                },
+            self._committed(positions)
+
+    def _narrow(self) -> None:
+        """After ``committable()``: dispatch no further than the commit metadata can record."""
+        for tp in self.tracker.partitions():
+            self.scheduler.narrow(tp, self.tracker.window_end(tp))
+
+    async def _commit_transaction(self) -> None:
+        assert isinstance(self._sink, TransactionalSink)
+        async with self._commit_lock:
+            if self._rewind_needed:
+                return
+            try:
+                positions = await self._sink.commit(
+                    self.tracker.committable, self._source.consumer.consumer_group_metadata
+                )
+            except TransactionLost as exc:
+                self._lose_transaction(str(exc))
+                return
+        self._committed(dict(positions))
+
+    def _committed(self, positions: dict[TopicPartition, Position]) -> None:
+        if not positions:
+            return
+        self.tracker.mark_committed(positions)
+        log.debug(
+            "committed",
+            extra={
+                "positions": {f"{t}[{p}]": pos.offset for (t, p), pos in positions.items()},
+                "with_map": sum(1 for pos in positions.values() if pos.metadata),
+            },
+        )
+
+    def _lose_transaction(self, why: str) -> None:
+        """The aborted transaction's outputs are gone: every record since the committed offsets is
+        redone. Results still running belong to the old epoch and are dropped when they finish."""
+        log.warning("transaction lost; rewinding to the committed offsets: %s", why)
+        for tp in list(self._epochs):
+            self._epochs[tp] += 1
+            self.scheduler.drop(tp)
+            self.tracker.drop(tp)
+        self._rewind_needed = True
+
+    async def _rewind(self) -> None:
+        self._rewind_needed = False
+        parts = list(self._epochs)
+
+        def seek() -> dict[TopicPartition, Position]:
+            committed = self._source.committed(parts)
+            self._source.seek({tp: committed[tp].offset if tp in committed else None for tp in parts})
+            self._source.resume(parts)
+            return committed
+
+        committed = await asyncio.get_running_loop().run_in_executor(self._kafka_thread, seek)
+        for tp, position in committed.items():
+            if tp in self._epochs:
+                self.tracker.restore(tp, position.offset, position.metadata)
+        metrics.PAUSED.set(self.scheduler.paused)
+        log.info(
+            "rewound", extra={"positions": {f"{t}[{p}]": pos.offset for (t, p), pos in committed.items()}}
+        )
+
+    # --- health -------------------------------------------------------------------------------
+    async def _start_health(self) -> None:
+        h = self.settings.health
+        if not h.enabled:
+            return
+        worker = int(os.environ.get(WORKER_INDEX_ENV, "0"))
+        self._health = HealthServer(h.host, h.port if worker == 0 else 0, alive=self.alive, ready=self.ready)
+        self.health_port = await self._health.start()
+        log.info("health server listening", extra={"port": self.health_port})
+
+    def alive(self) -> Probe:
+        """Answered on the event loop, so an answer means the loop is responsive."""
+        return Probe(
+            self._fatal is None, {"fatal": None if self._fatal is None else type(self._fatal).__name__}
+        )
+
+    def ready(self) -> Probe:
+        since_poll = time.monotonic() - self._last_poll
+        consuming = since_poll < self.settings.processing.stall_after_s and not self._stopping
+        stalled = sorted(f"{t}[{p}]" for t, p in self._stalls.stalled)
+        assigned = len(self._epochs)
+        return Probe(
+            bool(assigned) and consuming and not stalled and self._fatal is None,
+            {
+                "assigned": assigned,
+                "consuming": consuming,
+                "seconds_since_poll": round(since_poll, 3),
+                "stalled": stalled,
+            },
+        )
+
+    def _check_stalls(self) -> None:
+        now = time.monotonic()
+        for tp in self._stalls.observe(self.tracker.oldest(), now):
+            metrics.STALLS.inc()
+            log.error(
+                "partition stalled: its oldest record is unfinished after %.0fs",
+                self._stalls.age(tp, now),
+                extra={"topic": tp[0], "partition": tp[1], "intake_held": self._held},
             )
+        metrics.STALLED.set(len(self._stalls.stalled))
 
     async def _drain(self) -> None:
         """Stop intake, let running uploads finish within the drain deadline, then wait (within what

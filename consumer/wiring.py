@@ -97,4 +97,5 @@ def build_pipeline(settings: Settings, http: HttpClient, tasks: AsyncTasks | Non
         async_deadline_s=settings.callbacks.deadline_s,
         cache_size=p.result_cache_size,
         gates={check: gate for check, gate in gates.items() if check in on},
+        dead_letter_refused=p.dead_letter_refused,
     )

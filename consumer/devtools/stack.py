@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Message, Producer
 
+from ..deadletter import DeadLetter
 from ..records import MediaType, ModerationVerdict, UploadEvent
 from ..serde import AvroCodec
 from ..simulator.state import DEFAULT_KEYS
@@ -34,7 +35,10 @@ __all__ = [
     "SimulatorProcess",
     "VerdictCollector",
     "consumer_env",
+    "iter_messages",
+    "iter_verdicts",
     "produce_uploads",
+    "read_dead_letters",
     "read_verdicts",
     "upload",
     "wait_until",
@@ -184,6 +188,8 @@ def consumer_env(
         "MODERATION_CALLBACKS__HOST": "127.0.0.1",
         "MODERATION_CALLBACKS__PORT": "0",
         "MODERATION_CALLBACKS__TOKEN": "local-callback-token",
+        "MODERATION_HEALTH__HOST": "127.0.0.1",
+        "MODERATION_HEALTH__PORT": "0",
     }
     for name, topic in (topics or {}).items():
         env[f"MODERATION_KAFKA__{name.upper()}"] = topic
@@ -275,11 +281,10 @@ def produce_uploads(
     return count
 
 
-def iter_verdicts(
+def iter_messages(
     bootstrap: str, topic: str, *, timeout: float, group: str | None = None, isolation: str = "read_committed"
-) -> Iterator[ModerationVerdict]:
-    """Verdicts from the beginning of ``topic`` until ``timeout`` seconds pass (caller stops early)."""
-    codec = AvroCodec()
+) -> Iterator[Message]:
+    """Records of ``topic`` from the beginning until ``timeout`` seconds pass (caller stops early)."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -295,11 +300,33 @@ def iter_verdicts(
     try:
         while time.monotonic() < deadline:
             for msg in consumer.consume(500, 0.2):
-                if msg.error():
-                    continue
-                yield ModerationVerdict.from_avro(codec.decode(msg.value(), "ModerationVerdict"))
+                if not msg.error():
+                    yield msg
     finally:
         consumer.close()
+
+
+def iter_verdicts(
+    bootstrap: str, topic: str, *, timeout: float, group: str | None = None, isolation: str = "read_committed"
+) -> Iterator[ModerationVerdict]:
+    """Verdicts from the beginning of ``topic`` until ``timeout`` seconds pass (caller stops early)."""
+    codec = AvroCodec()
+    for msg in iter_messages(bootstrap, topic, timeout=timeout, group=group, isolation=isolation):
+        yield ModerationVerdict.from_avro(codec.decode(msg.value(), "ModerationVerdict"))
+
+
+def read_dead_letters(
+    bootstrap: str, topic: str, count: int, *, timeout: float = 60.0
+) -> list[tuple[DeadLetter, dict[str, bytes]]]:
+    """The first ``count`` dead letters of ``topic`` with their headers (fewer if the deadline passes)."""
+    codec = AvroCodec()
+    found: list[tuple[DeadLetter, dict[str, bytes]]] = []
+    for msg in iter_messages(bootstrap, topic, timeout=timeout):
+        letter = DeadLetter.from_avro(codec.decode(msg.value(), "DeadLetter"))
+        found.append((letter, {k: v for k, v in msg.headers() or [] if v is not None}))
+        if len(found) >= count:
+            break
+    return found
 
 
 def read_verdicts(

@@ -35,7 +35,7 @@ class Sink:
     """``produce(..., on_delivery=cb)`` queues a record; ``cb(None)`` runs on the event loop once
     the broker has acknowledged it (acks=all), ``cb(DeliveryError)`` if it never will."""
 
-    def __init__(self, settings: KafkaSettings) -> None:
+    def __init__(self, settings: KafkaSettings, extra: dict[str, Any] | None = None) -> None:
         config: dict[str, Any] = {
             **base_config(settings),
             "acks": "all",
@@ -45,6 +45,8 @@ class Sink:
             "delivery.timeout.ms": 120_000,
         }
         config.update(settings.client_config)
+        config.update(extra or {})
+        self._config = config
         self.producer = Producer(config)
         self._pump: asyncio.Task[None] | None = None
 
@@ -54,8 +56,8 @@ class Sink:
             self._pump = asyncio.get_running_loop().create_task(self._poll_forever(), name="kafka-sink-poll")
 
     async def _poll_forever(self) -> None:
-        producer = self.producer
         while True:
+            producer = self.producer  # re-read: a transactional sink may rebuild it
             producer.poll(0)
             await asyncio.sleep(_BUSY_POLL_S if len(producer) else _IDLE_POLL_S)
 
@@ -117,3 +119,4 @@ class Sink:
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
             self._pump = None
+        await asyncio.to_thread(self.producer.close)

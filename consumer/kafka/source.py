@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from ..config import KafkaSettings
 from ..offsets import Position
@@ -93,6 +93,11 @@ class Source:
             log.warning("commit failed: %s", exc.args[0].str())
             return False
         return True
+
+    def seek(self, positions: Mapping[tuple[str, int], int | None]) -> None:
+        """Move the fetch position of assigned partitions (None: the beginning of the log)."""
+        for (t, p), offset in positions.items():
+            self.consumer.seek(TopicPartition(t, p, OFFSET_BEGINNING if offset is None else offset))
 
     def pause(self, parts: list[tuple[str, int]]) -> None:
         if parts and self._consumer is not None:

@@ -13,6 +13,7 @@ __all__ = [
     "CHECK_DURATION",
     "CIRCUIT_STATE",
     "CONCURRENCY_LIMIT",
+    "DEAD_LETTERS",
     "INDEX_UPDATES",
     "INTAKE_HELD",
     "IN_FLIGHT",
@@ -24,7 +25,10 @@ __all__ = [
     "REBALANCES",
     "REGISTRY",
     "RETRIES",
+    "STALLED",
+    "STALLS",
     "TASK_POLLS",
+    "TRANSACTIONS",
     "VERDICTS",
     "child",
 ]
@@ -79,6 +83,24 @@ PAUSED = Gauge(
     "moderation_paused_partitions", "Partitions paused because their buffer is full.", registry=REGISTRY
 )
 ASSIGNED = Gauge("moderation_assigned_partitions", "Partitions assigned to this process.", registry=REGISTRY)
+DEAD_LETTERS = Counter(
+    "moderation_dead_letters_total",
+    "Input records written to the dead letter topic, by error class.",
+    ["error_class"],
+    registry=REGISTRY,
+)
+STALLS = Counter(
+    "moderation_partition_stalls_total",
+    "Partitions whose oldest in-flight record passed the stall deadline.",
+    registry=REGISTRY,
+)
+STALLED = Gauge("moderation_stalled_partitions", "Partitions stalled right now.", registry=REGISTRY)
+TRANSACTIONS = Counter(
+    "moderation_transactions_total",
+    "exactly_once transactions by outcome (committed, aborted, producer_rebuilt).",
+    ["outcome"],
+    registry=REGISTRY,
+)
 REBALANCES = Counter(
     "moderation_rebalances_total", "Partition revocations and losses handled.", registry=REGISTRY
 )

@@ -164,6 +164,7 @@ def settings_for(kafka_bootstrap: str, sim: SimulatorProcess) -> Callable[..., S
                 "deadline_s": 60,
                 **(callbacks or {}),
             },
+            health={"host": "127.0.0.1", "port": 0},
         )
 
     return make

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -148,21 +147,6 @@ async def test_same_content_twice_is_answered_from_the_cache(moderate: Any, sim:
     # one upload asked the providers, the other shared its content results; similarity is always live
     assert checks == ["cache", "csam", "similarity", "similarity", "visual"]
     assert sim.stats()["requests"]["task_sync"] == 2  # csam + visual, once
-
-
-async def test_undecodable_record_is_logged_and_skipped(
-    moderate: Any, caplog: pytest.LogCaptureFixture
-) -> None:
-    good = upload(TEXT, text="hello there")
-    caplog.set_level(logging.ERROR, logger="consumer.service")
-    verdicts = await moderate([good], raw=[(b"junk-key", b"this is not avro")])
-    assert verdicts[good.upload_id].decision is Decision.ALLOW
-    skipped = [r for r in caplog.records if "undecodable" in r.getMessage()]
-    assert len(skipped) == 1
-    record: Any = skipped[0]
-    assert record.topic.startswith("uploads-") and isinstance(record.partition, int)
-    assert isinstance(record.offset, int)
-    assert "not an Avro single-object encoded record" in record.getMessage()
 
 
 async def test_a_provider_that_rejects_the_key_gives_a_review_with_the_reason(

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from consumer.errors import PermanentError, TransientError
 from consumer.media import Media
-from consumer.pipeline import Checks, Pipeline, SourcePosition
+from consumer.pipeline import Checks, Pipeline, Rejected, SourcePosition
 from consumer.policy import Frame, load_policy
 from consumer.providers import Checked, CsamAnswer
 from consumer.records import CsamResult, Decision, MediaType, SimilarityMatch, UploadEvent
@@ -113,7 +113,37 @@ async def test_permanent_rejection_is_a_review_with_the_provider_reason() -> Non
 async def test_media_without_bytes_or_url_is_rejected_not_crashed() -> None:
     u = UploadEvent("u", "t", "u", MediaType.IMAGE, 0)
     v = await pipeline().moderate(u, SRC)
-    assert v.decision is Decision.REVIEW and v.reasons[0].label == "check_rejected:pipeline"
+    assert isinstance(v, Rejected) and "neither media_bytes nor media_url" in str(v.error)
+
+
+async def test_content_the_provider_refuses_is_a_dead_letter() -> None:
+    refused = PermanentError("csam: Hive task error 3003: Image too small", check="csam", code="3003")
+    v = await pipeline(visual=FakeClassifier(error=refused)).moderate(image(), SRC)
+    assert isinstance(v, Rejected) and v.error is refused
+
+
+async def test_refused_content_still_blocks_when_another_check_blocks_it() -> None:
+    refused = PermanentError("similarity: Hive task error 3002: corrupt", check="similarity", code="3002")
+
+    class RefusingIndex(FakeIndex):
+        async def query(self, media: Media, tenant: str) -> Checked[Sequence[SimilarityMatch]]:
+            raise refused
+
+    v = await pipeline(visual=FakeClassifier({"general_nsfw": 0.99}), index=RefusingIndex()).moderate(
+        image(), SRC
+    )
+    assert not isinstance(v, Rejected) and v.decision is Decision.BLOCK
+
+
+async def test_refused_content_gives_a_review_when_dead_letters_are_off() -> None:
+    refused = PermanentError("visual: Hive task error 3002: corrupt", check="visual", code="3002")
+    p = Pipeline(
+        Checks(FakeMatcher(), FakeClassifier(error=refused), FakeClassifier(), FakeIndex()),
+        load_policy(),
+        dead_letter_refused=False,
+    )
+    v = await p.moderate(image(), SRC)
+    assert not isinstance(v, Rejected) and v.reasons[0].label == "check_rejected:visual"
 
 
 async def test_text_runs_only_the_text_classifier() -> None:

@@ -1,0 +1,169 @@
+"""Exactly-once output: a transactional producer whose transactions carry the outputs of a short
+interval together with the input offsets they settle.
+
+confluent-kafka's error rules are applied per call: a retriable error retries the call; an error
+that requires an abort aborts the transaction; a fatal error (or fencing) rebuilds the producer,
+which fences its own predecessor. Either way the caller hears ``TransactionLost`` and must rewind
+its consumer to the committed offsets: the outputs of the lost transaction are gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+
+from ..config import KafkaSettings
+from ..offsets import Position
+from ..telemetry import metrics
+from .sink import DeliveryCallback, Headers, Sink
+
+__all__ = ["TransactionLost", "TransactionalSink"]
+
+log = logging.getLogger("consumer.kafka.transactions")
+
+_CALL_TIMEOUT_S = 30.0
+_RETRY_PAUSE_S = 0.2
+
+
+class TransactionLost(RuntimeError):
+    """The open transaction was aborted (or its producer replaced): rewind to the committed offsets."""
+
+
+class TransactionalSink(Sink):
+    """``produce`` writes into the open transaction (begun on demand); while a commit is under way
+    new records wait and go into the next one, so a commit never carries an output whose input
+    offset it does not also carry."""
+
+    def __init__(self, settings: KafkaSettings, transactional_id: str) -> None:
+        super().__init__(
+            settings,
+            {
+                "transactional.id": transactional_id,
+                "transaction.timeout.ms": settings.transaction_timeout_ms,
+            },
+        )
+        self._open = False
+        self._committing = False
+        self._deferred: list[tuple[str, bytes | None, bytes, Headers | None, DeliveryCallback | None]] = []
+        self._timeout_s = settings.transaction_timeout_ms / 1000
+        self.commits = 0
+
+    async def init(self) -> None:
+        """Register the transactional id (fencing any earlier producer with it, aborting its
+        unfinished transaction). Must complete before the first ``produce``."""
+        await self._call(self.producer.init_transactions, _CALL_TIMEOUT_S, rebuild_on_fatal=False)
+
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Headers | None = None,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> None:
+        if self._committing:
+            self._deferred.append((topic, key, value, headers, on_delivery))
+            return
+        self._begin()
+        super().produce(topic, key, value, headers, on_delivery)
+
+    def _begin(self) -> None:
+        if not self._open:
+            self.producer.begin_transaction()
+            self._open = True
+
+    async def commit(
+        self,
+        positions: Callable[[], Mapping[tuple[str, int], Position]],
+        group_metadata: Callable[[], Any],
+    ) -> Mapping[tuple[str, int], Position]:
+        """Commit the open transaction with the input offsets ``positions()`` gives once every record
+        in it is acknowledged; returns them. Raises TransactionLost when it had to be aborted."""
+        self._committing = True
+        lost = False
+        try:
+            if await self.flush(self._timeout_s):
+                raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "outputs not acknowledged in time"))
+            settled = dict(positions())
+            if not self._open and not settled:
+                return {}
+            self._begin()
+            if settled:
+                offsets = [
+                    TopicPartition(t, p, pos.offset, metadata=pos.metadata or None)
+                    for (t, p), pos in settled.items()
+                ]
+                metadata = group_metadata()
+                await self._call(
+                    self.producer.send_offsets_to_transaction, offsets, metadata, _CALL_TIMEOUT_S
+                )
+            await self._call(self.producer.commit_transaction, _CALL_TIMEOUT_S)
+            self._open = False
+            self.commits += 1
+            metrics.child(metrics.TRANSACTIONS, "committed").inc()
+            return settled
+        except TransactionLost:
+            lost = True
+            raise
+        except KafkaException as exc:  # an abortable error from our own checks above
+            lost = True
+            await self._abort(exc.args[0])
+            raise TransactionLost(exc.args[0].str()) from None
+        finally:
+            self._committing = False
+            deferred, self._deferred = self._deferred, []
+            if not lost:  # else they belong to work that is redone after the rewind
+                for record in deferred:
+                    self.produce(*record)
+
+    async def abort(self, reason: str) -> None:
+        """Abort the open transaction (e.g. partitions lost): the caller rewinds."""
+        self._deferred.clear()
+        await self._abort(KafkaError(KafkaError._STATE, reason))
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, rebuild_on_fatal: bool = True) -> Any:
+        deadline = asyncio.get_running_loop().time() + self._timeout_s
+        while True:
+            try:
+                return await asyncio.to_thread(fn, *args)
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if err.retriable() and asyncio.get_running_loop().time() < deadline:
+                    log.info("transaction call %s retried: %s", fn.__name__, err.str())
+                    await asyncio.sleep(_RETRY_PAUSE_S)
+                    continue
+                if not rebuild_on_fatal:
+                    raise
+                await self._abort(err)
+                raise TransactionLost(err.str()) from None
+
+    async def _abort(self, err: KafkaError) -> None:
+        self._open = False
+        metrics.child(metrics.TRANSACTIONS, "aborted").inc()
+        if err.fatal() or err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):
+            await self._rebuild(err)
+            return
+        log.warning("transaction aborted: %s", err.str(), extra={"kafka_error": err.name()})
+        try:  # abort_transaction purges what is still queued
+            await asyncio.to_thread(self.producer.abort_transaction, _CALL_TIMEOUT_S)
+        except KafkaException as exc:
+            inner: KafkaError = exc.args[0]
+            if inner.code() == KafkaError._STATE:  # no transaction was open
+                return
+            await self._rebuild(inner)
+
+    async def _rebuild(self, err: KafkaError) -> None:
+        """A fatal error or fencing: this producer is unusable. A new one with the same id fences
+        the old and aborts whatever it left open."""
+        log.error("transactional producer rebuilt after: %s", err.str(), extra={"kafka_error": err.name()})
+        metrics.child(metrics.TRANSACTIONS, "producer_rebuilt").inc()
+        old = self.producer
+        old.purge(in_queue=True, in_flight=True)
+        old.poll(0)
+        self.producer = Producer(self._config)
+        await asyncio.to_thread(old.close)
+        await self._call(self.producer.init_transactions, _CALL_TIMEOUT_S, rebuild_on_fatal=False)

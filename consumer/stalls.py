@@ -1,0 +1,42 @@
+"""Stall detection (pure): a partition is stalled when its oldest unfinished record has stayed the
+same for longer than the deadline. Fed periodically with each partition's oldest offset."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = ["StallDetector"]
+
+TopicPartition = tuple[str, int]
+
+
+class StallDetector:
+    def __init__(self, after_s: float) -> None:
+        self.after_s = after_s
+        self._since: dict[TopicPartition, tuple[int, float]] = {}  # oldest offset, first seen
+        self.stalled: set[TopicPartition] = set()
+
+    def observe(self, oldest: Mapping[TopicPartition, int | None], now: float) -> list[TopicPartition]:
+        """Record each partition's oldest unfinished offset (None: nothing in flight); returns the
+        partitions that became stalled with this observation. Partitions absent are forgotten."""
+        for tp in set(self._since) - set(oldest):
+            self._since.pop(tp)
+            self.stalled.discard(tp)
+        newly: list[TopicPartition] = []
+        for tp, offset in oldest.items():
+            if offset is None:
+                self._since.pop(tp, None)
+                self.stalled.discard(tp)
+                continue
+            seen = self._since.get(tp)
+            if seen is None or seen[0] != offset:
+                self._since[tp] = (offset, now)
+                self.stalled.discard(tp)
+            elif now - seen[1] >= self.after_s and tp not in self.stalled:
+                self.stalled.add(tp)
+                newly.append(tp)
+        return newly
+
+    def age(self, tp: TopicPartition, now: float) -> float:
+        seen = self._since.get(tp)
+        return 0.0 if seen is None else now - seen[1]

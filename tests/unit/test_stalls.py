@@ -1,0 +1,48 @@
+"""Stall detection: the oldest unfinished record of a partition unchanged past the deadline."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from consumer.stalls import StallDetector
+
+TP = ("uploads", 0)
+
+
+def test_reports_once_when_the_oldest_record_stays_past_the_deadline() -> None:
+    d = StallDetector(10)
+    assert d.observe({TP: 5}, 0) == []
+    assert d.observe({TP: 5}, 9.9) == []
+    assert d.observe({TP: 5}, 10) == [TP]
+    assert d.observe({TP: 5}, 11) == []  # reported once
+    assert d.stalled == {TP}
+
+
+def test_progress_or_an_empty_partition_clears_it() -> None:
+    d = StallDetector(1)
+    d.observe({TP: 5}, 0)
+    d.observe({TP: 5}, 2)
+    assert d.observe({TP: 6}, 2.5) == [] and d.stalled == set()
+    d.observe({TP: 6}, 4)
+    d.observe({TP: None}, 4.1)
+    assert d.stalled == set()
+
+
+def test_revoked_partitions_are_forgotten() -> None:
+    d = StallDetector(1)
+    d.observe({TP: 5}, 0)
+    d.observe({TP: 5}, 2)
+    d.observe({}, 3)
+    assert d.stalled == set() and d.age(TP, 3) == 0.0
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.floats(0, 5)), max_size=40))
+def test_stalled_only_if_unchanged_for_the_deadline(steps: list[tuple[int, float]]) -> None:
+    d, now, since, last = StallDetector(3), 0.0, 0.0, None
+    for offset, dt in steps:
+        now += dt
+        if offset != last:
+            since, last = now, offset
+        d.observe({TP: offset}, now)
+        assert (TP in d.stalled) == (now - since >= 3)
