@@ -65,6 +65,27 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("demo", help="broker + simulator + sample uploads, verdicts shown")
 
+    dlq = sub.add_parser("dlq", help="dead letter tools")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    rp = dlq_sub.add_parser(
+        "replay",
+        help="re-publish chosen dead letters to the input topic (after a fix)",
+        description="Chooses dead letters by the dead letter topic's partition and offset range and/or"
+        " by error class; prints each one replayed and a summary.",
+    )
+    rp.add_argument("--config", type=Path, help="YAML settings file (env MODERATION_CONFIG)")
+    rp.add_argument("--partition", type=int, default=None, help="only this dead letter topic partition")
+    rp.add_argument("--from-offset", type=int, default=None, help="first dead letter offset (inclusive)")
+    rp.add_argument("--to-offset", type=int, default=None, help="last dead letter offset (inclusive)")
+    rp.add_argument(
+        "--error-class",
+        action="append",
+        default=[],
+        help="only dead letters of this class (e.g. PermanentError); repeatable",
+    )
+    rp.add_argument("--to-topic", default=None, help="publish here instead of kafka.input_topic")
+    rp.add_argument("--dry-run", action="store_true", help="list what would be replayed, publish nothing")
+
     broker = sub.add_parser("broker", help="the local single-node Kafka broker")
     broker.add_argument("action", choices=["start", "stop"])
     broker.add_argument("--dir", type=Path, default=Path(".local/kafka"))
@@ -80,10 +101,30 @@ def main(argv: list[str] | None = None) -> int:
             from .devtools.demo import run_demo
 
             return run_demo()
+        if args.command == "dlq":
+            return _replay(args)
         return _broker(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from .config import load_settings
+    from .replay import Selection, replay
+
+    settings = load_settings(args.config)
+    try:
+        selection = Selection(args.partition, args.from_offset, args.to_offset, frozenset(args.error_class))
+    except ValueError as exc:
+        raise ConfigError("--from-offset/--to-offset", str(exc)) from None
+    try:
+        summary = replay(settings, selection, dry_run=args.dry_run, to_topic=args.to_topic)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(summary.table())
+    return 0
 
 
 def _run(config: Path | None, workers: int = 1) -> int:

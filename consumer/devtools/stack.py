@@ -323,7 +323,8 @@ def read_dead_letters(
     found: list[tuple[DeadLetter, dict[str, bytes]]] = []
     for msg in iter_messages(bootstrap, topic, timeout=timeout):
         letter = DeadLetter.from_avro(codec.decode(msg.value(), "DeadLetter"))
-        found.append((letter, {k: v for k, v in msg.headers() or [] if v is not None}))
+        headers: list[tuple[str, bytes | None]] = list(msg.headers() or [])  # type: ignore[arg-type]
+        found.append((letter, {k: v for k, v in headers if v is not None}))
         if len(found) >= count:
             break
     return found

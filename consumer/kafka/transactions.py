@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from ..config import KafkaSettings
 from ..offsets import Position
 from ..telemetry import metrics
-from .sink import DeliveryCallback, Headers, Sink
+from .sink import DeliveryCallback, DeliveryError, Headers, Sink
 
 __all__ = ["TransactionLost", "TransactionalSink"]
 
@@ -34,9 +34,9 @@ class TransactionLost(RuntimeError):
 
 
 class TransactionalSink(Sink):
-    """``produce`` writes into the open transaction (begun on demand); while a commit is under way
-    new records wait and go into the next one, so a commit never carries an output whose input
-    offset it does not also carry."""
+    """``produce`` writes into the open transaction (begun on demand); while a commit (or an abort)
+    is under way new records wait and go into the next one, so a commit never carries an output
+    whose input offset it does not also carry."""
 
     def __init__(self, settings: KafkaSettings, transactional_id: str) -> None:
         super().__init__(
@@ -44,10 +44,12 @@ class TransactionalSink(Sink):
             {
                 "transactional.id": transactional_id,
                 "transaction.timeout.ms": settings.transaction_timeout_ms,
+                "delivery.timeout.ms": settings.transaction_timeout_ms,  # librdkafka requires <=
             },
         )
         self._open = False
-        self._committing = False
+        self._broken: KafkaError | None = None  # a record this transaction should hold was refused
+        self._busy = False
         self._deferred: list[tuple[str, bytes | None, bytes, Headers | None, DeliveryCallback | None]] = []
         self._timeout_s = settings.transaction_timeout_ms / 1000
         self.commits = 0
@@ -65,11 +67,19 @@ class TransactionalSink(Sink):
         headers: Headers | None = None,
         on_delivery: DeliveryCallback | None = None,
     ) -> None:
-        if self._committing:
+        if self._busy:
             self._deferred.append((topic, key, value, headers, on_delivery))
             return
-        self._begin()
-        super().produce(topic, key, value, headers, on_delivery)
+        try:
+            self._begin()
+        except KafkaException as exc:
+            self._broken = exc.args[0]
+            raise DeliveryError(f"cannot begin a transaction: {exc.args[0].str()}") from None
+        try:
+            super().produce(topic, key, value, headers, on_delivery)
+        except DeliveryError:
+            self._broken = KafkaError(KafkaError._STATE, "a record was refused inside the transaction")
+            raise
 
     def _begin(self) -> None:
         if not self._open:
@@ -83,9 +93,11 @@ class TransactionalSink(Sink):
     ) -> Mapping[tuple[str, int], Position]:
         """Commit the open transaction with the input offsets ``positions()`` gives once every record
         in it is acknowledged; returns them. Raises TransactionLost when it had to be aborted."""
-        self._committing = True
+        self._busy = True
         lost = False
         try:
+            if self._broken is not None:
+                raise KafkaException(self._broken)
             if await self.flush(self._timeout_s):
                 raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "outputs not acknowledged in time"))
             settled = dict(positions())
@@ -94,8 +106,7 @@ class TransactionalSink(Sink):
             self._begin()
             if settled:
                 offsets = [
-                    TopicPartition(t, p, pos.offset, metadata=pos.metadata or None)
-                    for (t, p), pos in settled.items()
+                    TopicPartition(t, p, pos.offset, metadata=pos.metadata) for (t, p), pos in settled.items()
                 ]
                 metadata = group_metadata()
                 await self._call(
@@ -114,16 +125,21 @@ class TransactionalSink(Sink):
             await self._abort(exc.args[0])
             raise TransactionLost(exc.args[0].str()) from None
         finally:
-            self._committing = False
+            self._busy = False
             deferred, self._deferred = self._deferred, []
             if not lost:  # else they belong to work that is redone after the rewind
                 for record in deferred:
                     self.produce(*record)
 
     async def abort(self, reason: str) -> None:
-        """Abort the open transaction (e.g. partitions lost): the caller rewinds."""
-        self._deferred.clear()
-        await self._abort(KafkaError(KafkaError._STATE, reason))
+        """Abort the open transaction (e.g. partitions lost): the caller rewinds, so what is
+        produced meanwhile belongs to work that is redone and is dropped."""
+        self._busy = True
+        try:
+            await self._abort(KafkaError(KafkaError._STATE, reason))
+        finally:
+            self._busy = False
+            self._deferred.clear()
 
     async def _call(self, fn: Callable[..., Any], *args: Any, rebuild_on_fatal: bool = True) -> Any:
         deadline = asyncio.get_running_loop().time() + self._timeout_s
@@ -143,6 +159,7 @@ class TransactionalSink(Sink):
 
     async def _abort(self, err: KafkaError) -> None:
         self._open = False
+        self._broken = None
         metrics.child(metrics.TRANSACTIONS, "aborted").inc()
         if err.fatal() or err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):
             await self._rebuild(err)
@@ -164,6 +181,7 @@ class TransactionalSink(Sink):
         old = self.producer
         old.purge(in_queue=True, in_flight=True)
         old.poll(0)
+        # no close(): it would try to abort through the fenced producer; dropping it destroys it
         self.producer = Producer(self._config)
-        await asyncio.to_thread(old.close)
+        del old
         await self._call(self.producer.init_transactions, _CALL_TIMEOUT_S, rebuild_on_fatal=False)
