@@ -1,0 +1,235 @@
+"""A chaos stack of its own: a broker that can be restarted, a faulty simulator, consumer processes
+that can be killed, and an accounting of outputs per input record (verdict or dead letter)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from consumer.config import load_settings
+from consumer.devtools.broker import LocalKafka
+from consumer.devtools.stack import ConsumerProcess, SimulatorProcess, consumer_env
+from consumer.kafka import ensure_topics
+from consumer.serde import AvroCodec
+
+__all__ = ["Accounting", "ChaosStack", "OutputCollector"]
+
+_QUIET = logging.getLogger("chaos.quiet")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
+
+# 10 % 5xx, 5 % 429, 2 % hangs (longer than the client's timeout)
+FAULTS = ["500=0.04", "502=0.02", "503=0.02", "504=0.02", "429=0.05", "hang=0.02"]
+INPUT_PARTITIONS = 6
+
+Source = tuple[int, int]  # input partition, offset
+
+
+@dataclass
+class Accounting:
+    uploads: int
+    verdicts: int
+    dead_letters: int
+    duplicates: int
+    missing: int
+
+    def line(self, **extra: Any) -> str:
+        fields = {**vars(self), **extra}
+        return "accounting: " + " ".join(f"{k}={v}" for k, v in fields.items())
+
+
+class OutputCollector:
+    """Reads the verdict and dead letter topics in a thread, counting outputs per input record."""
+
+    def __init__(self, bootstrap: str, verdicts: str, dlq: str, isolation: str = "read_committed") -> None:
+        self._bootstrap, self._topics, self._isolation = bootstrap, {verdicts: "v", dlq: "d"}, isolation
+        self.outputs: dict[Source, list[str]] = {}  # per input record: "v" or "d" per output seen
+        self.positions: dict[tuple[str, int], int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="output-collector", daemon=True)
+
+    def __enter__(self) -> OutputCollector:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+    def _run(self) -> None:
+        codec = AvroCodec()
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self._bootstrap,
+                "group.id": f"collector-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "isolation.level": self._isolation,
+                "logger": _QUIET,
+            }
+        )
+        consumer.subscribe(list(self._topics))
+        try:
+            while not self._stop.is_set():
+                for msg in consumer.consume(500, 0.2):
+                    if msg.error():
+                        continue
+                    kind = self._topics[msg.topic()]
+                    schema = "ModerationVerdict" if kind == "v" else "DeadLetter"
+                    record = codec.decode(msg.value(), schema)
+                    source = (record["source_partition"], record["source_offset"])
+                    with self._lock:
+                        self.outputs.setdefault(source, []).append(kind)
+                        self.positions[(msg.topic(), msg.partition())] = msg.offset() + 1
+        finally:
+            consumer.close()
+
+    def answered(self) -> int:
+        with self._lock:
+            return len(self.outputs)
+
+    def wait_answered(self, count: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.answered() < count:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def caught_up(self, ends: dict[tuple[str, int], int], timeout: float) -> bool:
+        """Wait until every output written before ``ends`` was read (at-least-once: no markers)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if all(self.positions.get(tp, 0) >= end for tp, end in ends.items() if end > 0):
+                    return True
+            time.sleep(0.05)
+        return False
+
+    def at_or_after(self, committed: dict[int, int]) -> int:
+        """Outputs seen for input records at or beyond the committed offsets: what a restart redoes
+        at most (the commit metadata spares some of them)."""
+        with self._lock:
+            return sum(len(kinds) for (p, o), kinds in self.outputs.items() if o >= committed.get(p, 0))
+
+    def accounting(self, sources: set[Source]) -> Accounting:
+        with self._lock:
+            kinds = [k for s in sources for k in self.outputs.get(s, [])]
+            return Accounting(
+                uploads=len(sources),
+                verdicts=kinds.count("v"),
+                dead_letters=kinds.count("d"),
+                duplicates=sum(len(self.outputs[s]) - 1 for s in sources if len(self.outputs.get(s, [])) > 1),
+                missing=sum(1 for s in sources if s not in self.outputs),
+            )
+
+
+@dataclass
+class ChaosStack:
+    workdir: Path
+    mode: str  # at_least_once | exactly_once
+    broker: LocalKafka = field(init=False)
+    sim: SimulatorProcess = field(init=False)
+    suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    consumers: dict[str, ConsumerProcess] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.broker = LocalKafka(self.workdir / "kafka", heap="512m")
+
+    @property
+    def topics(self) -> dict[str, str]:
+        names = ("input", "verdict", "review", "escalation", "dlq", "deleted", "review_decision", "callback")
+        return {f"{n}_topic": f"chaos-{n}-{self.suffix}" for n in names}
+
+    @property
+    def group(self) -> str:
+        return f"chaos-{self.suffix}"
+
+    def start(self) -> ChaosStack:
+        self.broker.start()
+        self.sim = SimulatorProcess(
+            extra_args=[a for f in FAULTS for a in ("--fault", f)] + ["--hang-s", "3"],
+            log_path=self.workdir / "simulator.log",
+        ).start()
+        settings = load_settings(kafka={"bootstrap_servers": self.broker.bootstrap})
+        ensure_topics(settings.kafka, [self.topics["input_topic"]], partitions=INPUT_PARTITIONS)
+        ensure_topics(settings.kafka, [t for k, t in self.topics.items() if k != "input_topic"], partitions=3)
+        return self
+
+    def stop(self) -> None:
+        for c in self.consumers.values():
+            if c.alive:
+                c.kill()
+        self.sim.stop()
+        self.broker.stop()
+
+    def env(self, instance: str) -> dict[str, str]:
+        return consumer_env(
+            self.broker.bootstrap,
+            self.sim.url,
+            group=self.group,
+            topics=self.topics,
+            MODERATION_PROCESSING__DELIVERY=self.mode,
+            MODERATION_KAFKA__TRANSACTIONAL_ID=f"{self.group}-{instance}",
+            MODERATION_KAFKA__CREATE_TOPICS="false",
+            # a killed member's partitions move on after 6 s (the broker's minimum), not 45 s
+            MODERATION_KAFKA__CLIENT_CONFIG='{"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"}',
+            MODERATION_HIVE__TIMEOUT_S="1.5",
+            MODERATION_PROCESSING__REVOKE_DRAIN_S="5",
+            MODERATION_PROCESSING__DRAIN_TIMEOUT_S="10",
+            MODERATION_LOG_LEVEL="WARNING",
+        )
+
+    def start_consumer(self, instance: str) -> ConsumerProcess:
+        c = ConsumerProcess(self.env(instance), log_path=self.workdir / f"consumer-{instance}.log").start()
+        self.consumers[instance] = c
+        return c
+
+    def restart_broker(self) -> None:
+        self.broker.stop()
+        self.broker.start()
+
+    def committed(self) -> dict[int, int]:
+        """The group's committed input offsets right now."""
+        consumer = Consumer(
+            {"bootstrap.servers": self.broker.bootstrap, "group.id": self.group, "logger": _QUIET}
+        )
+        try:
+            parts = [TopicPartition(self.topics["input_topic"], p) for p in range(INPUT_PARTITIONS)]
+            return {tp.partition: max(tp.offset, 0) for tp in consumer.committed(parts, timeout=30)}
+        finally:
+            consumer.close()
+
+    def output_ends(self) -> dict[tuple[str, int], int]:
+        consumer = Consumer(
+            {"bootstrap.servers": self.broker.bootstrap, "group.id": "ends", "logger": _QUIET}
+        )
+        try:
+            ends = {}
+            for topic in (self.topics["verdict_topic"], self.topics["dlq_topic"]):
+                for p in range(3):
+                    ends[(topic, p)] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+            return ends
+        finally:
+            consumer.close()
+
+    def input_ends(self) -> dict[int, int]:
+        consumer = Consumer(
+            {"bootstrap.servers": self.broker.bootstrap, "group.id": "ends", "logger": _QUIET}
+        )
+        try:
+            topic = self.topics["input_topic"]
+            return {
+                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+                for p in range(INPUT_PARTITIONS)
+            }
+        finally:
+            consumer.close()
