@@ -532,7 +532,7 @@ class ModerationService:
                 return
             try:
                 positions = await self._sink.commit(
-                    self.tracker.committable, self._source.consumer.consumer_group_metadata
+                    self.tracker.committable, lambda: self._source.group_metadata
                 )
             except TransactionLost as exc:
                 self._lose_transaction(str(exc))

@@ -36,6 +36,8 @@ class Source:
         self._on_assign = on_assign
         self._on_revoke = on_revoke
         self._on_lost = on_lost or on_revoke
+        self._metadata_stale = True
+        self.group_metadata: Any = None
 
     @property
     def consumer(self) -> Consumer:
@@ -60,22 +62,32 @@ class Source:
         return self._consumer
 
     def _assigned(self, _: Consumer, parts: list[TopicPartition]) -> None:
+        self._metadata_stale = True
         log.info("partitions assigned", extra={"partitions": _names(parts)})
         if self._on_assign:
             self._on_assign([(p.topic, p.partition) for p in parts])
 
     def _revoked(self, _: Consumer, parts: list[TopicPartition]) -> None:
+        self._metadata_stale = True
         log.info("partitions revoked", extra={"partitions": _names(parts)})
         if self._on_revoke:
             self._on_revoke([(p.topic, p.partition) for p in parts])
 
     def _lost(self, _: Consumer, parts: list[TopicPartition]) -> None:
+        self._metadata_stale = True
         log.warning("partitions lost", extra={"partitions": _names(parts)})
         if self._on_lost:
             self._on_lost([(p.topic, p.partition) for p in parts])
 
     def consume(self, max_records: int, timeout: float) -> list[Message]:
-        return list(self.consumer.consume(num_messages=max_records, timeout=timeout))
+        messages = list(self.consumer.consume(num_messages=max_records, timeout=timeout))
+        if self._metadata_stale:
+            # Read here, never inside a rebalance callback: there librdkafka's group thread is
+            # waiting for the callback, and the call would wait for it (a deadlock). A revocation
+            # commits with the generation read before it, which is the one it belongs to.
+            self._metadata_stale = False
+            self.group_metadata = self.consumer.consumer_group_metadata()
+        return messages
 
     def commit(self, positions: Mapping[tuple[str, int], Position], *, asynchronous: bool = False) -> bool:
         if not positions or self._consumer is None:

@@ -4,6 +4,7 @@ that can be killed, and an accounting of outputs per input record (verdict or de
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -185,7 +186,7 @@ class ChaosStack:
             MODERATION_HIVE__TIMEOUT_S="1.5",
             MODERATION_PROCESSING__REVOKE_DRAIN_S="5",
             MODERATION_PROCESSING__DRAIN_TIMEOUT_S="10",
-            MODERATION_LOG_LEVEL="WARNING",
+            MODERATION_LOG_LEVEL=os.environ.get("CHAOS_LOG_LEVEL", "WARNING"),
         )
 
     def start_consumer(self, instance: str) -> ConsumerProcess:
