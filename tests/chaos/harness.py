@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from consumer.config import load_settings
 from consumer.devtools.broker import LocalKafka
-from consumer.devtools.stack import ConsumerProcess, SimulatorProcess, consumer_env
+from consumer.devtools.stack import ConsumerProcess, SimulatorProcess, consumer_env, wait_until
 from consumer.kafka import ensure_topics
 from consumer.serde import AvroCodec
 
@@ -98,22 +97,16 @@ class OutputCollector:
             return len(self.outputs)
 
     def wait_answered(self, count: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self.answered() < count:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-        return True
+        return wait_until(lambda: self.answered() >= count, timeout, 0.05)
 
     def caught_up(self, ends: dict[tuple[str, int], int], timeout: float) -> bool:
         """Wait until every output written before ``ends`` was read (at-least-once: no markers)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def read_all() -> bool:
             with self._lock:
-                if all(self.positions.get(tp, 0) >= end for tp, end in ends.items() if end > 0):
-                    return True
-            time.sleep(0.05)
-        return False
+                return all(self.positions.get(tp, 0) >= end for tp, end in ends.items() if end > 0)
+
+        return wait_until(read_all, timeout, 0.05)
 
     def at_or_after(self, committed: dict[int, int]) -> int:
         """Outputs seen for input records at or beyond the committed offsets: what a restart redoes
