@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install jars demo test unit integration lint typecheck format clean bench
+.PHONY: install jars demo test unit integration chaos lint typecheck format clean bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
@@ -34,6 +34,9 @@ unit: install
 
 integration: install jars
 	$(BIN)/pytest tests/integration
+
+chaos: install jars
+	$(BIN)/pytest -s tests/chaos
 
 format: install
 	$(BIN)/ruff check --fix consumer tests

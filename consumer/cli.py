@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
     rp = dlq_sub.add_parser(
         "replay",
-        help="re-publish chosen dead letters to the input topic (after a fix)",
+        help="re-publish chosen dead letters to the topic they came from (after a fix)",
         description="Chooses dead letters by the dead letter topic's partition and offset range and/or"
         " by error class; prints each one replayed and a summary.",
     )
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="only dead letters of this class (e.g. PermanentError); repeatable",
     )
-    rp.add_argument("--to-topic", default=None, help="publish here instead of kafka.input_topic")
+    rp.add_argument("--to-topic", default=None, help="publish here instead of each one's source topic")
     rp.add_argument("--dry-run", action="store_true", help="list what would be replayed, publish nothing")
 
     broker = sub.add_parser("broker", help="the local single-node Kafka broker")

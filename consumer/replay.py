@@ -1,4 +1,5 @@
-"""``python -m consumer dlq replay``: re-publish chosen dead letters to the input topic after a fix.
+"""``python -m consumer dlq replay``: re-publish chosen dead letters to the topic they came from
+(the uploads topic, or an index maintenance topic) after a fix.
 
 Dead letters are chosen by dead-letter-topic partition and offset range and/or error class; each
 is re-published with its original key and value (a missing key becomes the upload id, the one fix a
@@ -77,7 +78,6 @@ def replay(
     echo: Callable[[str], None] = print,
 ) -> ReplaySummary:
     k = settings.kafka
-    target = to_topic or k.input_topic
     codec = AvroCodec()
     consumer = Consumer(
         {
@@ -114,6 +114,7 @@ def replay(
                 name = letter.failure.error_class
                 summary.by_class[name] = summary.by_class.get(name, 0) + 1
                 key = letter.original_key or (letter.upload_id.encode() if letter.upload_id else None)
+                target = to_topic or letter.source_topic
                 echo(
                     f"{'would replay' if dry_run else 'replay'} {k.dlq_topic}[{partition}]@{offset}"
                     f" ({name}, upload {letter.upload_id or '?'}) -> {target}"

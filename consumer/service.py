@@ -83,6 +83,7 @@ class ModerationService:
             max_buffered_bytes=p.max_buffered_bytes,
         )
         self._epochs: dict[TopicPartition, int] = {}
+        self._last_epoch = 0  # epochs are never reused: a partition lost and regained gets a new one
         self._running: dict[asyncio.Task[None], Work] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kafka_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-source")
@@ -112,7 +113,7 @@ class ModerationService:
 
     async def _assigned(self, parts: list[TopicPartition], committed: dict[TopicPartition, Position]) -> None:
         for tp in parts:
-            self._epochs[tp] = self._epochs.get(tp, 0) + 1
+            self._epochs[tp] = self._next_epoch()
         for tp, position in committed.items():
             skipped = self.tracker.restore(tp, position.offset, position.metadata)
             if skipped:
@@ -142,6 +143,8 @@ class ModerationService:
         self, parts: list[TopicPartition], drain_s: float, commit: bool = True
     ) -> dict[TopicPartition, Position]:
         mine = set(parts)
+        for tp in parts:
+            self.scheduler.drop(tp)  # stop dispatch: waiting records are redelivered to the next owner
         running = [task for task, work in self._running.items() if work.tp in mine]
         if drain_s > 0:
             deadline = asyncio.get_running_loop().time() + drain_s
@@ -161,12 +164,15 @@ class ModerationService:
         elif commit:
             positions = {tp: pos for tp, pos in self.tracker.committable().items() if tp in mine}
         for tp in parts:
-            self.scheduler.drop(tp)  # waiting records: never started, redelivered to the next owner
             self.tracker.drop(tp)
             self._epochs.pop(tp, None)  # results still in flight for it are discarded
         metrics.REBALANCES.inc()
         metrics.ASSIGNED.set(len(self._epochs))
         return positions
+
+    def _next_epoch(self) -> int:
+        self._last_epoch += 1
+        return self._last_epoch
 
     def _on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
         assert self._loop is not None
@@ -556,7 +562,7 @@ class ModerationService:
         redone. Results still running belong to the old epoch and are dropped when they finish."""
         log.warning("transaction lost; rewinding to the committed offsets: %s", why)
         for tp in list(self._epochs):
-            self._epochs[tp] += 1
+            self._epochs[tp] = self._next_epoch()
             self.scheduler.drop(tp)
             self.tracker.drop(tp)
         self._rewind_needed = True

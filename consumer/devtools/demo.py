@@ -15,7 +15,15 @@ from ..kafka import ensure_topics
 from ..records import Decision, MediaType, ModerationVerdict, UploadEvent
 from .broker import LocalKafka
 from .samples import cropped, image_bytes, make_gif, make_image, make_video, reencoded
-from .stack import ConsumerProcess, SimulatorProcess, consumer_env, produce_uploads, read_verdicts, upload
+from .stack import (
+    ConsumerProcess,
+    SimulatorProcess,
+    consumer_env,
+    produce_uploads,
+    read_dead_letters,
+    read_verdicts,
+    upload,
+)
 
 __all__ = ["run_demo"]
 
@@ -186,8 +194,13 @@ def run_demo() -> int:
             partitions=4,
         )
         samples = _samples(sim)
-        produce_uploads(bootstrap, settings.input_topic, [s.event for s in samples])
-        print(f"  produced {len(samples)} sample uploads to '{settings.input_topic}'", flush=True)
+        poison = (b"demo-poison", b'{"upload_id": "written as JSON by mistake"}')
+        produce_uploads(bootstrap, settings.input_topic, [s.event for s in samples], raw=[poison])
+        print(
+            f"  produced {len(samples)} sample uploads and 1 record that is not Avro to"
+            f" '{settings.input_topic}'",
+            flush=True,
+        )
         consumer = ConsumerProcess(
             consumer_env(bootstrap, sim.url, group="demo"), log_path=workdir / "consumer.log"
         ).start()
@@ -198,6 +211,17 @@ def run_demo() -> int:
         }
         table, wrong = _table(samples, verdicts)
         print(table)
+        letters = read_dead_letters(bootstrap, settings.dlq_topic, 1, timeout=60)
+        for letter, _ in letters:
+            print(
+                f"\ndead letter on '{settings.dlq_topic}': {letter.source_topic}[{letter.source_partition}]"
+                f"@{letter.source_offset} key={letter.original_key!r} {letter.failure.error_class}:"
+                f" {letter.failure.message}\n  (fix, then: python -m consumer dlq replay --error-class"
+                f" {letter.failure.error_class})"
+            )
+        if not letters:
+            print("the record that is not Avro never reached the dead letter topic", file=sys.stderr)
+            wrong += 1
         print(
             f"\n{len(verdicts)} verdicts for {len(samples)} uploads in {time.monotonic() - started:.1f}s; "
             f"consumer log: {workdir / 'consumer.log'}"

@@ -142,20 +142,27 @@ class TransactionalSink(Sink):
             self._deferred.clear()
 
     async def _call(self, fn: Callable[..., Any], *args: Any, rebuild_on_fatal: bool = True) -> Any:
-        deadline = asyncio.get_running_loop().time() + self._timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
         while True:
+            call = loop.run_in_executor(None, fn, *args)
             try:
-                return await asyncio.to_thread(fn, *args)
+                # librdkafka can leave a transactional call waiting forever (seen after a broker
+                # restart, inside send_offsets_to_transaction): past the deadline the producer is
+                # treated as broken and rebuilt; the stuck thread keeps only the old one
+                return await asyncio.wait_for(asyncio.shield(call), _CALL_TIMEOUT_S + 5)
+            except TimeoutError:
+                err = KafkaError(KafkaError._TIMED_OUT, f"{fn.__name__} did not return", fatal=True)
             except KafkaException as exc:
-                err: KafkaError = exc.args[0]
-                if err.retriable() and asyncio.get_running_loop().time() < deadline:
+                err = exc.args[0]
+                if err.retriable() and loop.time() < deadline:
                     log.info("transaction call %s retried: %s", fn.__name__, err.str())
                     await asyncio.sleep(_RETRY_PAUSE_S)
                     continue
-                if not rebuild_on_fatal:
-                    raise
-                await self._abort(err)
-                raise TransactionLost(err.str()) from None
+            if not rebuild_on_fatal:
+                raise KafkaException(err)
+            await self._abort(err)
+            raise TransactionLost(err.str())
 
     async def _abort(self, err: KafkaError) -> None:
         self._open = False

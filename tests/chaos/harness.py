@@ -187,6 +187,14 @@ class ChaosStack:
         self.consumers[instance] = c
         return c
 
+    def diagnose(self, out: OutputCollector, what: str) -> str:
+        """A failure message with what the group committed and what the collector has read."""
+        return (
+            f"{what}: answered {out.answered()}, committed {self.committed()}, ends {self.input_ends()},"
+            f" outputs read to {out.positions}, output ends {self.output_ends()},"
+            f" consumers alive {[name for name, c in self.consumers.items() if c.alive]}"
+        )
+
     def restart_broker(self) -> None:
         self.broker.stop()
         self.broker.start()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from consumer.serde import AvroCodec
 
 from .harness import ChaosStack, OutputCollector, Source
 
-pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(600)]
 
 UPLOADS = 5_000
 KILLS = 5
@@ -56,7 +56,9 @@ def sources_of(stack: ChaosStack) -> set[Source]:
     return {(p, o) for p, end in stack.input_ends().items() for o in range(end)}
 
 
-def test_no_upload_is_lost_through_kills_a_broker_restart_and_provider_faults(stack: ChaosStack) -> None:
+def test_no_upload_is_lost_through_kills_a_broker_restart_and_provider_faults(
+    stack: ChaosStack, accounting: Callable[[str], None]
+) -> None:
     seed = int(os.environ.get("CHAOS_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
     produce_uploads(stack.broker.bootstrap, stack.topics["input_topic"], uploads(rng), raw=poison())
@@ -74,7 +76,9 @@ def test_no_upload_is_lost_through_kills_a_broker_restart_and_provider_faults(st
     ) as out:
         consumer = stack.start_consumer("a")
         for threshold, action in events:
-            assert out.wait_answered(threshold, 180), f"stuck before {threshold} (seed {seed})"
+            assert out.wait_answered(threshold, 180), stack.diagnose(
+                out, f"stuck before {threshold} (seed {seed})"
+            )
             if action == "broker":
                 stack.restart_broker()
                 continue
@@ -84,21 +88,22 @@ def test_no_upload_is_lost_through_kills_a_broker_restart_and_provider_faults(st
                 assert out.caught_up(stack.output_ends(), 60)
                 in_flight_at_kills += out.at_or_after(stack.committed())
             consumer = stack.start_consumer("a")
-        assert out.wait_answered(total, 240), f"{total - out.answered()} uploads unanswered (seed {seed})"
+        assert out.wait_answered(total, 240), stack.diagnose(
+            out, f"{total - out.answered()} unanswered (seed {seed})"
+        )
         assert consumer.terminate(60) == 0
         if not exactly_once:
             assert out.caught_up(stack.output_ends(), 60)
-        accounting = out.accounting(sources)
-    print(
-        "\n"
-        + accounting.line(
+        counts = out.accounting(sources)
+    accounting(
+        counts.line(
             mode=stack.mode, kills=kills, broker_restarts=1, in_flight_at_kills=in_flight_at_kills, seed=seed
         )
     )
-    assert accounting.missing == 0
-    assert accounting.dead_letters >= 10  # the poison records
+    assert counts.missing == 0
+    assert counts.dead_letters >= 10  # the poison records
     if exactly_once:
-        assert accounting.duplicates == 0
+        assert counts.duplicates == 0
         assert stack.committed() == stack.input_ends()
     else:
-        assert accounting.duplicates <= in_flight_at_kills
+        assert counts.duplicates <= in_flight_at_kills

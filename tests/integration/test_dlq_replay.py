@@ -43,6 +43,7 @@ async def test_replay_by_error_class_after_a_fix(
     sim: SimulatorProcess,
     settings_for: Callable[..., Any],
     running_service: Callable[..., Any],
+    accounting: Callable[[str], None],
 ) -> None:
     big = [upload(MediaType.TEXT, upload_id=f"big-{i}", text="words " * 12_000) for i in range(2)]
     produce_uploads(kafka_bootstrap, topics.input, big, raw=[(b"junk", b"not avro at all")])
@@ -72,6 +73,6 @@ async def test_replay_by_error_class_after_a_fix(
             read_verdicts, kafka_bootstrap, topics.verdicts, {u.upload_id for u in big}, timeout=60
         )
     assert {v.upload_id for v in verdicts} == {u.upload_id for u in big}
-    print(
-        f"\naccounting: uploads=3 verdicts={len(verdicts)} duplicates=0 dead_letters=1 missing=0 replayed=2"
+    accounting(
+        f"accounting: uploads=3 verdicts={len(verdicts)} duplicates=0 dead_letters=1 missing=0 replayed=2"
     )

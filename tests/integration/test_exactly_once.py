@@ -32,6 +32,7 @@ async def test_each_upload_has_one_committed_verdict_through_a_fencing(
     topics: Topics,
     settings_for: Callable[..., Any],
     running_service: Callable[..., Any],
+    accounting: Callable[[str], None],
 ) -> None:
     first = [upload(MediaType.TEXT, upload_id=f"eos-a{i}", text=f"hello {i}") for i in range(300)]
     then = [upload(MediaType.TEXT, upload_id=f"eos-b{i}", text=f"again {i}") for i in range(300)]
@@ -54,9 +55,13 @@ async def test_each_upload_has_one_committed_verdict_through_a_fencing(
             async with httpx.AsyncClient() as client:
                 ready = await client.get(f"http://127.0.0.1:{service.health_port}/readyz")
             zombie.close()
-        accounting = seen.accounting(expected)
-    print(f"\naccounting: {accounting} dead_letters=0 producer_rebuilds={rebuilt() - before:g}")
-    assert accounting["duplicates"] == 0 and accounting["missing"] == 0
-    assert accounting["verdicts"] == len(expected)
+        counts = seen.accounting(expected)
+    accounting(
+        f"accounting: uploads={counts['uploads']} verdicts={counts['verdicts']}"
+        f" duplicates={counts['duplicates']} dead_letters=0 missing={counts['missing']}"
+        f" producer_rebuilds={rebuilt() - before:g}"
+    )
+    assert counts["duplicates"] == 0 and counts["missing"] == 0
+    assert counts["verdicts"] == len(expected)
     assert rebuilt() > before, "the fencing was never noticed"
     assert ready.status_code == 200 and ready.json()["assigned"] > 0

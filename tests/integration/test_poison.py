@@ -111,6 +111,7 @@ async def test_every_kind_of_poison_is_dead_lettered_or_answered_and_the_partiti
     sim: SimulatorProcess,
     settings_for: Callable[..., Any],
     running_service: Callable[..., Any],
+    accounting: Callable[[str], None],
 ) -> None:
     topics = make_topics(input_partitions=1)  # one partition: poison sits between good uploads
     poison = corpus(sim)
@@ -157,8 +158,8 @@ async def test_every_kind_of_poison_is_dead_lettered_or_answered_and_the_partiti
         assert headers[HEADERS["source_offset"]] == str(offset).encode()
         assert headers[HEADERS["error_class"]] == p.dead_letter.encode()
         assert int(headers[HEADERS["attempts"]]) >= 1
-    print(
-        f"\naccounting: uploads={len(good) + len(poison)} verdicts={len(verdicts)} duplicates=0"
+    accounting(
+        f"accounting: uploads={len(good) + len(poison)} verdicts={len(verdicts)} duplicates=0"
         f" dead_letters={len(letters)} missing={len(good) + len(poison) - len(verdicts) - len(letters)}"
         f" poison_kinds={len(poison)}"
     )
