@@ -10,7 +10,9 @@ its consumer to the committed offsets: the outputs of the lost transaction are g
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -145,12 +147,12 @@ class TransactionalSink(Sink):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout_s
         while True:
-            call = loop.run_in_executor(None, fn, *args)
+            call = _in_daemon_thread(loop, fn, *args)
             try:
                 # librdkafka can leave a transactional call waiting forever (seen after a broker
                 # restart, inside send_offsets_to_transaction): past the deadline the producer is
                 # treated as broken and rebuilt; the stuck thread keeps only the old one
-                return await asyncio.wait_for(asyncio.shield(call), _CALL_TIMEOUT_S + 5)
+                return await asyncio.wait_for(call, _CALL_TIMEOUT_S + 5)
             except TimeoutError:
                 err = KafkaError(KafkaError._TIMED_OUT, f"{fn.__name__} did not return", fatal=True)
             except KafkaException as exc:
@@ -192,3 +194,30 @@ class TransactionalSink(Sink):
         self.producer = Producer(self._config)
         del old
         await self._call(self.producer.init_transactions, _CALL_TIMEOUT_S, rebuild_on_fatal=False)
+
+
+def _in_daemon_thread(
+    loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any
+) -> asyncio.Future[Any]:
+    """Run a blocking call on its own daemon thread: one that never returns (a librdkafka hang)
+    cannot hold up the event loop's shutdown the way a default-executor thread would."""
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+    def work() -> None:
+        try:
+            result, error = fn(*args), None
+        except BaseException as exc:  # handed to the awaiting coroutine
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name=f"kafka-txn-{fn.__name__}", daemon=True).start()
+    return future
