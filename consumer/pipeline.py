@@ -56,6 +56,7 @@ class Rejected:
 
     error: PermanentError
     attempts: int
+    started_ms: int  # when moderation of the upload began: its first failed attempt
 
 
 class _Runs:
@@ -223,7 +224,8 @@ class Pipeline:
         verdict = self._verdict(upload, source, state.results, state.runs, started)
         if state.refused is not None and self._dead_letter_refused and verdict.decision.severity < 2:
             # nothing blocks it, yet part of it could not be checked: keep it whole for a replay
-            return Rejected(state.refused, max((r.attempts for r in state.runs), default=1))
+            attempts = max((r.attempts for r in state.runs), default=1)
+            return Rejected(state.refused, attempts, int(started * 1000))
         return verdict
 
     async def _content_results(

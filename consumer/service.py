@@ -19,6 +19,7 @@ from confluent_kafka import KafkaException
 from .callbacks import AsyncTasks, CallbackReceiver, Correlator, RelayListener, kafka_relay
 from .config import Settings
 from .deadletter import DeadLetter, Failure
+from .epochs import Epochs
 from .errors import SerializationError
 from .health import HealthServer, Probe, metrics_handler
 from .httpclient import HttpClient
@@ -82,8 +83,7 @@ class ModerationService:
             pause_at=p.partition_buffer,
             max_buffered_bytes=p.max_buffered_bytes,
         )
-        self._epochs: dict[TopicPartition, int] = {}
-        self._last_epoch = 0  # epochs are never reused: a partition lost and regained gets a new one
+        self._epochs = Epochs()
         self._running: dict[asyncio.Task[None], Work] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kafka_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-source")
@@ -93,7 +93,6 @@ class ModerationService:
         self._held = False
         self._schemas: dict[str, str] = {}
         self.processed = 0
-        self.dead_letters = 0
         self.exactly_once = p.delivery == "exactly_once"
         self._commit_lock = asyncio.Lock()
         self._rewind_needed = False
@@ -112,8 +111,7 @@ class ModerationService:
         self._on_loop(self._assigned(parts, committed))
 
     async def _assigned(self, parts: list[TopicPartition], committed: dict[TopicPartition, Position]) -> None:
-        for tp in parts:
-            self._epochs[tp] = self._next_epoch()
+        self._epochs.assign(parts)
         for tp, position in committed.items():
             skipped = self.tracker.restore(tp, position.offset, position.metadata)
             if skipped:
@@ -133,11 +131,13 @@ class ModerationService:
         positions = self._on_loop(self._release(parts, drain_s=self.settings.processing.revoke_drain_s))
         if positions:
             self._source.commit(positions)
+        self._source.resume(parts)  # the scheduler forgot their pause: the consumer must too
 
     def _on_lost(self, parts: list[TopicPartition]) -> None:
         """Lost (another member owns them already): drop everything, commit nothing. In exactly-once
         mode the open transaction may hold their outputs: it is aborted and the rest rewound."""
         self._on_loop(self._release(parts, drain_s=0.0, commit=False))
+        self._source.resume(parts)
 
     async def _release(
         self, parts: list[TopicPartition], drain_s: float, commit: bool = True
@@ -165,14 +165,10 @@ class ModerationService:
             positions = {tp: pos for tp, pos in self.tracker.committable().items() if tp in mine}
         for tp in parts:
             self.tracker.drop(tp)
-            self._epochs.pop(tp, None)  # results still in flight for it are discarded
+            self._epochs.release(tp)  # results still in flight for it are discarded
         metrics.REBALANCES.inc()
         metrics.ASSIGNED.set(len(self._epochs))
         return positions
-
-    def _next_epoch(self) -> int:
-        self._last_epoch += 1
-        return self._last_epoch
 
     def _on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
         assert self._loop is not None
@@ -293,7 +289,7 @@ class ModerationService:
         if not self.tracker.track(tp, msg.offset()):
             return  # finished by the previous owner (commit metadata): not redone
         size = len(msg.value() or b"") + len(msg.key() or b"")
-        self.scheduler.offer(Work(tp, msg.offset(), msg.key(), size, (msg, self._epochs[tp])))
+        self.scheduler.offer(Work(tp, msg.offset(), msg.key(), size, (msg, self._epochs.of(tp))))
 
     def _kick(self) -> None:
         """Dispatch on the next loop turn; completions in one turn share one pass."""
@@ -340,7 +336,7 @@ class ModerationService:
         msg = work.payload[0]
         upload_id: str | None = None
         try:
-            check_record_size(msg.key(), msg.value(), self.settings.processing.max_record_bytes)
+            check_record_size(work.size, self.settings.processing.max_record_bytes)
             event = self._decode(msg, work.tp)
             if isinstance(event, UploadEvent):
                 upload_id = event.upload_id
@@ -367,7 +363,6 @@ class ModerationService:
             raise SerializationError(f"{schema} breaks its schema: {type(exc).__name__}: {exc}") from None
 
     async def _handle(self, work: Work, event: object) -> None:
-        started = _now_ms()
         try:
             if isinstance(event, UploadDeleted):
                 await self.maintenance.on_deleted(event)
@@ -381,7 +376,10 @@ class ModerationService:
                 outcome = await self.pipeline.moderate(event, source)
                 if isinstance(outcome, Rejected):
                     failure = Failure.of(
-                        outcome.error, attempts=outcome.attempts, first_at_ms=started, last_at_ms=_now_ms()
+                        outcome.error,
+                        attempts=outcome.attempts,
+                        first_at_ms=outcome.started_ms,
+                        last_at_ms=_now_ms(),
                     )
                     self._dead_letter(work, failure, event.upload_id)
                 else:
@@ -410,7 +408,7 @@ class ModerationService:
     def _current(self, work: Work) -> bool:
         """False for a result of an earlier assignment (revoked, lost or rewound since)."""
         epoch: int = work.payload[1]
-        return self._epochs.get(work.tp) == epoch
+        return self._epochs.of(work.tp) == epoch
 
     def _complete(self, work: Work) -> None:
         if self._current(work):
@@ -450,7 +448,6 @@ class ModerationService:
         ):
             return
         metrics.child(metrics.DEAD_LETTERS, failure.error_class).inc()
-        self.dead_letters += 1
         log.warning(
             "dead letter: %s",
             failure.message,
@@ -468,10 +465,6 @@ class ModerationService:
         """Produce a record's outputs; its input offset completes when the broker has acknowledged
         every one. The key's next record may start now: the producer keeps their order. False (and
         nothing produced) for a stale result: the partition's current owner redoes that record."""
-        if not self._current(work):
-            self.scheduler.done(work)
-            self._kick()
-            return False
         remaining = len(outputs)
 
         def acknowledged(err: DeliveryError | None) -> None:
@@ -488,6 +481,8 @@ class ModerationService:
                 self._complete(work)
 
         try:
+            if not self._current(work):
+                return False
             for topic, key, value, headers in outputs:
                 self._sink.produce(topic, key, value, headers, on_delivery=acknowledged)
         except DeliveryError as exc:  # refused locally: never completes, so nothing commits past it
@@ -561,8 +556,8 @@ class ModerationService:
         """The aborted transaction's outputs are gone: every record since the committed offsets is
         redone. Results still running belong to the old epoch and are dropped when they finish."""
         log.warning("transaction lost; rewinding to the committed offsets: %s", why)
-        for tp in list(self._epochs):
-            self._epochs[tp] = self._next_epoch()
+        self._epochs.assign(self._epochs)
+        for tp in self._epochs:
             self.scheduler.drop(tp)
             self.tracker.drop(tp)
         self._rewind_needed = True

@@ -20,8 +20,8 @@ SUPPORTED_CONTENT_TYPES: dict[MediaType, frozenset[str]] = {
 }
 
 
-def check_record_size(key: bytes | None, value: bytes | None, limit: int) -> None:
-    size = len(key or b"") + len(value or b"")
+def check_record_size(size: int, limit: int) -> None:
+    """``size``: the record's key and value bytes together."""
     if size > limit:
         raise InvalidRecordError(f"record of {size} bytes is over the {limit}-byte limit")
 

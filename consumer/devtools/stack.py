@@ -11,12 +11,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 from confluent_kafka import Consumer, Message, Producer
@@ -27,12 +28,14 @@ from ..serde import AvroCodec
 from ..simulator.state import DEFAULT_KEYS
 from .broker import free_port
 
-_QUIET = logging.getLogger("consumer.devtools.clients")
-_QUIET.setLevel(logging.ERROR)
+QUIET = logging.getLogger("consumer.devtools.clients")
+QUIET.setLevel(logging.ERROR)
 
 __all__ = [
+    "QUIET",
     "ConsumerProcess",
     "SimulatorProcess",
+    "TopicReader",
     "VerdictCollector",
     "consumer_env",
     "iter_messages",
@@ -40,6 +43,7 @@ __all__ = [
     "produce_uploads",
     "read_dead_letters",
     "read_verdicts",
+    "reader",
     "upload",
     "wait_until",
     "wait_until_async",
@@ -265,7 +269,7 @@ def produce_uploads(
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 5,
-            "logger": _QUIET,
+            "logger": QUIET,
         }
     )
     count = 0
@@ -281,10 +285,10 @@ def produce_uploads(
     return count
 
 
-def iter_messages(
-    bootstrap: str, topic: str, *, timeout: float, group: str | None = None, isolation: str = "read_committed"
-) -> Iterator[Message]:
-    """Records of ``topic`` from the beginning until ``timeout`` seconds pass (caller stops early)."""
+def reader(
+    bootstrap: str, topics: list[str], isolation: str = "read_committed", group: str | None = None
+) -> Consumer:
+    """A consumer subscribed to ``topics`` from their beginning, committing nothing."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -292,10 +296,18 @@ def iter_messages(
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
             "isolation.level": isolation,
-            "logger": _QUIET,
+            "logger": QUIET,
         }
     )
-    consumer.subscribe([topic])
+    consumer.subscribe(topics)
+    return consumer
+
+
+def iter_messages(
+    bootstrap: str, topic: str, *, timeout: float, group: str | None = None, isolation: str = "read_committed"
+) -> Iterator[Message]:
+    """Records of ``topic`` from the beginning until ``timeout`` seconds pass (caller stops early)."""
+    consumer = reader(bootstrap, [topic], isolation, group)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -344,49 +356,50 @@ def read_verdicts(
     return seen
 
 
-class VerdictCollector:
-    """Reads a verdict topic in a background thread; tests wait on its counts with deadlines."""
+class TopicReader:
+    """Reads topics from the beginning in a background thread, handing each record to ``handle``
+    under ``self._lock``; tests wait on what subclasses collect, with deadlines."""
 
-    def __init__(self, bootstrap: str, topic: str, isolation: str = "read_committed") -> None:
-        import threading
-
-        self._bootstrap, self._topic, self._isolation = bootstrap, topic, isolation
-        self.counts: dict[str, int] = {}
+    def __init__(self, bootstrap: str, topics: list[str], isolation: str = "read_committed") -> None:
+        self._bootstrap, self._topics, self._isolation = bootstrap, topics, isolation
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="verdict-collector", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
+        self.codec = AvroCodec()
 
-    def __enter__(self) -> VerdictCollector:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
-        self._thread.join(10)
+        self._thread.join(15)
 
     def _run(self) -> None:
-        codec = AvroCodec()
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self._bootstrap,
-                "group.id": f"collector-{uuid.uuid4().hex[:8]}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-                "isolation.level": self._isolation,
-                "logger": _QUIET,
-            }
-        )
-        consumer.subscribe([self._topic])
+        consumer = reader(self._bootstrap, self._topics, self._isolation)
         try:
             while not self._stop.is_set():
                 for msg in consumer.consume(500, 0.2):
-                    if msg.error():
-                        continue
-                    verdict = codec.decode(msg.value(), "ModerationVerdict")
-                    with self._lock:
-                        self.counts[verdict["upload_id"]] = self.counts.get(verdict["upload_id"], 0) + 1
+                    if not msg.error():
+                        with self._lock:
+                            self.handle(msg)
         finally:
             consumer.close()
+
+    def handle(self, msg: Message) -> None:
+        raise NotImplementedError
+
+
+class VerdictCollector(TopicReader):
+    """Counts the verdicts of a topic per upload id."""
+
+    def __init__(self, bootstrap: str, topic: str, isolation: str = "read_committed") -> None:
+        super().__init__(bootstrap, [topic], isolation)
+        self.counts: dict[str, int] = {}
+
+    def handle(self, msg: Message) -> None:
+        upload_id = self.codec.decode(msg.value(), "ModerationVerdict")["upload_id"]
+        self.counts[upload_id] = self.counts.get(upload_id, 0) + 1
 
     @property
     def total(self) -> int:
@@ -394,13 +407,11 @@ class VerdictCollector:
             return sum(self.counts.values())
 
     def wait_until(self, predicate: Any, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def holds() -> bool:
             with self._lock:
-                if predicate(self.counts):
-                    return True
-            time.sleep(0.05)
-        return False
+                return bool(predicate(self.counts))
+
+        return wait_until(holds, timeout, 0.05)
 
     def accounting(self, expected: set[str]) -> dict[str, int]:
         with self._lock:

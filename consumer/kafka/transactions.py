@@ -54,7 +54,6 @@ class TransactionalSink(Sink):
         self._busy = False
         self._deferred: list[tuple[str, bytes | None, bytes, Headers | None, DeliveryCallback | None]] = []
         self._timeout_s = settings.transaction_timeout_ms / 1000
-        self.commits = 0
 
     async def init(self) -> None:
         """Register the transactional id (fencing any earlier producer with it, aborting its
@@ -116,7 +115,6 @@ class TransactionalSink(Sink):
                 )
             await self._call(self.producer.commit_transaction, _CALL_TIMEOUT_S)
             self._open = False
-            self.commits += 1
             metrics.child(metrics.TRANSACTIONS, "committed").inc()
             return settled
         except TransactionLost:

@@ -3,31 +3,34 @@ that can be killed, and an accounting of outputs per input record (verdict or de
 
 from __future__ import annotations
 
-import logging
 import os
-import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from consumer.config import load_settings
 from consumer.devtools.broker import LocalKafka
-from consumer.devtools.stack import ConsumerProcess, SimulatorProcess, consumer_env, wait_until
+from consumer.devtools.stack import (
+    QUIET,
+    ConsumerProcess,
+    SimulatorProcess,
+    TopicReader,
+    consumer_env,
+    wait_until,
+)
 from consumer.kafka import ensure_topics
-from consumer.serde import AvroCodec
 
 __all__ = ["Accounting", "ChaosStack", "OutputCollector"]
-
-_QUIET = logging.getLogger("chaos.quiet")
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
 
 # 10 % 5xx, 5 % 429, 2 % hangs (longer than the client's timeout)
 FAULTS = ["500=0.04", "502=0.02", "503=0.02", "504=0.02", "429=0.05", "hang=0.02"]
 INPUT_PARTITIONS = 6
+OUTPUT_PARTITIONS = 3
 
 Source = tuple[int, int]  # input partition, offset
 
@@ -45,52 +48,21 @@ class Accounting:
         return "accounting: " + " ".join(f"{k}={v}" for k, v in fields.items())
 
 
-class OutputCollector:
+class OutputCollector(TopicReader):
     """Reads the verdict and dead letter topics in a thread, counting outputs per input record."""
 
     def __init__(self, bootstrap: str, verdicts: str, dlq: str, isolation: str = "read_committed") -> None:
-        self._bootstrap, self._topics, self._isolation = bootstrap, {verdicts: "v", dlq: "d"}, isolation
+        super().__init__(bootstrap, [verdicts, dlq], isolation)
+        self._schemas = {verdicts: ("v", "ModerationVerdict"), dlq: ("d", "DeadLetter")}
         self.outputs: dict[Source, list[str]] = {}  # per input record: "v" or "d" per output seen
         self.positions: dict[tuple[str, int], int] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="output-collector", daemon=True)
 
-    def __enter__(self) -> OutputCollector:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(15)
-
-    def _run(self) -> None:
-        codec = AvroCodec()
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self._bootstrap,
-                "group.id": f"collector-{uuid.uuid4().hex[:8]}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-                "isolation.level": self._isolation,
-                "logger": _QUIET,
-            }
-        )
-        consumer.subscribe(list(self._topics))
-        try:
-            while not self._stop.is_set():
-                for msg in consumer.consume(500, 0.2):
-                    if msg.error():
-                        continue
-                    kind = self._topics[msg.topic()]
-                    schema = "ModerationVerdict" if kind == "v" else "DeadLetter"
-                    record = codec.decode(msg.value(), schema)
-                    source = (record["source_partition"], record["source_offset"])
-                    with self._lock:
-                        self.outputs.setdefault(source, []).append(kind)
-                        self.positions[(msg.topic(), msg.partition())] = msg.offset() + 1
-        finally:
-            consumer.close()
+    def handle(self, msg: Message) -> None:
+        kind, schema = self._schemas[msg.topic()]
+        record = self.codec.decode(msg.value(), schema)
+        source = (record["source_partition"], record["source_offset"])
+        self.outputs.setdefault(source, []).append(kind)
+        self.positions[(msg.topic(), msg.partition())] = msg.offset() + 1
 
     def answered(self) -> int:
         with self._lock:
@@ -155,7 +127,11 @@ class ChaosStack:
         ).start()
         settings = load_settings(kafka={"bootstrap_servers": self.broker.bootstrap})
         ensure_topics(settings.kafka, [self.topics["input_topic"]], partitions=INPUT_PARTITIONS)
-        ensure_topics(settings.kafka, [t for k, t in self.topics.items() if k != "input_topic"], partitions=3)
+        ensure_topics(
+            settings.kafka,
+            [t for k, t in self.topics.items() if k != "input_topic"],
+            partitions=OUTPUT_PARTITIONS,
+        )
         return self
 
     def stop(self) -> None:
@@ -199,39 +175,31 @@ class ChaosStack:
         self.broker.stop()
         self.broker.start()
 
-    def committed(self) -> dict[int, int]:
-        """The group's committed input offsets right now."""
-        consumer = Consumer(
-            {"bootstrap.servers": self.broker.bootstrap, "group.id": self.group, "logger": _QUIET}
-        )
+    @contextmanager
+    def _client(self, group: str = "chaos-ends") -> Iterator[Consumer]:
+        """A consumer that joins nothing: for committed offsets and watermarks."""
+        consumer = Consumer({"bootstrap.servers": self.broker.bootstrap, "group.id": group, "logger": QUIET})
         try:
-            parts = [TopicPartition(self.topics["input_topic"], p) for p in range(INPUT_PARTITIONS)]
-            return {tp.partition: max(tp.offset, 0) for tp in consumer.committed(parts, timeout=30)}
+            yield consumer
         finally:
             consumer.close()
 
-    def output_ends(self) -> dict[tuple[str, int], int]:
-        consumer = Consumer(
-            {"bootstrap.servers": self.broker.bootstrap, "group.id": "ends", "logger": _QUIET}
-        )
-        try:
-            ends = {}
-            for topic in (self.topics["verdict_topic"], self.topics["dlq_topic"]):
-                for p in range(3):
-                    ends[(topic, p)] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
-            return ends
-        finally:
-            consumer.close()
-
-    def input_ends(self) -> dict[int, int]:
-        consumer = Consumer(
-            {"bootstrap.servers": self.broker.bootstrap, "group.id": "ends", "logger": _QUIET}
-        )
-        try:
-            topic = self.topics["input_topic"]
+    def _ends(self, topic: str, partitions: int) -> dict[int, int]:
+        with self._client() as consumer:
             return {
                 p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
-                for p in range(INPUT_PARTITIONS)
+                for p in range(partitions)
             }
-        finally:
-            consumer.close()
+
+    def committed(self) -> dict[int, int]:
+        """The group's committed input offsets right now."""
+        with self._client(self.group) as consumer:
+            parts = [TopicPartition(self.topics["input_topic"], p) for p in range(INPUT_PARTITIONS)]
+            return {tp.partition: max(tp.offset, 0) for tp in consumer.committed(parts, timeout=30)}
+
+    def output_ends(self) -> dict[tuple[str, int], int]:
+        topics = (self.topics["verdict_topic"], self.topics["dlq_topic"])
+        return {(t, p): end for t in topics for p, end in self._ends(t, OUTPUT_PARTITIONS).items()}
+
+    def input_ends(self) -> dict[int, int]:
+        return self._ends(self.topics["input_topic"], INPUT_PARTITIONS)

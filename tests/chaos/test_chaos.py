@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -41,15 +40,6 @@ def uploads(rng: random.Random) -> list[UploadEvent]:
 def poison() -> list[tuple[bytes | None, bytes]]:
     good = AvroCodec().encode("UploadEvent", upload(MediaType.TEXT, text="x").to_avro())
     return [(f"p-{i}".encode(), b"not avro" if i % 2 else good[: len(good) // 2]) for i in range(10)]
-
-
-@pytest.fixture(params=["exactly_once", "at_least_once"])
-def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ChaosStack]:
-    s = ChaosStack(tmp_path, request.param).start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def sources_of(stack: ChaosStack) -> set[Source]:

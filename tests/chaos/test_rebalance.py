@@ -5,8 +5,7 @@ in-flight records (revocations drain and commit, so they add none)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -18,15 +17,6 @@ from .harness import ChaosStack, OutputCollector, Source
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(600)]
 
 UPLOADS = 3_000
-
-
-@pytest.fixture(params=["exactly_once", "at_least_once"])
-def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ChaosStack]:
-    s = ChaosStack(tmp_path, request.param).start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def test_members_join_leave_and_die_mid_stream_without_loss(
