@@ -58,10 +58,18 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="NAME=RATE",
-        help="fault rate 0..1: 500, 502, 503, 504, 429, hang, callback_drop, resend, is0012",
+        help="fault rate 0..1: 500, 502, 503, 504, 429, hang, callback_drop, resend, is0012,"
+        " wrong_shape, echo_credentials",
     )
     sim.add_argument("--hang-s", type=float, default=30.0, help="how long a 'hang' fault holds a request")
     sim.add_argument("--seed", type=int, default=1234, help="seed of the fault and latency draws")
+    sim.add_argument(
+        "--hostile-port",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also serve the hostile server on 127.0.0.1:N (0 = a free port; GET /_admin/hostile tells)",
+    )
 
     sub.add_parser("demo", help="broker + simulator + sample uploads, verdicts shown")
 
@@ -105,8 +113,23 @@ def main(argv: list[str] | None = None) -> int:
             return _replay(args)
         return _broker(args)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _setting_error(exc)
+    except ValueError as exc:  # defence in depth: a settings error that escaped load_settings
+        from pydantic import ValidationError
+        from pydantic_settings import SettingsError
+
+        from .config import config_error_from
+
+        if not isinstance(exc, ValidationError | SettingsError):
+            raise
+        return _setting_error(config_error_from(exc))
+
+
+def _setting_error(exc: ConfigError) -> int:
+    """One line on stderr, exit code 2 (the message never holds a value or file contents)."""
+    line = " ".join("".join(c for c in str(exc) if c.isprintable() or c.isspace()).split())
+    print(f"error: {line}", file=sys.stderr)
+    return 2
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -151,16 +174,15 @@ def _run(config: Path | None, workers: int = 1) -> int:
 
 async def _serve(settings: object) -> int:
     from .config import Settings
-    from .httpclient import make_http_client
     from .service import ModerationService
+    from .wiring import provider_client
 
     assert isinstance(settings, Settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    p = settings.processing
-    async with make_http_client(p.http_transport, p.max_in_flight * 2) as http:
+    async with provider_client(settings) as http:
         service = ModerationService(settings, http)
         try:
             await service.run(stop)
@@ -175,6 +197,7 @@ async def _serve(settings: object) -> int:
 
 def _simulate(args: argparse.Namespace) -> int:
     from .simulator import DEFAULT_KEYS, LatencyModel, SimulatorState, serve
+    from .simulator.common import HOSTILE_FAULT_NAMES
     from .simulator.state import DEFAULT_HUAWEI_TOKEN, StartupSettings
 
     keys = dict(DEFAULT_KEYS)
@@ -184,12 +207,18 @@ def _simulate(args: argparse.Namespace) -> int:
             raise ConfigError("--key", f"expected PROJECT=KEY with PROJECT one of {', '.join(DEFAULT_KEYS)}")
         keys[project] = key
     faults: dict[str, float] = {}
+    hostile_faults: dict[str, float] = {}
     for item in args.fault:
         name, _, rate = item.partition("=")
         try:
-            faults[name] = float(rate)
+            value = float(rate)
         except ValueError:
             raise ConfigError("--fault", f"expected NAME=RATE with RATE a number, got {item!r}") from None
+        if name in HOSTILE_FAULT_NAMES and not 0.0 <= value <= 1.0:
+            raise ConfigError("--fault", f"fault rate for {name} must be within 0..1")
+        (hostile_faults if name in HOSTILE_FAULT_NAMES else faults)[name] = value
+    if args.hostile_port is not None and not 0 <= args.hostile_port <= 65535:
+        raise ConfigError("--hostile-port", "must be a port number (0 = a free one)")
     startup = StartupSettings(faults=faults, hang_s=args.hang_s, rate_limit=args.rate_limit, seed=args.seed)
     try:
         state = SimulatorState(
@@ -201,8 +230,20 @@ def _simulate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError("--fault", str(exc)) from None
     print(f"simulator listening on http://{args.host}:{args.port}", flush=True)
+    if args.hostile_port is not None:
+        where = f"http://127.0.0.1:{args.hostile_port}" if args.hostile_port else "a free port"
+        print(f"hostile server listening on {where} (GET /_admin/hostile)", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port, state, allow_remote_fetch=args.allow_remote_fetch))
+        asyncio.run(
+            serve(
+                args.host,
+                args.port,
+                state,
+                allow_remote_fetch=args.allow_remote_fetch,
+                hostile_port=args.hostile_port,
+                hostile_faults=hostile_faults,
+            )
+        )
     return 0
 
 

@@ -7,9 +7,15 @@ API keys are ``SecretStr`` and can also come from files (``hive.csam_key_file``)
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
+import re
+import stat
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -21,25 +27,36 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_core import ErrorDetails, PydanticCustomError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from .errors import ConfigError
 
 __all__ = [
     "CHECKS",
+    "MAX_CONFIG_FILE_BYTES",
+    "MAX_SECRET_FILE_BYTES",
     "CallbackSettings",
     "HealthSettings",
     "HiveSettings",
     "HuaweiSettings",
     "KafkaSettings",
+    "MediaSettings",
     "ProcessingSettings",
     "Settings",
+    "config_error_from",
     "load_settings",
+    "location",
+    "read_yaml_file",
+    "validation_message",
 ]
 
 AsyncMedia = Literal["IMAGE", "GIF", "VIDEO"]
 CHECKS = ("visual", "text", "csam", "similarity")
 ENV_PREFIX = "MODERATION_"
+MAX_CONFIG_FILE_BYTES = 1 << 20  # settings and policy files
+MAX_SECRET_FILE_BYTES = 64 << 10  # *_key_file, token_file
+_UNIONS = (Union, UnionType)
 
 
 class _Section(BaseModel):
@@ -162,6 +179,31 @@ class HuaweiSettings(_Section):
         return self.token
 
 
+class MediaSettings(_Section):
+    """Media this service downloads itself (``hive.media_mode: upload``, Huawei search) and decodes."""
+
+    download_timeout_s: float = Field(default=30.0, gt=0, le=600, description="a whole download's bound")
+    max_redirects: int = Field(default=3, ge=0, le=10)
+    allow_networks: list[str] = Field(
+        default_factory=list,
+        description="networks media may come from although not public (e.g. 127.0.0.1/32 for the"
+        " simulator in development)",
+    )
+    deny_networks: list[str] = Field(default_factory=list, description="networks media never comes from")
+    max_image_pixels: int = Field(default=40_000_000, ge=1, description="larger images are refused")
+    image_workers: int = Field(default=2, ge=1, le=64, description="threads that decode and resize images")
+
+    @field_validator("allow_networks", "deny_networks")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for network in v:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP network: {network[:64]!r}") from None
+        return v
+
+
 class HealthSettings(_Section):
     """``/healthz``, ``/readyz`` and ``/metrics`` on a small HTTP server (port 0: any free port)."""
 
@@ -224,10 +266,6 @@ class ProcessingSettings(_Section):
         default="KEY", description="KEY: per-key offset order, keys in parallel; PARTITION: one per partition"
     )
     max_in_flight: int = Field(default=256, ge=1, le=100_000)
-    http_transport: Literal["lean", "aiohttp", "httpx"] = Field(
-        default="lean",
-        description="transport under the httpx request/response API (lean: least CPU)",
-    )
     event_loop: Literal["uvloop", "asyncio"] = Field(
         default="uvloop", description="the event loop implementation (uvloop: less CPU per upload)"
     )
@@ -272,6 +310,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    media: MediaSettings = Field(default_factory=MediaSettings)
     policy_file: Path | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -288,32 +327,213 @@ class Settings(BaseSettings):
 
 
 def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
-    """Read YAML (if any), then the environment; raise ConfigError naming the first bad setting."""
+    """Read YAML (if any), then the environment; raise ConfigError naming the first bad setting.
+
+    No message ever quotes a file's contents or a setting's value (either may hold a secret).
+    """
     path = config_file or os.environ.get(f"{ENV_PREFIX}CONFIG")
     data: dict[str, Any] = {}
     if path:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except OSError as exc:
-            raise ConfigError("config file", f"cannot read {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError("config file", f"{path} is not valid YAML: {_first_line(str(exc))}") from None
+        loaded = read_yaml_file(path, "config file")
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError("config file", f"{path} must hold a mapping of sections")
         data = loaded or {}
     data.update(overrides)
     try:
         return Settings(**data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        env = ENV_PREFIX + "__".join(str(p).upper() for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown setting"
-        elif err["type"] == "literal_error":
-            msg = "expected " + msg.removeprefix("Input should be ")
-        raise ConfigError(f"{loc} ({env})", msg) from None
+    except (ValidationError, SettingsError) as exc:
+        raise config_error_from(exc) from None
+    except RecursionError:
+        raise _unparsable_variable(Settings.model_fields) or ConfigError(
+            "settings", "a value is nested too deeply"
+        ) from None
+
+
+def read_yaml_file(path: Path | str, setting: str) -> Any:
+    """A YAML file's data; ConfigError (one line, no contents quoted) if unreadable or not YAML."""
+    try:
+        text = _read_text(Path(path), MAX_CONFIG_FILE_BYTES)
+    except OSError as exc:
+        raise ConfigError(setting, f"cannot read {path}: {_os_reason(exc)}") from None
+    except _UnreadableError as exc:
+        raise ConfigError(setting, f"cannot read {path}: {exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        raise ConfigError(setting, f"{path} is not valid YAML: {_yaml_problem(exc)}") from None
+    except yaml.reader.ReaderError as exc:
+        char = ord(exc.character) if isinstance(exc.character, str) else exc.character
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError(
+            setting, f"{path} is not valid YAML: unacceptable character #x{char:04x} at line {line}"
+        ) from None
+    except yaml.YAMLError:
+        raise ConfigError(setting, f"{path} is not valid YAML") from None
+    except RecursionError:
+        raise ConfigError(setting, f"{path} is not valid YAML: nested too deeply") from None
+    except (ValueError, TypeError, OverflowError):  # a scalar the safe loader cannot build (a bad date)
+        raise ConfigError(setting, f"{path} is not valid YAML: a value cannot be converted") from None
+
+
+def config_error_from(exc: ValidationError | SettingsError) -> ConfigError:
+    """The ConfigError (one line, naming the setting and its variable, never the value) for an error
+    ``Settings(...)`` raised."""
+    if isinstance(exc, SettingsError):
+        return _settings_error(exc)
+    err = exc.errors()[0]
+    loc: tuple[int | str, ...] = tuple(err["loc"])
+    if err["type"] == "secret_file":
+        loc = (*loc, str((err.get("ctx") or {}).get("field", "")))
+    env = _env_name(loc)
+    setting = location(loc) or "settings"
+    return ConfigError(f"{setting} ({env})" if env else setting, validation_message(err))
+
+
+def validation_message(err: ErrorDetails) -> str:
+    """A pydantic error's message, one line, that never repeats the input (it may be a secret)."""
+    kind = err["type"]
+    msg = err["msg"].removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        msg = "unknown setting"
+    elif kind == "literal_error":
+        msg = "expected " + msg.removeprefix("Input should be ")
+    # secret_file is ours: it names the file's path (the section's input), never its contents
+    for text in () if kind == "secret_file" else _input_strings(err.get("input")):
+        for quoted in (repr(text), f"'{text}'", f'"{text}"'):  # how validators quote a value
+            msg = msg.replace(quoted, "'…'")
+        if len(text) >= 8 and text[:8] in msg:  # unquoted or truncated: say nothing of it
+            msg = f"invalid value ({kind})"
+    return _one_line(msg, 300)
+
+
+def _input_strings(value: Any) -> list[str]:
+    """The input's string, or the strings directly inside a list or mapping input."""
+    if isinstance(value, str):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list | tuple) else ()
+    return [item for item in items if isinstance(item, str)]
+
+
+def location(loc: tuple[int | str, ...]) -> str:
+    """``kafka.client_config`` from a pydantic error location, each part printable and short."""
+    return ".".join(_one_line(str(part), 64) for part in loc)
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str | None:
+    """The variable that sets ``loc``: a section's field (two parts) or a top-level setting (one)."""
+    if not loc or not isinstance(loc[0], str) or loc[0] not in Settings.model_fields:
+        return None
+    section = _section_model(loc[0])
+    parts = loc[:2] if section is not None and len(loc) > 1 and str(loc[1]).isidentifier() else loc[:1]
+    return ENV_PREFIX + "__".join(str(p).upper() for p in parts)
+
+
+_SETTINGS_ERROR_FIELD = re.compile(r'value for field "(\w+)"')
+
+
+def _settings_error(exc: SettingsError) -> ConfigError:
+    """pydantic-settings names only the top-level field whose variables failed to parse (the
+    complex ones must be JSON): find the variable by parsing them again."""
+    found = _SETTINGS_ERROR_FIELD.search(str(exc))
+    field = found.group(1) if found else None
+    if field is None or field not in Settings.model_fields:
+        return _unparsable_variable(Settings.model_fields) or ConfigError(
+            "settings", "an environment variable cannot be parsed (complex settings take JSON)"
+        )
+    return _unparsable_variable([field]) or ConfigError(
+        f"{field} ({ENV_PREFIX}{field.upper()}__*)", "cannot be parsed (complex settings take JSON)"
+    )
+
+
+def _unparsable_variable(fields: Iterable[str]) -> ConfigError | None:
+    for field in fields:
+        for setting, env, value in _complex_variables(field):
+            problem = _json_problem(value)
+            if problem:
+                return ConfigError(f"{setting} ({env})", problem)
+    return None
+
+
+def _complex_variables(field: str) -> list[tuple[str, str, str]]:
+    """(setting, variable, value) of the set variables under ``field`` that are read as JSON."""
+    section = _section_model(field)
+    head = f"{ENV_PREFIX}{field}".upper()
+    found = []
+    for env, value in os.environ.items():
+        name = env.upper()
+        if name == head and (section is not None or _is_complex(Settings.model_fields[field].annotation)):
+            found.append((field, env, value))
+        elif section is not None and name.startswith(head + "__"):
+            sub = name[len(head) + 2 :].split("__", 1)[0].lower()
+            info = section.model_fields.get(sub)
+            if info is not None and "__" not in name[len(head) + 2 :] and _is_complex(info.annotation):
+                found.append((f"{field}.{sub}", env, value))
+    return found
+
+
+def _section_model(field: str) -> type[BaseModel] | None:
+    annotation = Settings.model_fields[field].annotation
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _is_complex(annotation: Any) -> bool:
+    """Whether pydantic-settings reads this type's variable as JSON (containers and models)."""
+    args = (
+        [a for a in get_args(annotation) if a is not type(None)] if get_origin(annotation) in _UNIONS else []
+    )
+    if args:
+        return any(_is_complex(a) for a in args)
+    origin = get_origin(annotation) or annotation
+    if isinstance(origin, type) and issubclass(origin, BaseModel):
+        return True
+    return origin in (dict, list, set, frozenset, tuple)
+
+
+def _json_problem(value: str) -> str | None:
+    try:
+        json.loads(value)
+    except ValueError:
+        return "not valid JSON"
+    except RecursionError:
+        return "not valid JSON (nested too deeply)"
+    return None
+
+
+class _UnreadableError(Exception):
+    """A file that opens but cannot be used as text; ``str()`` is safe to show after its path."""
+
+
+def _read_text(path: Path, limit: int) -> str:
+    """A regular file's UTF-8 text (at most ``limit`` bytes; a BOM is dropped)."""
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise _UnreadableError("not a regular file")
+    with path.open("rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise _UnreadableError(f"over the {limit}-byte limit")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _UnreadableError(f"not UTF-8 text (invalid byte at offset {exc.start})") from None
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+_KEEP_QUOTED = re.compile(r"'(<[a-z ]+>|.{0,2})'")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
+    """The parser's fixed phrase and where, never the snippet of the line (it may hold a secret).
+    Quoted parts longer than a character or two (a tag, an anchor name) are elided."""
+    problem = _QUOTED.sub(
+        lambda m: m[0] if _KEEP_QUOTED.fullmatch(m[0]) else "'…'", exc.problem or "syntax error"
+    )
+    mark = exc.problem_mark or exc.context_mark
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return _one_line(problem, 200) + where
 
 
 def _http_url(v: str) -> str:
@@ -327,11 +547,22 @@ def _secret_from_file(section: BaseModel, field: str) -> None:
     if path is None:
         return
     try:
-        value = path.read_text().strip()
+        value = _read_text(path, MAX_SECRET_FILE_BYTES).strip()
     except OSError as exc:
-        raise ValueError(f"{field}_file: cannot read {path}: {exc.strerror}") from None
-    setattr(section, field, SecretStr(value))
+        reason = _os_reason(exc)
+    except _UnreadableError as exc:
+        reason = str(exc)
+    else:
+        setattr(section, field, SecretStr(value))
+        return
+    raise PydanticCustomError(
+        "secret_file",
+        "cannot read {path}: {reason}",
+        {"field": f"{field}_file", "path": str(path), "reason": reason},
+    )
 
 
-def _first_line(text: str) -> str:
-    return " ".join(text.split())
+def _one_line(text: str, limit: int) -> str:
+    """Whitespace runs (newlines too) as one space, other control characters dropped, capped."""
+    flat = " ".join("".join(c for c in text if c.isprintable() or c.isspace()).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

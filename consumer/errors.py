@@ -6,7 +6,8 @@ ModerationError
 ├── SerializationError        bytes that are not a valid record of a known schema (poison input)
 │   └── InvalidRecordError    decoded, but breaks the input contract (missing field, null key, size...)
 ├── TransientError            worth retrying: 429, 5xx, timeouts, connection errors, Hive 2xxx
-│   └── RateLimitedError      429; carries Retry-After when the provider sent one
+│   ├── RateLimitedError      429; carries Retry-After when the provider sent one
+│   └── ProviderAnswerError   a 200 answer whose body does not have the documented shape
 └── PermanentError            retrying cannot help: 400, 403, 404, 405, Hive 3xxx, unsupported media
 ```
 
@@ -24,6 +25,7 @@ __all__ = [
     "InvalidRecordError",
     "ModerationError",
     "PermanentError",
+    "ProviderAnswerError",
     "RateLimitedError",
     "SerializationError",
     "TransientError",
@@ -72,6 +74,17 @@ class RateLimitedError(TransientError):
     def __init__(self, message: str, *, check: str = "", retry_after: float | None = None) -> None:
         super().__init__(message, check=check, status=429)
         self.retry_after = retry_after
+
+
+class ProviderAnswerError(TransientError):
+    """A provider answered 200 with a body that does not have the documented shape: a field missing,
+    of the wrong type or out of range. ``field`` is the path of the bad field (e.g.
+    ``status[0].response.output[1].classes[0].score``); the message names it, never its value.
+    Transient: a provider glitch may pass, and once retries are spent the check fails closed."""
+
+    def __init__(self, message: str, *, check: str = "", field: str = "") -> None:
+        super().__init__(message, check=check, status=200)
+        self.field = field
 
 
 class PermanentError(ProviderError):

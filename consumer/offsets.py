@@ -102,6 +102,15 @@ class OffsetTracker:
         part = self._parts.get(tp)
         return None if part is None else part.cut
 
+    def uncommitted(self) -> list[TopicPartition]:
+        """Partitions with work in flight or finished beyond what was last committed."""
+        return [
+            tp
+            for tp, p in self._parts.items()
+            if p.pending
+            or (p.next_commit is not None and (p.committed is None or p.committed.offset != p.next_commit))
+        ]
+
     def oldest(self) -> dict[TopicPartition, int | None]:
         """Each partition's oldest unfinished offset (None when nothing is outstanding)."""
         return {tp: (p.pending[0] if p.pending else None) for tp, p in self._parts.items()}

@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from .errors import PermanentError, TransientError
-from .media import Media, content_key, media_of
+from .errors import InvalidRecordError, ModerationError, PermanentError, TransientError
+from .media import Media, MediaPolicy, content_key, media_of, verify_declared_hash
 from .policy import CheckResults, Policy, decide
 from .providers import Checked, Classifier, CsamAnswer, HashMatcher, SimilarityIndex
 from .providers.http import ProviderGate, deadline_scope
@@ -28,6 +28,7 @@ __all__ = ["Checks", "Pipeline", "Rejected", "SourcePosition"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+MAX_LISTED = 100  # scenes, flagged ranges, matches on one verdict: a provider's flood stays off it
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +53,10 @@ class SourcePosition:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """A provider refused the upload's content (corrupt, too small, unreachable): a dead letter."""
+    """The upload cannot be moderated as sent: a provider refused its content (corrupt, too small,
+    unreachable), or its media contradicts the record (a declared hash that is not the bytes')."""
 
-    error: PermanentError
+    error: ModerationError
     attempts: int
     started_ms: int  # when moderation of the upload began: its first failed attempt
 
@@ -92,6 +94,11 @@ class _Runs:
         except PermanentError as exc:
             self._record(check, started, "rejected")
             self.reject(check, exc)
+            return None
+        except Exception as exc:  # a bug or an answer nobody foresaw: this upload fails closed
+            log.error("check %s failed unexpectedly", check, exc_info=True)
+            self._record(check, started, "unavailable")
+            self.results.unavailable[check] = f"internal error ({type(exc).__name__})"
             return None
         self._record(check, started, "ok", checked)
         return checked.value
@@ -166,8 +173,10 @@ class Pipeline:
         cache_size: int = 10_000,
         gates: Mapping[str, ProviderGate] | None = None,
         dead_letter_refused: bool = True,
+        media: MediaPolicy | None = None,
     ) -> None:
         self.checks = checks
+        self._media_policy = media or MediaPolicy()
         self._dead_letter_refused = dead_letter_refused
         self.gates = dict(gates or {})
         self.policy = policy
@@ -209,18 +218,26 @@ class Pipeline:
         """The verdict; or Rejected when a provider refused the content itself and dead letters are
         wanted for that (otherwise the verdict is REVIEW with ``check_rejected:<check>``)."""
         started = time.time()
-        key = content_key(upload)
-        cache_key = None if key is None else (upload.tenant_id, key)
         state = _Runs()
         similar = upload.media_type is MediaType.IMAGE and self.checks.similarity is not None
         try:
-            content = await self._content_results(upload, cache_key, state, similar)
+            media = None
+            if upload.media_type is not MediaType.TEXT:
+                media = await self._media_policy.prepare(media_of(upload))
+                verify_declared_hash(upload, media)
+            key = content_key(upload, media)
+            cache_key = None if key is None else (upload.tenant_id, key)
+            content = await self._content_results(upload, media, cache_key, state, similar)
             if content is not None:
                 state.results = content
-                if similar and not _escalated(content):
-                    await self._similar(media_of(upload), upload.tenant_id, state)
+                if similar and media is not None and not _escalated(content):
+                    await self._similar(media, upload.tenant_id, state)
+        except InvalidRecordError as exc:
+            return Rejected(exc, 1, int(started * 1000))
         except PermanentError as exc:
-            state.reject("pipeline", exc)
+            state.reject(exc.check or "pipeline", exc)
+        except TransientError as exc:
+            state.results.unavailable[exc.check or "media"] = str(exc)
         verdict = self._verdict(upload, source, state.results, state.runs, started)
         if state.refused is not None and self._dead_letter_refused and verdict.decision.severity < 2:
             # nothing blocks it, yet part of it could not be checked: keep it whole for a replay
@@ -229,7 +246,12 @@ class Pipeline:
         return verdict
 
     async def _content_results(
-        self, upload: UploadEvent, cache_key: tuple[str, str] | None, state: _Runs, similar: bool
+        self,
+        upload: UploadEvent,
+        media: Media | None,
+        cache_key: tuple[str, str] | None,
+        state: _Runs,
+        similar: bool,
     ) -> CheckResults | None:
         """Cached or shared content results when there are any (similarity still to ask); otherwise run
         every check into ``state`` (similarity concurrently with classification) and return None."""
@@ -244,10 +266,10 @@ class Pipeline:
         if cache_key is not None and cache_key not in self._inflight:
             pending = self._inflight[cache_key] = asyncio.get_running_loop().create_future()
         try:
-            if upload.media_type is MediaType.TEXT:
+            if media is None:
                 await self._text(upload, state)
             else:
-                await self._media(upload, media_of(upload), state, similar)
+                await self._media(upload, media, state, similar)
         except PermanentError as exc:
             state.reject("pipeline", exc)
         except BaseException:
@@ -321,6 +343,12 @@ class Pipeline:
         started: float,
     ) -> ModerationVerdict:
         outcome = decide(self.policy, results)
+        csam, summary = results.csam, outcome.classification
+        if csam is not None and len(csam.scenes) > MAX_LISTED:
+            csam = replace(csam, scenes=csam.scenes[:MAX_LISTED])
+        if summary is not None and len(summary.flagged_ranges) > MAX_LISTED:
+            summary = replace(summary, flagged_ranges=summary.flagged_ranges[:MAX_LISTED])
+        matches = sorted(results.similarity, key=lambda m: m.score, reverse=True)[:MAX_LISTED]
         return ModerationVerdict(
             verdict_id=verdict_id(upload.upload_id, self.policy.version),
             upload_id=upload.upload_id,
@@ -332,8 +360,8 @@ class Pipeline:
             source_partition=source.partition,
             source_offset=source.offset,
             processed_at=int(time.time() * 1000),
-            csam=results.csam,
-            classification=outcome.classification,
-            similarity=tuple(results.similarity),
+            csam=csam,
+            classification=summary,
+            similarity=tuple(matches),
             checks=tuple(runs),
         )

@@ -10,9 +10,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .config import location, read_yaml_file, validation_message
 from .errors import ConfigError
 from .records import (
     ClassificationSummary,
@@ -77,20 +77,13 @@ class Policy(BaseModel):
 
 def load_policy(path: Path | None = None) -> Policy:
     source = path or DEFAULT_POLICY
-    try:
-        raw = yaml.safe_load(source.read_text())
-    except OSError as exc:
-        raise ConfigError("policy_file", f"cannot read {source}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(
-            "policy_file", f"{source} is not valid YAML: {' '.join(str(exc).split())}"
-        ) from None
+    raw = read_yaml_file(source, "policy_file")  # ConfigError naming no line of the file
     try:
         return Policy.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"policy {loc}", err["msg"].removeprefix("Value error, ")) from None
+        setting = f"policy {location(tuple(err['loc']))}".rstrip()
+        raise ConfigError(setting, validation_message(err)) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,14 +16,21 @@ from typing import Any, TypeVar
 from aiohttp import web
 from confluent_kafka import KafkaException
 
-from .callbacks import AsyncTasks, CallbackReceiver, Correlator, RelayListener, kafka_relay
+from .callbacks import (
+    MAX_CALLBACK_BYTES,
+    AsyncTasks,
+    CallbackReceiver,
+    Correlator,
+    RelayListener,
+    kafka_relay,
+)
 from .config import Settings
 from .deadletter import DeadLetter, Failure
 from .epochs import Epochs
 from .errors import SerializationError
 from .health import HealthServer, Probe, metrics_handler
 from .httpclient import HttpClient
-from .kafka import Sink, Source, ensure_topics
+from .kafka import Sink, Source, ensure_topics, output_limit
 from .kafka.sink import DeliveryError, Headers
 from .kafka.transactions import TransactionalSink, TransactionLost
 from .maintenance import IndexMaintenance
@@ -32,11 +39,11 @@ from .pipeline import Rejected, SourcePosition
 from .records import Decision, ModerationVerdict, ReviewDecision, UploadDeleted, UploadEvent
 from .scheduler import Mode, Scheduler, Work
 from .serde import AvroCodec
-from .stalls import StallDetector
+from .stalls import CommitWatch, StallDetector
 from .supervisor import WORKER_INDEX_ENV
 from .telemetry import metrics
 from .validation import check_record_size, validate_upload
-from .wiring import build_pipeline, check_settings
+from .wiring import build_pipeline, check_settings, media_client
 
 __all__ = ["ModerationService"]
 
@@ -97,6 +104,12 @@ class ModerationService:
         self._commit_lock = asyncio.Lock()
         self._rewind_needed = False
         self._stalls = StallDetector(p.stall_after_s)
+        self._commits = CommitWatch(p.stall_after_s)
+        # records whose outputs the broker refused in an aborted transaction: a dead letter answers
+        # them when the rewind brings them back (value: the failure, and whether to strip it)
+        self._refused: dict[tuple[TopicPartition, int], tuple[Failure, bool]] = {}
+        self._output_limit = 1_000_000
+        self._media_http: HttpClient | None = None
         self._last_poll = time.monotonic()
         self._health: HealthServer | None = None
         self.health_port: int | None = None
@@ -166,6 +179,7 @@ class ModerationService:
         for tp in parts:
             self.tracker.drop(tp)
             self._epochs.release(tp)  # results still in flight for it are discarded
+        self._commits.committed(parts)
         metrics.REBALANCES.inc()
         metrics.ASSIGNED.set(len(self._epochs))
         return positions
@@ -187,9 +201,11 @@ class ModerationService:
             self._sink.start()
         self._relay_sink.start()
         self._schemas = {k.deleted_topic: "UploadDeleted", k.review_decision_topic: "ReviewDecision"}
+        self._output_limit = await asyncio.to_thread(output_limit, k, [k.dlq_topic])
         loop = self._loop = asyncio.get_running_loop()
         tasks = await self._start_callbacks(loop)
-        self.pipeline = build_pipeline(self.settings, self.http, tasks)
+        self._media_http = media_client(self.settings)
+        self.pipeline = build_pipeline(self.settings, self.http, tasks, media_http=self._media_http)
         self.maintenance = IndexMaintenance(self.pipeline.checks.similarity)
         self._source = Source(
             k,
@@ -230,6 +246,8 @@ class ModerationService:
             await self._commit(asynchronous=False)
             await loop.run_in_executor(self._kafka_thread, self._source.close)
             await self._stop_callbacks()
+            if self._media_http is not None:
+                await self._media_http.aclose()
             await self._sink.close()
             if self._relay_sink is not self._sink:
                 await self._relay_sink.close()
@@ -251,7 +269,7 @@ class ModerationService:
                 "callbacks.token is not set: using a random one, so callbacks only work while this"
                 " process lives; give every process of the group the same token"
             )
-        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app = web.Application(client_max_size=MAX_CALLBACK_BYTES)
         CallbackReceiver(token, kafka_relay(self._relay_sink, k.callback_topic)).routes(app)
         app.router.add_get("/metrics", metrics_handler)
         self._web = web.AppRunner(app, access_log=None)
@@ -332,7 +350,12 @@ class ModerationService:
 
     def _start(self, work: Work) -> None:
         """Decode and validate here (poison becomes a dead letter); what needs no provider call is
-        decided here too (no task); the rest runs as one task per record."""
+        decided here too (no task); the rest runs as one task per record. Whatever goes wrong with
+        one record ends as its dead letter: it never stops the service."""
+        refused = self._refused.pop((work.tp, work.offset), None)
+        if refused is not None:  # its outputs were refused before a rewind: answer it with a letter
+            self._dead_letter(work, refused[0], None, strip=refused[1])
+            return
         msg = work.payload[0]
         upload_id: str | None = None
         try:
@@ -343,26 +366,39 @@ class ModerationService:
                 validate_upload(
                     event, msg.key(), inline_limit=self.settings.processing.inline_media_limit_bytes
                 )
-        except SerializationError as exc:  # also InvalidRecordError
-            now = _now_ms()
-            self._dead_letter(work, Failure.of(exc, first_at_ms=now, last_at_ms=now), upload_id)
+                source = SourcePosition(work.tp[0], work.tp[1], work.offset)
+                verdict = self.pipeline.decide_now(event, source)
+                if verdict is not None:
+                    self._emit(work, event, verdict)
+                    return
+        except Exception as exc:  # SerializationError and InvalidRecordError, or anything unforeseen
+            self._record_failed(work, exc, upload_id)
             return
-        if isinstance(event, UploadEvent):
-            verdict = self.pipeline.decide_now(event, SourcePosition(work.tp[0], work.tp[1], work.offset))
-            if verdict is not None:
-                self._emit(work, event, verdict)
-                return
         task = asyncio.create_task(self._handle(work, event))
         self._running[task] = work
+
+    def _record_failed(self, work: Work, exc: Exception, upload_id: str | None, started_ms: int = 0) -> None:
+        if not isinstance(exc, SerializationError):
+            log.error(
+                "record failed unexpectedly; dead-lettered",
+                exc_info=True,
+                extra={"topic": work.tp[0], "partition": work.tp[1], "offset": work.offset},
+            )
+        now = _now_ms()
+        self._dead_letter(work, Failure.of(exc, first_at_ms=started_ms or now, last_at_ms=now), upload_id)
 
     def _decode(self, msg: Any, tp: TopicPartition) -> object:
         schema = self._schemas.get(tp[0], "UploadEvent")
         try:
             return _RECORDS[schema](self.codec.decode(msg.value(), schema))
-        except (KeyError, ValueError, TypeError) as exc:
+        except SerializationError:
+            raise
+        except Exception as exc:
             raise SerializationError(f"{schema} breaks its schema: {type(exc).__name__}: {exc}") from None
 
     async def _handle(self, work: Work, event: object) -> None:
+        upload_id = event.upload_id if isinstance(event, UploadEvent) else None
+        started = _now_ms()
         try:
             if isinstance(event, UploadDeleted):
                 await self.maintenance.on_deleted(event)
@@ -384,16 +420,8 @@ class ModerationService:
                     self._dead_letter(work, failure, event.upload_id)
                 else:
                     self._emit(work, event, outcome)
-        except Exception as exc:
-            # Anything unexpected (the broker refusing the verdict, a bug) must not lose the upload:
-            # stop without committing past it; the restarted process redoes it.
-            log.error(
-                "processing failed; stopping without committing past it",
-                exc_info=True,
-                extra={"topic": work.tp[0], "partition": work.tp[1], "offset": work.offset},
-            )
-            self._fatal = self._fatal or exc
-            self.scheduler.done(work)
+        except Exception as exc:  # one record's failure, whatever it is: its dead letter
+            self._record_failed(work, exc, upload_id, started)
         finally:
             task = asyncio.current_task()
             if task is not None:
@@ -415,7 +443,9 @@ class ModerationService:
             self.tracker.complete(work.tp, work.offset)
 
     def _emit(self, work: Work, upload: UploadEvent, verdict: ModerationVerdict) -> None:
-        """The verdict goes to the verdict topic, and to the review or escalation topic."""
+        """The verdict goes to the verdict topic, and to the review or escalation topic. Raises
+        (nothing produced) when it cannot be encoded; a verdict the broker refuses becomes a dead
+        letter."""
         k = self.settings.kafka
         key = work.key or upload.upload_id.encode()
         value = self.codec.encode("ModerationVerdict", verdict.to_avro())
@@ -424,7 +454,12 @@ class ModerationService:
             outputs.append((k.review_topic, key, value, None))
         elif verdict.decision is Decision.ESCALATE:
             outputs.append((k.escalation_topic, key, value, None))
-        if not self._output(work, outputs, upload.upload_id):
+
+        def refused(err: DeliveryError) -> None:
+            now = _now_ms()
+            self._dead_letter(work, Failure.of(err, first_at_ms=now, last_at_ms=now), upload.upload_id, False)
+
+        if not self._output(work, outputs, upload.upload_id, refused):
             return
         metrics.child(metrics.VERDICTS, verdict.decision.value).inc()
         self.processed += 1
@@ -438,14 +473,28 @@ class ModerationService:
                 },
             )
 
-    def _dead_letter(self, work: Work, failure: Failure, upload_id: str | None) -> None:
-        """The record, whole, with its provenance, to the dead letter topic; the partition goes on."""
+    def _dead_letter(
+        self,
+        work: Work,
+        failure: Failure,
+        upload_id: str | None,
+        release: bool = True,
+        *,
+        strip: bool = False,
+    ) -> None:
+        """The record with its provenance to the dead letter topic, cut to fit the output limits
+        (``strip``: without its key and value, when even that was refused); the partition goes on.
+        ``release=False``: the record's scheduler slot was released already (a refused output)."""
         msg = work.payload[0]
-        letter = DeadLetter(msg.key(), msg.value(), work.tp[0], work.tp[1], work.offset, failure, upload_id)
+        whole = DeadLetter(msg.key(), msg.value(), work.tp[0], work.tp[1], work.offset, failure, upload_id)
+        letter = whole.bounded(0 if strip else self._output_limit)
         value = self.codec.encode("DeadLetter", letter.to_avro())
-        if not self._output(
-            work, [(self.settings.kafka.dlq_topic, msg.key(), value, letter.headers())], upload_id
-        ):
+
+        def refused(err: DeliveryError) -> None:
+            self._dead_letter(work, failure, upload_id, False, strip=True)
+
+        outputs: list[Output] = [(self.settings.kafka.dlq_topic, letter.kafka_key(), value, letter.headers())]
+        if not self._output(work, outputs, upload_id, None if strip else refused, release, dead_letter=True):
             return
         metrics.child(metrics.DEAD_LETTERS, failure.error_class).inc()
         log.warning(
@@ -458,40 +507,81 @@ class ModerationService:
                 "upload_id": upload_id,
                 "error_class": failure.error_class,
                 "attempts": failure.attempts,
+                "truncated": sorted(letter.truncated),
             },
         )
 
-    def _output(self, work: Work, outputs: list[Output], upload_id: str | None) -> bool:
+    def _output(
+        self,
+        work: Work,
+        outputs: list[Output],
+        upload_id: str | None,
+        on_refused: Callable[[DeliveryError], None] | None,
+        release: bool = True,
+        dead_letter: bool = False,
+    ) -> bool:
         """Produce a record's outputs; its input offset completes when the broker has acknowledged
         every one. The key's next record may start now: the producer keeps their order. False (and
-        nothing produced) for a stale result: the partition's current owner redoes that record."""
+        nothing produced) for a stale result: the partition's current owner redoes that record.
+
+        An output the broker refuses for what it is (too large, invalid) goes to ``on_refused``, which
+        answers the record otherwise (a dead letter); in exactly-once mode, where the refusal aborts
+        the transaction, that happens when the rewind brings the record back. Any other refusal
+        stops the service without committing past the record."""
         remaining = len(outputs)
+        failed = False
 
         def acknowledged(err: DeliveryError | None) -> None:
-            nonlocal remaining
-            if err is not None:
-                if self.exactly_once:  # the transaction cannot commit: it is aborted and rewound
-                    log.warning("output not acknowledged: %s", err, extra={"upload_id": upload_id})
-                    return
-                log.error("output not acknowledged; stopping: %s", err, extra={"upload_id": upload_id})
+            nonlocal remaining, failed
+            if err is None:
+                remaining -= 1
+                if remaining == 0 and not failed:
+                    self._complete(work)
+                return
+            if failed:
+                return
+            failed = True
+            if err.record_refused and on_refused is not None:
+                log.warning("output refused by the broker: %s", err, extra={"upload_id": upload_id})
+                if self.exactly_once:
+                    self._remember_refused(work, err, strip=dead_letter)
+                else:
+                    asyncio.get_running_loop().call_soon(on_refused, err)
+                return
+            if err.record_refused:  # not even a stripped dead letter gets through: the topic is broken
+                log.error("dead letter refused; stopping: %s", err, extra={"upload_id": upload_id})
                 self._fatal = self._fatal or err
                 return
-            remaining -= 1
-            if remaining == 0:
-                self._complete(work)
+            if self.exactly_once:  # the transaction cannot commit: it is aborted and rewound
+                log.warning("output not acknowledged: %s", err, extra={"upload_id": upload_id})
+                return
+            log.error("output not acknowledged; stopping: %s", err, extra={"upload_id": upload_id})
+            self._fatal = self._fatal or err
 
         try:
             if not self._current(work):
                 return False
             for topic, key, value, headers in outputs:
                 self._sink.produce(topic, key, value, headers, on_delivery=acknowledged)
-        except DeliveryError as exc:  # refused locally: never completes, so nothing commits past it
+        except DeliveryError as exc:  # refused locally: nothing of it entered a transaction
+            if exc.record_refused and on_refused is not None and not failed:
+                failed = True
+                log.warning("output refused: %s", exc, extra={"upload_id": upload_id})
+                on_refused(exc)
+                return False
             acknowledged(exc)
             return False
         finally:
-            self.scheduler.done(work)
-            self._kick()
+            if release:
+                self.scheduler.done(work)
+                self._kick()
         return True
+
+    def _remember_refused(self, work: Work, err: DeliveryError, *, strip: bool) -> None:
+        now = _now_ms()
+        self._refused[(work.tp, work.offset)] = (Failure.of(err, first_at_ms=now, last_at_ms=now), strip)
+        while len(self._refused) > 10_000:
+            del self._refused[next(iter(self._refused))]
 
     async def _commit_periodically(self, interval_s: float) -> None:
         """Commits run on their own clock: dispatch may be waiting for a free slot meanwhile."""
@@ -544,6 +634,7 @@ class ModerationService:
         if not positions:
             return
         self.tracker.mark_committed(positions)
+        self._commits.committed(list(positions))
         log.debug(
             "committed",
             extra={
@@ -601,14 +692,16 @@ class ModerationService:
         since_poll = time.monotonic() - self._last_poll
         consuming = since_poll < self.settings.processing.stall_after_s and not self._stopping
         stalled = sorted(f"{t}[{p}]" for t, p in self._stalls.stalled)
+        not_committing = sorted(f"{t}[{p}]" for t, p in self._commits.stuck)
         assigned = len(self._epochs)
         return Probe(
-            bool(assigned) and consuming and not stalled and self._fatal is None,
+            bool(assigned) and consuming and not stalled and not not_committing and self._fatal is None,
             {
                 "assigned": assigned,
                 "consuming": consuming,
                 "seconds_since_poll": round(since_poll, 3),
                 "stalled": stalled,
+                "not_committing": not_committing,
             },
         )
 
@@ -621,7 +714,13 @@ class ModerationService:
                 self._stalls.age(tp, now),
                 extra={"topic": tp[0], "partition": tp[1], "intake_held": self._held},
             )
-        metrics.STALLED.set(len(self._stalls.stalled))
+        for tp in self._commits.observe(self.tracker.uncommitted(), now):
+            log.error(
+                "partition cannot commit: nothing of it committed for %.0fs",
+                self._commits.after_s,
+                extra={"topic": tp[0], "partition": tp[1]},
+            )
+        metrics.STALLED.set(len(self._stalls.stalled | self._commits.stuck))
 
     async def _drain(self) -> None:
         """Stop intake, let running uploads finish within the drain deadline, then wait (within what

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["StallDetector"]
+__all__ = ["CommitWatch", "StallDetector"]
 
 TopicPartition = tuple[str, int]
 
@@ -40,3 +40,30 @@ class StallDetector:
     def age(self, tp: TopicPartition, now: float) -> float:
         seen = self._since.get(tp)
         return 0.0 if seen is None else now - seen[1]
+
+
+class CommitWatch:
+    """A partition that has had work outstanding without any commit of it for ``after_s`` cannot
+    commit (e.g. exactly-once transactions aborting over and over): readiness fails for it.
+    Fed with the partitions that have uncommitted work, and told of every successful commit."""
+
+    def __init__(self, after_s: float) -> None:
+        self.after_s = after_s
+        self._since: dict[TopicPartition, float] = {}
+        self.stuck: set[TopicPartition] = set()
+
+    def observe(self, uncommitted: list[TopicPartition], now: float) -> list[TopicPartition]:
+        """Returns the partitions that became stuck with this observation."""
+        for tp in uncommitted:
+            self._since.setdefault(tp, now)
+        newly = [
+            tp for tp, since in self._since.items() if now - since >= self.after_s and tp not in self.stuck
+        ]
+        self.stuck.update(newly)
+        return newly
+
+    def committed(self, parts: list[TopicPartition]) -> None:
+        """A commit carried these partitions (or they were let go): their clocks restart."""
+        for tp in parts:
+            self._since.pop(tp, None)
+            self.stuck.discard(tp)

@@ -6,7 +6,9 @@ import logging
 
 from .callbacks import AsyncTasks
 from .config import Settings
-from .httpclient import HttpClient
+from .egress import EgressPolicy
+from .httpclient import AiohttpClient, HttpClient
+from .imaging import ImageWorkers
 from .limits import AimdLimit, CircuitBreaker, TokenBucket
 from .media import MediaFetcher, MediaPolicy
 from .pipeline import Checks, Pipeline
@@ -16,9 +18,33 @@ from .providers.hive import HiveClassifier, HiveCustomIndex, HiveHashMatcher, Hi
 from .providers.http import ProviderGate
 from .providers.huawei import HuaweiImageSearch, HuaweiTransport
 from .records import MediaType
+from .redaction import register_secret
 from .retry import RetryPolicy
 
-__all__ = ["build_pipeline", "check_settings"]
+__all__ = ["build_pipeline", "check_settings", "media_client", "provider_client", "register_secrets"]
+
+
+_SECRET_CLIENT_CONFIG = (
+    "sasl.password",
+    "ssl.key.password",
+    "ssl.keystore.password",
+    "sasl.oauthbearer.client.secret",
+)
+
+
+def register_secrets(settings: Settings) -> None:
+    """Every secret the process holds is redacted from provider messages, logs and verdicts."""
+    for check in ("visual", "text", "csam", "index"):
+        key = getattr(settings.hive, f"{check}_key")
+        if key is not None:
+            register_secret(key)
+    for secret in (settings.huawei.token, settings.callbacks.token):
+        if secret is not None:
+            register_secret(secret)
+    for name in _SECRET_CLIENT_CONFIG:
+        value = settings.kafka.client_config.get(name)
+        if value:
+            register_secret(value)
 
 
 def check_settings(settings: Settings) -> None:
@@ -43,11 +69,46 @@ def _gate(settings: Settings, check: str) -> ProviderGate:
     )
 
 
-def build_pipeline(settings: Settings, http: HttpClient, tasks: AsyncTasks | None = None) -> Pipeline:
+def egress_policy(settings: Settings) -> EgressPolicy:
+    return EgressPolicy.of(settings.media.allow_networks, settings.media.deny_networks)
+
+
+def provider_client(settings: Settings) -> HttpClient:
+    """The client provider calls use (endpoints from settings): aiohttp, a bounded keep-alive pool."""
+    return AiohttpClient(settings.processing.max_in_flight * 2, settings.hive.timeout_s)
+
+
+def media_client(settings: Settings) -> HttpClient:
+    """The client media downloads use: its own pool, and the egress policy on every address."""
+    m = settings.media
+    return AiohttpClient(
+        32,
+        m.download_timeout_s,
+        egress=egress_policy(settings),
+        max_answer_bytes=settings.hive.max_upload_bytes,
+    )
+
+
+def build_pipeline(
+    settings: Settings,
+    http: HttpClient,
+    tasks: AsyncTasks | None = None,
+    *,
+    media_http: HttpClient | None = None,
+) -> Pipeline:
+    """``http`` calls the providers (endpoints from settings); ``media_http`` downloads media that
+    uploads name (default: ``http``, for tests on one mock transport)."""
     check_settings(settings)
-    p, h = settings.processing, settings.hive
+    register_secrets(settings)
+    p, h, m = settings.processing, settings.hive, settings.media
     retry = RetryPolicy(p.retry_attempts, p.retry_base_delay_s, p.retry_max_delay_s)
-    fetcher = MediaFetcher(http, h.max_upload_bytes, h.timeout_s)
+    fetcher = MediaFetcher(
+        media_http or http,
+        h.max_upload_bytes,
+        m.download_timeout_s,
+        egress=egress_policy(settings),
+        max_redirects=m.max_redirects,
+    )
     media = MediaPolicy(h.media_mode, fetcher)
 
     gates = {check: _gate(settings, check) for check in ("csam", "visual", "text", "similarity")}
@@ -74,7 +135,8 @@ def build_pipeline(settings: Settings, http: HttpClient, tasks: AsyncTasks | Non
             hw.timeout_s,
             gate=gates["similarity"],
         )
-        similarity = HuaweiImageSearch(transport, fetcher, limit=hw.search_limit)
+        workers = ImageWorkers(m.image_workers, max_pixels=m.max_image_pixels)
+        similarity = HuaweiImageSearch(transport, fetcher, limit=hw.search_limit, workers=workers)
     on = set(p.checks)
     if "csam" not in on:
         logging.getLogger("consumer.wiring").warning(
@@ -98,4 +160,5 @@ def build_pipeline(settings: Settings, http: HttpClient, tasks: AsyncTasks | Non
         cache_size=p.result_cache_size,
         gates={check: gate for check, gate in gates.items() if check in on},
         dead_letter_refused=p.dead_letter_refused,
+        media=MediaPolicy(h.media_mode, fetcher, needs_bytes=p.similarity == "huawei"),
     )

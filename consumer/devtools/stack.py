@@ -64,7 +64,8 @@ def _spawn(
 
 @dataclass
 class SimulatorProcess:
-    """``python -m consumer simulate`` on a free port, with its admin hooks."""
+    """``python -m consumer simulate`` on a free port, with its admin hooks. ``hostile_port``: also
+    run the hostile server (0 = on a free port), at ``hostile_url``."""
 
     latency_median_ms: float = 0.0
     latency_p99_ms: float = 0.0
@@ -72,13 +73,24 @@ class SimulatorProcess:
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    hostile_port: int | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def hostile_url(self) -> str:
+        if self.hostile_port is None:
+            raise RuntimeError("the simulator runs without a hostile server (set hostile_port)")
+        return f"http://127.0.0.1:{self.hostile_port}"
+
     def start(self, timeout: float = 30.0) -> SimulatorProcess:
         self.port = self.port or free_port()
+        hostile: list[str] = []
+        if self.hostile_port is not None:
+            self.hostile_port = self.hostile_port or free_port()
+            hostile = ["--hostile-port", str(self.hostile_port)]
         self.process = _spawn(
             [
                 sys.executable,
@@ -91,6 +103,7 @@ class SimulatorProcess:
                 str(self.latency_median_ms),
                 "--latency-p99-ms",
                 str(self.latency_p99_ms),
+                *hostile,
                 *self.extra_args,
             ],
             self.log_path,
@@ -194,6 +207,9 @@ def consumer_env(
         "MODERATION_CALLBACKS__TOKEN": "local-callback-token",
         "MODERATION_HEALTH__HOST": "127.0.0.1",
         "MODERATION_HEALTH__PORT": "0",
+        # media hosted by the simulator on loopback may be downloaded (the egress policy refuses
+        # loopback otherwise)
+        "MODERATION_MEDIA__ALLOW_NETWORKS": '["127.0.0.1/32"]',
     }
     for name, topic in (topics or {}).items():
         env[f"MODERATION_KAFKA__{name.upper()}"] = topic

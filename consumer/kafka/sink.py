@@ -27,8 +27,31 @@ _BUSY_POLL_S = 0.002  # records awaiting acknowledgement: look often (acks gate 
 _IDLE_POLL_S = 0.05
 
 
+# Errors about one record (its size, its content), not about the producer or the cluster: the record
+# can be answered otherwise (a bounded dead letter) and the process goes on.
+_RECORD_REFUSED = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_MSG,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.POLICY_VIOLATION,
+    }
+)
+
+
 class DeliveryError(RuntimeError):
-    """The broker did not acknowledge a record (delivery timeout, authorization, fatal error)."""
+    """The broker did not acknowledge a record (delivery timeout, authorization, fatal error).
+    ``record_refused``: the record itself was refused (too large, invalid), not the producer."""
+
+    def __init__(self, message: str, *, record_refused: bool = False) -> None:
+        super().__init__(message)
+        self.record_refused = record_refused
+
+    @classmethod
+    def of(cls, what: str, err: KafkaError) -> DeliveryError:
+        return cls(f"{what}: {err.str()}", record_refused=err.code() in _RECORD_REFUSED)
 
 
 class Sink:
@@ -71,9 +94,7 @@ class Sink:
     ) -> None:
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             if on_delivery is not None:
-                on_delivery(
-                    None if err is None else DeliveryError(f"delivery to {topic} failed: {err.str()}")
-                )
+                on_delivery(None if err is None else DeliveryError.of(f"delivery to {topic} failed", err))
 
         while True:
             try:
@@ -82,7 +103,7 @@ class Sink:
             except BufferError:  # the local queue is full: serve delivery reports to drain it
                 self.producer.poll(0.01)
             except KafkaException as exc:
-                raise DeliveryError(f"cannot produce to {topic}: {exc.args[0].str()}") from None
+                raise DeliveryError.of(f"cannot produce to {topic}", exc.args[0]) from None
 
     async def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None) -> None:
         """Produce one record and wait for its acknowledgement."""

@@ -78,8 +78,9 @@ class TransactionalSink(Sink):
             raise DeliveryError(f"cannot begin a transaction: {exc.args[0].str()}") from None
         try:
             super().produce(topic, key, value, headers, on_delivery)
-        except DeliveryError:
-            self._broken = KafkaError(KafkaError._STATE, "a record was refused inside the transaction")
+        except DeliveryError as exc:
+            if not exc.record_refused:  # a record refused locally never entered the transaction
+                self._broken = KafkaError(KafkaError._STATE, "a record was refused inside the transaction")
             raise
 
     def _begin(self) -> None:

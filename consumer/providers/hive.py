@@ -1,23 +1,29 @@
 """Hive clients: task API (visual, text, CSAM hash matching) and custom index, over httpx.
 
-Response parsing is pure and tolerant of both ``status.code`` forms ("0" and 200).
+Response parsing is pure and tolerant of both ``status.code`` forms ("0" and 200), of a status list
+(task API), one status object (custom index) or none. Anything else a provider answers with
+status 200 (a field missing, of the wrong type or out of range) is a ``ProviderAnswerError``
+naming the field's path: retried like any transient error, then the check fails closed. Messages
+built from a provider's body go through ``redaction.redact``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeGuard, TypeVar
 
-import httpx
 import orjson
 from pydantic import SecretStr
 
-from ..errors import PermanentError, RateLimitedError, TransientError
+from ..errors import PermanentError, ProviderAnswerError, RateLimitedError, TransientError
 from ..httpclient import HttpClient
 from ..media import Media, MediaPolicy
 from ..policy import Frame
 from ..records import CsamResult, SimilarityMatch, TimeRange
+from ..redaction import redact, register_secret
 from ..retry import RetryPolicy, retrying
 
 if TYPE_CHECKING:
@@ -31,11 +37,32 @@ __all__ = [
     "HiveHashMatcher",
     "HiveTasks",
     "HiveTransport",
+    "HttpAnswer",
+    "check_response",
     "parse_classification",
     "parse_csam",
     "parse_matches",
     "raise_task_error",
 ]
+
+T = TypeVar("T")
+
+
+class HttpAnswer(Protocol):
+    """What the response mappers read of an answer (``httpclient.Answer`` or ``httpx.Response``)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def content(self) -> bytes: ...
+
+    @property
+    def reason_phrase(self) -> str: ...
+
 
 PROVIDER = "hive"
 TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
@@ -58,6 +85,7 @@ class HiveTransport:
         self._http = http
         self._base = base_url.rstrip("/")
         self._key = key
+        register_secret(key)  # an error body echoing it must not carry it into a message
         self.check = check
         self._retry = retry
         self._timeout = timeout_s
@@ -69,8 +97,19 @@ class HiveTransport:
     async def post(
         self, path: str, fields: Mapping[str, str], files: Mapping[str, tuple[str, bytes, str]] | None = None
     ) -> tuple[dict[str, Any], int]:
-        async def once() -> dict[str, Any]:
-            return await self._post_once(path, fields, files)
+        return await self.post_parsed(path, fields, files, _as_is)
+
+    async def post_parsed(
+        self,
+        path: str,
+        fields: Mapping[str, str],
+        files: Mapping[str, tuple[str, bytes, str]] | None,
+        parse: Callable[[dict[str, Any]], T],
+    ) -> tuple[T, int]:
+        """``parse`` of the answer's body; a malformed answer (ProviderAnswerError) is retried too."""
+
+        async def once() -> T:
+            return parse(await self._post_once(path, fields, files))
 
         return await retrying(self._retry, once, count_retry, self._outage)
 
@@ -115,7 +154,7 @@ class HiveTransport:
         return check_response(resp, self.check)
 
 
-def check_response(resp: httpx.Response, check: str, *, task_errors: bool = True) -> dict[str, Any]:
+def check_response(resp: HttpAnswer, check: str, *, task_errors: bool = True) -> dict[str, Any]:
     """Map an HTTP answer to a body or an error of the tree (no secrets in messages)."""
     status = resp.status_code
     body = _json(resp)
@@ -134,9 +173,9 @@ def check_response(resp: httpx.Response, check: str, *, task_errors: bool = True
             f"{check}: Hive HTTP {status}: {_message(resp, body)}", check=check, status=status
         )
     if body is _NOT_JSON:
-        raise TransientError(f"{check}: Hive answered 200 with a body that is not JSON", check=check)
+        raise ProviderAnswerError(f"{check}: Hive answered 200 with a body that is not JSON", check=check)
     if not isinstance(body, dict):
-        raise TransientError(f"{check}: Hive answered 200 with an unexpected body", check=check)
+        raise _bad(check, "body", "is not an object")
     if task_errors:
         raise_task_error(body, check)
     return body
@@ -145,97 +184,249 @@ def check_response(resp: httpx.Response, check: str, *, task_errors: bool = True
 _NOT_JSON = object()
 
 
-def _json(resp: httpx.Response) -> Any:
+def _json(resp: HttpAnswer) -> Any:
     try:
-        return orjson.loads(resp.content)
+        return orjson.loads(resp.content)  # bytes in any encoding, any nesting: JSONDecodeError at worst
     except orjson.JSONDecodeError:
         return _NOT_JSON
 
 
-def _message(resp: httpx.Response, body: Any) -> str:
+def _message(resp: HttpAnswer, body: Any) -> str:
+    """The provider's own words about a failure, redacted (a provider may echo our key)."""
     if isinstance(body, dict):
-        return str(body.get("message") or body.get("error") or resp.reason_phrase)[:300]
-    return resp.reason_phrase or "no message"
+        for name in ("message", "error"):
+            text = body.get(name)
+            if isinstance(text, str) and text:
+                return redact(text)
+    return redact(resp.reason_phrase or "no message")
 
 
 def _retry_after(value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         return None
+    return seconds if 0.0 <= seconds < math.inf else None
 
 
-def _statuses(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+# --- answer shapes -------------------------------------------------------------------------------
+# Explicit type checks (cheaper than a schema library on this hot path). Errors name the field's
+# path, never its value; paths are built only when a check fails.
+
+_MAX_INT = 2**53  # larger JSON integers lose precision as floats
+_MAX_INT32 = 2**31 - 1  # Avro int fields of the verdict (match_distance)
+_NAME_LIMIT = 256  # class names, hash types, model names and versions
+_TEXT_LIMIT = 8192  # match ids, metadata, urls
+_TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")  # one URL path segment, nothing more
+
+
+def _bad(check: str, where: str, problem: str) -> ProviderAnswerError:
+    prefix = f"{check}: " if check else ""
+    return ProviderAnswerError(f"{prefix}Hive answer: {where} {problem}", check=check, field=where)
+
+
+def _unit(value: Any) -> float | None:
+    """A score: a finite number in [0, 1] (not a bool), as a float; else None."""
+    if type(value) is float:
+        return value if 0.0 <= value <= 1.0 else None  # NaN fails the comparison
+    if type(value) is int and 0 <= value <= 1:
+        return float(value)
+    return None
+
+
+def _seconds(value: Any) -> float | None:
+    """A time: a finite number >= 0 (not a bool), as a float; else None."""
+    if type(value) is float:
+        return value if 0.0 <= value < math.inf else None
+    if type(value) is int and 0 <= value <= _MAX_INT:
+        return float(value)
+    return None
+
+
+def _is_text(value: Any, limit: int) -> TypeGuard[str]:
+    """A string the verdict can carry: bounded, and valid UTF-8 (``json.loads`` lets lone
+    surrogates through, which Avro could not encode)."""
+    if type(value) is not str or len(value) > limit:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class _Entry(NamedTuple):
+    """One task status of an answer: where it sits, its status object and its response."""
+
+    where: str  # "status[0]" in the task API's list, "" for a status beside a top-level response
+    status: dict[str, Any] | None
+    response: Any
+
+    def path(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+
+def _statuses(body: Mapping[str, Any], check: str = "") -> list[_Entry]:
+    """The task status entries: a list of them (task API), one status object beside ``response``
+    (custom index), or no status at all (success)."""
     status = body.get("status")
     if isinstance(status, list):
-        return [s for s in status if isinstance(s, Mapping)]
-    if isinstance(status, Mapping):
-        return [{"status": status, "response": body.get("response", {})}]
-    return [{"status": {"code": "0"}, "response": body.get("response", {})}]
+        if not status:
+            raise _bad(check, "status", "is an empty list")
+        entries = []
+        for i, entry in enumerate(status):
+            if not isinstance(entry, dict):
+                raise _bad(check, f"status[{i}]", "is not an object")
+            inner = entry.get("status")
+            if inner is not None and not isinstance(inner, dict):
+                raise _bad(check, f"status[{i}].status", "is not an object")
+            entries.append(_Entry(f"status[{i}]", inner, entry.get("response")))
+        return entries
+    if status is None or isinstance(status, dict):
+        return [_Entry("", status, body.get("response"))]
+    raise _bad(check, "status", "is not a list or an object")
+
+
+def _code(entry: _Entry, check: str) -> str:
+    """The entry's status code as text ("0" when absent): Hive sends "0", 0, 200 or "200" for success."""
+    code = None if entry.status is None else entry.status.get("code")
+    if code is None:
+        return "0"
+    if type(code) is int and 0 <= code <= 999_999:
+        return str(code)
+    if type(code) is str and 0 < len(code) <= 6 and code.isascii() and code.isdigit():
+        return code
+    raise _bad(check, entry.path("status.code"), "is not a numeric code")
 
 
 def raise_task_error(body: Mapping[str, Any], check: str) -> None:
-    for entry in _statuses(body):
-        inner = entry.get("status") or {}
-        code = str(inner.get("code", "0"))
+    for entry in _statuses(body, check):
+        code = _code(entry, check)
         if code in OK_CODES:
             continue
-        message = str(inner.get("message", ""))[:300]
+        text = None if entry.status is None else entry.status.get("message")
+        message = redact(text) if isinstance(text, str) else "no message"
         if code.startswith("2"):
             raise TransientError(f"{check}: Hive task error {code}: {message}", check=check, code=code)
         raise PermanentError(f"{check}: Hive task error {code}: {message}", check=check, code=code)
 
 
-def _response(body: Mapping[str, Any]) -> Mapping[str, Any]:
-    statuses = _statuses(body)
-    return statuses[0].get("response") or {} if statuses else {}
+def _response(body: Mapping[str, Any], check: str = "") -> tuple[str, dict[str, Any]]:
+    """The first entry's response object and its path."""
+    entry = _statuses(body, check)[0]
+    where = entry.path("response")
+    if not isinstance(entry.response, dict):
+        raise _bad(check, where, "is missing or not an object")
+    return where, entry.response
 
 
-def _model(body: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    inp = _response(body).get("input") or {}
-    version = inp.get("model_version")
-    return inp.get("model"), None if version is None else str(version)
+def _model(body: Mapping[str, Any], check: str = "") -> tuple[str | None, str | None]:
+    where, response = _response(body, check)
+    inp = response.get("input")
+    if inp is None:
+        return None, None
+    if not isinstance(inp, dict):
+        raise _bad(check, f"{where}.input", "is not an object")
+    model, version = inp.get("model"), inp.get("model_version")
+    if model is not None and not _is_text(model, _NAME_LIMIT):
+        raise _bad(check, f"{where}.input.model", "is not a string")
+    if version is None:
+        return model, None
+    if type(version) is int:
+        return model, str(version)
+    if not _is_text(version, _NAME_LIMIT):
+        raise _bad(check, f"{where}.input.model_version", "is not a string or an integer")
+    return model, version
 
 
-def parse_classification(body: Mapping[str, Any]) -> list[Frame]:
-    output = _response(body).get("output") or []
-    if isinstance(output, Mapping):
-        output = [output]
-    frames = []
-    for item in output:
-        classes = item.get("classes") or []
-        frames.append(
-            Frame(
-                float(item.get("time", 0) or 0),
-                {str(c["class"]): float(c["score"]) for c in classes if "class" in c},
-            )
-        )
+def _output(body: Mapping[str, Any], check: str = "") -> tuple[str, Any]:
+    """The first entry's output (required) and its path."""
+    where, response = _response(body, check)
+    output = response.get("output")
+    if output is None:
+        raise _bad(check, f"{where}.output", "is missing")
+    return f"{where}.output", output
+
+
+def _items(body: Mapping[str, Any], check: str) -> tuple[str, list[Any], bool]:
+    """Output items, their path and whether the output was a list (else one object)."""
+    where, output = _output(body, check)
+    if isinstance(output, list):
+        return where, output, True
+    if isinstance(output, dict):
+        return where, [output], False
+    raise _bad(check, where, "is not a list or an object")
+
+
+def _frame(item: Any, check: str, where: str) -> Frame:
+    """One output item's time and class scores; ``where`` is the item's path."""
+    if not isinstance(item, dict):
+        raise _bad(check, where, "is not an object")
+    raw_time = item.get("time")
+    time = 0.0 if raw_time is None else _seconds(raw_time)
+    if time is None:
+        raise _bad(check, f"{where}.time", "is not a finite number >= 0")
+    classes = item.get("classes")
+    if classes is None:
+        return Frame(time, {})
+    if not isinstance(classes, list):
+        raise _bad(check, f"{where}.classes", "is not a list")
+    scores: dict[str, float] = {}
+    for j, entry in enumerate(classes):  # inlined checks: ~100 classes per frame, per call
+        if type(entry) is not dict:
+            raise _bad(check, f"{where}.classes[{j}]", "is not an object")
+        name, score = entry.get("class"), entry.get("score")
+        if not (type(name) is str and name.isascii() and len(name) <= _NAME_LIMIT) and not _is_text(
+            name, _NAME_LIMIT
+        ):
+            raise _bad(check, f"{where}.classes[{j}].class", "is not a string")
+        if type(score) is not float or not 0.0 <= score <= 1.0:  # NaN fails the comparison
+            score = _unit(score)
+            if score is None:
+                raise _bad(check, f"{where}.classes[{j}].score", "is not a number in [0, 1]")
+        scores[name] = score
+    return Frame(time, scores)
+
+
+def _item_path(where: str, index: int, listed: bool) -> str:
+    return f"{where}[{index}]" if listed else where
+
+
+def parse_classification(body: Mapping[str, Any], *, check: str = "") -> list[Frame]:
+    """Every output item must carry class scores: a classifier's answer without any cannot be told
+    from a benign one, so it is an error (fail closed), never an empty result (ALLOW)."""
+    where, items, listed = _items(body, check)
+    frames = [_frame(item, check, _item_path(where, i, listed)) for i, item in enumerate(items)]
+    if not frames:
+        raise _bad(check, where, "holds no output item")
+    for i, frame in enumerate(frames):
+        if not frame.scores:
+            raise _bad(check, f"{_item_path(where, i, listed)}.classes", "holds no class scores")
     return frames
 
 
-def parse_csam(body: Mapping[str, Any]) -> CsamAnswer:
+def parse_csam(body: Mapping[str, Any], *, check: str = "") -> CsamAnswer:
     """Hash matches (image ``pdq``, video ``md5`` and ``videoSaferhashv0`` scenes) and, from the
     combined endpoint, the classifier's ``csam/pornography/other`` classes when nothing matched."""
-    output = _response(body).get("output") or []
-    items = [output] if isinstance(output, Mapping) else list(output)
+    where, items, listed = _items(body, check)
     best: tuple[int, str] | None = None
     scenes: list[TimeRange] = []
-    for item in items:
-        for h in item.get("hashes") or []:
-            hash_type = str(h.get("hashType", "unknown"))
-            for m in h.get("matches") or []:
-                d = int(m.get("matchDistance", 0))
-                if best is None or d < best[0]:
-                    best = (d, hash_type)
-                for s in m.get("scenes") or []:
-                    scenes.append(TimeRange(float(s["startTimestamp"]), float(s["endTimestamp"]), "csam"))
-    classes = [
-        Frame(float(item.get("time", 0) or 0), {str(c["class"]): float(c["score"]) for c in item["classes"]})
-        for item in items
-        if item.get("classes")
-    ]
+    classes: list[Frame] = []
+    for i, item in enumerate(items):
+        path = _item_path(where, i, listed)
+        if not isinstance(item, dict):
+            raise _bad(check, path, "is not an object")
+        hashes = item.get("hashes")  # absent: no match
+        if hashes is not None:
+            for distance, hash_type in _matches(hashes, check, f"{path}.hashes", scenes):
+                if best is None or distance < best[0]:
+                    best = (distance, hash_type)
+        if item.get("classes"):
+            classes.append(_frame(item, check, path))
     if best is None:
         return CsamAnswer(CsamResult(matched=False), tuple(classes))
     return CsamAnswer(
@@ -243,22 +434,130 @@ def parse_csam(body: Mapping[str, Any]) -> CsamAnswer:
     )
 
 
-def parse_matches(body: Mapping[str, Any]) -> list[SimilarityMatch]:
-    output = _response(body).get("output") or {}
-    return [
-        SimilarityMatch(
-            match_id=str(m.get("id")),
-            score=float(m.get("similarity_score", 0.0)),
-            metadata=m.get("metadata"),
-            url=m.get("url"),
-        )
-        for m in (output.get("matches") or [])
-    ]
+def _matches(hashes: Any, check: str, where: str, scenes: list[TimeRange]) -> list[tuple[int, str]]:
+    """(distance, hash type) of every match in ``hashes``; their scenes are appended to ``scenes``."""
+    if not isinstance(hashes, list):
+        raise _bad(check, where, "is not a list")
+    found: list[tuple[int, str]] = []
+    for k, entry in enumerate(hashes):
+        if not isinstance(entry, dict):
+            raise _bad(check, f"{where}[{k}]", "is not an object")
+        hash_type, matches = entry.get("hashType", "unknown"), entry.get("matches")
+        if not _is_text(hash_type, _NAME_LIMIT):
+            raise _bad(check, f"{where}[{k}].hashType", "is not a string")
+        if matches is None:
+            continue
+        if not isinstance(matches, list):
+            raise _bad(check, f"{where}[{k}].matches", "is not a list")
+        for m, match in enumerate(matches):
+            path = f"{where}[{k}].matches[{m}]"
+            if not isinstance(match, dict):
+                raise _bad(check, path, "is not an object")
+            distance = match.get("matchDistance", 0)
+            if type(distance) is not int or not 0 <= distance <= _MAX_INT32:
+                raise _bad(check, f"{path}.matchDistance", "is not a non-negative integer")
+            found.append((distance, hash_type))
+            raw_scenes = match.get("scenes")
+            if raw_scenes is not None:
+                scenes.extend(_scenes(raw_scenes, check, f"{path}.scenes"))
+    return found
 
 
-def _output(body: Mapping[str, Any]) -> Mapping[str, Any]:
-    out = _response(body).get("output") or {}
-    return out if isinstance(out, Mapping) else {}
+def _scenes(raw: Any, check: str, where: str) -> list[TimeRange]:
+    if not isinstance(raw, list):
+        raise _bad(check, where, "is not a list")
+    scenes = []
+    for n, scene in enumerate(raw):
+        if not isinstance(scene, dict):
+            raise _bad(check, f"{where}[{n}]", "is not an object")
+        start, end = _seconds(scene.get("startTimestamp")), _seconds(scene.get("endTimestamp"))
+        if start is None:
+            raise _bad(check, f"{where}[{n}].startTimestamp", "is not a finite number >= 0")
+        if end is None:
+            raise _bad(check, f"{where}[{n}].endTimestamp", "is not a finite number >= 0")
+        if end < start:
+            raise _bad(check, f"{where}[{n}].endTimestamp", "is before startTimestamp")
+        scenes.append(TimeRange(start, end, "csam"))
+    return scenes
+
+
+def parse_matches(body: Mapping[str, Any], *, check: str = "") -> list[SimilarityMatch]:
+    where, output = _output(body, check)
+    if not isinstance(output, dict):
+        raise _bad(check, where, "is not an object")
+    matches = output.get("matches")
+    if matches is None:
+        return []
+    if not isinstance(matches, list):
+        raise _bad(check, f"{where}.matches", "is not a list")
+    return [_match(m, check, f"{where}.matches[{i}]") for i, m in enumerate(matches)]
+
+
+def _match(match: Any, check: str, where: str) -> SimilarityMatch:
+    if not isinstance(match, dict):
+        raise _bad(check, where, "is not an object")
+    match_id, score = _identifier(match.get("id")), _unit(match.get("similarity_score"))
+    metadata, url = match.get("metadata"), match.get("url")
+    if match_id is None:
+        raise _bad(check, f"{where}.id", "is not a string or an integer")
+    if score is None:
+        raise _bad(check, f"{where}.similarity_score", "is not a number in [0, 1]")
+    if metadata is not None and not _is_text(metadata, _TEXT_LIMIT):
+        raise _bad(check, f"{where}.metadata", "is not a string")
+    if url is not None and not _is_text(url, _TEXT_LIMIT):
+        raise _bad(check, f"{where}.url", "is not a string")
+    return SimilarityMatch(match_id=match_id, score=score, metadata=metadata, url=url)
+
+
+def _identifier(value: Any) -> str | None:
+    """An id as text: a non-empty string or an integer; else None."""
+    if type(value) is int:
+        return str(value)
+    return value if value and _is_text(value, _TEXT_LIMIT) else None
+
+
+def _index_output(body: Mapping[str, Any], check: str) -> tuple[str, dict[str, Any]]:
+    """A custom index add/remove output object (an absent one is empty)."""
+    where, response = _response(body, check)
+    output = response.get("output")
+    if output is None:
+        return f"{where}.output", {}
+    if not isinstance(output, dict):
+        raise _bad(check, f"{where}.output", "is not an object")
+    return f"{where}.output", output
+
+
+def _added(body: Mapping[str, Any], check: str = "") -> str:
+    where, output = _index_output(body, check)
+    sha = output.get("shaHash", "")
+    if not _is_text(sha, _NAME_LIMIT):
+        raise _bad(check, f"{where}.shaHash", "is not a string")
+    return str(sha)
+
+
+def _removed(body: Mapping[str, Any], check: str = "") -> str | None:
+    where, output = _index_output(body, check)
+    removed = output.get("id")
+    if removed is None:
+        return None
+    match_id = _identifier(removed)
+    if match_id is None:
+        raise _bad(check, f"{where}.id", "is not a string or an integer")
+    return match_id
+
+
+def _task_id(ack: Mapping[str, Any], check: str) -> str:
+    """The id an async submission was acknowledged with (it goes into the polling URL)."""
+    value = ack.get("task_id") or ack.get("id")
+    if type(value) is int and value >= 0:
+        return str(value)
+    if type(value) is str and _TASK_ID.fullmatch(value):
+        return value
+    raise _bad(check, "task_id", "is missing or not a task id")
+
+
+def _as_is(body: dict[str, Any]) -> dict[str, Any]:
+    return body
 
 
 class HiveTasks:
@@ -291,27 +590,42 @@ class HiveTasks:
         extra: Mapping[str, str] | None = None,
     ) -> tuple[dict[str, Any], int]:
         """``path`` without its /sync or /async suffix, e.g. ``/api/v1/task``."""
+        return await self.run(path, content, _as_is, asynchronous=asynchronous, extra=extra)
+
+    async def run(
+        self,
+        path: str,
+        content: Media | str,
+        parse: Callable[[dict[str, Any]], T],
+        *,
+        asynchronous: bool = False,
+        extra: Mapping[str, str] | None = None,
+    ) -> tuple[T, int]:
+        """Like ``submit``, with the body through ``parse`` (inside the retries when sync)."""
         fields, files = await self.form(content)
         fields.update(extra or {})
         if not asynchronous:
-            return await self.transport.post(f"{path}/sync", fields, files)
+            return await self.transport.post_parsed(f"{path}/sync", fields, files, parse)
         if self._tasks is None:
             raise RuntimeError("async Hive tasks need the callback receiver (callbacks settings)")
-        ack, attempts = await self.transport.post(
-            f"{path}/async", {**fields, "callback_url": self._tasks.callback_url}, files
+        check = self.transport.check
+        task_id, attempts = await self.transport.post_parsed(
+            f"{path}/async",
+            {**fields, "callback_url": self._tasks.callback_url},
+            files,
+            lambda ack: _task_id(ack, check),
         )
-        task_id = ack.get("task_id") or ack.get("id")
-        if not task_id:
-            raise TransientError(
-                f"{self.transport.check}: Hive acknowledged without a task id", check=self.transport.check
-            )
-        body = await self._tasks.wait(str(task_id), lambda t: self.transport.get_task(t, self._version))
-        raise_task_error(body, self.transport.check)
-        return body, attempts
+        body = await self._tasks.wait(task_id, lambda t: self.transport.get_task(t, self._version))
+        raise_task_error(body, check)
+        return parse(body), attempts
 
     @property
     def task_path(self) -> str:
         return f"/api/{self._version}/task"
+
+    @property
+    def check(self) -> str:
+        return self.transport.check
 
 
 class HiveClassifier:
@@ -321,10 +635,15 @@ class HiveClassifier:
         self._tasks = tasks
         self._async = asynchronous
 
+    def _parse(self, body: dict[str, Any]) -> tuple[list[Frame], tuple[str | None, str | None]]:
+        check = self._tasks.check
+        return parse_classification(body, check=check), _model(body, check)
+
     async def classify(self, content: Media | str) -> Checked[Sequence[Frame]]:
-        body, attempts = await self._tasks.submit(self._tasks.task_path, content, asynchronous=self._async)
-        model, version = _model(body)
-        return Checked(parse_classification(body), PROVIDER, model, version, attempts)
+        (frames, (model, version)), attempts = await self._tasks.run(
+            self._tasks.task_path, content, self._parse, asynchronous=self._async
+        )
+        return Checked(frames, PROVIDER, model, version, attempts)
 
 
 class HiveHashMatcher:
@@ -335,10 +654,15 @@ class HiveHashMatcher:
         self._tasks = tasks
         self._async = asynchronous
 
+    def _parse(self, body: dict[str, Any]) -> tuple[CsamAnswer, tuple[str | None, str | None]]:
+        check = self._tasks.check
+        return parse_csam(body, check=check), _model(body, check)
+
     async def match(self, media: Media) -> Checked[CsamAnswer]:
-        body, attempts = await self._tasks.submit(self._tasks.task_path, media, asynchronous=self._async)
-        model, version = _model(body)
-        return Checked(parse_csam(body), PROVIDER, model, version, attempts)
+        (answer, (model, version)), attempts = await self._tasks.run(
+            self._tasks.task_path, media, self._parse, asynchronous=self._async
+        )
+        return Checked(answer, PROVIDER, model, version, attempts)
 
 
 class HiveCustomIndex:
@@ -352,30 +676,41 @@ class HiveCustomIndex:
         self._tasks = tasks
         self._async = asynchronous
 
+    def _matches(self, body: dict[str, Any]) -> list[SimilarityMatch]:
+        return parse_matches(body, check=self._tasks.check)
+
+    def _added(self, body: dict[str, Any]) -> str:
+        return _added(body, self._tasks.check)
+
+    def _removed(self, body: dict[str, Any]) -> str | None:
+        return _removed(body, self._tasks.check)
+
     async def query(self, media: Media, tenant: str) -> Checked[Sequence[SimilarityMatch]]:
-        body, attempts = await self._tasks.submit(
-            "/api/v2/custom_index/query", media, asynchronous=self._async
+        found, attempts = await self._tasks.run(
+            "/api/v2/custom_index/query", media, self._matches, asynchronous=self._async
         )
         matches = [
             replace(m, metadata=_strip_tenant(m.metadata))
-            for m in parse_matches(body)
+            for m in found
             if _tenant_of(m.metadata) in (None, tenant)
         ]
         return Checked(matches, PROVIDER, attempts=attempts)
 
     async def add(self, media: Media, tenant: str, metadata: str) -> str:
-        body, _ = await self._tasks.submit(
+        sha, _ = await self._tasks.run(
             "/api/v2/custom_index/add",
             media,
+            self._added,
             asynchronous=self._async,
             extra={"metadata": f"tenant={tenant};{metadata}"},
         )
-        return str(_output(body).get("shaHash", ""))
+        return sha
 
     async def remove(self, media: Media, tenant: str) -> str | None:
-        body, _ = await self._tasks.submit("/api/v2/custom_index/remove", media, asynchronous=self._async)
-        removed = _output(body).get("id")
-        return None if removed is None else str(removed)
+        removed, _ = await self._tasks.run(
+            "/api/v2/custom_index/remove", media, self._removed, asynchronous=self._async
+        )
+        return removed
 
 
 def _strip_tenant(metadata: str | None) -> str | None:

@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
-from ..errors import TransientError
-from ..httpclient import HttpClient
+from ..errors import ProviderAnswerError, TransientError
+from ..httpclient import Answer, HttpClient
 from ..limits import AimdLimit, BreakerState, CircuitBreaker, TokenBucket
 from ..telemetry import metrics
 
@@ -118,7 +118,10 @@ class ProviderGate:
 
 
 def count_retry(exc: TransientError) -> None:
-    reason = "timeout" if "timeout" in str(exc) else str(exc.status or exc.code or "transport")
+    if isinstance(exc, ProviderAnswerError):
+        reason = "answer"
+    else:
+        reason = "timeout" if "timeout" in str(exc) else str(exc.status or exc.code or "transport")
     metrics.child(metrics.RETRIES, exc.check or "unknown", reason).inc()
 
 
@@ -137,7 +140,7 @@ async def send(
     provider: str,
     gate: ProviderGate | None = None,
     **kwargs: Any,
-) -> httpx.Response:
+) -> Answer:
     """One attempt. Timeouts and connection errors are transient; the caller maps the response."""
     if gate is not None:
         await gate.enter()

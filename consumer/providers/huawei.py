@@ -2,35 +2,51 @@
 
 Searches send the image as base64 ``file`` (``path`` names an image already in the library, so a
 new upload's URL media is downloaded first). The tenant travels as a tag and every search is
-scoped to it. Images are shrunk to the API's 2048-pixel long-side limit before sending.
+scoped to it. Images are shrunk to the API's 2048-pixel long-side limit before sending, on the
+``ImageWorkers`` threads (never on the event loop), and images over the pixel limit are refused.
+
+Answers are checked field by field: a 200 whose body does not have the documented shape is a
+``ProviderAnswerError`` naming the field (retried, then the check fails closed); error messages
+built from a provider's body go through ``redaction.redact``.
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeGuard, TypeVar
 
-import httpx
-from PIL import Image, UnidentifiedImageError
+import orjson
 from pydantic import SecretStr
 
-from ..errors import PermanentError, RateLimitedError, TransientError
+from ..errors import PermanentError, ProviderAnswerError, RateLimitedError, TransientError
 from ..httpclient import HttpClient
+from ..imaging import ImageWorkers, default_workers, fit_for_search
 from ..media import Media, MediaFetcher
 from ..records import SimilarityMatch
+from ..redaction import redact, register_secret
 from ..retry import RetryPolicy, retrying
 from . import Checked
+from .hive import HttpAnswer
 from .http import ProviderGate, count_retry, send
 
-__all__ = ["HuaweiImageSearch", "HuaweiTransport", "check_huawei_response", "fit_for_search"]
+__all__ = [
+    "HuaweiImageSearch",
+    "HuaweiTransport",
+    "check_huawei_response",
+    "fit_for_search",
+    "parse_exists",
+    "parse_search",
+]
 
+T = TypeVar("T")
 PROVIDER = "huawei"
 TRANSIENT_CODES = {"IS.0012"}  # processing timed out
-MAX_SIDE = 2048
-MIN_SIDE = 100
+_ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9]{0,15}\.[0-9]{1,6}")  # IS.0012, APIGW.0308
+_TEXT_LIMIT = 8192  # index paths and tag values
 
 
 class HuaweiTransport:
@@ -49,13 +65,23 @@ class HuaweiTransport:
         self._http = http
         self._root = f"{base_url.rstrip('/')}/v1/{project_id}/{instance}/image"
         self._token = token
+        register_secret(token)  # an error body echoing it must not carry it into a message
         self._retry = retry
         self._timeout = timeout_s
         self.check = check
         self._gate = gate
 
     async def call(self, method: str, suffix: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        async def once() -> dict[str, Any]:
+        answer, _ = await self.call_parsed(method, suffix, body, _as_is)
+        return answer
+
+    async def call_parsed(
+        self, method: str, suffix: str, body: Mapping[str, Any], parse: Callable[[dict[str, Any]], T]
+    ) -> tuple[T, int]:
+        """``parse`` of the answer's body; a malformed answer (ProviderAnswerError) is retried too."""
+        content = json.dumps(body)
+
+        async def once() -> T:
             headers = {"X-Auth-Token": self._token.get_secret_value(), "content-type": "application/json"}
             resp = await send(
                 self._http,
@@ -64,91 +90,176 @@ class HuaweiTransport:
                 check=self.check,
                 provider="ImageSearch",
                 gate=self._gate,
-                content=json.dumps(body),
+                content=content,
                 headers=headers,
                 timeout=self._timeout,
             )
-            return check_huawei_response(resp, self.check)
+            return parse(check_huawei_response(resp, self.check))
 
-        body_out, _ = await retrying(
+        return await retrying(
             self._retry, once, count_retry, lambda: self._gate is not None and self._gate.is_open
         )
-        return body_out
 
 
-def check_huawei_response(resp: httpx.Response, check: str) -> dict[str, Any]:
-    try:
-        body = resp.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        body = {}
-    if not isinstance(body, dict):
-        body = {}
-    code = str(body.get("error_code", ""))
-    message = str(body.get("error_msg", resp.reason_phrase))[:300]
-    if resp.status_code == 429:
+def check_huawei_response(resp: HttpAnswer, check: str) -> dict[str, Any]:
+    """Map an HTTP answer to a body or an error of the tree (no secrets in messages)."""
+    body = _json(resp)
+    fields = body if body is not None else {}
+    raw_code = fields.get("error_code")
+    code = raw_code if isinstance(raw_code, str) and _ERROR_CODE.fullmatch(raw_code) else ""
+    status = resp.status_code
+    if status == 429:
         raise RateLimitedError(
-            f"{check}: ImageSearch throttled (429): {code} {message}",
+            f"{check}: ImageSearch throttled (429): {code} {_message(resp, fields)}",
             check=check,
-            retry_after=_float(resp.headers.get("retry-after")),
+            retry_after=_seconds_header(resp.headers.get("retry-after")),
         )
-    if resp.status_code >= 500 or code in TRANSIENT_CODES:
+    if status >= 500 or code in TRANSIENT_CODES:
         raise TransientError(
-            f"{check}: ImageSearch HTTP {resp.status_code} {code}: {message}",
+            f"{check}: ImageSearch HTTP {status} {code}: {_message(resp, fields)}",
             check=check,
-            status=resp.status_code,
+            status=status,
             code=code or None,
         )
-    if resp.status_code != 200 or code:
+    if status != 200 or code:
         raise PermanentError(
-            f"{check}: ImageSearch HTTP {resp.status_code} {code}: {message}",
+            f"{check}: ImageSearch HTTP {status} {code}: {_message(resp, fields)}",
             check=check,
-            status=resp.status_code,
+            status=status,
             code=code or None,
         )
+    if body is None:
+        raise ProviderAnswerError(
+            f"{check}: ImageSearch answered 200 with a body that is not a JSON object", check=check
+        )
+    if raw_code is not None and raw_code != "":
+        raise _bad(check, "error_code", "is not an ImageSearch error code")
     return body
 
 
-def _float(value: str | None) -> float | None:
+def _json(resp: HttpAnswer) -> dict[str, Any] | None:
+    """The body when it is a JSON object (any bytes in, never an exception out)."""
     try:
-        return None if value is None else float(value)
+        body = orjson.loads(resp.content)
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _message(resp: HttpAnswer, body: Mapping[str, Any]) -> str:
+    text = body.get("error_msg")
+    if isinstance(text, str) and text:
+        return redact(text)
+    return redact(resp.reason_phrase or "no message")
+
+
+def _seconds_header(value: str | None) -> float | None:
+    try:
+        seconds = None if value is None else float(value)
     except ValueError:
         return None
+    return seconds if seconds is not None and 0.0 <= seconds < math.inf else None
 
 
-def fit_for_search(data: bytes) -> bytes:
-    """The image as the API accepts it: JPEG/PNG/BMP, long side ≤ 2048 (shrunk if needed).
+# --- answer shapes -------------------------------------------------------------------------------
 
-    Too-small images are left alone: the provider's IS.0008 names the problem better than we could.
-    """
+
+def _bad(check: str, where: str, problem: str) -> ProviderAnswerError:
+    prefix = f"{check}: " if check else ""
+    return ProviderAnswerError(f"{prefix}ImageSearch answer: {where} {problem}", check=check, field=where)
+
+
+def _unit(value: Any) -> float | None:
+    """A similarity: a finite number in [0, 1] (not a bool), as a float; else None."""
+    if type(value) is float:
+        return value if 0.0 <= value <= 1.0 else None  # NaN fails the comparison
+    if type(value) is int and 0 <= value <= 1:
+        return float(value)
+    return None
+
+
+def _is_text(value: Any) -> TypeGuard[str]:
+    """A non-empty string the verdict can carry (bounded, valid UTF-8)."""
+    if type(value) is not str or not value or len(value) > _TEXT_LIMIT:
+        return False
+    if value.isascii():
+        return True
     try:
-        image = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, OSError):
-        return data  # let the provider reject it with its own error code
-    if max(image.size) <= MAX_SIDE and image.format in ("JPEG", "PNG", "BMP"):
-        return data
-    image.load()
-    scale = min(1.0, MAX_SIDE / max(image.size))
-    resized = image.convert("RGB").resize(
-        (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
-    )
-    out = io.BytesIO()
-    resized.save(out, "JPEG", quality=90)
-    return out.getvalue()
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def parse_search(body: Mapping[str, Any], check: str = "") -> list[SimilarityMatch]:
+    """The matches of a search answer (``result``: path, sim, tags)."""
+    result = body.get("result")
+    if not isinstance(result, list):
+        raise _bad(check, "result", "is missing or not a list")
+    return [_match(item, check, i) for i, item in enumerate(result)]
+
+
+def _match(item: Any, check: str, index: int) -> SimilarityMatch:
+    if not isinstance(item, dict):
+        raise _bad(check, f"result[{index}]", "is not an object")
+    path, sim, tags = item.get("path"), _unit(item.get("sim")), item.get("tags")
+    if not _is_text(path):
+        raise _bad(check, f"result[{index}].path", "is not a string")
+    if sim is None:
+        raise _bad(check, f"result[{index}].sim", "is not a number in [0, 1]")
+    note = None
+    if tags is not None:
+        if not isinstance(tags, dict):
+            raise _bad(check, f"result[{index}].tags", "is not an object")
+        note = tags.get("note")
+        if note is not None and not (note == "" or _is_text(note)):
+            raise _bad(check, f"result[{index}].tags.note", "is not a string")
+    return SimilarityMatch(match_id=path, score=sim, metadata=note, url=path)
+
+
+def parse_exists(body: Mapping[str, Any], check: str = "") -> bool:
+    """``result.exist`` of a check answer."""
+    result = body.get("result")
+    if not isinstance(result, dict):
+        raise _bad(check, "result", "is missing or not an object")
+    exist = result.get("exist")
+    if type(exist) is not bool:
+        raise _bad(check, "result.exist", "is not a boolean")
+    return exist
+
+
+def _as_is(body: dict[str, Any]) -> dict[str, Any]:
+    return body
 
 
 class HuaweiImageSearch:
     """The SimilarityIndex protocol over ImageSearch; the index id (``path``) names the upload."""
 
-    def __init__(self, transport: HuaweiTransport, fetcher: MediaFetcher, *, limit: int = 10) -> None:
+    def __init__(
+        self,
+        transport: HuaweiTransport,
+        fetcher: MediaFetcher,
+        *,
+        limit: int = 10,
+        workers: ImageWorkers | None = None,
+    ) -> None:
         self._t = transport
         self._fetch = fetcher
         self._limit = limit
+        self._workers = workers or default_workers()
 
     async def _file(self, media: Media) -> str:
-        return base64.b64encode(fit_for_search(await self._fetch.bytes_of(media))).decode()
+        fitted = await self._workers.fit_for_search(await self._fetch.bytes_of(media))
+        return base64.b64encode(fitted).decode()
+
+    def _parse_search(self, body: dict[str, Any]) -> list[SimilarityMatch]:
+        return parse_search(body, self._t.check)
+
+    def _parse_exists(self, body: dict[str, Any]) -> bool:
+        return parse_exists(body, self._t.check)
 
     async def query(self, media: Media, tenant: str) -> Checked[Sequence[SimilarityMatch]]:
-        body = await self._t.call(
+        matches, attempts = await self._t.call_parsed(
             "POST",
             "/search",
             {
@@ -157,17 +268,9 @@ class HuaweiImageSearch:
                 "offset": 0,
                 "tags": {"tenant": tenant},
             },
+            self._parse_search,
         )
-        matches = [
-            SimilarityMatch(
-                match_id=str(r.get("path")),
-                score=float(r.get("sim", 0.0)),
-                metadata=_metadata(r.get("tags")),
-                url=r.get("path"),
-            )
-            for r in body.get("result") or []
-        ]
-        return Checked(matches, PROVIDER)
+        return Checked(matches, PROVIDER, attempts=attempts)
 
     async def add(self, media: Media, tenant: str, metadata: str, path: str | None = None) -> str:
         index_path = path or media.url or f"moderation://{tenant}/{media.filename}"
@@ -193,16 +296,8 @@ class HuaweiImageSearch:
         return index_path
 
     async def exists(self, path: str) -> bool:
-        body = await self._t.call("POST", "/check", {"path": path})
-        result = body.get("result")
-        return bool(result.get("exist")) if isinstance(result, dict) else False
+        exist, _ = await self._t.call_parsed("POST", "/check", {"path": path}, self._parse_exists)
+        return exist
 
     async def set_tags(self, path: str, tags: Mapping[str, str]) -> None:
         await self._t.call("PUT", "", {"path": path, "tags": dict(tags)})
-
-
-def _metadata(tags: Any) -> str | None:
-    if isinstance(tags, dict):
-        note = tags.get("note")
-        return None if note is None else str(note)
-    return None

@@ -1,24 +1,38 @@
 """The provider simulator's HTTP application: Hive and Huawei endpoints, ``/_admin`` hooks for
-tests and the demo, and ``/media`` hosting for URL-based uploads."""
+tests and the demo, ``/media`` hosting for URL-based uploads, and the address of the hostile server
+(``GET /_admin/hostile``) when one runs."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from . import hive, huawei, pdq
-from .common import FETCH_KEY, REMOTE_KEY, STATE_KEY, state_of
+from .common import FETCH_KEY, HOSTILE_ANSWER, HOSTILE_FAULT_NAMES, REMOTE_KEY, STATE_KEY, state_of
+from .hostile import (
+    HostileServer,
+    fault_answer,
+    hostile_fault_rates,
+    set_hostile_fault,
+    startup_hostile_faults,
+)
 from .media import decode
 from .state import ScoreOverride, SimulatorState
 
 __all__ = ["build_app"]
+
+HOSTILE_KEY = web.AppKey("hostile", HostileServer)
+HOSTILE_FAULTS_KEY = web.AppKey("hostile_faults", dict[str, float])
+PROVIDER_PREFIXES = ("/api/", "/v1/")
 
 
 def _bad(message: str) -> web.Response:
@@ -36,7 +50,10 @@ async def _json(request: web.Request) -> dict[str, Any]:
 
 
 async def admin_reset(request: web.Request) -> web.Response:
-    state_of(request).reset()
+    state = state_of(request)
+    state.reset()
+    at_start: dict[str, float] = request.app[HOSTILE_FAULTS_KEY]
+    startup_hostile_faults(state.faults, at_start)
     return web.json_response({"ok": True})
 
 
@@ -112,11 +129,32 @@ async def admin_faults(request: web.Request) -> web.Response:
             for name, rate in body.items():
                 if name == "hang_s":
                     faults.hang_s = float(rate)
+                elif name in HOSTILE_FAULT_NAMES:
+                    set_hostile_fault(faults, name, float(rate))
                 else:
                     faults.set(name, float(rate))
         except (TypeError, ValueError) as exc:
             return _bad(str(exc))
-    return web.json_response(faults.snapshot())
+    return web.json_response({**faults.snapshot(), **hostile_fault_rates(faults)})
+
+
+async def admin_hostile(request: web.Request) -> web.Response:
+    hostile = request.app.get(HOSTILE_KEY)
+    if hostile is None:
+        return web.json_response({"error": "hostile mode is off (start with --hostile-port)"}, status=404)
+    return web.json_response({"port": hostile.port, "url": hostile.url})
+
+
+@web.middleware
+async def hostile_faults(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Lets ``fault_gate`` answer a provider call with a hostile fault, which needs the request."""
+    if not request.path.startswith(PROVIDER_PREFIXES):
+        return await handler(request)
+    token = HOSTILE_ANSWER.set(functools.partial(fault_answer, request))
+    try:
+        return await handler(request)
+    finally:
+        HOSTILE_ANSWER.reset(token)
 
 
 async def admin_balance(request: web.Request) -> web.Response:
@@ -174,10 +212,23 @@ async def health(_: web.Request) -> web.Response:
     return web.json_response({"ok": True, "time": time.time()})
 
 
-def build_app(state: SimulatorState | None = None, *, allow_remote_fetch: bool = False) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024 * 1024)
+def build_app(
+    state: SimulatorState | None = None,
+    *,
+    allow_remote_fetch: bool = False,
+    hostile: HostileServer | None = None,
+    hostile_faults_at_start: Mapping[str, float] | None = None,
+) -> web.Application:
+    """The simulator's application. ``hostile``: the hostile server whose address ``/_admin/hostile``
+    reports; ``hostile_faults_at_start``: ``wrong_shape`` / ``echo_credentials`` rates, kept on reset."""
+    app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[hostile_faults])
     app[STATE_KEY] = state or SimulatorState()
     app[REMOTE_KEY] = allow_remote_fetch
+    at_start: dict[str, float] = dict(hostile_faults_at_start or {})
+    app[HOSTILE_FAULTS_KEY] = at_start
+    startup_hostile_faults(app[STATE_KEY].faults, at_start)
+    if hostile is not None:
+        app[HOSTILE_KEY] = hostile
 
     async def fetch_client(app: web.Application) -> AsyncIterator[None]:
         app[FETCH_KEY] = httpx.AsyncClient(timeout=10.0, follow_redirects=False)
@@ -197,6 +248,7 @@ def build_app(state: SimulatorState | None = None, *, allow_remote_fetch: bool =
     app.router.add_post("/_admin/scores", admin_scores)
     app.router.add_post("/_admin/latency", admin_latency)
     app.router.add_route("*", "/_admin/faults", admin_faults)
+    app.router.add_get("/_admin/hostile", admin_hostile)
     app.router.add_post("/_admin/balance", admin_balance)
     app.router.add_post("/_admin/rate_limit", admin_rate_limit)
     app.router.add_get("/_admin/stats", admin_stats)

@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -16,6 +17,8 @@ from .state import SimulatorState
 
 __all__ = [
     "FETCH_KEY",
+    "HOSTILE_ANSWER",
+    "HOSTILE_FAULT_NAMES",
     "REMOTE_KEY",
     "STATE_KEY",
     "FetchFailed",
@@ -30,6 +33,10 @@ STATE_KEY = web.AppKey("state", SimulatorState)
 FETCH_KEY = web.AppKey("fetch", httpx.AsyncClient)
 REMOTE_KEY = web.AppKey("allow_remote", bool)
 MAX_FETCH_BYTES = 50_000_000
+HOSTILE_FAULT_NAMES = ("echo_credentials", "wrong_shape")
+# Set per provider request by the app's middleware: the provider-specific answer to a hostile fault
+# (hive.py and huawei.py call fault_gate without the request, which that answer needs).
+HOSTILE_ANSWER: ContextVar[Callable[[str], web.Response] | None] = ContextVar("hostile_answer", default=None)
 
 
 class FetchFailed(Exception):
@@ -74,14 +81,19 @@ async def fetch(app: web.Application, url: str) -> bytes:
     if not allowed_url(app, url):
         raise FetchFailed(2003, "Media URL host is not reachable from the simulator (loopback only)")
     try:
-        resp = await app[FETCH_KEY].get(url)
+        async with app[FETCH_KEY].stream("GET", url) as resp:
+            if resp.status_code != 200:
+                raise FetchFailed(2001, f"Failed to download media: HTTP {resp.status_code}")
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in resp.aiter_raw():  # bounded as it streams: hosts may send anything
+                size += len(chunk)
+                if size > MAX_FETCH_BYTES:
+                    raise FetchFailed(2004, "Media too large to download")
+                chunks.append(chunk)
+            return b"".join(chunks)
     except httpx.HTTPError as exc:
         raise FetchFailed(2001, f"Failed to download media: {type(exc).__name__}") from None
-    if resp.status_code != 200:
-        raise FetchFailed(2001, f"Failed to download media: HTTP {resp.status_code}")
-    if len(resp.content) > MAX_FETCH_BYTES:
-        raise FetchFailed(2004, "Media too large to download")
-    return resp.content
 
 
 async def delay(state: SimulatorState) -> None:
@@ -109,4 +121,16 @@ async def fault_gate(
         return throttled(1.0)
     if fault is not None:
         return failed(int(fault))
+    return _hostile_fault(state)
+
+
+def _hostile_fault(state: SimulatorState) -> web.Response | None:
+    """``echo_credentials`` / ``wrong_shape``, drawn after the classic faults (a rate of 0 draws nothing,
+    so the classic draws of a seed stay as they were)."""
+    answer = HOSTILE_ANSWER.get()
+    if answer is None:
+        return None
+    for name in HOSTILE_FAULT_NAMES:
+        if state.faults.hit(name):
+            return answer(name)
     return None

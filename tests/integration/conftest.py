@@ -18,10 +18,10 @@ import pytest
 from consumer.config import Settings, load_settings
 from consumer.devtools.broker import LocalKafka
 from consumer.devtools.stack import SimulatorProcess
-from consumer.httpclient import make_http_client
 from consumer.kafka import ensure_topics
 from consumer.service import ModerationService
 from consumer.simulator.state import DEFAULT_HUAWEI_TOKEN, DEFAULT_KEYS
+from consumer.wiring import provider_client
 
 
 def _docker_kafka() -> Any | None:
@@ -59,7 +59,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatorProcess]:
-    sim = SimulatorProcess(log_path=tmp_path_factory.mktemp("sim") / "simulator.log").start()
+    sim = SimulatorProcess(log_path=tmp_path_factory.mktemp("sim") / "simulator.log", hostile_port=0).start()
     try:
         yield sim
     finally:
@@ -129,6 +129,7 @@ def settings_for(kafka_bootstrap: str, sim: SimulatorProcess) -> Callable[..., S
         t: Topics,
         callbacks: dict[str, Any] | None = None,
         limits: dict[str, Any] | None = None,
+        media: dict[str, Any] | None = None,
         **processing: Any,
     ) -> Settings:
         """Settings against the broker and the simulator (Hive keys and a Huawei library both set)."""
@@ -165,6 +166,7 @@ def settings_for(kafka_bootstrap: str, sim: SimulatorProcess) -> Callable[..., S
                 **(callbacks or {}),
             },
             health={"host": "127.0.0.1", "port": 0},
+            media={"allow_networks": ["127.0.0.1/32"], **(media or {})},
         )
 
     return make
@@ -177,8 +179,7 @@ def running_service() -> Callable[[Settings], Any]:
     @asynccontextmanager
     async def run(settings: Settings) -> AsyncIterator[ModerationService]:
         stop = asyncio.Event()
-        p = settings.processing
-        async with make_http_client(p.http_transport, p.max_in_flight * 2) as http:
+        async with provider_client(settings) as http:
             service = ModerationService(settings, http)
             task = asyncio.create_task(service.run(stop))
             try:

@@ -10,10 +10,10 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from consumer.devtools.stack import SimulatorProcess, produce_uploads, upload, wait_until_async
-from consumer.httpclient import make_http_client
 from consumer.kafka.sink import DeliveryError
 from consumer.records import MediaType
 from consumer.service import ModerationService
+from consumer.wiring import provider_client
 
 from .conftest import Topics
 
@@ -34,8 +34,7 @@ async def test_no_offset_is_committed_for_verdicts_the_broker_never_acknowledges
     settings.kafka.verdict_topic = f"missing-{topics.group}"
     settings.kafka.client_config = {"message.timeout.ms": 3000}
     stop = asyncio.Event()
-    p = settings.processing
-    async with make_http_client(p.http_transport, p.max_in_flight * 2) as http:
+    async with provider_client(settings) as http:
         service = ModerationService(settings, http)
         run = asyncio.create_task(service.run(stop))
         assert await wait_until_async(run.done, 60), "the service must stop on an unacknowledged verdict"

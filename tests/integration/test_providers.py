@@ -19,8 +19,9 @@ from pydantic import SecretStr
 from consumer.callbacks import AsyncTasks, CallbackReceiver, Correlator
 from consumer.devtools.samples import image_bytes, make_image, make_video, reencoded
 from consumer.devtools.stack import SimulatorProcess
+from consumer.egress import EgressPolicy
 from consumer.errors import PermanentError, RateLimitedError, TransientError
-from consumer.httpclient import HttpClient, make_http_client
+from consumer.httpclient import AiohttpClient, HttpClient
 from consumer.media import Media, MediaFetcher
 from consumer.providers.hive import HiveClassifier, HiveCustomIndex, HiveHashMatcher, HiveTasks, HiveTransport
 from consumer.providers.huawei import HuaweiImageSearch, HuaweiTransport
@@ -29,11 +30,12 @@ from consumer.simulator.state import DEFAULT_HUAWEI_TOKEN, DEFAULT_KEYS
 
 pytestmark = pytest.mark.integration
 ONE_TRY = RetryPolicy(attempts=1)
+LOOPBACK_MEDIA = EgressPolicy.of(allow=["127.0.0.1/32"])  # the simulator hosts the media
 
 
 @pytest.fixture
 async def http() -> AsyncIterator[HttpClient]:
-    async with make_http_client("lean", 64) as client:  # the production transport
+    async with AiohttpClient(64) as client:  # the production client
         yield client
 
 
@@ -286,7 +288,7 @@ async def test_corrupt_media_is_a_permanent_task_error(sim: SimulatorProcess, ht
 
 def huawei(sim: SimulatorProcess, http: HttpClient, token: str = DEFAULT_HUAWEI_TOKEN) -> HuaweiImageSearch:
     transport = HuaweiTransport(http, sim.url, "proj-1", "inst-1", SecretStr(token), ONE_TRY)
-    return HuaweiImageSearch(transport, MediaFetcher(http))
+    return HuaweiImageSearch(transport, MediaFetcher(http, egress=LOOPBACK_MEDIA))
 
 
 async def test_huawei_add_search_tags_check_delete(sim: SimulatorProcess, http: HttpClient) -> None:

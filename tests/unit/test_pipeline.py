@@ -234,3 +234,45 @@ async def test_a_failed_similarity_query_does_not_spoil_the_content_cache() -> N
         ("cache", "cached"),
         ("similarity", "unavailable"),
     ]
+
+
+async def test_a_declared_hash_never_keys_the_cache() -> None:
+    """The CSAM bypass: a listed image declaring the hash of benign content seen before must be
+    hash-matched itself, never answered from the benign content's cached results."""
+    import hashlib
+
+    class ListedOnly(FakeMatcher):
+        async def match(self, media: Media) -> Checked[CsamAnswer]:
+            self.calls += 1
+            listed = media.data == b"listed image"
+            return Checked(
+                CsamAnswer(CsamResult(listed, "pdq" if listed else None, 0 if listed else None)), "fake"
+            )
+
+    csam = ListedOnly()
+    p = pipeline(csam)
+    benign = image("benign", b"benign image")
+    assert (await p.moderate(benign, SRC)).decision is Decision.ALLOW
+    liar = UploadEvent(
+        "liar",
+        "t",
+        "u",
+        MediaType.IMAGE,
+        0,
+        media_bytes=b"listed image",
+        content_sha256=hashlib.sha256(b"benign image").hexdigest(),
+    )
+    outcome = await p.moderate(liar, SRC)
+    assert isinstance(outcome, Rejected), "a declared hash that is not the bytes' hash is a dead letter"
+    assert type(outcome.error).__name__ == "InvalidRecordError"
+    assert hashlib.sha256(b"listed image").hexdigest() in str(outcome.error)
+    honest = UploadEvent("honest", "t", "u", MediaType.IMAGE, 0, media_bytes=b"listed image")
+    assert (await p.moderate(honest, SRC)).decision is Decision.ESCALATE
+    assert csam.calls == 2  # the listed bytes were matched, not answered from the benign cache entry
+
+
+async def test_an_unforeseen_error_in_a_check_fails_that_upload_closed() -> None:
+    v = await pipeline(visual=FakeClassifier(error=ZeroDivisionError("bug"))).moderate(image(), SRC)
+    assert not isinstance(v, Rejected)
+    assert v.decision is Decision.REVIEW and v.reasons[0].label == "check_unavailable:visual"
+    assert "internal error (ZeroDivisionError)" in (v.reasons[0].detail or "")

@@ -108,3 +108,35 @@ def r_decision(policy: Policy, check: str, label: str, score: float | None) -> s
     assert score is not None
     t = policy.similarity if check == "similarity" else policy.classification[check][label]
     return "BLOCK" if t.block is not None and score >= t.block else "REVIEW"
+
+
+SECRET = "hunter2-s3cr3t-value"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (f"version: x\nclassification: {{visual: {{token: '{SECRET}\n".encode(), "is not valid YAML: "),
+        (f"version: x\nfail_open: {SECRET}: x\n".encode(), r"mapping values are not allowed here at line 2"),
+        (b"version: x\nnote: " + SECRET.encode() + b"\xff\n", "not UTF-8 text"),
+        (
+            f"version: x\nsimilarity: {{block: {SECRET}}}\n".encode(),
+            r"policy similarity\.block: .*valid number",
+        ),
+        (f"version: x\n{SECRET}: 1\n".encode(), f"policy {SECRET}: unknown setting"),
+    ],
+)
+def test_policy_errors_never_quote_the_file(tmp_path: Path, content: bytes, expected: str) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=expected) as caught:
+        load_policy(path)
+    message = str(caught.value)
+    assert message.startswith("invalid setting policy") and "\n" not in message
+    if "unknown setting" not in message:  # an unknown key is named: it is the setting, not a value
+        assert SECRET not in message
+
+
+def test_a_policy_file_that_is_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"policy_file: cannot read .*: not a regular file"):
+        load_policy(tmp_path)

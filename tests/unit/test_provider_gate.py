@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from consumer.httpclient import HttpClient
+from consumer.httpclient import HttpxClient
 from consumer.limits import AimdLimit, BreakerState, CircuitBreaker
 from consumer.providers.http import ProviderGate, deadline_scope, send
 
@@ -27,7 +27,7 @@ async def test_concurrency_never_exceeds_the_limit() -> None:
         return httpx.Response(200)
 
     gate = ProviderGate("visual", AimdLimit(limit=2, maximum=2))
-    async with HttpClient(httpx.MockTransport(handler)) as http:
+    async with HttpxClient(httpx.MockTransport(handler)) as http:
         calls = [
             asyncio.create_task(send(http, "GET", "http://p.test/", check="visual", provider="P", gate=gate))
             for _ in range(5)
@@ -46,7 +46,7 @@ async def test_rate_limited_answers_halve_the_limit() -> None:
     async def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(429)
 
-    async with HttpClient(httpx.MockTransport(handler)) as http:
+    async with HttpxClient(httpx.MockTransport(handler)) as http:
         await send(http, "GET", "http://p.test/", check="text", provider="P", gate=gate)
     assert gate.limit.limit == 8
 
@@ -59,7 +59,7 @@ async def test_an_open_breaker_makes_callers_wait_for_the_probe() -> None:
     async def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(answers.pop(0))
 
-    async with HttpClient(httpx.MockTransport(handler)) as http:
+    async with HttpxClient(httpx.MockTransport(handler)) as http:
         for _ in range(2):
             await send(http, "GET", "http://p.test/", check="csam", provider="P", gate=gate)
         assert gate.breaker.state(now[0]) is BreakerState.OPEN
@@ -91,7 +91,7 @@ async def test_waiting_on_an_open_breaker_does_not_spend_the_checks_deadline() -
                 deadline_scope.reset(token)
         return resp.status_code
 
-    async with HttpClient(httpx.MockTransport(handler)) as http:
+    async with HttpxClient(httpx.MockTransport(handler)) as http:
         call = asyncio.create_task(under_deadline())
         await asyncio.wait({call}, timeout=0.4)  # well past the 0.12 s deadline: still waiting
         assert not call.done()
@@ -110,7 +110,7 @@ async def test_the_limit_returns_to_its_pre_outage_value_when_the_circuit_closes
     async def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(answers.pop(0))
 
-    async with HttpClient(httpx.MockTransport(handler)) as http:
+    async with HttpxClient(httpx.MockTransport(handler)) as http:
         for _ in range(5):
             now[0] += 2.0  # each call after the cooldown: a probe while the circuit is open
             await send(http, "GET", "http://p.test/", check="csam", provider="P", gate=gate)
