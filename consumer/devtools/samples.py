@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import random
+import struct
+import zlib
 from typing import Any
 
 from PIL import Image, ImageDraw
 
-__all__ = ["cropped", "image_bytes", "make_gif", "make_image", "make_video", "reencoded"]
+__all__ = ["bomb_png", "cropped", "image_bytes", "make_gif", "make_image", "make_video", "reencoded"]
 
 
 def make_image(seed: int, size: tuple[int, int] = (480, 360)) -> Image.Image:
@@ -79,3 +81,20 @@ def make_video(
         for packet in stream.encode():
             container.mux(packet)
     return buf.getvalue()
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bomb_png(width: int = 30_000, height: int = 30_000) -> bytes:
+    """A decompression bomb: a valid 1-bit grayscale PNG of width x height black pixels, about
+    110 KB that would decode to 900 MB (Pillow keeps a byte per pixel). Written row by row, never
+    held decoded."""
+    rows, block = divmod(height, 1000)
+    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row * 1000) for _ in range(rows)) + packer.compress(row * block)
+    idat += packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")

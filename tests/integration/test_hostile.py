@@ -5,9 +5,10 @@ memory bound. Media and provider answers come from the simulator's hostile serve
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, Config
 
 from consumer.config import Settings
 from consumer.devtools.broker import free_port
+from consumer.devtools.samples import bomb_png
 from consumer.devtools.stack import (
     ConsumerProcess,
     SimulatorProcess,
@@ -345,3 +347,106 @@ async def test_a_verdict_the_broker_refuses_becomes_a_dead_letter(
         kinds = {o[0].kind for o in outcomes.by_offset.values()}
         assert kinds == {"dead_letter"} and all(len(o) == 1 for o in outcomes.by_offset.values())
         assert "too large" in next(iter(outcomes.by_offset.values()))[0].detail.lower()
+
+
+async def test_the_cache_bypass_upload_is_dead_lettered_never_allowed(
+    kafka_bootstrap: str,
+    make_topics: Callable[..., Topics],
+    sim: SimulatorProcess,
+    settings_for: Callable[..., Settings],
+    running_service: Callable[..., Any],
+    png: Callable[[int], bytes],
+) -> None:
+    """A hash-listed image declaring the hash of a benign image moderated before: once answered
+    from the cache (ALLOW). Now the cache is keyed by the hash of the bytes, and the lie is a dead
+    letter naming both hashes; the same image uploaded honestly is escalated."""
+    topics = make_topics(input_partitions=1)
+    benign, listed = png(301), png(302)
+    sim.add_csam_image(listed)
+    first = upload(IMAGE, upload_id="benign", data=benign, content_type="image/png")
+    liar = upload(IMAGE, upload_id="liar", data=listed, content_type="image/png")
+    liar = replace(liar, content_sha256=hashlib.sha256(benign).hexdigest())
+    honest = upload(IMAGE, upload_id="honest", data=listed, content_type="image/png")
+    produce_uploads(kafka_bootstrap, topics.input, [first, liar, honest])
+    with Outcomes(kafka_bootstrap, topics) as outcomes:
+        async with running_service(settings_for(topics)):
+            assert await wait_until_async(outcomes.answered(3), 90)
+    found = {offset: o[0] for (_, offset), o in outcomes.by_offset.items()}
+    assert (found[0].kind, found[0].what) == ("verdict", "ALLOW")
+    assert (found[1].kind, found[1].what) == ("dead_letter", "InvalidRecordError")
+    assert hashlib.sha256(listed).hexdigest() in found[1].detail
+    assert (found[2].kind, found[2].what) == ("verdict", "ESCALATE")
+
+
+async def test_a_decompression_bomb_on_the_huawei_path_is_a_dead_letter(
+    kafka_bootstrap: str,
+    topics: Topics,
+    sim: SimulatorProcess,
+    settings_for: Callable[..., Settings],
+    running_service: Callable[..., Any],
+    png: Callable[[int], bytes],
+) -> None:
+    bomb = upload(IMAGE, upload_id="bomb", data=bomb_png(), content_type="image/png")
+    after = upload(IMAGE, upload_id="after-bomb", data=png(303), content_type="image/png")
+    produce_uploads(kafka_bootstrap, topics.input, [bomb, after])
+    settings = settings_for(topics, similarity="huawei", checks=["similarity"])
+    with Outcomes(kafka_bootstrap, topics) as outcomes:
+        async with running_service(settings) as service:
+            assert await wait_until_async(outcomes.answered(2), 90)
+            assert service.alive().ok
+    kinds = sorted((o[0].kind, o[0].what) for o in outcomes.by_offset.values())
+    assert kinds == [("dead_letter", "PermanentError"), ("verdict", "ALLOW")]
+    letter = next(o[0] for o in outcomes.by_offset.values() if o[0].kind == "dead_letter")
+    assert "pixel" in letter.detail
+
+
+async def test_callback_attacks_are_refused_and_the_service_goes_on(
+    kafka_bootstrap: str,
+    topics: Topics,
+    sim: SimulatorProcess,
+    settings_for: Callable[..., Settings],
+    running_service: Callable[..., Any],
+) -> None:
+    """Deeply nested JSON (once a 500), an oversize body and a huge early callback at the service's
+    own receiver: refused or relayed reduced, and uploads keep getting verdicts."""
+    settings = settings_for(topics)
+    async with running_service(settings) as service:
+        assert await wait_until_async(lambda: service.callback_url is not None, 60)
+        assert service.callback_url is not None
+        async with httpx.AsyncClient(timeout=30) as client:
+            deep = await client.post(service.callback_url, content=b"[" * 200_000 + b"]" * 200_000)
+            assert deep.status_code == 400
+            big = await client.post(
+                service.callback_url, content=b'{"task_id": "x", "pad": "' + b"a" * (5 << 20) + b'"}'
+            )
+            assert big.status_code == 413
+            padded = {"task_id": "early-1", "status": [], "padding": "p" * 3_000_000}
+            relayed = await client.post(service.callback_url, json=padded)
+            assert relayed.status_code == 200
+        produce_uploads(kafka_bootstrap, topics.input, [upload(TEXT, upload_id="after-callbacks", text="hi")])
+        with Outcomes(kafka_bootstrap, topics) as outcomes:
+            assert await wait_until_async(outcomes.answered(1), 60)
+        assert service.alive().ok
+
+
+async def test_wrong_shapes_and_echoed_keys_from_the_simulator_fail_closed_without_leaking(
+    kafka_bootstrap: str,
+    topics: Topics,
+    sim: SimulatorProcess,
+    settings_for: Callable[..., Settings],
+    running_service: Callable[..., Any],
+) -> None:
+    """The simulator's hostile faults on its real endpoints, half the calls each: every upload gets
+    one verdict, none carries a key."""
+    sim.set_faults({"wrong_shape": 0.4, "echo_credentials": 0.4})
+    uploads = [upload(TEXT, upload_id=f"faulty-{i}", text=f"text {i}") for i in range(20)]
+    produce_uploads(kafka_bootstrap, topics.input, uploads)
+    settings = settings_for(topics, retry_attempts=2, limits={"breaker_threshold": 1000})
+    with Outcomes(kafka_bootstrap, topics) as outcomes:
+        async with running_service(settings) as service:
+            assert await wait_until_async(outcomes.answered(len(uploads)), 90)
+            assert service.alive().ok
+    assert all(len(o) == 1 for o in outcomes.by_offset.values())
+    for raw in outcomes.raw:
+        for key in DEFAULT_KEYS.values():
+            assert key.encode() not in raw, "an echoed API key reached an output"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -89,6 +89,19 @@ def corpus(sim: SimulatorProcess) -> list[Poison]:
         item("media-type", up("media-type", content_type="application/pdf"), inv, "unsupported media type"),
         item(
             "malformed-url", up("malformed-url", data=None, url="ht!tp://no host"), inv, "malformed media_url"
+        ),
+        item(
+            "content-type-injection",
+            up("content-type-injection", content_type="image/png\r\nX-Evil: 1"),
+            inv,
+            "malformed content_type",
+        ),
+        item("long-id", upload(TEXT, upload_id="poison-" + "i" * 300, text="x"), inv, "over the 256"),
+        item(
+            "hash-lie",
+            replace(up("hash-lie"), content_sha256="00" * 32),
+            inv,
+            "is not the SHA-256 of the media bytes",
         ),
         item("tiny", up("tiny", data=image_bytes(make_image(8, (8, 8)))), perm, "too small"),
         item("corrupt", up("corrupt", data=png[:40] + b"\x00" * 200), perm, "3002"),

@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 import io
 import resource
-import struct
 import threading
 import time
 import warnings
-import zlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -18,6 +16,7 @@ import pytest
 from PIL import Image
 
 from consumer import imaging
+from consumer.devtools.samples import bomb_png
 from consumer.errors import PermanentError, TransientError
 from consumer.imaging import MAX_SIDE, ImageWorkers, fit_for_search
 
@@ -26,22 +25,6 @@ from consumer.imaging import MAX_SIDE, ImageWorkers, fit_for_search
 def _pillow_limit_restored(monkeypatch: pytest.MonkeyPatch) -> None:
     """ImageWorkers sets Pillow's process-wide limit: give it back after each test."""
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def bomb_png(width: int = 30_000, height: int = 30_000) -> bytes:
-    """A valid 1-bit grayscale PNG of width x height black pixels: about 110 KB that would decode to
-    900 MB (Pillow keeps a byte per pixel). Written row by row, never held decoded."""
-    rows, block = divmod(height, 1000)
-    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
-    packer = zlib.compressobj(9)
-    idat = b"".join(packer.compress(row * 1000) for _ in range(rows)) + packer.compress(row * block)
-    idat += packer.flush()
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
 
 
 def encoded(image: Image.Image, fmt: str = "PNG") -> bytes:

@@ -46,3 +46,31 @@ def test_stalled_only_if_unchanged_for_the_deadline(steps: list[tuple[int, float
             since, last = now, offset
         d.observe({TP: offset}, now)
         assert (TP in d.stalled) == (now - since >= 3)
+
+
+def test_a_partition_that_cannot_commit_is_stuck_until_a_commit_carries_it() -> None:
+    from consumer.stalls import CommitWatch
+
+    watch = CommitWatch(after_s=10)
+    tp = ("uploads", 0)
+    assert watch.observe([tp], 0.0) == []
+    # transactions abort and rewind over and over: the partition keeps work, nothing commits
+    assert watch.observe([tp], 5.0) == []
+    assert watch.observe([], 7.0) == []  # a rewind dropped its work for a moment: the clock goes on
+    assert watch.observe([tp], 10.0) == [tp] and watch.stuck == {tp}
+    assert watch.observe([tp], 11.0) == []  # reported once
+    watch.committed([tp])
+    assert watch.stuck == set()
+    assert watch.observe([tp], 12.0) == []
+    assert watch.observe([tp], 21.9) == []
+
+
+@given(st.lists(st.floats(min_value=0, max_value=1000), min_size=1, max_size=30))
+def test_steady_commits_never_look_stuck(gaps: list[float]) -> None:
+    from consumer.stalls import CommitWatch
+
+    watch, now, tp = CommitWatch(after_s=5), 0.0, ("t", 1)
+    for gap in gaps:
+        now += min(gap, 4.9)
+        assert watch.observe([tp], now) == [] or False
+        watch.committed([tp])
