@@ -21,12 +21,9 @@ the backend, so callers map one vocabulary.
 from __future__ import annotations
 
 import asyncio
-import json as jsonlib
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 import aiohttp
 import httpx
@@ -43,13 +40,10 @@ __all__ = [
     "HttpClient",
     "HttpxClient",
     "ResponseTooLarge",
-    "encode_body",
 ]
 
 Files = Mapping[str, tuple[str, bytes, str]]
 DEFAULT_MAX_ANSWER_BYTES = 4 << 20  # provider answers are JSON of a few KB; a video's a few hundred
-_BOUNDARY = secrets.token_hex(16)
-_MULTIPART = f"multipart/form-data; boundary={_BOUNDARY}"
 
 
 class ResponseTooLarge(httpx.TransportError):
@@ -80,38 +74,33 @@ class Answer:
         return orjson.loads(self.content)
 
 
-def _quote(value: str) -> bytes:
-    return value.replace("\\", "\\\\").replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A").encode()
+@dataclass(frozen=True, slots=True)
+class _Body:
+    content: bytes | str | None
+    json: Any
+    data: Mapping[str, str] | None
+    files: Files | None
 
 
-def encode_body(
-    *,
-    content: bytes | str | None = None,
-    json: Any = None,
-    data: Mapping[str, str] | None = None,
-    files: Files | None = None,
-) -> tuple[bytes, str | None]:
-    """The request body and its content type: multipart when there are files, a urlencoded form
-    for fields alone, JSON, or raw content. File content types must already be validated tokens."""
-    if files:
-        b = _BOUNDARY.encode()
-        parts: list[bytes] = []
-        for name, value in (data or {}).items():
-            parts += [b"--", b, b'\r\nContent-Disposition: form-data; name="', _quote(name), b'"\r\n\r\n']
-            parts += [value.encode(), b"\r\n"]
-        for name, (filename, payload, ctype) in files.items():
-            parts += [b"--", b, b'\r\nContent-Disposition: form-data; name="', _quote(name)]
-            parts += [b'"; filename="', _quote(filename), b'"\r\nContent-Type: ', _quote(ctype), b"\r\n\r\n"]
-            parts += [payload, b"\r\n"]
-        parts += [b"--", b, b"--\r\n"]
-        return b"".join(parts), _MULTIPART
-    if data is not None:
-        return urlencode(data).encode(), "application/x-www-form-urlencoded"
-    if json is not None:
-        return jsonlib.dumps(json).encode(), "application/json"
-    if isinstance(content, str):
-        return content.encode(), None
-    return content or b"", None
+def _aiohttp_body(body: _Body) -> Any:
+    """What aiohttp sends: its own multipart writer and form encoder (quoting included)."""
+    if body.files:
+        writer = aiohttp.MultipartWriter("form-data")
+        for name, value in (body.data or {}).items():
+            writer.append(value).set_content_disposition("form-data", name=name)
+        for name, (filename, payload, ctype) in body.files.items():
+            part = writer.append(payload, {"Content-Type": ctype})
+            part.set_content_disposition("form-data", name=name, filename=filename)
+        return writer
+    if body.data is not None:
+        return aiohttp.FormData(dict(body.data))
+    if body.json is not None:
+        return aiohttp.JsonPayload(body.json, dumps=_dumps)
+    return body.content or None
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 class HttpClient:
@@ -134,21 +123,19 @@ class HttpClient:
         timeout: float | None = None,  # noqa: ASYNC109 - the whole exchange's bound
         max_bytes: int | None = None,
     ) -> Answer:
-        body, ctype = encode_body(content=content, json=json, data=data, files=files)
-        all_headers = dict(headers or {})
-        if ctype is not None:
-            all_headers["content-type"] = ctype
+        """Send one request: multipart when there are ``files``, a urlencoded form for ``data``
+        alone, JSON, or raw ``content``; the body is encoded by the backend's own library."""
         return await self._send(
             method,
             url,
-            all_headers,
-            body,
+            dict(headers or {}),
+            _Body(content, json, data, files),
             self.timeout_s if timeout is None else timeout,
             self.max_answer_bytes if max_bytes is None else max_bytes,
         )
 
     async def _send(
-        self, method: str, url: str, headers: dict[str, str], body: bytes, limit_s: float, max_bytes: int
+        self, method: str, url: str, headers: dict[str, str], body: _Body, limit_s: float, max_bytes: int
     ) -> Answer:
         raise NotImplementedError
 
@@ -211,7 +198,7 @@ class AiohttpClient(HttpClient):
         return found
 
     async def _send(
-        self, method: str, url: str, headers: dict[str, str], body: bytes, limit_s: float, max_bytes: int
+        self, method: str, url: str, headers: dict[str, str], body: _Body, limit_s: float, max_bytes: int
     ) -> Answer:
         session = self._session or self._open()
         try:
@@ -219,7 +206,7 @@ class AiohttpClient(HttpClient):
                 method,
                 url,
                 headers=headers,
-                data=body or None,
+                data=_aiohttp_body(body),
                 allow_redirects=False,
                 timeout=self._timeout(limit_s),
             ) as resp:
@@ -292,13 +279,16 @@ class HttpxClient(HttpClient):
         self.transport = transport
 
     async def _send(
-        self, method: str, url: str, headers: dict[str, str], body: bytes, limit_s: float, max_bytes: int
+        self, method: str, url: str, headers: dict[str, str], body: _Body, limit_s: float, max_bytes: int
     ) -> Answer:
         request = httpx.Request(
             method,
             url,
             headers=headers,
-            content=body,
+            content=body.content,
+            json=body.json,
+            data=body.data,
+            files=body.files,
             extensions={"timeout": {"connect": limit_s, "read": limit_s, "write": limit_s, "pool": limit_s}},
         )
         try:
