@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench import http_clients
 from consumer.config import KafkaSettings
 from consumer.devtools.broker import LocalKafka, ensure_jars
 from consumer.devtools.samples import image_bytes, make_image
@@ -332,10 +333,12 @@ def main() -> int:
     outage_s = float(os.environ.get("BENCH_OUTAGE_S", "30"))
     baseline_s = float(os.environ.get("BENCH_BASELINE_S", "20"))
     backlog = int(os.environ.get("BENCH_BACKLOG", "200000"))
+    results: dict[str, Any] = {}
+    print("HTTP client CPU per provider call...", flush=True)
+    results["http_clients"] = http_clients.measure()
     workdir = Path(tempfile.mkdtemp(prefix="moderation-bench-"))
     kafka = LocalKafka(workdir / "kafka", heap="1g")
     sim = SimulatorProcess(latency_median_ms=MEDIAN_MS, latency_p99_ms=P99_MS, log_path=workdir / "sim.log")
-    results: dict[str, Any] = {}
     try:
         bootstrap = kafka.start()
         sim.start()
@@ -443,6 +446,9 @@ def main() -> int:
             f"{name:14} {r.get('uploads_per_s', '-'):>10} {r.get('cpu_ms_per_upload', '-'):>14} "
             f"{r.get('p50_ms') or '-':>8} {r.get('p99_ms') or '-':>8} {r.get('peak_rss_mb', '-'):>12}"
         )
+    print()
+    for client, ms in results["http_clients"].items():
+        print(f"http client {client:<34} {ms:.3f} ms CPU per call")
     return 0
 
 

@@ -21,6 +21,7 @@ the backend, so callers map one vocabulary.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,7 @@ __all__ = [
 
 Files = Mapping[str, tuple[str, bytes, str]]
 DEFAULT_MAX_ANSWER_BYTES = 4 << 20  # provider answers are JSON of a few KB; a video's a few hundred
+_BOUNDARY = secrets.token_hex(16)  # one per process: aiohttp would draw a uuid4 per request
 
 
 class ResponseTooLarge(httpx.TransportError):
@@ -85,12 +87,15 @@ class _Body:
 def _aiohttp_body(body: _Body) -> Any:
     """What aiohttp sends: its own multipart writer and form encoder (quoting included)."""
     if body.files:
-        writer = aiohttp.MultipartWriter("form-data")
+        writer = aiohttp.MultipartWriter("form-data", boundary=_BOUNDARY)
         for name, value in (body.data or {}).items():
-            writer.append(value).set_content_disposition("form-data", name=name)
+            field = aiohttp.StringPayload(value)
+            field.set_content_disposition("form-data", name=name)
+            writer.append_payload(field)
         for name, (filename, payload, ctype) in body.files.items():
-            part = writer.append(payload, {"Content-Type": ctype})
+            part = aiohttp.BytesPayload(payload, content_type=ctype)
             part.set_content_disposition("form-data", name=name, filename=filename)
+            writer.append_payload(part)
         return writer
     if body.data is not None:
         return aiohttp.FormData(dict(body.data))
@@ -188,6 +193,7 @@ class AiohttpClient(HttpClient):
             auto_decompress=False,
             skip_auto_headers=("Accept-Encoding", "User-Agent"),
             trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),  # providers set no cookies; media hosts get none
         )
         return self._session
 
