@@ -59,11 +59,11 @@ class Media:
 
 def media_of(upload: UploadEvent) -> Media:
     ctype = normalized_content_type(upload.content_type) or "application/octet-stream"
-    base = Media(content_type=ctype, filename=upload.upload_id)
-    if upload.media_bytes:
-        return base.with_data(upload.media_bytes)
+    data = upload.media_bytes
+    if data:
+        return Media(data, None, ctype, upload.upload_id, hashlib.sha256(data).hexdigest())
     if upload.media_url:
-        return replace(base, url=upload.media_url)
+        return Media(None, upload.media_url, ctype, upload.upload_id)
     raise PermanentError(
         f"{upload.media_type} upload has neither media_bytes nor media_url", check="pipeline"
     )

@@ -207,11 +207,10 @@ class Pipeline:
         if self._needs_providers(upload):
             return None
         state = _Runs()
-        if upload.media_type is not MediaType.TEXT:
-            try:
-                media_of(upload)
-            except PermanentError as exc:
-                state.results.rejected["pipeline"] = str(exc)
+        if upload.media_type is not MediaType.TEXT and not (upload.media_bytes or upload.media_url):
+            state.results.rejected["pipeline"] = (
+                f"{upload.media_type} upload has neither media_bytes nor media_url"
+            )
         return self._verdict(upload, source, state.results, state.runs, time.time())
 
     async def moderate(self, upload: UploadEvent, source: SourcePosition) -> ModerationVerdict | Rejected:
