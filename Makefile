@@ -17,13 +17,13 @@ install: $(STAMP)
 
 # Apache Kafka jars from Maven Central into ~/.cache/moderation-consumer (once).
 jars: $(STAMP)
-	$(BIN)/python -c 'from consumer.devtools.broker import ensure_jars; print("kafka jars:", ensure_jars())'
+	$(BIN)/python -c 'from devtools.broker import ensure_jars; print("kafka jars:", ensure_jars())'
 
 demo: install jars
 	$(BIN)/python -m consumer demo
 
 lint: install
-	$(BIN)/ruff check consumer tests bench
+	$(BIN)/ruff check consumer simulator devtools tests bench
 	$(BIN)/mypy
 
 test: install jars lint
@@ -39,8 +39,8 @@ chaos: install jars
 	$(BIN)/pytest -s tests/chaos
 
 format: install
-	$(BIN)/ruff check --fix consumer tests
-	$(BIN)/ruff format consumer tests
+	$(BIN)/ruff check --fix consumer simulator devtools tests bench
+	$(BIN)/ruff format consumer simulator devtools tests bench
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

@@ -9,10 +9,10 @@ import time
 import httpx
 from confluent_kafka import Consumer, Producer
 
-from consumer.policy import load_policy
-from consumer.records import Decision, ModerationVerdict, UploadEvent, verdict_id
+from consumer.checks.policy import load_policy
+from consumer.core.records import Decision, ModerationVerdict, UploadEvent, verdict_id
 from consumer.serde import AvroCodec
-from consumer.simulator.state import DEFAULT_KEYS
+from simulator.state import DEFAULT_KEYS
 
 
 def main(bootstrap: str, topic: str, out_topic: str, sim_url: str, seconds: float) -> None:

@@ -28,7 +28,7 @@ import aiohttp
 import httpx
 from aiohttp import web
 
-from consumer.httpclient import AiohttpClient, HttpClient, HttpxClient
+from consumer.transports.httpclient import AiohttpClient, HttpClient, HttpxClient
 
 CALLS = int(os.environ.get("BENCH_HTTP_CALLS", "20000"))
 CONCURRENCY = 32

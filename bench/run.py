@@ -24,13 +24,13 @@ from typing import Any
 
 from bench import http_clients
 from consumer.config import KafkaSettings
-from consumer.devtools.broker import LocalKafka, ensure_jars
-from consumer.devtools.samples import image_bytes, make_image
-from consumer.devtools.stack import ConsumerProcess, SimulatorProcess, consumer_env, produce_uploads, upload
+from consumer.core.records import MediaType, UploadEvent
 from consumer.kafka import ensure_topics
-from consumer.records import MediaType, UploadEvent
 from consumer.serde import AvroCodec
-from consumer.simulator.state import LatencyModel
+from devtools.broker import LocalKafka, ensure_jars
+from devtools.samples import image_bytes, make_image
+from devtools.stack import ConsumerProcess, SimulatorProcess, consumer_env, produce_uploads, upload
+from simulator.state import LatencyModel
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 12

@@ -1,4 +1,5 @@
-"""``python -m consumer <command>``: run | simulate | demo | broker."""
+"""``moderation-consumer <command>`` (or ``python -m consumer``): run | dlq replay, and with the
+``dev`` extra installed: simulate | demo | broker."""
 
 from __future__ import annotations
 
@@ -9,15 +10,30 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .errors import ConfigError
+from consumer import __version__
+from consumer.errors import ConfigError
+
+if TYPE_CHECKING:
+    from consumer.checks.policy import Policy
+    from consumer.config import Settings
 
 __all__ = ["main"]
 
 
+def _program() -> str:
+    """The name the user typed: the installed script, or ``python -m consumer``."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return "python -m consumer" if name in ("", "__main__.py", "-c") else name
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m consumer", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog=_program(), description="Streaming upload moderation: Kafka uploads in, one Avro verdict out."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,dlq,simulate,demo,broker}")
 
     run = sub.add_parser("run", help="consume uploads and produce verdicts until SIGTERM")
     run.add_argument("--config", type=Path, help="YAML settings file (env MODERATION_CONFIG)")
@@ -103,26 +119,40 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args.config, args.workers)
-        if args.command == "simulate":
-            return _simulate(args)
-        if args.command == "demo":
-            from .devtools.demo import run_demo
-
-            return run_demo()
         if args.command == "dlq":
             return _replay(args)
-        return _broker(args)
+        return _developer_command(args)
     except ConfigError as exc:
         return _setting_error(exc)
     except ValueError as exc:  # defence in depth: a settings error that escaped load_settings
         from pydantic import ValidationError
         from pydantic_settings import SettingsError
 
-        from .config import config_error_from
+        from consumer.config import config_error_from
 
         if not isinstance(exc, ValidationError | SettingsError):
             raise
         return _setting_error(config_error_from(exc))
+
+
+def _developer_command(args: argparse.Namespace) -> int:
+    """simulate, demo and broker live in the ``simulator`` and ``devtools`` packages, whose
+    dependencies come with the ``dev`` extra."""
+    try:
+        if args.command == "simulate":
+            return _simulate(args)
+        if args.command == "demo":
+            from devtools.demo import run_demo
+
+            return run_demo()
+        return _broker(args)
+    except ModuleNotFoundError as exc:
+        print(
+            f"error: {args.command} needs the development tools ({exc.name} is missing):"
+            " pip install 'moderation-consumer[dev]'",
+            file=sys.stderr,
+        )
+        return 2
 
 
 def _setting_error(exc: ConfigError) -> int:
@@ -133,8 +163,8 @@ def _setting_error(exc: ConfigError) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from .config import load_settings
-    from .replay import Selection, replay
+    from consumer.config import load_settings
+    from consumer.operations.replay import Selection, replay
 
     settings = load_settings(args.config)
     try:
@@ -151,39 +181,37 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _run(config: Path | None, workers: int = 1) -> int:
-    from .config import load_settings
-    from .telemetry.logging import configure_logging
-    from .wiring import check_settings
+    from consumer.config import load_settings
+    from consumer.operations.telemetry.logging import configure_logging
+    from consumer.wiring import check_settings
 
     settings = load_settings(config)
-    check_settings(settings)
+    policy = check_settings(settings)
     configure_logging(settings.log_level)
     if workers < 1:
         raise ConfigError("--workers", "must be at least 1")
     if workers > 1:
-        from .supervisor import supervise
+        from consumer.operations.supervisor import supervise
 
         args = ["--config", str(config)] if config else []
         return supervise(workers, args, stop_grace_s=settings.processing.drain_timeout_s + 15)
     if settings.processing.event_loop == "uvloop":
         import uvloop
 
-        return uvloop.run(_serve(settings))
-    return asyncio.run(_serve(settings))
+        return uvloop.run(_serve(settings, policy))
+    return asyncio.run(_serve(settings, policy))
 
 
-async def _serve(settings: object) -> int:
-    from .config import Settings
-    from .service import ModerationService
-    from .wiring import provider_client
+async def _serve(settings: Settings, policy: Policy) -> int:
+    from consumer.service import ModerationService
+    from consumer.wiring import provider_client
 
-    assert isinstance(settings, Settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with provider_client(settings) as http:
-        service = ModerationService(settings, http)
+        service = ModerationService(settings, http, policy=policy)
         try:
             await service.run(stop)
         except Exception as exc:
@@ -196,9 +224,9 @@ async def _serve(settings: object) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from .simulator import DEFAULT_KEYS, LatencyModel, SimulatorState, serve
-    from .simulator.common import HOSTILE_FAULT_NAMES
-    from .simulator.state import DEFAULT_HUAWEI_TOKEN, StartupSettings
+    from simulator import DEFAULT_KEYS, LatencyModel, SimulatorState, serve
+    from simulator.common import HOSTILE_FAULT_NAMES
+    from simulator.state import DEFAULT_HUAWEI_TOKEN, StartupSettings
 
     keys = dict(DEFAULT_KEYS)
     for item in args.key:
@@ -248,7 +276,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _broker(args: argparse.Namespace) -> int:
-    from .devtools.broker import BrokerError, LocalKafka
+    from devtools.broker import BrokerError, LocalKafka
 
     try:
         if args.action == "start":

@@ -30,7 +30,8 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from .errors import ConfigError
+from consumer.core.scheduler import Mode
+from consumer.errors import ConfigError
 
 __all__ = [
     "CHECKS",
@@ -262,8 +263,9 @@ class ProcessingSettings(_Section):
     stall_after_s: float = Field(
         default=120.0, gt=0, description="a partition whose oldest in-flight record is older is stalled"
     )
-    ordering: Literal["KEY", "PARTITION", "UNORDERED"] = Field(
-        default="KEY", description="KEY: per-key offset order, keys in parallel; PARTITION: one per partition"
+    ordering: Mode = Field(
+        default=Mode.KEY,
+        description="KEY: per-key offset order, keys in parallel; PARTITION: one per partition",
     )
     max_in_flight: int = Field(default=256, ge=1, le=100_000)
     event_loop: Literal["uvloop", "asyncio"] = Field(

@@ -13,13 +13,14 @@ import json
 import os
 import struct
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import fastavro
 from fastavro.schema import to_parsing_canonical_form
 
-from .errors import SerializationError
+from consumer.errors import SerializationError
 
 __all__ = ["SINGLE_OBJECT_MAGIC", "AvroCodec", "SchemaEntry", "crc64_avro", "default_schema_dir"]
 
@@ -52,7 +53,7 @@ def default_schema_dir() -> Path:
     env = os.environ.get("MODERATION_SCHEMA_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[1] / "schemas"
+    return Path(str(resources.files("consumer") / "schemas"))  # package data: works from a wheel
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,28 @@ import socket
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
 
 from aiohttp import web
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, Message
 
-from .callbacks import (
+from consumer.checks.maintenance import IndexMaintenance
+from consumer.checks.pipeline import Rejected, SourcePosition
+from consumer.checks.policy import Policy
+from consumer.config import Settings
+from consumer.core.deadletter import DeadLetter, Failure
+from consumer.core.epochs import Epochs
+from consumer.core.offsets import OffsetTracker, Position, TopicPartition
+from consumer.core.records import Decision, ModerationVerdict, ReviewDecision, UploadDeleted, UploadEvent
+from consumer.core.scheduler import Scheduler, Work
+from consumer.core.stalls import CommitWatch, StallDetector
+from consumer.core.validation import check_record_size, validate_upload
+from consumer.errors import SerializationError
+from consumer.kafka import Sink, Source, ensure_topics, output_limit
+from consumer.kafka.sink import DeliveryError, Headers
+from consumer.kafka.transactions import TransactionalSink, TransactionLost
+from consumer.operations.callbacks import (
     MAX_CALLBACK_BYTES,
     AsyncTasks,
     CallbackReceiver,
@@ -24,26 +40,12 @@ from .callbacks import (
     RelayListener,
     kafka_relay,
 )
-from .config import Settings
-from .deadletter import DeadLetter, Failure
-from .epochs import Epochs
-from .errors import SerializationError
-from .health import HealthServer, Probe, metrics_handler
-from .httpclient import HttpClient
-from .kafka import Sink, Source, ensure_topics, output_limit
-from .kafka.sink import DeliveryError, Headers
-from .kafka.transactions import TransactionalSink, TransactionLost
-from .maintenance import IndexMaintenance
-from .offsets import OffsetTracker, Position, TopicPartition
-from .pipeline import Rejected, SourcePosition
-from .records import Decision, ModerationVerdict, ReviewDecision, UploadDeleted, UploadEvent
-from .scheduler import Mode, Scheduler, Work
-from .serde import AvroCodec
-from .stalls import CommitWatch, StallDetector
-from .supervisor import WORKER_INDEX_ENV
-from .telemetry import metrics
-from .validation import check_record_size, validate_upload
-from .wiring import build_pipeline, check_settings, media_client
+from consumer.operations.health import HealthServer, Probe, metrics_handler
+from consumer.operations.supervisor import worker_index
+from consumer.operations.telemetry import metrics
+from consumer.serde import AvroCodec
+from consumer.transports.httpclient import HttpClient
+from consumer.wiring import build_pipeline, check_settings, media_client
 
 __all__ = ["ModerationService"]
 
@@ -57,7 +59,21 @@ _RECORDS: dict[str, Callable[[dict[str, Any]], object]] = {
 }
 
 
-Output = tuple[str, bytes | None, bytes, Headers | None]  # topic, key, value, headers
+class Output(NamedTuple):
+    """One record a finished input record produces."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """The scheduler's payload: a consumed record and the assignment epoch it was read under."""
+
+    message: Message
+    epoch: int | None
 
 
 def _now_ms() -> int:
@@ -66,16 +82,26 @@ def _now_ms() -> int:
 
 def default_transactional_id(group_id: str) -> str:
     """Unique per process on a host (pid), stable per pod (a container's pid does not change)."""
-    worker = os.environ.get(WORKER_INDEX_ENV, "0")
-    return f"{group_id}-{socket.gethostname()}-w{worker}-p{os.getpid()}"
+    return f"{group_id}-{socket.gethostname()}-w{worker_index()}-p{os.getpid()}"
 
 
 class ModerationService:
     """Owns the Kafka clients, the callback receiver and the pipeline for one process."""
 
-    def __init__(self, settings: Settings, http: HttpClient, codec: AvroCodec | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        http: HttpClient,
+        codec: AvroCodec | None = None,
+        *,
+        policy: Policy | None = None,
+    ) -> None:
+        """``policy``: what ``wiring.check_settings`` returned, when the caller checked the settings
+        already (read at start otherwise)."""
         self.settings = settings
         self.http = http
+        self._policy = policy
+        self._worker = worker_index()
         self.correlator = Correlator()
         self.callback_url: str | None = None
         self._web: web.AppRunner | None = None
@@ -84,14 +110,14 @@ class ModerationService:
         self.tracker = OffsetTracker()
         p = settings.processing
         self.scheduler = Scheduler(
-            Mode(p.ordering),
+            p.ordering,
             max_records=p.max_in_flight,
             max_bytes=p.max_in_flight_bytes,
             pause_at=p.partition_buffer,
             max_buffered_bytes=p.max_buffered_bytes,
         )
         self._epochs = Epochs()
-        self._running: dict[asyncio.Task[None], Work] = {}
+        self._running: dict[asyncio.Task[None], Work[Received]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kafka_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-source")
         self._fatal: BaseException | None = None
@@ -191,7 +217,7 @@ class ModerationService:
     # --- main loop ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         k = self.settings.kafka
-        check_settings(self.settings)
+        policy = self._policy or check_settings(self.settings)
         if k.create_topics:
             await asyncio.to_thread(ensure_topics, k, k.all_topics())
         self._sink = self._relay_sink = Sink(k)
@@ -205,7 +231,9 @@ class ModerationService:
         loop = self._loop = asyncio.get_running_loop()
         tasks = await self._start_callbacks(loop)
         self._media_http = media_client(self.settings)
-        self.pipeline = build_pipeline(self.settings, self.http, tasks, media_http=self._media_http)
+        self.pipeline = build_pipeline(
+            self.settings, self.http, tasks, media_http=self._media_http, policy=policy
+        )
         self.maintenance = IndexMaintenance(self.pipeline.checks.similarity)
         self._source = Source(
             k,
@@ -276,7 +304,7 @@ class ModerationService:
         await self._web.setup()
         # Under --workers, worker 0 owns the configured port; the others listen on any free port and
         # advertise worker 0's, since a callback reaching any process is relayed to all of them.
-        worker = int(os.environ.get(WORKER_INDEX_ENV, "0"))
+        worker = self._worker
         site = web.TCPSite(self._web, c.host, c.port if worker == 0 else 0)
         await site.start()
         port = c.port if worker > 0 and c.port else int(self._web.addresses[0][1])
@@ -307,7 +335,7 @@ class ModerationService:
         if not self.tracker.track(tp, msg.offset()):
             return  # finished by the previous owner (commit metadata): not redone
         size = len(msg.value() or b"") + len(msg.key() or b"")
-        self.scheduler.offer(Work(tp, msg.offset(), msg.key(), size, (msg, self._epochs.of(tp))))
+        self.scheduler.offer(Work(tp, msg.offset(), msg.key(), size, Received(msg, self._epochs.of(tp))))
 
     def _kick(self) -> None:
         """Dispatch on the next loop turn; completions in one turn share one pass."""
@@ -348,7 +376,7 @@ class ModerationService:
                 log.info("provider circuit closed: intake resumes")
         return self._held
 
-    def _start(self, work: Work) -> None:
+    def _start(self, work: Work[Received]) -> None:
         """Decode and validate here (poison becomes a dead letter); what needs no provider call is
         decided here too (no task); the rest runs as one task per record. Whatever goes wrong with
         one record ends as its dead letter: it never stops the service."""
@@ -356,7 +384,7 @@ class ModerationService:
         if refused is not None:  # its outputs were refused before a rewind: answer it with a letter
             self._dead_letter(work, refused[0], None, strip=refused[1])
             return
-        msg = work.payload[0]
+        msg = work.payload.message
         upload_id: str | None = None
         try:
             check_record_size(work.size, self.settings.processing.max_record_bytes)
@@ -377,7 +405,9 @@ class ModerationService:
         task = asyncio.create_task(self._handle(work, event))
         self._running[task] = work
 
-    def _record_failed(self, work: Work, exc: Exception, upload_id: str | None, started_ms: int = 0) -> None:
+    def _record_failed(
+        self, work: Work[Received], exc: Exception, upload_id: str | None, started_ms: int = 0
+    ) -> None:
         if not isinstance(exc, SerializationError):
             log.error(
                 "record failed unexpectedly; dead-lettered",
@@ -396,7 +426,7 @@ class ModerationService:
         except Exception as exc:
             raise SerializationError(f"{schema} breaks its schema: {type(exc).__name__}: {exc}") from None
 
-    async def _handle(self, work: Work, event: object) -> None:
+    async def _handle(self, work: Work[Received], event: object) -> None:
         upload_id = event.upload_id if isinstance(event, UploadEvent) else None
         started = _now_ms()
         try:
@@ -427,33 +457,32 @@ class ModerationService:
             if task is not None:
                 self._running.pop(task, None)
 
-    def _finished(self, work: Work) -> None:
+    def _finished(self, work: Work[Received]) -> None:
         """Nothing to produce for this record: its offset is done now."""
         self._complete(work)
         self.scheduler.done(work)
         self._kick()
 
-    def _current(self, work: Work) -> bool:
+    def _current(self, work: Work[Received]) -> bool:
         """False for a result of an earlier assignment (revoked, lost or rewound since)."""
-        epoch: int = work.payload[1]
-        return self._epochs.of(work.tp) == epoch
+        return self._epochs.of(work.tp) == work.payload.epoch
 
-    def _complete(self, work: Work) -> None:
+    def _complete(self, work: Work[Received]) -> None:
         if self._current(work):
             self.tracker.complete(work.tp, work.offset)
 
-    def _emit(self, work: Work, upload: UploadEvent, verdict: ModerationVerdict) -> None:
+    def _emit(self, work: Work[Received], upload: UploadEvent, verdict: ModerationVerdict) -> None:
         """The verdict goes to the verdict topic, and to the review or escalation topic. Raises
         (nothing produced) when it cannot be encoded; a verdict the broker refuses becomes a dead
         letter."""
         k = self.settings.kafka
         key = work.key or upload.upload_id.encode()
         value = self.codec.encode("ModerationVerdict", verdict.to_avro())
-        outputs: list[Output] = [(k.verdict_topic, key, value, None)]
+        outputs = [Output(k.verdict_topic, key, value)]
         if verdict.decision is Decision.REVIEW:
-            outputs.append((k.review_topic, key, value, None))
+            outputs.append(Output(k.review_topic, key, value))
         elif verdict.decision is Decision.ESCALATE:
-            outputs.append((k.escalation_topic, key, value, None))
+            outputs.append(Output(k.escalation_topic, key, value))
 
         def refused(err: DeliveryError) -> None:
             now = _now_ms()
@@ -475,7 +504,7 @@ class ModerationService:
 
     def _dead_letter(
         self,
-        work: Work,
+        work: Work[Received],
         failure: Failure,
         upload_id: str | None,
         release: bool = True,
@@ -485,7 +514,7 @@ class ModerationService:
         """The record with its provenance to the dead letter topic, cut to fit the output limits
         (``strip``: without its key and value, when even that was refused); the partition goes on.
         ``release=False``: the record's scheduler slot was released already (a refused output)."""
-        msg = work.payload[0]
+        msg = work.payload.message
         whole = DeadLetter(msg.key(), msg.value(), work.tp[0], work.tp[1], work.offset, failure, upload_id)
         letter = whole.bounded(0 if strip else self._output_limit)
         value = self.codec.encode("DeadLetter", letter.to_avro())
@@ -493,7 +522,7 @@ class ModerationService:
         def refused(err: DeliveryError) -> None:
             self._dead_letter(work, failure, upload_id, False, strip=True)
 
-        outputs: list[Output] = [(self.settings.kafka.dlq_topic, letter.kafka_key(), value, letter.headers())]
+        outputs = [Output(self.settings.kafka.dlq_topic, letter.kafka_key(), value, letter.headers())]
         if not self._output(work, outputs, upload_id, None if strip else refused, release, dead_letter=True):
             return
         metrics.child(metrics.DEAD_LETTERS, failure.error_class).inc()
@@ -513,7 +542,7 @@ class ModerationService:
 
     def _output(
         self,
-        work: Work,
+        work: Work[Received],
         outputs: list[Output],
         upload_id: str | None,
         on_refused: Callable[[DeliveryError], None] | None,
@@ -577,7 +606,7 @@ class ModerationService:
                 self._kick()
         return True
 
-    def _remember_refused(self, work: Work, err: DeliveryError, *, strip: bool) -> None:
+    def _remember_refused(self, work: Work[Received], err: DeliveryError, *, strip: bool) -> None:
         now = _now_ms()
         self._refused[(work.tp, work.offset)] = (Failure.of(err, first_at_ms=now, last_at_ms=now), strip)
         while len(self._refused) > 10_000:
@@ -677,7 +706,7 @@ class ModerationService:
         h = self.settings.health
         if not h.enabled:
             return
-        worker = int(os.environ.get(WORKER_INDEX_ENV, "0"))
+        worker = self._worker
         self._health = HealthServer(h.host, h.port if worker == 0 else 0, alive=self.alive, ready=self.ready)
         self.health_port = await self._health.start()
         log.info("health server listening", extra={"port": self.health_port})

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import logging
 
-from .callbacks import AsyncTasks
-from .config import Settings
-from .egress import EgressPolicy
-from .httpclient import AiohttpClient, HttpClient
-from .imaging import ImageWorkers
-from .limits import AimdLimit, CircuitBreaker, TokenBucket
-from .media import MediaFetcher, MediaPolicy
-from .pipeline import Checks, Pipeline
-from .policy import load_policy
-from .providers import SimilarityIndex
-from .providers.hive import HiveClassifier, HiveCustomIndex, HiveHashMatcher, HiveTasks, HiveTransport
-from .providers.http import ProviderGate
-from .providers.huawei import HuaweiImageSearch, HuaweiTransport
-from .records import MediaType
-from .redaction import register_secret
-from .retry import RetryPolicy
+from consumer.checks.imaging import ImageWorkers
+from consumer.checks.limits import AimdLimit, CircuitBreaker, TokenBucket
+from consumer.checks.media import MediaFetcher, MediaPolicy
+from consumer.checks.pipeline import Checks, Pipeline
+from consumer.checks.policy import Policy, load_policy
+from consumer.checks.providers import SimilarityIndex
+from consumer.checks.providers.hive import (
+    HiveClassifier,
+    HiveCustomIndex,
+    HiveHashMatcher,
+    HiveTasks,
+    HiveTransport,
+)
+from consumer.checks.providers.http import ProviderGate
+from consumer.checks.providers.huawei import HuaweiImageSearch, HuaweiTransport
+from consumer.checks.redaction import register_secret
+from consumer.checks.retry import RetryPolicy
+from consumer.config import Settings
+from consumer.core.records import MediaType
+from consumer.operations.callbacks import AsyncTasks
+from consumer.transports.egress import EgressPolicy
+from consumer.transports.httpclient import AiohttpClient, HttpClient
 
 __all__ = ["build_pipeline", "check_settings", "media_client", "provider_client", "register_secrets"]
 
@@ -47,15 +53,18 @@ def register_secrets(settings: Settings) -> None:
             register_secret(value)
 
 
-def check_settings(settings: Settings) -> None:
-    """Every secret and choice the configuration needs, read once at start (ConfigError if missing)."""
+def check_settings(settings: Settings) -> Policy:
+    """Every secret and choice the configuration needs, read once at start (ConfigError if missing):
+    the keys of the checks that run, and the policy, which is returned."""
+    on = set(settings.processing.checks)
     for check in ("csam", "visual", "text"):
-        settings.hive.key(check)
-    if settings.processing.similarity == "hive":
+        if check in on:
+            settings.hive.key(check)
+    if "similarity" in on and settings.processing.similarity == "hive":
         settings.hive.key("index")
-    elif settings.processing.similarity == "huawei":
+    elif "similarity" in on and settings.processing.similarity == "huawei":
         settings.huawei.auth_token()
-    load_policy(settings.policy_file)
+    return load_policy(settings.policy_file)
 
 
 def _gate(settings: Settings, check: str) -> ProviderGate:
@@ -71,6 +80,19 @@ def _gate(settings: Settings, check: str) -> ProviderGate:
 
 def egress_policy(settings: Settings) -> EgressPolicy:
     return EgressPolicy.of(settings.media.allow_networks, settings.media.deny_networks)
+
+
+# which provider answers each check (CheckRun.provider of a run that failed before any answer)
+PROVIDERS = {
+    **{
+        (check, similarity): "hive"
+        for check in ("csam", "visual", "text")
+        for similarity in ("hive", "huawei", "none")
+    },
+    ("similarity", "hive"): "hive",
+    ("similarity", "huawei"): "huawei",
+    ("similarity", "none"): "none",
+}
 
 
 def provider_client(settings: Settings) -> HttpClient:
@@ -95,10 +117,12 @@ def build_pipeline(
     tasks: AsyncTasks | None = None,
     *,
     media_http: HttpClient | None = None,
+    policy: Policy | None = None,
 ) -> Pipeline:
     """``http`` calls the providers (endpoints from settings); ``media_http`` downloads media that
-    uploads name (default: ``http``, for tests on one mock transport)."""
-    check_settings(settings)
+    uploads name (default: ``http``, for tests on one mock transport); ``policy``: what
+    ``check_settings`` returned (read here when not given)."""
+    policy = policy or check_settings(settings)
     register_secrets(settings)
     p, h, m = settings.processing, settings.hive, settings.media
     retry = RetryPolicy(p.retry_attempts, p.retry_base_delay_s, p.retry_max_delay_s)
@@ -117,13 +141,15 @@ def build_pipeline(
         transport = HiveTransport(http, h.base_url, h.key(key_name), check, retry, h.timeout_s, gates[check])
         return HiveTasks(transport, version=h.api_version, media=media, tasks=tasks)
 
-    csam, visual = hive("csam", "csam"), hive("visual", "visual")
+    on = set(p.checks)
+    csam = hive("csam", "csam") if "csam" in on else None
+    visual = hive("visual", "visual") if "visual" in on else None
     similarity: SimilarityIndex | None = None
-    if p.similarity == "hive":
+    if "similarity" in on and p.similarity == "hive":
         similarity = HiveCustomIndex(
             hive("similarity", "index"), asynchronous=h.index_async and tasks is not None
         )
-    elif p.similarity == "huawei":
+    elif "similarity" in on and p.similarity == "huawei":
         hw = settings.huawei
         transport = HuaweiTransport(
             http,
@@ -137,28 +163,29 @@ def build_pipeline(
         )
         workers = ImageWorkers(m.image_workers, max_pixels=m.max_image_pixels)
         similarity = HuaweiImageSearch(transport, fetcher, limit=hw.search_limit, workers=workers)
-    on = set(p.checks)
-    if "csam" not in on:
+    if csam is None:
         logging.getLogger("consumer.wiring").warning(
             "the CSAM check is switched off (processing.checks): uploads are not hash-matched; "
             "this is meant for benchmarks only"
         )
+    combined = h.csam_endpoint == "combined"
     checks = Checks(
-        csam=HiveHashMatcher(csam) if "csam" in on else None,
-        visual=HiveClassifier(visual) if "visual" in on else None,
+        csam=HiveHashMatcher(csam, combined=combined) if csam else None,
+        visual=HiveClassifier(visual) if visual else None,
         text=HiveClassifier(hive("text", "text")) if "text" in on else None,
-        similarity=similarity if "similarity" in on else None,
-        csam_async=HiveHashMatcher(csam, asynchronous=True) if tasks and "csam" in on else None,
-        visual_async=HiveClassifier(visual, asynchronous=True) if tasks and "visual" in on else None,
+        similarity=similarity,
+        csam_async=HiveHashMatcher(csam, asynchronous=True, combined=combined) if tasks and csam else None,
+        visual_async=HiveClassifier(visual, asynchronous=True) if tasks and visual else None,
         async_media=frozenset(MediaType(m) for m in p.async_media) if tasks else frozenset(),
     )
     return Pipeline(
         checks,
-        load_policy(settings.policy_file),
+        policy,
         deadline_s=p.check_deadline_s,
         async_deadline_s=settings.callbacks.deadline_s,
         cache_size=p.result_cache_size,
         gates={check: gate for check, gate in gates.items() if check in on},
         dead_letter_refused=p.dead_letter_refused,
         media=MediaPolicy(h.media_mode, fetcher, needs_bytes=p.similarity == "huawei"),
+        providers={check: PROVIDERS[check, p.similarity] for check in on},
     )

@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from consumer import retry
-from consumer.devtools.samples import image_bytes, make_image
+from consumer.checks import retry
+from devtools.samples import image_bytes, make_image
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -14,8 +14,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from ..config import KafkaSettings
-from .common import base_config
+from consumer.config import KafkaSettings
+from consumer.kafka.common import base_config
 
 __all__ = ["DeliveryCallback", "DeliveryError", "Sink"]
 

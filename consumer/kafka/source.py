@@ -8,9 +8,9 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
-from ..config import KafkaSettings
-from ..offsets import Position
-from .common import base_config
+from consumer.config import KafkaSettings
+from consumer.core.offsets import Position
+from consumer.kafka.common import base_config
 
 __all__ = ["Source"]
 

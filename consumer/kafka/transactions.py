@@ -18,17 +18,21 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from ..config import KafkaSettings
-from ..offsets import Position
-from ..telemetry import metrics
-from .sink import DeliveryCallback, DeliveryError, Headers, Sink
+from consumer.config import KafkaSettings
+from consumer.core.offsets import Position
+from consumer.kafka.sink import DeliveryCallback, DeliveryError, Headers, Sink
+from consumer.operations.telemetry import metrics
 
-__all__ = ["TransactionLost", "TransactionalSink"]
+__all__ = ["TransactionLost", "TransactionalSink", "TransactionsBroken"]
 
 log = logging.getLogger("consumer.kafka.transactions")
 
 _CALL_TIMEOUT_S = 30.0
 _RETRY_PAUSE_S = 0.2
+
+
+class TransactionsBroken(RuntimeError):
+    """No transactional producer could be registered within the deadline: the process must stop."""
 
 
 class TransactionLost(RuntimeError):
@@ -54,6 +58,7 @@ class TransactionalSink(Sink):
         self._busy = False
         self._deferred: list[tuple[str, bytes | None, bytes, Headers | None, DeliveryCallback | None]] = []
         self._timeout_s = settings.transaction_timeout_ms / 1000
+        self._rebuilding = asyncio.Lock()
 
     async def init(self) -> None:
         """Register the transactional id (fencing any earlier producer with it, aborting its
@@ -183,16 +188,34 @@ class TransactionalSink(Sink):
 
     async def _rebuild(self, err: KafkaError) -> None:
         """A fatal error or fencing: this producer is unusable. A new one with the same id fences
-        the old and aborts whatever it left open."""
-        log.error("transactional producer rebuilt after: %s", err.str(), extra={"kafka_error": err.name()})
-        metrics.child(metrics.TRANSACTIONS, "producer_rebuilt").inc()
-        old = self.producer
-        old.purge(in_queue=True, in_flight=True)
-        old.poll(0)
-        # no close(): it would try to abort through the fenced producer; dropping it destroys it
-        self.producer = Producer(self._config)
-        del old
-        await self._call(self.producer.init_transactions, _CALL_TIMEOUT_S, rebuild_on_fatal=False)
+        the old and aborts whatever it left open. Single-flight, and repeated while the new one is
+        fenced in turn (a zombie whose own registration finished after ours, on a slow machine),
+        until the transaction timeout; past it the producer cannot be had: ``TransactionsBroken``."""
+        broken = self.producer
+        async with self._rebuilding:
+            if self.producer is not broken:
+                return  # rebuilt by the call we waited for: its producer is the new one
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 2 * self._timeout_s
+            while True:
+                log.error(
+                    "transactional producer rebuilt after: %s", err.str(), extra={"kafka_error": err.name()}
+                )
+                metrics.child(metrics.TRANSACTIONS, "producer_rebuilt").inc()
+                old = self.producer
+                old.purge(in_queue=True, in_flight=True)
+                old.poll(0)
+                # no close(): it would try to abort through the fenced producer; dropping it destroys it
+                self.producer = Producer(self._config)
+                del old
+                try:
+                    await self._call(self.producer.init_transactions, _CALL_TIMEOUT_S, rebuild_on_fatal=False)
+                    return
+                except KafkaException as exc:
+                    err = exc.args[0]
+                if loop.time() > deadline:
+                    raise TransactionsBroken(f"no usable transactional producer: {err.str()}")
+                await asyncio.sleep(_RETRY_PAUSE_S)
 
 
 def _in_daemon_thread(

@@ -14,8 +14,9 @@ from typing import Any
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from consumer.config import load_settings
-from consumer.devtools.broker import LocalKafka
-from consumer.devtools.stack import (
+from consumer.kafka import ensure_topics
+from devtools.broker import LocalKafka
+from devtools.stack import (
     QUIET,
     ConsumerProcess,
     SimulatorProcess,
@@ -23,7 +24,6 @@ from consumer.devtools.stack import (
     consumer_env,
     wait_until,
 )
-from consumer.kafka import ensure_topics
 
 __all__ = ["Accounting", "ChaosStack", "OutputCollector"]
 

@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 import pytest
 
-from consumer.devtools.samples import image_bytes, make_image
-from consumer.devtools.stack import produce_uploads, upload
-from consumer.records import MediaType, UploadEvent
+from consumer.core.records import MediaType, UploadEvent
 from consumer.serde import AvroCodec
+from devtools.samples import image_bytes, make_image
+from devtools.stack import produce_uploads, upload
 
 from .harness import ChaosStack, OutputCollector, Source
 

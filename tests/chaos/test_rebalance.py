@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import pytest
 
-from consumer.devtools.stack import produce_uploads, upload
-from consumer.records import MediaType
+from consumer.core.records import MediaType
+from devtools.stack import produce_uploads, upload
 
 from .harness import ChaosStack, OutputCollector, Source
 

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 
 from consumer.config import Settings, load_settings
-from consumer.devtools.broker import LocalKafka
-from consumer.devtools.stack import SimulatorProcess
 from consumer.kafka import ensure_topics
 from consumer.service import ModerationService
-from consumer.simulator.state import DEFAULT_HUAWEI_TOKEN, DEFAULT_KEYS
 from consumer.wiring import provider_client
+from devtools.broker import LocalKafka
+from devtools.stack import SimulatorProcess
+from simulator.state import DEFAULT_HUAWEI_TOKEN, DEFAULT_KEYS
 
 
 def _docker_kafka() -> Any | None:

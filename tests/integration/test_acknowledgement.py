@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from consumer.devtools.stack import SimulatorProcess, produce_uploads, upload, wait_until_async
+from consumer.core.records import MediaType
 from consumer.kafka.sink import DeliveryError
-from consumer.records import MediaType
 from consumer.service import ModerationService
 from consumer.wiring import provider_client
+from devtools.stack import SimulatorProcess, produce_uploads, upload, wait_until_async
 
 from .conftest import Topics
 

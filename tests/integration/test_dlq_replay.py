@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from consumer.devtools.stack import (
+from consumer.core.records import MediaType
+from devtools.stack import (
     SimulatorProcess,
     consumer_env,
     produce_uploads,
@@ -19,7 +20,6 @@ from consumer.devtools.stack import (
     read_verdicts,
     upload,
 )
-from consumer.records import MediaType
 
 from .conftest import Topics
 

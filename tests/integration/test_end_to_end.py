@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from consumer.devtools.samples import cropped, image_bytes, make_image, reencoded
-from consumer.devtools.stack import SimulatorProcess, iter_verdicts, produce_uploads, read_verdicts, upload
-from consumer.records import Decision, MediaType, ModerationVerdict, UploadEvent
+from consumer.core.records import Decision, MediaType, ModerationVerdict, UploadEvent
+from devtools.samples import cropped, image_bytes, make_image, reencoded
+from devtools.stack import SimulatorProcess, iter_verdicts, produce_uploads, read_verdicts, upload
 
 from .conftest import Topics
 

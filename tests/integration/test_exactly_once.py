@@ -11,9 +11,9 @@ import httpx
 import pytest
 from confluent_kafka import Producer
 
-from consumer.devtools.stack import VerdictCollector, produce_uploads, upload, wait_until_async
-from consumer.records import MediaType
-from consumer.telemetry import metrics
+from consumer.core.records import MediaType
+from consumer.operations.telemetry import metrics
+from devtools.stack import VerdictCollector, produce_uploads, upload, wait_until_async
 
 from .conftest import Topics
 

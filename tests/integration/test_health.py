@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from consumer.devtools.stack import SimulatorProcess, produce_uploads, upload, wait_until_async
-from consumer.records import MediaType
-from consumer.telemetry import metrics
+from consumer.core.records import MediaType
+from consumer.operations.telemetry import metrics
+from devtools.stack import SimulatorProcess, produce_uploads, upload, wait_until_async
 
 from .conftest import Topics
 

@@ -19,9 +19,11 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from consumer.config import Settings
-from consumer.devtools.broker import free_port
-from consumer.devtools.samples import bomb_png
-from consumer.devtools.stack import (
+from consumer.core.records import Decision, MediaType, UploadEvent
+from consumer.serde import AvroCodec
+from devtools.broker import free_port
+from devtools.samples import bomb_png
+from devtools.stack import (
     ConsumerProcess,
     SimulatorProcess,
     TopicReader,
@@ -31,9 +33,7 @@ from consumer.devtools.stack import (
     wait_until,
     wait_until_async,
 )
-from consumer.records import Decision, MediaType, UploadEvent
-from consumer.serde import AvroCodec
-from consumer.simulator.state import DEFAULT_KEYS
+from simulator.state import DEFAULT_KEYS
 
 from .conftest import Topics
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from consumer.devtools.samples import image_bytes, make_gif, make_image, reencoded
-from consumer.devtools.stack import SimulatorProcess, produce_uploads, read_verdicts, upload, wait_until_async
-from consumer.records import Decision, MediaType, ReviewDecision, UploadDeleted
+from consumer.core.records import Decision, MediaType, ReviewDecision, UploadDeleted
+from consumer.operations.telemetry import metrics
 from consumer.serde import AvroCodec
-from consumer.telemetry import metrics
+from devtools.samples import image_bytes, make_gif, make_image, reencoded
+from devtools.stack import SimulatorProcess, produce_uploads, read_verdicts, upload, wait_until_async
 
 from .conftest import Topics
 

@@ -10,17 +10,17 @@ from typing import Any
 
 import pytest
 
-from consumer.deadletter import HEADERS
-from consumer.devtools.samples import image_bytes, make_image
-from consumer.devtools.stack import (
+from consumer.core.deadletter import HEADERS
+from consumer.core.records import MediaType, UploadEvent
+from consumer.serde import AvroCodec
+from devtools.samples import image_bytes, make_image
+from devtools.stack import (
     SimulatorProcess,
     produce_uploads,
     read_dead_letters,
     read_verdicts,
     upload,
 )
-from consumer.records import MediaType, UploadEvent
-from consumer.serde import AvroCodec
 
 pytestmark = pytest.mark.integration
 IMAGE, TEXT = MediaType.IMAGE, MediaType.TEXT

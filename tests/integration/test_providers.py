@@ -16,17 +16,23 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
-from consumer.callbacks import AsyncTasks, CallbackReceiver, Correlator
-from consumer.devtools.samples import image_bytes, make_image, make_video, reencoded
-from consumer.devtools.stack import SimulatorProcess
-from consumer.egress import EgressPolicy
+from consumer.checks.media import Media, MediaFetcher
+from consumer.checks.providers.hive import (
+    HiveClassifier,
+    HiveCustomIndex,
+    HiveHashMatcher,
+    HiveTasks,
+    HiveTransport,
+)
+from consumer.checks.providers.huawei import HuaweiImageSearch, HuaweiTransport
+from consumer.checks.retry import RetryPolicy
 from consumer.errors import PermanentError, RateLimitedError, TransientError
-from consumer.httpclient import AiohttpClient, HttpClient
-from consumer.media import Media, MediaFetcher
-from consumer.providers.hive import HiveClassifier, HiveCustomIndex, HiveHashMatcher, HiveTasks, HiveTransport
-from consumer.providers.huawei import HuaweiImageSearch, HuaweiTransport
-from consumer.retry import RetryPolicy
-from consumer.simulator.state import DEFAULT_HUAWEI_TOKEN, DEFAULT_KEYS
+from consumer.operations.callbacks import AsyncTasks, CallbackReceiver, Correlator
+from consumer.transports.egress import EgressPolicy
+from consumer.transports.httpclient import AiohttpClient, HttpClient
+from devtools.samples import image_bytes, make_image, make_video, reencoded
+from devtools.stack import SimulatorProcess
+from simulator.state import DEFAULT_HUAWEI_TOKEN, DEFAULT_KEYS
 
 pytestmark = pytest.mark.integration
 ONE_TRY = RetryPolicy(attempts=1)
@@ -177,7 +183,7 @@ async def test_csam_video_md5_and_scenes(
 async def test_combined_endpoint_returns_classes_only_without_a_match(
     sim: SimulatorProcess, http: HttpClient
 ) -> None:
-    matcher = HiveHashMatcher(hive(sim, http, "csam_combined"))
+    matcher = HiveHashMatcher(hive(sim, http, "csam_combined"), combined=True)
     clean = (await matcher.match(png(70))).value
     assert not clean.result.matched and set(clean.classes[0].scores) == {"csam", "pornography", "other"}
     listed = make_image(71)
@@ -213,7 +219,7 @@ async def test_custom_index_add_query_remove(
 
 
 async def test_custom_index_rejects_gif(sim: SimulatorProcess, http: HttpClient) -> None:
-    from consumer.devtools.samples import make_gif
+    from devtools.samples import make_gif
 
     with pytest.raises(PermanentError, match="HTTP 400"):
         await HiveCustomIndex(hive(sim, http, "index")).query(Media(data=make_gif([1, 2])), "t")

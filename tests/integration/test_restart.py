@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from consumer.devtools.samples import image_bytes, make_image
-from consumer.devtools.stack import (
+from consumer.core.records import MediaType, UploadEvent
+from devtools.samples import image_bytes, make_image
+from devtools.stack import (
     ConsumerProcess,
     SimulatorProcess,
     VerdictCollector,
@@ -17,7 +18,6 @@ from consumer.devtools.stack import (
     upload,
     wait_until,
 )
-from consumer.records import MediaType, UploadEvent
 
 from .conftest import Topics
 
@@ -88,7 +88,7 @@ def test_work_finished_beyond_a_slow_record_is_not_redone_after_a_kill(
     """A video waits for a callback that never comes while the texts behind it in the same
     partition finish. The commit cannot pass the video, but its metadata records the texts: after
     kill -9 the next process redoes the video only."""
-    from consumer.devtools.samples import make_video
+    from devtools.samples import make_video
 
     topics = make_topics(input_partitions=1, other_partitions=1)
     sim.set_faults({"callback_drop": 1.0})
@@ -119,7 +119,7 @@ def _wait_for_commit_metadata(bootstrap: str, topics: Any, finished: set[int], d
     """True once the group's commit for the partition records ``finished`` beyond its offset."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from consumer import offsetmap
+    from consumer.core import offsetmap
 
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": topics.group, "enable.auto.commit": False})
     try:

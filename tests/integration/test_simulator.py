@@ -7,9 +7,9 @@ from typing import Any
 import httpx
 import pytest
 
-from consumer.devtools.samples import image_bytes, make_image, reencoded
-from consumer.devtools.stack import SimulatorProcess
-from consumer.simulator.state import DEFAULT_KEYS
+from devtools.samples import image_bytes, make_image, reencoded
+from devtools.stack import SimulatorProcess
+from simulator.state import DEFAULT_KEYS
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from consumer.devtools.broker import free_port
-from consumer.devtools.samples import image_bytes, make_image, make_video
-from consumer.devtools.stack import (
+from consumer.core.records import Decision, MediaType, ModerationVerdict
+from devtools.broker import free_port
+from devtools.samples import image_bytes, make_image, make_video
+from devtools.stack import (
     ConsumerProcess,
     SimulatorProcess,
     VerdictCollector,
@@ -24,7 +25,6 @@ from consumer.devtools.stack import (
     upload,
     wait_until,
 )
-from consumer.records import Decision, MediaType, ModerationVerdict
 
 from .conftest import Topics
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from consumer.devtools.stack import (
+from consumer.core.records import MediaType
+from devtools.stack import (
     ConsumerProcess,
     SimulatorProcess,
     VerdictCollector,
@@ -20,7 +21,6 @@ from consumer.devtools.stack import (
     upload,
     wait_until,
 )
-from consumer.records import MediaType
 
 pytestmark = pytest.mark.integration
 

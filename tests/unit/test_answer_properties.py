@@ -16,11 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from consumer.errors import ProviderError
-from consumer.httpclient import HttpxClient
-from consumer.media import Media, MediaFetcher
-from consumer.providers import hive
-from consumer.providers.hive import (
+from consumer.checks.media import Media, MediaFetcher
+from consumer.checks.providers import hive
+from consumer.checks.providers.hive import (
     HiveClassifier,
     HiveCustomIndex,
     HiveHashMatcher,
@@ -32,14 +30,16 @@ from consumer.providers.hive import (
     parse_matches,
     raise_task_error,
 )
-from consumer.providers.huawei import (
+from consumer.checks.providers.huawei import (
     HuaweiImageSearch,
     HuaweiTransport,
     check_huawei_response,
     parse_exists,
     parse_search,
 )
-from consumer.retry import RetryPolicy
+from consumer.checks.retry import RetryPolicy
+from consumer.errors import ProviderError
+from consumer.transports.httpclient import HttpxClient
 
 PROPERTIES = settings(
     max_examples=200,
@@ -285,10 +285,10 @@ HIVE_PARSERS: list[Callable[[dict[str, Any]], object]] = [
     lambda b: parse_classification(b, check="visual"),
     lambda b: parse_csam(b, check="csam"),
     lambda b: parse_matches(b, check="similarity"),
-    lambda b: hive._model(b, "visual"),
-    lambda b: hive._added(b, "similarity"),
-    lambda b: hive._removed(b, "similarity"),
-    lambda b: hive._task_id(b, "visual"),
+    lambda b: hive.model_of(b, "visual"),
+    lambda b: hive.added_id(b, "similarity"),
+    lambda b: hive.removed_id(b, "similarity"),
+    lambda b: hive.task_id_of_ack(b, "visual"),
 ]
 
 

@@ -12,7 +12,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from consumer.callbacks import (
+from consumer.checks.providers.hive import parse_classification, parse_csam, parse_matches, raise_task_error
+from consumer.errors import ModerationError
+from consumer.operations.callbacks import (
     MAX_CALLBACK_BYTES,
     AsyncTasks,
     CallbackReceiver,
@@ -20,9 +22,7 @@ from consumer.callbacks import (
     prepare_relay,
     reduce_task_body,
 )
-from consumer.errors import ModerationError
-from consumer.providers.hive import parse_classification, parse_csam, parse_matches, raise_task_error
-from consumer.telemetry.metrics import REGISTRY
+from consumer.operations.telemetry.metrics import REGISTRY
 
 
 async def test_first_callback_completes_and_resends_are_duplicates() -> None:

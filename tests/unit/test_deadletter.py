@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from consumer.deadletter import HEADERS, DeadLetter, Failure
+from consumer.core.deadletter import HEADERS, DeadLetter, Failure
 from consumer.errors import InvalidRecordError
 from consumer.serde import AvroCodec
 

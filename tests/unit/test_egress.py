@@ -11,7 +11,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.egress import EgressPolicy, EgressRefused, EgressResolver
+from consumer.transports.egress import EgressPolicy, EgressRefused, EgressResolver
 
 REFUSED = [
     "127.0.0.1",

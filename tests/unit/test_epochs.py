@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.epochs import Epochs
+from consumer.core.epochs import Epochs
 
 TP = ("uploads", 0)
 

@@ -9,10 +9,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from consumer.errors import PermanentError, RateLimitedError, TransientError
-from consumer.httpclient import HttpxClient
-from consumer.media import Media
-from consumer.providers.hive import (
+from consumer.checks.media import Media
+from consumer.checks.providers.hive import (
     HiveClassifier,
     HiveCustomIndex,
     HiveHashMatcher,
@@ -20,7 +18,9 @@ from consumer.providers.hive import (
     HiveTransport,
     parse_csam,
 )
-from consumer.retry import RetryPolicy
+from consumer.checks.retry import RetryPolicy
+from consumer.errors import PermanentError, RateLimitedError, TransientError
+from consumer.transports.httpclient import HttpxClient
 
 KEY = "hive-secret-key"
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -44,8 +44,8 @@ ONE_FRAME = [{"time": 0, "classes": [{"class": "a", "score": 0.5}]}]
 
 async def test_a_classification_without_class_scores_fails_closed() -> None:
     """A classifier answer with no scores cannot be told from a benign one: never an empty result."""
+    from consumer.checks.providers.hive import parse_classification
     from consumer.errors import ProviderAnswerError
-    from consumer.providers.hive import parse_classification
 
     for output in (
         [],
@@ -282,8 +282,8 @@ def classes_of(*entries: Any) -> dict[str, Any]:
     ],
 )
 def test_a_malformed_classification_answer_names_the_field_not_the_value(body: Any, field: str) -> None:
+    from consumer.checks.providers.hive import parse_classification, raise_task_error
     from consumer.errors import ProviderAnswerError
-    from consumer.providers.hive import parse_classification, raise_task_error
 
     with pytest.raises(ProviderAnswerError) as info:
         raise_task_error(body, "visual")  # as check_response does first
@@ -381,8 +381,8 @@ def test_csam_answers_fail_closed_never_as_no_match() -> None:
     ],
 )
 def test_a_malformed_index_match_is_an_answer_error(match: Any) -> None:
+    from consumer.checks.providers.hive import parse_matches
     from consumer.errors import ProviderAnswerError
-    from consumer.providers.hive import parse_matches
 
     body = {"status": {"code": "0"}, "response": {"output": {"matches": [match]}}}
     with pytest.raises(ProviderAnswerError, match=r"response\.output\.matches\[0\]"):
@@ -390,7 +390,7 @@ def test_a_malformed_index_match_is_an_answer_error(match: Any) -> None:
 
 
 def test_tolerated_variants_still_parse() -> None:
-    from consumer.providers.hive import parse_classification, parse_matches, raise_task_error
+    from consumer.checks.providers.hive import parse_classification, parse_matches, raise_task_error
 
     one_object = task_body({"time": 2, "classes": [{"class": "a", "score": 1}]})  # output as one object
     assert [(f.time, dict(f.scores)) for f in parse_classification(one_object)] == [(2.0, {"a": 1.0})]

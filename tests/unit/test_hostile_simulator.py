@@ -17,11 +17,11 @@ import httpx
 import pytest
 
 from consumer.cli import main
-from consumer.devtools.broker import free_port
-from consumer.devtools.stack import SimulatorProcess
-from consumer.simulator import HostileLimits, HostileServer, SimulatorState, serve
-from consumer.simulator.etiquette import Faults
-from consumer.simulator.state import DEFAULT_HUAWEI_TOKEN, DEFAULT_KEYS, StartupSettings
+from devtools.broker import free_port
+from devtools.stack import SimulatorProcess
+from simulator import HostileLimits, HostileServer, SimulatorState, serve
+from simulator.etiquette import Faults
+from simulator.state import DEFAULT_HUAWEI_TOKEN, DEFAULT_KEYS, StartupSettings
 
 MAIN_PORT = 4321
 FAST = HostileLimits(drip_interval_s=0.1, slow_interval_s=0.05, giant_json_bytes=300_000)

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 
-from consumer.egress import EgressPolicy
-from consumer.httpclient import AiohttpClient, EgressDenied, HttpxClient, ResponseTooLarge
+from consumer.transports.egress import EgressPolicy
+from consumer.transports.httpclient import AiohttpClient, EgressDenied, HttpxClient, ResponseTooLarge
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -10,12 +10,12 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from consumer.devtools.samples import image_bytes, make_image
+from consumer.checks.media import Media, MediaFetcher
+from consumer.checks.providers.huawei import HuaweiImageSearch, HuaweiTransport, fit_for_search
+from consumer.checks.retry import RetryPolicy
 from consumer.errors import PermanentError, RateLimitedError, TransientError
-from consumer.httpclient import HttpxClient
-from consumer.media import Media, MediaFetcher
-from consumer.providers.huawei import HuaweiImageSearch, HuaweiTransport, fit_for_search
-from consumer.retry import RetryPolicy
+from consumer.transports.httpclient import HttpxClient
+from devtools.samples import image_bytes, make_image
 
 TOKEN = "huawei-secret-token"
 
@@ -175,8 +175,8 @@ def answering(status: int, content: bytes) -> Callable[[httpx.Request], httpx.Re
     ],
 )
 def test_a_malformed_search_answer_names_the_field_not_the_value(body: dict[str, object], field: str) -> None:
+    from consumer.checks.providers.huawei import check_huawei_response, parse_search
     from consumer.errors import ProviderAnswerError
-    from consumer.providers.huawei import check_huawei_response, parse_search
 
     with pytest.raises(ProviderAnswerError) as info:
         if field == "error_code":
@@ -188,7 +188,7 @@ def test_a_malformed_search_answer_names_the_field_not_the_value(body: dict[str,
 
 
 def test_a_search_answer_parses_and_tolerates_absent_tags() -> None:
-    from consumer.providers.huawei import parse_search
+    from consumer.checks.providers.huawei import parse_search
 
     body = {"count": 2, "result": [{"path": "p", "sim": 1}, {"path": "q", "sim": 0.5, "tags": None}]}
     assert [(m.match_id, m.score, m.metadata) for m in parse_search(body)] == [
@@ -254,7 +254,7 @@ async def test_a_403_echoing_the_token_gives_an_error_without_it() -> None:
 async def test_images_over_the_pixel_limit_are_refused_before_any_call() -> None:
     from PIL import Image
 
-    from consumer.imaging import ImageWorkers
+    from consumer.checks.imaging import ImageWorkers
 
     calls: list[httpx.Request] = []
 

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from consumer import imaging
-from consumer.devtools.samples import bomb_png
+from consumer.checks import imaging
+from consumer.checks.imaging import MAX_SIDE, ImageWorkers, fit_for_search
 from consumer.errors import PermanentError, TransientError
-from consumer.imaging import MAX_SIDE, ImageWorkers, fit_for_search
+from devtools.samples import bomb_png
 
 
 @pytest.fixture(autouse=True)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from consumer.checks.maintenance import IndexMaintenance
+from consumer.checks.media import Media
+from consumer.checks.providers import Checked
+from consumer.core.records import Decision, ReviewDecision, SimilarityMatch, UploadDeleted
 from consumer.errors import TransientError
-from consumer.maintenance import IndexMaintenance
-from consumer.media import Media
-from consumer.providers import Checked
-from consumer.records import Decision, ReviewDecision, SimilarityMatch, UploadDeleted
-from consumer.telemetry import metrics
+from consumer.operations.telemetry import metrics
 
 
 @dataclass

@@ -9,10 +9,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from consumer.egress import EgressPolicy
-from consumer.errors import InvalidRecordError, PermanentError, TransientError
-from consumer.httpclient import HttpxClient
-from consumer.media import (
+from consumer.checks.media import (
     Media,
     MediaFetcher,
     MediaPolicy,
@@ -21,7 +18,10 @@ from consumer.media import (
     media_of,
     verify_declared_hash,
 )
-from consumer.records import MediaType, UploadEvent
+from consumer.core.records import MediaType, UploadEvent
+from consumer.errors import InvalidRecordError, PermanentError, TransientError
+from consumer.transports.egress import EgressPolicy
+from consumer.transports.httpclient import HttpxClient
 
 PUBLIC = "http://93.184.216.34"
 

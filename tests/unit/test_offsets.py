@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.offsets import OffsetTracker
+from consumer.core.offsets import OffsetTracker
 
 TP = ("uploads", 0)
 
@@ -113,7 +113,7 @@ def test_a_map_too_big_for_the_metadata_is_cut_and_reported(
 
 
 def test_metadata_round_trip_example() -> None:
-    from consumer import offsetmap
+    from consumer.core import offsetmap
 
     assert offsetmap.encode(100, {102, 103, 107}) == ("m1:AgIDAQ", None)
     assert offsetmap.decode(100, "m1:AgIDAQ") == {102, 103, 107}

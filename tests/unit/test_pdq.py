@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from PIL import Image
 
-from consumer.devtools.samples import cropped, make_image, reencoded
-from consumer.simulator import pdq
+from devtools.samples import cropped, make_image, reencoded
+from simulator import pdq
 
 SEEDS = range(10)
 

@@ -6,12 +6,12 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from consumer.checks.media import Media
+from consumer.checks.pipeline import Checks, Pipeline, Rejected, SourcePosition
+from consumer.checks.policy import Frame, load_policy
+from consumer.checks.providers import Checked, CsamAnswer
+from consumer.core.records import CsamResult, Decision, MediaType, SimilarityMatch, UploadEvent
 from consumer.errors import PermanentError, TransientError
-from consumer.media import Media
-from consumer.pipeline import Checks, Pipeline, Rejected, SourcePosition
-from consumer.policy import Frame, load_policy
-from consumer.providers import Checked, CsamAnswer
-from consumer.records import CsamResult, Decision, MediaType, SimilarityMatch, UploadEvent
 
 SRC = SourcePosition("uploads", 0, 1)
 

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from consumer.checks.policy import CheckResults, Frame, Policy, decide, load_policy
+from consumer.core.records import CsamResult, Decision, SimilarityMatch
 from consumer.errors import ConfigError
-from consumer.policy import CheckResults, Frame, Policy, decide, load_policy
-from consumer.records import CsamResult, Decision, SimilarityMatch
 
 POLICY = load_policy()
 

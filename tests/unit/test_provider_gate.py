@@ -6,9 +6,9 @@ import asyncio
 
 import httpx
 
-from consumer.httpclient import HttpxClient
-from consumer.limits import AimdLimit, BreakerState, CircuitBreaker
-from consumer.providers.http import ProviderGate, deadline_scope, send
+from consumer.checks.limits import AimdLimit, BreakerState, CircuitBreaker
+from consumer.checks.providers.http import ProviderGate, deadline_scope, send
+from consumer.transports.httpclient import HttpxClient
 
 
 async def test_concurrency_never_exceeds_the_limit() -> None:

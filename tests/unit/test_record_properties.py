@@ -10,10 +10,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from consumer.core.records import MediaType, UploadEvent
+from consumer.core.validation import validate_upload
 from consumer.errors import SerializationError
-from consumer.records import MediaType, UploadEvent
 from consumer.serde import SINGLE_OBJECT_MAGIC, AvroCodec
-from consumer.validation import validate_upload
 
 PROPERTIES = settings(
     max_examples=200,

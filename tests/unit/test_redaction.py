@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from consumer import redaction
-from consumer.redaction import MASK, Redactor
+from consumer.checks import redaction
+from consumer.checks.redaction import MASK, Redactor
 
 KEY = "sim-visual-key"
 

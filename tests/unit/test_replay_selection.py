@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.replay import Selection
+from consumer.operations.replay import Selection
 
 
 def test_everything_by_default() -> None:

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from consumer.checks.retry import RetryPolicy, retrying
 from consumer.errors import PermanentError, TransientError
-from consumer.retry import RetryPolicy, retrying
 
 
 @given(attempt=st.integers(min_value=1, max_value=30), seed=st.integers())

@@ -7,7 +7,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.scheduler import Mode, Scheduler, Work
+from consumer.core.scheduler import Mode, Scheduler, Work
 
 records = st.lists(
     st.tuples(st.integers(0, 2), st.sampled_from([b"a", b"b", b"c", b"d", None]), st.integers(1, 500)),

@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 from fastavro.schema import fingerprint
 
-from consumer.errors import SerializationError
-from consumer.records import (
+from consumer.core.records import (
     CheckRun,
     ClassificationSummary,
     ClassScore,
@@ -21,6 +20,7 @@ from consumer.records import (
     UploadEvent,
     verdict_id,
 )
+from consumer.errors import SerializationError
 from consumer.serde import SINGLE_OBJECT_MAGIC, AvroCodec, default_schema_dir
 
 CODEC = AvroCodec()

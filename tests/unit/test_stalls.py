@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.stalls import StallDetector
+from consumer.core.stalls import StallDetector
 
 TP = ("uploads", 0)
 
@@ -49,7 +49,7 @@ def test_stalled_only_if_unchanged_for_the_deadline(steps: list[tuple[int, float
 
 
 def test_a_partition_that_cannot_commit_is_stuck_until_a_commit_carries_it() -> None:
-    from consumer.stalls import CommitWatch
+    from consumer.core.stalls import CommitWatch
 
     watch = CommitWatch(after_s=10)
     tp = ("uploads", 0)
@@ -67,7 +67,7 @@ def test_a_partition_that_cannot_commit_is_stuck_until_a_commit_carries_it() -> 
 
 @given(st.lists(st.floats(min_value=0, max_value=1000), min_size=1, max_size=30))
 def test_steady_commits_never_look_stuck(gaps: list[float]) -> None:
-    from consumer.stalls import CommitWatch
+    from consumer.core.stalls import CommitWatch
 
     watch, now, tp = CommitWatch(after_s=5), 0.0, ("t", 1)
     for gap in gaps:

@@ -6,14 +6,14 @@ import time
 
 import pytest
 
-from consumer.errors import InvalidRecordError, SerializationError
-from consumer.records import MediaType, UploadEvent
-from consumer.validation import (
+from consumer.core.records import MediaType, UploadEvent
+from consumer.core.validation import (
     MAX_CONTENT_TYPE_LENGTH,
     check_record_size,
     normalized_content_type,
     validate_upload,
 )
+from consumer.errors import InvalidRecordError, SerializationError
 
 
 def upload(**kw: object) -> UploadEvent:

@@ -1,0 +1,50 @@
+"""Provider clients behind one-method protocols, so the pipeline never knows which vendor answers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from consumer.checks.media import Media
+from consumer.checks.policy import Frame
+from consumer.core.records import CsamResult, SimilarityMatch
+
+__all__ = ["Checked", "Classifier", "CsamAnswer", "HashMatcher", "SimilarityIndex"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Checked(Generic[T]):
+    """A provider's answer plus what the verdict records about the call."""
+
+    value: T
+    provider: str
+    model: str | None = None
+    model_version: str | None = None
+    attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class CsamAnswer:
+    """Hash matching result, plus classifier frames when the combined endpoint ran its classifier."""
+
+    result: CsamResult
+    classes: Sequence[Frame] = ()
+
+
+class Classifier(Protocol):
+    async def classify(self, content: Media | str) -> Checked[Sequence[Frame]]: ...
+
+
+class HashMatcher(Protocol):
+    async def match(self, media: Media) -> Checked[CsamAnswer]: ...
+
+
+class SimilarityIndex(Protocol):
+    async def query(self, media: Media, tenant: str) -> Checked[Sequence[SimilarityMatch]]: ...
+
+    async def add(self, media: Media, tenant: str, metadata: str) -> str: ...
+
+    async def remove(self, media: Media, tenant: str) -> str | None: ...

@@ -1,0 +1,167 @@
+"""The one place provider HTTP calls go out: etiquette per check (adaptive concurrency, rate limit,
+circuit breaker) around each attempt, and transport failures as TransientError."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+import httpx
+
+from consumer.checks.limits import AimdLimit, BreakerState, CircuitBreaker, TokenBucket
+from consumer.errors import ProviderAnswerError, TransientError
+from consumer.operations.telemetry import metrics
+from consumer.transports.httpclient import Answer, HttpClient
+
+__all__ = ["ProviderGate", "count_retry", "deadline_scope", "send"]
+
+# The deadline of the check being run (set by the pipeline). Time spent waiting for an open circuit
+# is added back to it: an outage holds work, it does not fail it closed.
+deadline_scope: ContextVar[asyncio.Timeout | None] = ContextVar("check_deadline", default=None)
+
+OVERLOAD_STATUS = {429, 503}
+
+
+class ProviderGate:
+    """One check's etiquette: at most ``limit.allowed`` calls at once (AIMD: grows while latency
+    holds, halves on 429/503/timeouts), at most ``bucket.rate`` calls per second, and a circuit
+    breaker that, once open, makes callers wait (never fail) until a probe succeeds — so an outage
+    slows intake through backpressure instead of failing uploads.
+
+    The common case (breaker closed, a free slot, no queue) takes no await at all; waiters queue in
+    arrival order and a finishing call hands its slot straight to the next one."""
+
+    def __init__(
+        self,
+        check: str,
+        limit: AimdLimit | None = None,
+        bucket: TokenBucket | None = None,
+        breaker: CircuitBreaker | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.check = check
+        self.limit = limit or AimdLimit()
+        self.bucket = bucket
+        self.breaker = breaker or CircuitBreaker()
+        self._clock = clock
+        self._active = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._healthy = self.limit.limit  # the limit before the current run of failures
+        self._pre_outage: float | None = None  # ... kept while the circuit is open
+        self._limit_gauge = metrics.CONCURRENCY_LIMIT.labels(check)
+        self._circuit_gauge = metrics.CIRCUIT_STATE.labels(check)
+        self._limit_gauge.set(self.limit.limit)
+
+    @property
+    def is_open(self) -> bool:
+        """The circuit is open (not yet probing): work that needs this check should wait."""
+        return self.breaker.state(self._clock()) is BreakerState.OPEN
+
+    async def enter(self) -> None:
+        if self.breaker.opened_at is not None:
+            while (wait := self.breaker.wait(self._clock())) > 0:
+                self._circuit_gauge.set(int(self.breaker.state(self._clock())))
+                scope = deadline_scope.get()
+                if scope is not None and (when := scope.when()) is not None:
+                    scope.reschedule(when + wait)
+                await asyncio.sleep(wait)
+        if self._waiters or self._active >= self.limit.allowed:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter  # the slot is ours when it resolves (``_active`` already counts it)
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._active -= 1  # handed a slot just as we were cancelled: pass it on
+                    self._wake()
+                else:
+                    self._waiters.remove(waiter)
+                raise
+        else:
+            self._active += 1
+        if self.bucket is not None:
+            while (wait := self.bucket.take(self._clock())) > 0:  # noqa: ASYNC110
+                await asyncio.sleep(wait)  # the bucket refills with time: nothing to wait on but the clock
+
+    def exit(self, outcome: str, latency: float) -> None:
+        if outcome == "ok" and not self.breaker.failures and self.breaker.opened_at is None:
+            self._healthy = self.limit.limit
+        if outcome == "ok":
+            self.limit.succeeded(latency)
+        elif outcome == "overload":
+            self.limit.overloaded()
+        if outcome != "ok" or self.breaker.opened_at is not None or self.breaker.failures:
+            was_open = self.breaker.opened_at is not None
+            self.breaker.record(outcome == "ok", self._clock())
+            self._circuit_gauge.set(int(self.breaker.state(self._clock())))
+            if not was_open and self.breaker.opened_at is not None:
+                self._pre_outage = self._healthy
+            elif was_open and self.breaker.opened_at is None and self._pre_outage is not None:
+                # an outage is not a capacity signal: the failed probes must not leave the limit at
+                # its floor, which would take minutes of additive increase to climb back
+                self.limit.limit = max(self.limit.limit, self._pre_outage)
+                self._pre_outage = None
+        self._limit_gauge.set(self.limit.limit)
+        self._active -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self._active < self.limit.allowed:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._active += 1
+                waiter.set_result(None)
+
+
+def count_retry(exc: TransientError) -> None:
+    if isinstance(exc, ProviderAnswerError):
+        reason = "answer"
+    else:
+        reason = "timeout" if "timeout" in str(exc) else str(exc.status or exc.code or "transport")
+    metrics.child(metrics.RETRIES, exc.check or "unknown", reason).inc()
+
+
+def _outcome(status: int) -> str:
+    if status in OVERLOAD_STATUS:
+        return "overload"
+    return "failure" if status >= 500 else "ok"
+
+
+async def send(
+    http: HttpClient,
+    method: str,
+    url: str,
+    *,
+    check: str,
+    provider: str,
+    gate: ProviderGate | None = None,
+    **kwargs: Any,
+) -> Answer:
+    """One attempt. Timeouts and connection errors are transient; the caller maps the response."""
+    if gate is not None:
+        await gate.enter()
+    started = time.monotonic()
+    outcome = "failure"
+    try:
+        resp = await http.request(method, url, **kwargs)
+        outcome = _outcome(resp.status_code)
+        return resp
+    except httpx.TimeoutException as exc:
+        outcome = "overload"
+        raise TransientError(
+            f"{check}: timeout calling {provider} ({type(exc).__name__})", check=check
+        ) from None
+    except httpx.TransportError as exc:
+        raise TransientError(
+            f"{check}: cannot reach {provider} ({type(exc).__name__})", check=check
+        ) from None
+    finally:
+        elapsed = time.monotonic() - started
+        metrics.child(metrics.PROVIDER_REQUESTS, check, outcome).inc()
+        metrics.child(metrics.PROVIDER_DURATION, check).observe(elapsed)
+        if gate is not None:
+            gate.exit(outcome, elapsed)

@@ -1,0 +1,271 @@
+"""Huawei Cloud ImageSearch as the similarity index: search, add, delete, check, modify tags.
+
+Searches send the image as base64 ``file`` (``path`` names an image already in the library, so a
+new upload's URL media is downloaded first). The tenant travels as a tag and every search is
+scoped to it. Images are shrunk to the API's 2048-pixel long-side limit before sending, on the
+``ImageWorkers`` threads (never on the event loop), and images over the pixel limit are refused.
+
+Answers are checked field by field: a 200 whose body does not have the documented shape is a
+``ProviderAnswerError`` naming the field (retried, then the check fails closed); error messages
+built from a provider's body go through ``redaction.redact``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import SecretStr
+
+from consumer.checks.imaging import ImageWorkers, default_workers, fit_for_search
+from consumer.checks.media import Media, MediaFetcher
+from consumer.checks.providers import Checked
+from consumer.checks.providers.answers import HttpAnswer, answer_error, is_text, retry_after, unit
+from consumer.checks.providers.http import ProviderGate, count_retry, send
+from consumer.checks.redaction import redact, register_secret
+from consumer.checks.retry import RetryPolicy, retrying
+from consumer.core.records import SimilarityMatch
+from consumer.errors import PermanentError, ProviderAnswerError, RateLimitedError, TransientError
+from consumer.transports.httpclient import HttpClient
+
+__all__ = [
+    "HuaweiImageSearch",
+    "HuaweiTransport",
+    "check_huawei_response",
+    "fit_for_search",
+    "parse_exists",
+    "parse_search",
+]
+
+T = TypeVar("T")
+PROVIDER = "huawei"
+TRANSIENT_CODES = {"IS.0012"}  # processing timed out
+_ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9]{0,15}\.[0-9]{1,6}")  # IS.0012, APIGW.0308
+_TEXT_LIMIT = 8192  # index paths and tag values
+
+
+class HuaweiTransport:
+    def __init__(
+        self,
+        http: HttpClient,
+        base_url: str,
+        project_id: str,
+        instance: str,
+        token: SecretStr,
+        retry: RetryPolicy,
+        timeout_s: float = 10.0,
+        check: str = "similarity",
+        gate: ProviderGate | None = None,
+    ) -> None:
+        self._http = http
+        self._root = f"{base_url.rstrip('/')}/v1/{project_id}/{instance}/image"
+        self._token = token
+        register_secret(token)  # an error body echoing it must not carry it into a message
+        self._retry = retry
+        self._timeout = timeout_s
+        self.check = check
+        self._gate = gate
+
+    async def call(self, method: str, suffix: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        answer, _ = await self.call_parsed(method, suffix, body, _as_is)
+        return answer
+
+    async def call_parsed(
+        self, method: str, suffix: str, body: Mapping[str, Any], parse: Callable[[dict[str, Any]], T]
+    ) -> tuple[T, int]:
+        """``parse`` of the answer's body; a malformed answer (ProviderAnswerError) is retried too."""
+        content = json.dumps(body)
+
+        async def once() -> T:
+            headers = {"X-Auth-Token": self._token.get_secret_value(), "content-type": "application/json"}
+            resp = await send(
+                self._http,
+                method,
+                self._root + suffix,
+                check=self.check,
+                provider="ImageSearch",
+                gate=self._gate,
+                content=content,
+                headers=headers,
+                timeout=self._timeout,
+            )
+            return parse(check_huawei_response(resp, self.check))
+
+        return await retrying(
+            self._retry, once, count_retry, lambda: self._gate is not None and self._gate.is_open
+        )
+
+
+def check_huawei_response(resp: HttpAnswer, check: str) -> dict[str, Any]:
+    """Map an HTTP answer to a body or an error of the tree (no secrets in messages)."""
+    body = _json(resp)
+    fields = body if body is not None else {}
+    raw_code = fields.get("error_code")
+    code = raw_code if isinstance(raw_code, str) and _ERROR_CODE.fullmatch(raw_code) else ""
+    status = resp.status_code
+    if status == 429:
+        raise RateLimitedError(
+            f"{check}: ImageSearch throttled (429): {code} {_message(resp, fields)}",
+            check=check,
+            retry_after=retry_after(resp.headers.get("retry-after")),
+        )
+    if status >= 500 or code in TRANSIENT_CODES:
+        raise TransientError(
+            f"{check}: ImageSearch HTTP {status} {code}: {_message(resp, fields)}",
+            check=check,
+            status=status,
+            code=code or None,
+        )
+    if status != 200 or code:
+        raise PermanentError(
+            f"{check}: ImageSearch HTTP {status} {code}: {_message(resp, fields)}",
+            check=check,
+            status=status,
+            code=code or None,
+        )
+    if body is None:
+        raise ProviderAnswerError(
+            f"{check}: ImageSearch answered 200 with a body that is not a JSON object", check=check
+        )
+    if raw_code is not None and raw_code != "":
+        raise _bad(check, "error_code", "is not an ImageSearch error code")
+    return body
+
+
+def _json(resp: HttpAnswer) -> dict[str, Any] | None:
+    """The body when it is a JSON object (any bytes in, never an exception out)."""
+    try:
+        body = orjson.loads(resp.content)
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _message(resp: HttpAnswer, body: Mapping[str, Any]) -> str:
+    text = body.get("error_msg")
+    if isinstance(text, str) and text:
+        return redact(text)
+    return redact(resp.reason_phrase or "no message")
+
+
+# --- answer shapes -------------------------------------------------------------------------------
+
+
+def _bad(check: str, where: str, problem: str) -> ProviderAnswerError:
+    return answer_error("ImageSearch", check, where, problem)
+
+
+def parse_search(body: Mapping[str, Any], check: str = "") -> list[SimilarityMatch]:
+    """The matches of a search answer (``result``: path, sim, tags)."""
+    result = body.get("result")
+    if not isinstance(result, list):
+        raise _bad(check, "result", "is missing or not a list")
+    return [_match(item, check, i) for i, item in enumerate(result)]
+
+
+def _match(item: Any, check: str, index: int) -> SimilarityMatch:
+    if not isinstance(item, dict):
+        raise _bad(check, f"result[{index}]", "is not an object")
+    path, sim, tags = item.get("path"), unit(item.get("sim")), item.get("tags")
+    if not is_text(path, _TEXT_LIMIT, non_empty=True):
+        raise _bad(check, f"result[{index}].path", "is not a string")
+    if sim is None:
+        raise _bad(check, f"result[{index}].sim", "is not a number in [0, 1]")
+    note = None
+    if tags is not None:
+        if not isinstance(tags, dict):
+            raise _bad(check, f"result[{index}].tags", "is not an object")
+        note = tags.get("note")
+        if note is not None and not (note == "" or is_text(note, _TEXT_LIMIT, non_empty=True)):
+            raise _bad(check, f"result[{index}].tags.note", "is not a string")
+    return SimilarityMatch(match_id=path, score=sim, metadata=note, url=path)
+
+
+def parse_exists(body: Mapping[str, Any], check: str = "") -> bool:
+    """``result.exist`` of a check answer."""
+    result = body.get("result")
+    if not isinstance(result, dict):
+        raise _bad(check, "result", "is missing or not an object")
+    exist = result.get("exist")
+    if type(exist) is not bool:
+        raise _bad(check, "result.exist", "is not a boolean")
+    return exist
+
+
+def _as_is(body: dict[str, Any]) -> dict[str, Any]:
+    return body
+
+
+class HuaweiImageSearch:
+    """The SimilarityIndex protocol over ImageSearch; the index id (``path``) names the upload."""
+
+    def __init__(
+        self,
+        transport: HuaweiTransport,
+        fetcher: MediaFetcher,
+        *,
+        limit: int = 10,
+        workers: ImageWorkers | None = None,
+    ) -> None:
+        self._t = transport
+        self._fetch = fetcher
+        self._limit = limit
+        self._workers = workers or default_workers()
+
+    async def _file(self, media: Media) -> str:
+        fitted = await self._workers.fit_for_search(await self._fetch.bytes_of(media))
+        return base64.b64encode(fitted).decode()
+
+    def _parse_search(self, body: dict[str, Any]) -> list[SimilarityMatch]:
+        return parse_search(body, self._t.check)
+
+    def _parse_exists(self, body: dict[str, Any]) -> bool:
+        return parse_exists(body, self._t.check)
+
+    async def query(self, media: Media, tenant: str) -> Checked[Sequence[SimilarityMatch]]:
+        matches, attempts = await self._t.call_parsed(
+            "POST",
+            "/search",
+            {
+                "file": await self._file(media),
+                "limit": self._limit,
+                "offset": 0,
+                "tags": {"tenant": tenant},
+            },
+            self._parse_search,
+        )
+        return Checked(matches, PROVIDER, attempts=attempts)
+
+    async def add(self, media: Media, tenant: str, metadata: str, path: str | None = None) -> str:
+        index_path = path or media.url or f"moderation://{tenant}/{media.filename}"
+        await self._t.call(
+            "POST",
+            "",
+            {
+                "path": index_path,
+                "file": await self._file(media),
+                "tags": {"tenant": tenant, "note": metadata[:200]},
+            },
+        )
+        return index_path
+
+    async def remove(self, media: Media, tenant: str, path: str | None = None) -> str | None:
+        index_path = path or media.url or f"moderation://{tenant}/{media.filename}"
+        try:
+            await self._t.call("DELETE", "", {"path": index_path})
+        except PermanentError as exc:
+            if exc.code == "IS.0010":  # not in the library: nothing to remove
+                return None
+            raise
+        return index_path
+
+    async def exists(self, path: str) -> bool:
+        exist, _ = await self._t.call_parsed("POST", "/check", {"path": path}, self._parse_exists)
+        return exist
+
+    async def set_tags(self, path: str, tags: Mapping[str, str]) -> None:
+        await self._t.call("PUT", "", {"path": path, "tags": dict(tags)})

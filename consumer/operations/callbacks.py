@@ -1,0 +1,484 @@
+"""Async task callbacks: receive them over HTTP, relay them through Kafka to every process, and
+hand each to the process that waits for that task id.
+
+Why a relay: with several processes behind one load balancer, a provider's callback reaches any
+of them. The receiver verifies the secret token in the path, publishes the body to the callback
+topic and acknowledges only after the broker has it (so the provider retries otherwise). Every
+process reads the whole callback topic (its own consumer group) and completes the tasks it holds;
+callbacks for tasks it does not hold are ignored. Resends are idempotent: the first completes the
+task, later ones are counted and dropped. A task whose callback never comes is polled, then fails
+closed at the check's deadline.
+
+The receiver trusts nothing in a body but the token: bodies over ``MAX_CALLBACK_BYTES`` answer 413,
+bodies nested deeper than ``MAX_CALLBACK_DEPTH`` answer 400, and only the fields the Hive parsers
+read are relayed (``reduce_task_body``, same shape). A reduced body still over the relay limit
+(below Kafka's 1 MB message limit) is relayed as a marker ``{"task_id": ..., "too_large": true}``
+and its waiter polls the task at once. The early-callback buffer is bounded in count and bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+from confluent_kafka import Consumer
+
+from consumer.config import KafkaSettings
+from consumer.kafka.common import base_config
+from consumer.kafka.sink import Sink
+from consumer.operations.telemetry import metrics
+
+__all__ = [
+    "EARLY_LIMIT_BYTES",
+    "MAX_CALLBACK_BYTES",
+    "MAX_CALLBACK_DEPTH",
+    "MAX_TASK_ID_LENGTH",
+    "RELAY_LIMIT_BYTES",
+    "AsyncTasks",
+    "CallbackReceiver",
+    "Correlator",
+    "RelayDecision",
+    "RelayListener",
+    "is_too_large",
+    "prepare_relay",
+    "reduce_task_body",
+    "task_id_of",
+]
+
+log = logging.getLogger("consumer.callbacks")
+Body = dict[str, Any]
+
+MAX_CALLBACK_BYTES = 4 << 20  # the receiver's body limit (also the aiohttp app's client_max_size)
+MAX_CALLBACK_DEPTH = 64  # Hive task bodies nest about 8 levels
+RELAY_LIMIT_BYTES = 900_000  # below Kafka's default 1 MB message limit
+EARLY_LIMIT_BYTES = 32 << 20
+MAX_TASK_ID_LENGTH = 256
+_INLINE_PARSE_BYTES = 64 << 10  # larger bodies are parsed and reduced off the event loop
+
+
+def task_id_of(body: Mapping[str, Any]) -> str | None:
+    value = body.get("task_id") or body.get("id")
+    return None if value is None else str(value)
+
+
+class Correlator:
+    """Task id ⇒ the future its waiter awaits. Pure bookkeeping on the event loop thread.
+
+    Callbacks may arrive before the submit call has returned the task id (a fast provider), so
+    unclaimed bodies wait in a buffer bounded in count and in (approximate) bytes, oldest evicted.
+    """
+
+    def __init__(self, early_limit: int = 10_000, early_limit_bytes: int = EARLY_LIMIT_BYTES) -> None:
+        self._waiting: dict[str, asyncio.Future[Body]] = {}
+        self._early: OrderedDict[str, tuple[Body, int]] = OrderedDict()
+        self._early_bytes = 0
+        self._done: OrderedDict[str, None] = OrderedDict()
+        self._limit = early_limit
+        self._limit_bytes = early_limit_bytes
+
+    def expect(self, task_id: str) -> asyncio.Future[Body]:
+        future = self._waiting.get(task_id)
+        if future is None:
+            future = self._waiting[task_id] = asyncio.get_running_loop().create_future()
+            early = self._early.pop(task_id, None)
+            if early is not None:
+                self._early_bytes -= early[1]
+                future.set_result(early[0])
+        return future
+
+    def deliver(self, body: Body, size: int | None = None) -> str:
+        """Returns what happened: completed, duplicate, early or unknown (no task id).
+
+        ``size``: the body's encoded length (estimated when not given), counted while it waits.
+        """
+        task_id = task_id_of(body)
+        if task_id is None:
+            return "unknown"
+        if task_id in self._done:
+            return "duplicate"
+        future = self._waiting.get(task_id)
+        if future is None:
+            if task_id in self._early:
+                return "duplicate"
+            self._keep_early(task_id, body, _encoded_size(body) if size is None else size)
+            return "early"
+        if future.done():
+            return "duplicate"
+        future.set_result(body)
+        self._remember(task_id)
+        return "completed"
+
+    def forget(self, task_id: str) -> None:
+        self._waiting.pop(task_id, None)
+        self._remember(task_id)
+
+    def _keep_early(self, task_id: str, body: Body, size: int) -> None:
+        self._early[task_id] = (body, size)
+        self._early_bytes += size
+        while self._early and (len(self._early) > self._limit or self._early_bytes > self._limit_bytes):
+            _, (_, evicted) = self._early.popitem(last=False)
+            self._early_bytes -= evicted
+
+    def _remember(self, task_id: str) -> None:
+        self._done[task_id] = None
+        while len(self._done) > self._limit:
+            self._done.popitem(last=False)
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for f in self._waiting.values() if not f.done())
+
+    @property
+    def early_bytes(self) -> int:
+        """Approximate bytes of the bodies waiting for their task id."""
+        return self._early_bytes
+
+
+def _encoded_size(body: Body) -> int:
+    try:
+        return len(orjson.dumps(body))
+    except TypeError:  # orjson.JSONEncodeError too
+        return len(repr(body))
+
+
+Poll = Callable[[str], Awaitable[Body | None]]
+
+
+class AsyncTasks:
+    """Waits for one submitted task: callback first, polling after ``poll_after_s``.
+
+    The overall deadline is the caller's (``asyncio.timeout``); this never gives up by itself.
+    """
+
+    def __init__(
+        self, correlator: Correlator, callback_url: str, *, poll_after_s: float, poll_interval_s: float
+    ) -> None:
+        self.correlator = correlator
+        self.callback_url = callback_url
+        self._poll_after = poll_after_s
+        self._poll_interval = poll_interval_s
+
+    async def wait(self, task_id: str, poll: Poll) -> Body:
+        waiter = self.correlator.expect(task_id)
+        metrics.PENDING_TASKS.inc()
+        try:
+            body = await self._callback(waiter, self._poll_after)
+            while body is None:
+                metrics.TASK_POLLS.inc()
+                body = await poll(task_id)
+                if body is None and waiter.done():
+                    await asyncio.sleep(
+                        self._poll_interval
+                    )  # its callback was the marker: only polls are left
+                elif body is None:
+                    body = await self._callback(waiter, self._poll_interval)
+            return body
+        finally:
+            metrics.PENDING_TASKS.dec()
+            self.correlator.forget(task_id)
+
+    async def _callback(self, waiter: asyncio.Future[Body], wait_s: float) -> Body | None:
+        """The callback's body if it comes within ``wait_s``; None if not, or if it only says the
+        task finished with a result too large to relay (poll it now)."""
+        try:
+            body = await asyncio.wait_for(asyncio.shield(waiter), wait_s)
+        except TimeoutError:
+            return None
+        if is_too_large(body):
+            log.info("callback too large to relay: polling the task", extra={"task_id": task_id_of(body)})
+            return None
+        return body
+
+
+def is_too_large(body: Mapping[str, Any]) -> bool:
+    """The relayed marker of a callback whose result was too large to relay."""
+    return body.get("too_large") is True
+
+
+@dataclass(frozen=True, slots=True)
+class RelayDecision:
+    """What to do with one callback body: relay ``payload`` (keyed by ``task_id``) or refuse it."""
+
+    outcome: str  # relayed, reduced, too_large | invalid, too_deep, no_task_id
+    payload: bytes = b""
+    task_id: str | None = None
+
+    @property
+    def relay(self) -> bool:
+        return bool(self.payload)
+
+
+def prepare_relay(
+    raw: bytes, *, max_depth: int = MAX_CALLBACK_DEPTH, relay_limit_bytes: int = RELAY_LIMIT_BYTES
+) -> RelayDecision:
+    """Parse a callback body with a nesting bound and reduce it to what the parsers read (pure)."""
+    try:
+        body = orjson.loads(raw)  # orjson itself refuses nesting past 1024 and never recurses in Python
+    except orjson.JSONDecodeError as exc:
+        return RelayDecision("too_deep" if "depth" in str(exc) else "invalid")
+    if not _within_depth(body, max_depth):
+        return RelayDecision("too_deep")
+    task_id = _task_id(body)
+    if task_id is None:
+        return RelayDecision("no_task_id")
+    reduced = reduce_task_body(body)
+    payload = orjson.dumps(reduced)
+    if len(payload) > relay_limit_bytes:
+        return RelayDecision("too_large", orjson.dumps({"task_id": task_id, "too_large": True}), task_id)
+    return RelayDecision("relayed" if reduced == body else "reduced", payload, task_id)
+
+
+def _within_depth(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests at most ``limit`` containers deep (level by level, no recursion)."""
+    level = [value] if isinstance(value, dict | list) else []
+    for _ in range(limit):
+        if not level:
+            return True
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, dict | list)
+        ]
+    return not level
+
+
+def _task_id(body: Any) -> str | None:
+    """The task id of a callback body, if it has a usable one (a short string or an integer)."""
+    if not isinstance(body, dict):
+        return None
+    value = body.get("task_id") or body.get("id")
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    task_id = str(value)
+    return task_id if 0 < len(task_id) <= MAX_TASK_ID_LENGTH and task_id.isprintable() else None
+
+
+# --- the reduced body: only what consumer.providers.hive reads, in the same shape ---------------
+
+_Leaf = str | int | float | bool | None
+_TOP = ("task_id", "id", "resent_on", "from_cache")
+_STATUS = ("code", "message")
+_INPUT = ("model", "model_version")
+_OUTPUT_ITEM = ("time", "shaHash", "id")
+_CLASS = ("class", "score")
+_HASH = ("hashType",)
+_HASH_MATCH = ("matchDistance",)
+_SCENE = ("startTimestamp", "endTimestamp")
+_INDEX_MATCH = ("id", "similarity_score", "metadata", "url")
+
+
+def reduce_task_body(body: Mapping[str, Any]) -> Body:
+    """The fields of a Hive task body that the parsers read (task id, status codes and messages,
+    model, frames' times and classes, hash matches with scenes, index matches, shaHash, id, and
+    ``resent_on``/``from_cache``), in the same shape, so they read it unchanged. A container where
+    a scalar belongs becomes a placeholder string, so a malformed status never reads as success."""
+    reduced = _leaves(body, _TOP)
+    status = body.get("status")
+    if isinstance(status, list):
+        reduced["status"] = [_status_entry(e) if isinstance(e, Mapping) else _leaf(e) for e in status]
+    elif isinstance(status, Mapping):
+        reduced["status"] = _leaves(status, _STATUS)
+    elif "status" in body:
+        reduced["status"] = _leaf(status)
+    if not isinstance(status, list) and "response" in body:
+        reduced["response"] = _response(body["response"])
+    return reduced
+
+
+def _status_entry(entry: Mapping[str, Any]) -> Body:
+    out: Body = {}
+    if "status" in entry:
+        inner = entry["status"]
+        out["status"] = _leaves(inner, _STATUS) if isinstance(inner, Mapping) else _leaf(inner)
+    if "response" in entry:
+        out["response"] = _response(entry["response"])
+    return out
+
+
+def _response(response: Any) -> Any:
+    if not isinstance(response, Mapping):
+        return _leaf(response)
+    out: Body = {}
+    if "input" in response:
+        inp = response["input"]
+        out["input"] = _leaves(inp, _INPUT) if isinstance(inp, Mapping) else _leaf(inp)
+    if "output" in response:
+        output = response["output"]
+        out["output"] = _output_item(output) if isinstance(output, Mapping) else _items(output, _output_item)
+    return out
+
+
+def _output_item(item: Mapping[str, Any]) -> Body:
+    out = _leaves(item, _OUTPUT_ITEM)
+    if "classes" in item:
+        out["classes"] = _items(item["classes"], lambda c: _leaves(c, _CLASS))
+    if "hashes" in item:
+        out["hashes"] = _items(item["hashes"], _hash)
+    if "matches" in item:
+        out["matches"] = _items(item["matches"], lambda m: _leaves(m, _INDEX_MATCH))
+    return out
+
+
+def _hash(entry: Mapping[str, Any]) -> Body:
+    out = _leaves(entry, _HASH)
+    if "matches" in entry:
+        out["matches"] = _items(entry["matches"], _hash_match)
+    return out
+
+
+def _hash_match(match: Mapping[str, Any]) -> Body:
+    out = _leaves(match, _HASH_MATCH)
+    if "scenes" in match:
+        out["scenes"] = _items(match["scenes"], lambda scene: _leaves(scene, _SCENE))
+    return out
+
+
+def _items(value: Any, reduce: Callable[[Mapping[str, Any]], Body]) -> Any:
+    """A list whose mappings are reduced (anything else in it a leaf); a non-list, a leaf."""
+    if not isinstance(value, list):
+        return _leaf(value)
+    return [reduce(v) if isinstance(v, Mapping) else _leaf(v) for v in value]
+
+
+def _leaves(mapping: Mapping[str, Any], keys: Iterable[str]) -> Body:
+    return {key: _leaf(mapping[key]) for key in keys if key in mapping}
+
+
+def _leaf(value: Any) -> _Leaf:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return f"<{type(value).__name__}>"
+
+
+_REFUSED = {
+    "invalid": (400, "body is not JSON"),
+    "too_deep": (400, "body is nested too deeply"),
+    "no_task_id": (400, "no task id in the body"),
+}
+
+
+class CallbackReceiver:
+    """``POST /callbacks/{token}``: verify, bound, reduce, relay to Kafka, then acknowledge."""
+
+    def __init__(
+        self,
+        token: str,
+        relay: Callable[[bytes, str | None], Awaitable[None]],
+        *,
+        max_bytes: int = MAX_CALLBACK_BYTES,
+        relay_limit_bytes: int = RELAY_LIMIT_BYTES,
+        max_depth: int = MAX_CALLBACK_DEPTH,
+    ) -> None:
+        self._token = token.encode()
+        self._relay = relay
+        self._max_bytes = max_bytes
+        self._relay_limit = relay_limit_bytes
+        self._max_depth = max_depth
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/callbacks/{token}", self.handle)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if not hmac.compare_digest(request.match_info["token"].encode(), self._token):
+            metrics.CALLBACKS.labels("rejected").inc()
+            return web.json_response({"error": "not found"}, status=404)  # no hint that the path exists
+        raw = await self._read(request)
+        if raw is None:
+            metrics.CALLBACKS.labels("oversize").inc()
+            return web.json_response({"error": f"body over {self._max_bytes} bytes"}, status=413)
+        decision = await self._decide(raw)
+        metrics.CALLBACKS.labels(decision.outcome).inc()
+        if not decision.relay:
+            status, error = _REFUSED[decision.outcome]
+            return web.json_response({"error": error}, status=status)
+        await self._relay(decision.payload, decision.task_id)
+        return web.json_response({"ok": True})
+
+    async def _read(self, request: web.Request) -> bytes | None:
+        """The body, or None once it is over the limit (read no further)."""
+        if request.content_length is not None and request.content_length > self._max_bytes:
+            return None
+        body = bytearray()
+        async for chunk in request.content.iter_chunked(1 << 16):
+            body += chunk
+            if len(body) > self._max_bytes:
+                return None
+        return bytes(body)
+
+    async def _decide(self, raw: bytes) -> RelayDecision:
+        def decide() -> RelayDecision:
+            return prepare_relay(raw, max_depth=self._max_depth, relay_limit_bytes=self._relay_limit)
+
+        if len(raw) <= _INLINE_PARSE_BYTES:
+            return decide()
+        return await asyncio.to_thread(decide)  # a few MB take a few hundred ms: not on the loop
+
+
+def kafka_relay(sink: Sink, topic: str) -> Callable[[bytes, str | None], Awaitable[None]]:
+    async def relay(raw: bytes, task_id: str | None) -> None:
+        await sink.send(topic, None if task_id is None else task_id.encode(), raw)
+
+    return relay
+
+
+class RelayListener:
+    """Reads the whole callback topic (a group of its own) and delivers bodies to the correlator."""
+
+    def __init__(
+        self, settings: KafkaSettings, correlator: Correlator, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._correlator = correlator
+        self._loop = loop
+        self.assigned = threading.Event()
+        self._stop = threading.Event()
+        config: dict[str, Any] = {
+            **base_config(settings),
+            "group.id": f"{settings.group_id}.callbacks.{uuid.uuid4().hex[:12]}",
+            "auto.offset.reset": "latest",
+            "enable.auto.commit": False,
+        }
+        self._consumer = Consumer(config)
+        self._consumer.subscribe([settings.callback_topic], on_assign=lambda *_: self.assigned.set())
+        self._thread = threading.Thread(target=self._run, name="callback-relay", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                for msg in self._consumer.consume(100, 0.2):
+                    value = msg.value()
+                    if msg.error() or value is None:
+                        continue
+                    try:
+                        body = orjson.loads(value)
+                    except orjson.JSONDecodeError:
+                        continue
+                    if isinstance(body, dict):
+                        self._loop.call_soon_threadsafe(self._deliver, body, len(value))
+        finally:
+            self._consumer.close()
+
+    def _deliver(self, body: Body, size: int) -> None:
+        outcome = self._correlator.deliver(body, size)
+        metrics.CALLBACK_DELIVERIES.labels(outcome).inc()
+        if outcome == "duplicate":
+            log.info(
+                "duplicate callback ignored",
+                extra={"task_id": task_id_of(body), "resent_on": body.get("resent_on")},
+            )
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)

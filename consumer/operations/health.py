@@ -1,0 +1,63 @@
+"""``/healthz`` (alive: event loop responsive, no fatal error), ``/readyz`` (assigned, consuming,
+not stalled) and ``/metrics`` on a small HTTP server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from consumer.operations.telemetry import metrics
+
+__all__ = ["HealthServer", "Probe", "metrics_handler"]
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    ok: bool
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+async def metrics_handler(_: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(metrics.REGISTRY), headers={"content-type": CONTENT_TYPE_LATEST})
+
+
+def _answer(probe: Probe) -> web.Response:
+    return web.json_response({"ok": probe.ok, **probe.detail}, status=200 if probe.ok else 503)
+
+
+class HealthServer:
+    """Answers on the service's own event loop: an answer at all proves the loop is responsive."""
+
+    def __init__(
+        self, host: str, port: int, *, alive: Callable[[], Probe], ready: Callable[[], Probe]
+    ) -> None:
+        self._host, self._port = host, port
+        self._alive, self._ready = alive, ready
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def start(self) -> int:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", metrics_handler)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self._host, self._port).start()
+        self.port = int(self._runner.addresses[0][1])
+        return self.port
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return _answer(self._alive())
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        return _answer(self._ready())
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,0 +1,94 @@
+"""``run --workers N``: N worker processes in one consumer group (one per core), under a supervisor
+that restarts a crashed worker and, on SIGTERM/SIGINT, has every worker drain and stop."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+
+__all__ = ["WORKER_INDEX_ENV", "supervise", "worker_index"]
+
+log = logging.getLogger("consumer.supervisor")
+WORKER_INDEX_ENV = "MODERATION_WORKER_INDEX"
+
+
+def worker_index() -> int:
+    """This process's index under ``run --workers`` (0 when it runs alone)."""
+    try:
+        return max(0, int(os.environ.get(WORKER_INDEX_ENV, "0")))
+    except ValueError:
+        return 0
+
+
+@dataclass
+class _Worker:
+    index: int
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = field(default=0.0)
+
+
+def supervise(workers: int, worker_args: list[str], stop_grace_s: float) -> int:
+    """Run until a stop signal; returns 0 after a clean stop."""
+    stopping = False
+
+    def stop(signum: int, _: FrameType | None) -> None:
+        nonlocal stopping
+        if not stopping:
+            log.info("stopping workers", extra={"signal": signal.Signals(signum).name})
+        stopping = True
+        for w in pool:
+            if w.process and w.process.poll() is None:
+                w.process.send_signal(signal.SIGTERM)
+
+    pool = [_Worker(i) for i in range(workers)]
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for w in pool:
+        _start(w, worker_args)
+    while not stopping:
+        now = time.monotonic()
+        for w in pool:
+            code = w.process.poll() if w.process else None
+            if w.process is not None and code is not None and not stopping:
+                # a worker that lived a while gets restarted at once; a crash loop backs off
+                w.restarts = 0 if now - w.started_at > 60 else w.restarts + 1
+                w.next_start = now + min(30.0, 0.5 * 2**w.restarts) if w.restarts else now
+                log.error(
+                    "worker exited; restarting",
+                    extra={
+                        "worker": w.index,
+                        "exit_code": code,
+                        "restart_in_s": round(w.next_start - now, 1),
+                    },
+                )
+                w.process = None
+            if w.process is None and now >= w.next_start and not stopping:
+                _start(w, worker_args)
+        time.sleep(0.2)
+    deadline = time.monotonic() + stop_grace_s
+    for w in pool:
+        if w.process is None:
+            continue
+        try:
+            w.process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.error("worker did not stop in time; killing it", extra={"worker": w.index})
+            w.process.kill()
+            w.process.wait()
+    log.info("all workers stopped")
+    return 0
+
+
+def _start(w: _Worker, worker_args: list[str]) -> None:
+    env = {**os.environ, WORKER_INDEX_ENV: str(w.index)}
+    w.process = subprocess.Popen([sys.executable, "-m", "consumer", "run", *worker_args], env=env)
+    w.started_at = time.monotonic()
+    log.info("worker started", extra={"worker": w.index, "pid": w.process.pid})

@@ -1,0 +1,1 @@
+"""Prometheus metrics (``metrics``) and JSON logs (``logging``)."""

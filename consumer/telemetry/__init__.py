@@ -1,1 +1,0 @@
-"""Logging now; metrics, tracing and health join here."""

@@ -1,0 +1,238 @@
+"""``make demo``: a real broker, the simulator, sample uploads, the consumer, and a verdict table."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from consumer.config import KafkaSettings
+from consumer.core.records import Decision, MediaType, ModerationVerdict, UploadEvent
+from consumer.kafka import ensure_topics
+from devtools.broker import LocalKafka
+from devtools.samples import cropped, image_bytes, make_gif, make_image, make_video, reencoded
+from devtools.stack import (
+    ConsumerProcess,
+    SimulatorProcess,
+    consumer_env,
+    produce_uploads,
+    read_dead_letters,
+    read_verdicts,
+    upload,
+)
+
+__all__ = ["run_demo"]
+
+BANNED_SEED, CSAM_SEED, NSFW_SEED, GIF_SEED, VIDEO_CSAM_SEED = 101, 202, 303, 404, 505
+GIF_SIZE, VIDEO_SIZE = (240, 180), (320, 240)
+
+
+@dataclass(frozen=True)
+class Sample:
+    label: str
+    event: UploadEvent
+    expected: Decision
+
+
+def _samples(sim: SimulatorProcess) -> list[Sample]:
+    banned, csam_listed, nsfw = make_image(BANNED_SEED), make_image(CSAM_SEED), make_image(NSFW_SEED)
+    sim.index_add(image_bytes(banned), "banned: known scam image, case 4411")
+    sim.add_csam_image(image_bytes(csam_listed))
+    sim.force_scores({"general_nsfw": 0.97}, media=image_bytes(nsfw))
+    gif_scene = make_image(GIF_SEED, GIF_SIZE)
+    sim.force_scores({"general_nsfw": 0.95}, media=image_bytes(gif_scene))
+    sim.add_csam_image(image_bytes(make_image(VIDEO_CSAM_SEED, VIDEO_SIZE)))
+
+    benign_png = image_bytes(make_image(1))
+    benign_url = sim.host_media("holiday.jpg", image_bytes(make_image(2), "JPEG"), "image/jpeg")
+    cropped_url = sim.host_media("banned-crop.png", cropped(banned), "image/png")
+    img, txt = MediaType.IMAGE, MediaType.TEXT
+    return [
+        Sample(
+            "benign photo (inline PNG)",
+            upload(img, data=benign_png, content_type="image/png"),
+            Decision.ALLOW,
+        ),
+        Sample(
+            "benign photo (by URL)", upload(img, url=benign_url, content_type="image/jpeg"), Decision.ALLOW
+        ),
+        Sample(
+            "benign photo (inline JPEG)",
+            upload(img, data=image_bytes(make_image(3), "JPEG"), content_type="image/jpeg"),
+            Decision.ALLOW,
+        ),
+        Sample(
+            "same photo again (cache)", upload(img, data=benign_png, content_type="image/png"), Decision.ALLOW
+        ),
+        Sample(
+            "banned image, resized JPEG",
+            upload(img, data=reencoded(banned), content_type="image/jpeg"),
+            Decision.BLOCK,
+        ),
+        Sample(
+            "banned image, cropped (URL)",
+            upload(img, url=cropped_url, content_type="image/png"),
+            Decision.BLOCK,
+        ),
+        Sample(
+            "hash-list image, resized",
+            upload(img, data=reencoded(csam_listed), content_type="image/jpeg"),
+            Decision.ESCALATE,
+        ),
+        Sample(
+            "explicit image",
+            upload(img, data=reencoded(nsfw, 0.8), content_type="image/jpeg"),
+            Decision.BLOCK,
+        ),
+        Sample(
+            "animated GIF, explicit frames",
+            upload(MediaType.GIF, data=make_gif([11, GIF_SEED, GIF_SEED, 12]), content_type="image/gif"),
+            Decision.BLOCK,
+        ),
+        Sample(
+            "short video (4 s)",
+            upload(
+                MediaType.VIDEO, data=make_video([21, 22, 23, 24], size=VIDEO_SIZE), content_type="video/mp4"
+            ),
+            Decision.ALLOW,
+        ),
+        Sample(
+            "video, hash-listed scene",
+            upload(
+                MediaType.VIDEO,
+                data=make_video([25, VIDEO_CSAM_SEED, 26], size=VIDEO_SIZE),
+                content_type="video/mp4",
+            ),
+            Decision.ESCALATE,
+        ),
+        Sample("friendly text", upload(txt, text="Lovely sunset at the beach today!"), Decision.ALLOW),
+        Sample("threatening text", upload(txt, text="I am going to kill you tomorrow"), Decision.BLOCK),
+        Sample("spam text", upload(txt, text="Buy now!!! free money, click here"), Decision.REVIEW),
+    ]
+
+
+def _reasons(v: ModerationVerdict) -> str:
+    parts = []
+    for r in v.reasons:
+        text = f"{r.check}:{r.label}"
+        if r.score is not None:
+            text += f" {r.score:.2f}"
+        if r.detail and r.label in ("index_match", "hash_match"):
+            text += f" ({r.detail})"
+        spans = [
+            x for x in (v.classification.flagged_ranges if v.classification else ()) if x.label == r.label
+        ]
+        spans += list(v.csam.scenes if v.csam and r.label == "hash_match" else ())
+        if spans:
+            text += " at " + ", ".join(f"{x.start_seconds:g}-{x.end_seconds:g}s" for x in spans)
+        parts.append(text)
+    return "; ".join(parts) or "-"
+
+
+def _checks_ms(v: ModerationVerdict) -> float:
+    """Time spent in checks: CSAM first, then the slowest of the concurrent ones."""
+    first = sum(c.latency_ms for c in v.checks if c.check in ("csam", "text", "cache"))
+    rest = max((c.latency_ms for c in v.checks if c.check in ("visual", "similarity")), default=0.0)
+    return first + rest
+
+
+def _table(samples: list[Sample], verdicts: dict[str, ModerationVerdict]) -> tuple[str, int]:
+    rows = [("upload", "sample", "expected", "decision", "checks", "reasons")]
+    wrong = 0
+    for s in samples:
+        v = verdicts.get(s.event.upload_id)
+        decision = v.decision.value if v else "MISSING"
+        latency = f"{_checks_ms(v):.0f} ms" if v else "-"
+        ok = v is not None and v.decision is s.expected
+        wrong += not ok
+        rows.append(
+            (
+                s.event.upload_id,
+                s.label,
+                s.expected.value,
+                decision + ("" if ok else "  <-- !"),
+                latency,
+                _reasons(v) if v else "-",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for n, row in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+        if n == 0:
+            lines.append("-" * (sum(widths) + 2 * len(widths) + 7))
+    return "\n".join(lines), wrong
+
+
+def run_demo() -> int:
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="moderation-demo-"))
+    print(f"demo workspace: {workdir}", flush=True)
+    kafka = LocalKafka(workdir / "kafka")
+    sim = SimulatorProcess(latency_median_ms=40, latency_p99_ms=150, log_path=workdir / "simulator.log")
+    consumer: ConsumerProcess | None = None
+    try:
+        print("starting Kafka (first run fetches the jars with Maven)...", flush=True)
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or kafka.start()
+        print(f"  broker at {bootstrap}", flush=True)
+        sim.start()
+        print(f"  simulator at {sim.url} (latency median 40 ms, p99 150 ms)", flush=True)
+        settings = KafkaSettings(bootstrap_servers=bootstrap)
+        ensure_topics(
+            settings,
+            [
+                settings.input_topic,
+                settings.verdict_topic,
+                settings.review_topic,
+                settings.escalation_topic,
+                settings.dlq_topic,
+            ],
+            partitions=4,
+        )
+        samples = _samples(sim)
+        poison = (b"demo-poison", b'{"upload_id": "written as JSON by mistake"}')
+        produce_uploads(bootstrap, settings.input_topic, [s.event for s in samples], raw=[poison])
+        print(
+            f"  produced {len(samples)} sample uploads and 1 record that is not Avro to"
+            f" '{settings.input_topic}'",
+            flush=True,
+        )
+        consumer = ConsumerProcess(
+            consumer_env(bootstrap, sim.url, group="demo"), log_path=workdir / "consumer.log"
+        ).start()
+        print("  consumer running (python -m consumer run); waiting for verdicts...\n", flush=True)
+        wanted = {s.event.upload_id for s in samples}
+        verdicts = {
+            v.upload_id: v for v in read_verdicts(bootstrap, settings.verdict_topic, wanted, timeout=120)
+        }
+        table, wrong = _table(samples, verdicts)
+        print(table)
+        letters = read_dead_letters(bootstrap, settings.dlq_topic, 1, timeout=60)
+        for letter, _ in letters:
+            print(
+                f"\ndead letter on '{settings.dlq_topic}': {letter.source_topic}[{letter.source_partition}]"
+                f"@{letter.source_offset} key={letter.original_key!r} {letter.failure.error_class}:"
+                f" {letter.failure.message}\n  (fix, then: python -m consumer dlq replay --error-class"
+                f" {letter.failure.error_class})"
+            )
+        if not letters:
+            print("the record that is not Avro never reached the dead letter topic", file=sys.stderr)
+            wrong += 1
+        print(
+            f"\n{len(verdicts)} verdicts for {len(samples)} uploads in {time.monotonic() - started:.1f}s; "
+            f"consumer log: {workdir / 'consumer.log'}"
+        )
+        if wrong:
+            print(f"{wrong} verdict(s) differ from what the demo expects", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        if consumer is not None:
+            consumer.terminate()
+        sim.stop()
+        kafka.stop()
+        shutil.rmtree(workdir / "kafka", ignore_errors=True)

@@ -1,0 +1,149 @@
+"""Defects found while splitting the service (issue 11), each with the test that would have caught it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from consumer.checks.media import Media
+from consumer.checks.pipeline import Checks, Pipeline, SourcePosition
+from consumer.checks.policy import Frame, load_policy
+from consumer.checks.providers import Checked
+from consumer.checks.providers.hive import HiveHashMatcher, HiveTasks, HiveTransport
+from consumer.checks.retry import RetryPolicy
+from consumer.config import load_settings
+from consumer.core.records import MediaType, SimilarityMatch, UploadEvent
+from consumer.errors import ConfigError, ProviderAnswerError, TransientError
+from consumer.operations import supervisor
+from consumer.operations.callbacks import AsyncTasks, Correlator
+from consumer.operations.telemetry import metrics
+from consumer.transports.httpclient import HttpxClient
+from consumer.wiring import build_pipeline, check_settings
+
+SRC = SourcePosition("uploads", 0, 1)
+
+
+class _DownIndex:
+    async def query(self, media: Media, tenant: str) -> Checked[Sequence[SimilarityMatch]]:
+        raise TransientError("ImageSearch HTTP 503", check="similarity")
+
+    async def add(self, media: Media, tenant: str, metadata: str) -> str:
+        return ""
+
+    async def remove(self, media: Media, tenant: str) -> str | None:
+        return None
+
+
+async def test_a_failed_huawei_similarity_call_is_recorded_as_huawei() -> None:
+    pipeline = Pipeline(
+        Checks(None, None, None, _DownIndex()),  # type: ignore[arg-type]
+        load_policy(),
+        providers={"similarity": "huawei"},
+    )
+    verdict = await pipeline.moderate(UploadEvent("u", "t", "u", MediaType.IMAGE, 0, media_bytes=b"x"), SRC)
+    (run,) = [r for r in verdict.checks if r.check == "similarity"]  # type: ignore[union-attr]
+    assert (run.provider, run.outcome) == ("huawei", "unavailable")
+
+
+async def test_check_durations_are_observed() -> None:
+    class Visual:
+        async def classify(self, content: Media | str) -> Checked[Sequence[Frame]]:
+            return Checked([Frame(0.0, {"general_nsfw": 0.1})], "fake")
+
+    def count() -> float:
+        return sum(
+            s.value
+            for m in metrics.CHECK_DURATION.collect()
+            for s in m.samples
+            if s.name.endswith("_count") and s.labels == {"check": "visual", "outcome": "ok"}
+        )
+
+    before = count()
+    pipeline = Pipeline(Checks(None, Visual(), None, None), load_policy())  # type: ignore[arg-type]
+    await pipeline.moderate(UploadEvent("u", "t", "u", MediaType.IMAGE, 0, media_bytes=b"x"), SRC)
+    assert count() == before + 1
+
+
+async def test_pending_async_tasks_are_counted_while_they_wait() -> None:
+    tasks = AsyncTasks(Correlator(), "http://cb", poll_after_s=30, poll_interval_s=30)
+    before = metrics.PENDING_TASKS._value.get()
+    waiting = asyncio.create_task(tasks.wait("task-1", lambda _: asyncio.sleep(0, None)))
+    await asyncio.sleep(0)
+    assert metrics.PENDING_TASKS._value.get() == before + 1
+    tasks.correlator.deliver({"task_id": "task-1", "status": []})
+    await waiting
+    assert metrics.PENDING_TASKS._value.get() == before
+
+
+def test_only_the_keys_of_checks_that_run_are_required(tmp_path: Path) -> None:
+    settings = load_settings(hive={"text_key": "t-key"}, processing={"checks": ["text"]})
+    assert check_settings(settings).version  # no csam, visual or index key needed
+    with pytest.raises(ConfigError, match=r"hive\.csam_key"):
+        check_settings(load_settings(hive={"text_key": "t-key"}, processing={"checks": ["text", "csam"]}))
+
+
+def test_the_policy_is_read_once_when_given(tmp_path: Path) -> None:
+    settings = load_settings(
+        hive={"text_key": "t"}, processing={"checks": ["text"]}, policy_file=str(tmp_path / "gone.yaml")
+    )
+    pipeline = build_pipeline(
+        settings, HttpxClient(httpx.MockTransport(lambda _: httpx.Response(500))), policy=load_policy()
+    )
+    assert pipeline.policy.version.startswith("default-")
+
+
+def _answer(body: dict[str, Any]) -> HiveTasks:
+    http = HttpxClient(httpx.MockTransport(lambda _: httpx.Response(200, json=body)))
+    return HiveTasks(HiveTransport(http, "http://hive.test", SecretStr("k" * 8), "csam", RetryPolicy(1)))
+
+
+CLASSES = {
+    "status": [
+        {
+            "status": {"code": "0"},
+            "response": {
+                "output": [
+                    {
+                        "time": 0,
+                        "classes": [
+                            {"class": "csam", "score": 0.95},
+                            {"class": "pornography", "score": 0.03},
+                            {"class": "other", "score": 0.02},
+                        ],
+                    }
+                ]
+            },
+        }
+    ]
+}
+NOTHING = {"status": [{"status": {"code": "0"}, "response": {"output": [{"time": 0}]}}]}
+
+
+async def test_csam_endpoint_chooses_what_the_answer_is_read_for() -> None:
+    hashed = await HiveHashMatcher(_answer(CLASSES)).match(Media(data=b"x"))
+    assert hashed.value.classes == ()  # hash matching only: a classifier's classes are not read
+    combined = await HiveHashMatcher(_answer(CLASSES), combined=True).match(Media(data=b"x"))
+    assert combined.value.classes[0].scores["csam"] == 0.95
+    with pytest.raises(ProviderAnswerError, match="neither a match nor classes"):
+        await HiveHashMatcher(_answer(NOTHING), combined=True).match(Media(data=b"x"))
+
+
+def test_csam_endpoint_setting_reaches_the_matcher() -> None:
+    settings = load_settings(
+        hive={"csam_key": "c", "csam_endpoint": "combined"}, processing={"checks": ["csam"]}
+    )
+    pipeline = build_pipeline(settings, HttpxClient(httpx.MockTransport(lambda _: httpx.Response(500))))
+    assert isinstance(pipeline.checks.csam, HiveHashMatcher) and pipeline.checks.csam.combined
+
+
+def test_the_worker_index_comes_from_one_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(supervisor.WORKER_INDEX_ENV, "3")
+    assert supervisor.worker_index() == 3
+    monkeypatch.setenv(supervisor.WORKER_INDEX_ENV, "not a number")
+    assert supervisor.worker_index() == 0
