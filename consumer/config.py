@@ -1,4 +1,5 @@
-"""One validated settings object, from environment variables and an optional YAML file.
+"""One validated settings object, from environment variables and an optional YAML file (the
+sections it gathers are in ``settings_sections``).
 
 Environment variables are ``MODERATION_<SECTION>__<FIELD>`` (e.g. ``MODERATION_KAFKA__BOOTSTRAP_SERVERS``);
 the YAML file (``MODERATION_CONFIG`` or ``--config``) has the same nesting. Environment wins over YAML.
@@ -7,11 +8,9 @@ API keys are ``SecretStr`` and can also come from files (``hive.csam_key_file``)
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
-import stat
 from collections.abc import Iterable
 from pathlib import Path
 from types import UnionType
@@ -20,28 +19,38 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
-    field_validator,
-    model_validator,
 )
-from pydantic_core import ErrorDetails, PydanticCustomError
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from consumer.core.scheduler import Mode
 from consumer.errors import ConfigError
+from consumer.settings_sections import (
+    ENV_PREFIX,
+    CallbackSettings,
+    HealthSettings,
+    HiveSettings,
+    HuaweiSettings,
+    KafkaSettings,
+    LimitSettings,
+    MediaSettings,
+    ProcessingSettings,
+    UnreadableFile,
+    os_reason,
+    read_text,
+)
 
 __all__ = [
     "CHECKS",
+    "ENV_PREFIX",
     "MAX_CONFIG_FILE_BYTES",
-    "MAX_SECRET_FILE_BYTES",
     "CallbackSettings",
     "HealthSettings",
     "HiveSettings",
     "HuaweiSettings",
     "KafkaSettings",
+    "LimitSettings",
     "MediaSettings",
     "ProcessingSettings",
     "Settings",
@@ -52,252 +61,9 @@ __all__ = [
     "validation_message",
 ]
 
-AsyncMedia = Literal["IMAGE", "GIF", "VIDEO"]
 CHECKS = ("visual", "text", "csam", "similarity")
-ENV_PREFIX = "MODERATION_"
 MAX_CONFIG_FILE_BYTES = 1 << 20  # settings and policy files
-MAX_SECRET_FILE_BYTES = 64 << 10  # *_key_file, token_file
 _UNIONS = (Union, UnionType)
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class KafkaSettings(_Section):
-    bootstrap_servers: str = "127.0.0.1:9092"
-    group_id: str = "moderation"
-    input_topic: str = "uploads"
-    verdict_topic: str = "moderation.verdicts"
-    review_topic: str = "moderation.review"
-    escalation_topic: str = "moderation.escalations"
-    dlq_topic: str = "uploads.dlq"
-    deleted_topic: str = "uploads.deleted"
-    review_decision_topic: str = "moderation.review.decisions"
-    callback_topic: str = "moderation.callbacks"
-    create_topics: bool = True
-    topic_partitions: int = Field(default=12, ge=1, le=10_000)
-    commit_interval_ms: int = Field(default=500, ge=10, le=60_000)
-    transactional_id: str | None = Field(
-        default=None,
-        description="exactly_once: the producer's transactional.id; stable per instance so a restart"
-        " fences its predecessor at once (default: <group_id>-<hostname>-<worker index>)",
-    )
-    transaction_timeout_ms: int = Field(default=30_000, ge=1_000, le=900_000)
-    client_config: dict[str, str] = Field(
-        default_factory=dict, description="Extra librdkafka properties for consumer and producer."
-    )
-
-    def all_topics(self) -> list[str]:
-        return [
-            self.input_topic,
-            self.verdict_topic,
-            self.review_topic,
-            self.escalation_topic,
-            self.dlq_topic,
-            self.deleted_topic,
-            self.review_decision_topic,
-            self.callback_topic,
-        ]
-
-    @field_validator("bootstrap_servers")
-    @classmethod
-    def _bootstrap(cls, v: str) -> str:
-        for part in v.split(","):
-            host, sep, port = part.strip().rpartition(":")
-            if not sep or not host or not port.isdigit():
-                raise ValueError("expected host:port[,host:port...]")
-        return v
-
-
-class HiveSettings(_Section):
-    base_url: str = "https://api.thehive.ai"
-    visual_key: SecretStr | None = None
-    text_key: SecretStr | None = None
-    csam_key: SecretStr | None = None
-    index_key: SecretStr | None = None
-    visual_key_file: Path | None = None
-    text_key_file: Path | None = None
-    csam_key_file: Path | None = None
-    index_key_file: Path | None = None
-    timeout_s: float = Field(default=10.0, gt=0, le=300)
-    csam_endpoint: Literal["hash", "combined"] = Field(
-        default="hash", description="hash: Thorn hash matching only; combined: hash first, then classifier"
-    )
-    media_mode: Literal["auto", "url", "upload"] = Field(
-        default="auto",
-        description="auto: URL media by url, inline media as upload; upload: download URLs first",
-    )
-    max_upload_bytes: int = Field(default=20_000_000, ge=1)
-    api_version: Literal["v1", "v2"] = Field(
-        default="v1", description="task API paths: /api/v1/task or /api/v2/task"
-    )
-    index_async: bool = Field(default=False, description="custom index calls through the async endpoints")
-
-    _url = field_validator("base_url")(classmethod(lambda cls, v: _http_url(v)))
-
-    @model_validator(mode="after")
-    def _keys_from_files(self) -> HiveSettings:
-        for check in ("visual", "text", "csam", "index"):
-            _secret_from_file(self, f"{check}_key")
-        return self
-
-    def key(self, check: str) -> SecretStr:
-        value: SecretStr | None = getattr(self, f"{check}_key")
-        if value is None or not value.get_secret_value():
-            raise ConfigError(
-                f"hive.{check}_key",
-                f"required (set {ENV_PREFIX}HIVE__{check.upper()}_KEY or hive.{check}_key_file)",
-            )
-        return value
-
-
-class HuaweiSettings(_Section):
-    """Huawei Cloud ImageSearch, the alternative similarity provider (``processing.similarity: huawei``)."""
-
-    base_url: str = "https://imagesearch.ap-southeast-1.myhuaweicloud.com"
-    project_id: str = ""
-    instance: str = "moderation"
-    token: SecretStr | None = None
-    token_file: Path | None = None
-    timeout_s: float = Field(default=10.0, gt=0, le=300)
-    search_limit: int = Field(default=10, ge=1, le=100)
-
-    _url = field_validator("base_url")(classmethod(lambda cls, v: _http_url(v)))
-
-    @model_validator(mode="after")
-    def _token_from_file(self) -> HuaweiSettings:
-        _secret_from_file(self, "token")
-        return self
-
-    def auth_token(self) -> SecretStr:
-        if self.token is None or not self.token.get_secret_value():
-            raise ConfigError(
-                "huawei.token", f"required (set {ENV_PREFIX}HUAWEI__TOKEN or huawei.token_file)"
-            )
-        if not self.project_id:
-            raise ConfigError("huawei.project_id", f"required (set {ENV_PREFIX}HUAWEI__PROJECT_ID)")
-        return self.token
-
-
-class MediaSettings(_Section):
-    """Media this service downloads itself (``hive.media_mode: upload``, Huawei search) and decodes."""
-
-    download_timeout_s: float = Field(default=30.0, gt=0, le=600, description="a whole download's bound")
-    max_redirects: int = Field(default=3, ge=0, le=10)
-    allow_networks: list[str] = Field(
-        default_factory=list,
-        description="networks media may come from although not public (e.g. 127.0.0.1/32 for the"
-        " simulator in development)",
-    )
-    deny_networks: list[str] = Field(default_factory=list, description="networks media never comes from")
-    max_image_pixels: int = Field(default=40_000_000, ge=1, description="larger images are refused")
-    image_workers: int = Field(default=2, ge=1, le=64, description="threads that decode and resize images")
-
-    @field_validator("allow_networks", "deny_networks")
-    @classmethod
-    def _networks(cls, v: list[str]) -> list[str]:
-        for network in v:
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError:
-                raise ValueError(f"not an IP network: {network[:64]!r}") from None
-        return v
-
-
-class HealthSettings(_Section):
-    """``/healthz``, ``/readyz`` and ``/metrics`` on a small HTTP server (port 0: any free port)."""
-
-    enabled: bool = True
-    host: str = "0.0.0.0"
-    port: int = Field(default=8080, ge=0, le=65535)
-
-
-class CallbackSettings(_Section):
-    """The receiver of Hive async task callbacks (used for videos)."""
-
-    host: str = "0.0.0.0"
-    port: int = Field(default=8081, ge=0, le=65535)
-    public_url: str | None = Field(
-        default=None, description="Base URL providers call back, e.g. https://moderation.example.com"
-    )
-    token: SecretStr | None = None
-    token_file: Path | None = None
-    poll_after_s: float = Field(default=30.0, gt=0, description="no callback by then: poll the task")
-    poll_interval_s: float = Field(default=5.0, gt=0)
-    deadline_s: float = Field(default=300.0, gt=0, description="past it the check fails closed")
-
-    @model_validator(mode="after")
-    def _token_from_file(self) -> CallbackSettings:
-        _secret_from_file(self, "token")
-        return self
-
-
-class LimitSettings(_Section):
-    """Etiquette per check (each check gets its own limiter and breaker with these settings)."""
-
-    initial_concurrency: int = Field(default=16, ge=1)
-    max_concurrency: int = Field(default=256, ge=1)
-    min_concurrency: int = Field(default=1, ge=1)
-    rate_per_s: dict[str, float] = Field(
-        default_factory=dict, description="token-bucket rate per check (csam, visual, text, similarity)"
-    )
-    breaker_threshold: int = Field(default=5, ge=1, description="consecutive failures that open the circuit")
-    breaker_cooldown_s: float = Field(default=5.0, gt=0)
-
-
-class ProcessingSettings(_Section):
-    delivery: Literal["at_least_once", "exactly_once"] = Field(
-        default="at_least_once",
-        description="exactly_once: verdicts, dead letters and input offsets in one transaction per interval",
-    )
-    transaction_interval_ms: int = Field(default=100, ge=10, le=60_000)
-    max_record_bytes: int = Field(
-        default=1 << 20, ge=1, description="input records larger than this are dead letters"
-    )
-    dead_letter_refused: bool = Field(
-        default=True,
-        description="content a provider refuses (corrupt, too small, unreachable) is dead-lettered;"
-        " false: a REVIEW verdict with check_rejected:<check>",
-    )
-    stall_after_s: float = Field(
-        default=120.0, gt=0, description="a partition whose oldest in-flight record is older is stalled"
-    )
-    ordering: Mode = Field(
-        default=Mode.KEY,
-        description="KEY: per-key offset order, keys in parallel; PARTITION: one per partition",
-    )
-    max_in_flight: int = Field(default=256, ge=1, le=100_000)
-    event_loop: Literal["uvloop", "asyncio"] = Field(
-        default="uvloop", description="the event loop implementation (uvloop: less CPU per upload)"
-    )
-    max_in_flight_bytes: int = Field(default=64 << 20, ge=1)
-    partition_buffer: int = Field(default=500, ge=1, description="waiting records that pause a partition")
-    max_buffered_bytes: int = Field(
-        default=128 << 20, ge=1, description="waiting bytes that pause everything"
-    )
-    revoke_drain_s: float = Field(
-        default=10.0, ge=0, le=300, description="drain deadline on partition revocation"
-    )
-    max_poll_records: int = Field(default=500, ge=1, le=100_000)
-    inline_media_limit_bytes: int = Field(default=1_000_000, ge=0)
-    retry_attempts: int = Field(default=4, ge=1, le=20)
-    retry_base_delay_s: float = Field(default=0.1, ge=0, le=60)
-    retry_max_delay_s: float = Field(default=5.0, ge=0, le=600)
-    check_deadline_s: float = Field(default=30.0, gt=0, le=3600)
-    drain_timeout_s: float = Field(default=25.0, ge=0, le=3600)
-    result_cache_size: int = Field(default=10_000, ge=0, le=10_000_000)
-    similarity: Literal["hive", "huawei", "none"] = "hive"
-    checks: list[Literal["csam", "visual", "text", "similarity"]] = Field(
-        default_factory=lambda: list[Literal["csam", "visual", "text", "similarity"]](
-            ["csam", "visual", "text", "similarity"]
-        ),
-        description="checks that run; an empty list measures the framework alone (benchmarks)",
-    )
-    async_media: list[AsyncMedia] = Field(
-        default_factory=lambda: list[AsyncMedia](["VIDEO"]),
-        description="media types checked through async tasks + callbacks",
-    )
 
 
 class Settings(BaseSettings):
@@ -354,10 +120,10 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
 def read_yaml_file(path: Path | str, setting: str) -> Any:
     """A YAML file's data; ConfigError (one line, no contents quoted) if unreadable or not YAML."""
     try:
-        text = _read_text(Path(path), MAX_CONFIG_FILE_BYTES)
+        text = read_text(Path(path), MAX_CONFIG_FILE_BYTES)
     except OSError as exc:
-        raise ConfigError(setting, f"cannot read {path}: {_os_reason(exc)}") from None
-    except _UnreadableError as exc:
+        raise ConfigError(setting, f"cannot read {path}: {os_reason(exc)}") from None
+    except UnreadableFile as exc:
         raise ConfigError(setting, f"cannot read {path}: {exc}") from None
     try:
         return yaml.safe_load(text)
@@ -501,28 +267,6 @@ def _json_problem(value: str) -> str | None:
     return None
 
 
-class _UnreadableError(Exception):
-    """A file that opens but cannot be used as text; ``str()`` is safe to show after its path."""
-
-
-def _read_text(path: Path, limit: int) -> str:
-    """A regular file's UTF-8 text (at most ``limit`` bytes; a BOM is dropped)."""
-    if not stat.S_ISREG(path.stat().st_mode):
-        raise _UnreadableError("not a regular file")
-    with path.open("rb") as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise _UnreadableError(f"over the {limit}-byte limit")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise _UnreadableError(f"not UTF-8 text (invalid byte at offset {exc.start})") from None
-
-
-def _os_reason(exc: OSError) -> str:
-    return exc.strerror or type(exc).__name__
-
-
 _KEEP_QUOTED = re.compile(r"'(<[a-z ]+>|.{0,2})'")
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 
@@ -536,32 +280,6 @@ def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
     mark = exc.problem_mark or exc.context_mark
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
     return _one_line(problem, 200) + where
-
-
-def _http_url(v: str) -> str:
-    if not v.startswith(("http://", "https://")):
-        raise ValueError("expected an http:// or https:// URL")
-    return v.rstrip("/")
-
-
-def _secret_from_file(section: BaseModel, field: str) -> None:
-    path: Path | None = getattr(section, f"{field}_file")
-    if path is None:
-        return
-    try:
-        value = _read_text(path, MAX_SECRET_FILE_BYTES).strip()
-    except OSError as exc:
-        reason = _os_reason(exc)
-    except _UnreadableError as exc:
-        reason = str(exc)
-    else:
-        setattr(section, field, SecretStr(value))
-        return
-    raise PydanticCustomError(
-        "secret_file",
-        "cannot read {path}: {reason}",
-        {"field": f"{field}_file", "path": str(path), "reason": reason},
-    )
 
 
 def _one_line(text: str, limit: int) -> str:
