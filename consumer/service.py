@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 import socket
 import time
 from collections.abc import Callable, Coroutine
@@ -14,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
-from aiohttp import web
 from confluent_kafka import KafkaException, Message
 
 from consumer.checks.maintenance import IndexMaintenance
@@ -26,23 +24,16 @@ from consumer.core.epochs import Epochs
 from consumer.core.offsets import OffsetTracker, Position, TopicPartition
 from consumer.core.records import Decision, ModerationVerdict, ReviewDecision, UploadDeleted, UploadEvent
 from consumer.core.scheduler import Scheduler, Work
-from consumer.core.stalls import CommitWatch, StallDetector
 from consumer.core.validation import check_record_size, validate_upload
 from consumer.errors import SerializationError
 from consumer.kafka import Sink, Source, ensure_topics, output_limit
 from consumer.kafka.sink import DeliveryError, Headers
 from consumer.kafka.transactions import TransactionalSink, TransactionLost
-from consumer.operations.callbacks import (
-    MAX_CALLBACK_BYTES,
-    AsyncTasks,
-    CallbackReceiver,
-    Correlator,
-    RelayListener,
-    kafka_relay,
-)
-from consumer.operations.health import HealthServer, Probe, metrics_handler
+from consumer.operations.callbacks import CallbackServer, Correlator
+from consumer.operations.health import Probe
 from consumer.operations.supervisor import worker_index
 from consumer.operations.telemetry import metrics
+from consumer.operations.watch import Watch
 from consumer.serde import AvroCodec
 from consumer.transports.httpclient import HttpClient
 from consumer.wiring import build_pipeline, check_settings, media_client
@@ -103,9 +94,7 @@ class ModerationService:
         self._policy = policy
         self._worker = worker_index()
         self.correlator = Correlator()
-        self.callback_url: str | None = None
-        self._web: web.AppRunner | None = None
-        self._relay: RelayListener | None = None
+        self._callbacks: CallbackServer | None = None
         self.codec = codec or AvroCodec()
         self.tracker = OffsetTracker()
         p = settings.processing
@@ -121,24 +110,44 @@ class ModerationService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kafka_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-source")
         self._fatal: BaseException | None = None
-        self._stopping = False
+        self.stopping = False
         self._kicked = False
-        self._held = False
+        self.intake_held = False
         self._schemas: dict[str, str] = {}
         self.processed = 0
         self.exactly_once = p.delivery == "exactly_once"
         self._commit_lock = asyncio.Lock()
         self._rewind_needed = False
-        self._stalls = StallDetector(p.stall_after_s)
-        self._commits = CommitWatch(p.stall_after_s)
+        self.watch = Watch(settings, self, self._worker)
         # records whose outputs the broker refused in an aborted transaction: a dead letter answers
         # them when the rewind brings them back (value: the failure, and whether to strip it)
         self._refused: dict[tuple[TopicPartition, int], tuple[Failure, bool]] = {}
         self._output_limit = 1_000_000
         self._media_http: HttpClient | None = None
-        self._last_poll = time.monotonic()
-        self._health: HealthServer | None = None
-        self.health_port: int | None = None
+        self.last_poll = time.monotonic()
+
+    # --- what the parts it starts read ---------------------------------------------------------
+    @property
+    def assigned(self) -> int:
+        return len(self._epochs)
+
+    @property
+    def fatal(self) -> BaseException | None:
+        return self._fatal
+
+    @property
+    def callback_url(self) -> str | None:
+        return None if self._callbacks is None else self._callbacks.url
+
+    @property
+    def health_port(self) -> int | None:
+        return self.watch.port
+
+    def alive(self) -> Probe:
+        return self.watch.alive()
+
+    def ready(self) -> Probe:
+        return self.watch.ready()
 
     # --- rebalance callbacks (on the kafka thread, inside consume; state changes go to the loop) --
     def _on_assign(self, parts: list[TopicPartition]) -> None:
@@ -205,7 +214,7 @@ class ModerationService:
         for tp in parts:
             self.tracker.drop(tp)
             self._epochs.release(tp)  # results still in flight for it are discarded
-        self._commits.committed(parts)
+        self.watch.commits.committed(parts)
         metrics.REBALANCES.inc()
         metrics.ASSIGNED.set(len(self._epochs))
         return positions
@@ -229,7 +238,10 @@ class ModerationService:
         self._schemas = {k.deleted_topic: "UploadDeleted", k.review_decision_topic: "ReviewDecision"}
         self._output_limit = await asyncio.to_thread(output_limit, k, [k.dlq_topic])
         loop = self._loop = asyncio.get_running_loop()
-        tasks = await self._start_callbacks(loop)
+        tasks = None
+        if self.settings.processing.async_media:
+            self._callbacks = CallbackServer(self.settings, self._relay_sink, self.correlator, self._worker)
+            tasks = await self._callbacks.start(loop)
         self._media_http = media_client(self.settings)
         self.pipeline = build_pipeline(
             self.settings, self.http, tasks, media_http=self._media_http, policy=policy
@@ -242,7 +254,7 @@ class ModerationService:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
-        await self._start_health()
+        await self.watch.start()
         interval_ms = (
             self.settings.processing.transaction_interval_ms if self.exactly_once else k.commit_interval_ms
         )
@@ -260,7 +272,7 @@ class ModerationService:
                 messages = await loop.run_in_executor(
                     self._kafka_thread, self._source.consume, self.settings.processing.max_poll_records, 0.1
                 )
-                self._last_poll = time.monotonic()
+                self.last_poll = time.monotonic()
                 if self._rewind_needed:
                     await self._rewind()  # the batch in hand predates the rewind: dropped, read again
                     continue
@@ -273,57 +285,17 @@ class ModerationService:
             await self._drain()
             await self._commit(asynchronous=False)
             await loop.run_in_executor(self._kafka_thread, self._source.close)
-            await self._stop_callbacks()
+            if self._callbacks is not None:
+                await self._callbacks.stop()
             if self._media_http is not None:
                 await self._media_http.aclose()
             await self._sink.close()
             if self._relay_sink is not self._sink:
                 await self._relay_sink.close()
-            if self._health is not None:
-                await self._health.stop()
+            await self.watch.stop()
             self._kafka_thread.shutdown(wait=True)
         if self._fatal is not None:
             raise self._fatal
-
-    async def _start_callbacks(self, loop: asyncio.AbstractEventLoop) -> AsyncTasks | None:
-        """The HTTP receiver (callbacks, /metrics, /healthz) and the relay listener, when async tasks
-        are used; intake starts only once the relay listens, so no callback can slip past."""
-        c, k = self.settings.callbacks, self.settings.kafka
-        if not self.settings.processing.async_media:
-            return None
-        token = c.token.get_secret_value() if c.token else secrets.token_urlsafe(24)
-        if c.token is None:
-            log.warning(
-                "callbacks.token is not set: using a random one, so callbacks only work while this"
-                " process lives; give every process of the group the same token"
-            )
-        app = web.Application(client_max_size=MAX_CALLBACK_BYTES)
-        CallbackReceiver(token, kafka_relay(self._relay_sink, k.callback_topic)).routes(app)
-        app.router.add_get("/metrics", metrics_handler)
-        self._web = web.AppRunner(app, access_log=None)
-        await self._web.setup()
-        # Under --workers, worker 0 owns the configured port; the others listen on any free port and
-        # advertise worker 0's, since a callback reaching any process is relayed to all of them.
-        worker = self._worker
-        site = web.TCPSite(self._web, c.host, c.port if worker == 0 else 0)
-        await site.start()
-        port = c.port if worker > 0 and c.port else int(self._web.addresses[0][1])
-        base = c.public_url or f"http://{'127.0.0.1' if c.host in ('0.0.0.0', '::') else c.host}:{port}"
-        self.callback_url = f"{base.rstrip('/')}/callbacks/{token}"
-        self._relay = RelayListener(k, self.correlator, loop)
-        self._relay.start()
-        if not await asyncio.to_thread(self._relay.assigned.wait, 60):
-            raise RuntimeError(f"callback relay topic {k.callback_topic} was not assigned within 60s")
-        log.info("callback receiver listening", extra={"port": port, "relay_topic": k.callback_topic})
-        return AsyncTasks(
-            self.correlator, self.callback_url, poll_after_s=c.poll_after_s, poll_interval_s=c.poll_interval_s
-        )
-
-    async def _stop_callbacks(self) -> None:
-        if self._relay is not None:
-            await asyncio.to_thread(self._relay.stop)
-        if self._web is not None:
-            await self._web.cleanup()
 
     def _offer(self, msg: Any) -> None:
         if msg.error():
@@ -345,7 +317,7 @@ class ModerationService:
 
     def _start_ready(self) -> None:
         self._kicked = False
-        if self._stopping:
+        if self.stopping:
             return  # intake stopped: waiting records are left for redelivery
         if self._held_by_circuit():
             return
@@ -367,14 +339,14 @@ class ModerationService:
         """While a provider's circuit is open nothing new starts: records wait in the scheduler,
         partitions pause as it fills, and the poll loop retries each turn until a probe succeeds."""
         check = self.pipeline.open_circuit()
-        if (check is not None) != self._held:
-            self._held = check is not None
-            metrics.INTAKE_HELD.set(int(self._held))
-            if self._held:
+        if (check is not None) != self.intake_held:
+            self.intake_held = check is not None
+            metrics.INTAKE_HELD.set(int(self.intake_held))
+            if self.intake_held:
                 log.warning("provider circuit open: intake held until it closes", extra={"check": check})
             else:
                 log.info("provider circuit closed: intake resumes")
-        return self._held
+        return self.intake_held
 
     def _start(self, work: Work[Received]) -> None:
         """Decode and validate here (poison becomes a dead letter); what needs no provider call is
@@ -623,7 +595,7 @@ class ModerationService:
                 log.error("committing failed; stopping", exc_info=True)
                 self._fatal = self._fatal or exc
                 return
-            self._check_stalls()
+            self.watch.check()
 
     async def _commit(self, *, asynchronous: bool) -> None:
         if self.exactly_once:
@@ -663,7 +635,7 @@ class ModerationService:
         if not positions:
             return
         self.tracker.mark_committed(positions)
-        self._commits.committed(list(positions))
+        self.watch.commits.committed(list(positions))
         log.debug(
             "committed",
             extra={
@@ -701,60 +673,10 @@ class ModerationService:
             "rewound", extra={"positions": {f"{t}[{p}]": pos.offset for (t, p), pos in committed.items()}}
         )
 
-    # --- health -------------------------------------------------------------------------------
-    async def _start_health(self) -> None:
-        h = self.settings.health
-        if not h.enabled:
-            return
-        worker = self._worker
-        self._health = HealthServer(h.host, h.port if worker == 0 else 0, alive=self.alive, ready=self.ready)
-        self.health_port = await self._health.start()
-        log.info("health server listening", extra={"port": self.health_port})
-
-    def alive(self) -> Probe:
-        """Answered on the event loop, so an answer means the loop is responsive."""
-        return Probe(
-            self._fatal is None, {"fatal": None if self._fatal is None else type(self._fatal).__name__}
-        )
-
-    def ready(self) -> Probe:
-        since_poll = time.monotonic() - self._last_poll
-        consuming = since_poll < self.settings.processing.stall_after_s and not self._stopping
-        stalled = sorted(f"{t}[{p}]" for t, p in self._stalls.stalled)
-        not_committing = sorted(f"{t}[{p}]" for t, p in self._commits.stuck)
-        assigned = len(self._epochs)
-        return Probe(
-            bool(assigned) and consuming and not stalled and not not_committing and self._fatal is None,
-            {
-                "assigned": assigned,
-                "consuming": consuming,
-                "seconds_since_poll": round(since_poll, 3),
-                "stalled": stalled,
-                "not_committing": not_committing,
-            },
-        )
-
-    def _check_stalls(self) -> None:
-        now = time.monotonic()
-        for tp in self._stalls.observe(self.tracker.oldest(), now):
-            metrics.STALLS.inc()
-            log.error(
-                "partition stalled: its oldest record is unfinished after %.0fs",
-                self._stalls.age(tp, now),
-                extra={"topic": tp[0], "partition": tp[1], "intake_held": self._held},
-            )
-        for tp in self._commits.observe(self.tracker.uncommitted(), now):
-            log.error(
-                "partition cannot commit: nothing of it committed for %.0fs",
-                self._commits.after_s,
-                extra={"topic": tp[0], "partition": tp[1]},
-            )
-        metrics.STALLED.set(len(self._stalls.stalled | self._commits.stuck))
-
     async def _drain(self) -> None:
         """Stop intake, let running uploads finish within the drain deadline, then wait (within what
         is left of it) for the broker to acknowledge their verdicts so their offsets can commit."""
-        self._stopping = True
+        self.stopping = True
         loop = asyncio.get_running_loop()
         timeout = self.settings.processing.drain_timeout_s
         deadline = loop.time() + timeout
