@@ -10,24 +10,23 @@ import socket
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
-from confluent_kafka import KafkaException, Message
+from confluent_kafka import KafkaException
 
 from consumer.checks.maintenance import IndexMaintenance
 from consumer.checks.pipeline import Rejected, SourcePosition
 from consumer.checks.policy import Policy
 from consumer.config import Settings
-from consumer.core.deadletter import DeadLetter, Failure
+from consumer.core.deadletter import Failure
 from consumer.core.epochs import Epochs
 from consumer.core.offsets import OffsetTracker, Position, TopicPartition
-from consumer.core.records import Decision, ModerationVerdict, ReviewDecision, UploadDeleted, UploadEvent
+from consumer.core.records import ReviewDecision, UploadDeleted, UploadEvent
 from consumer.core.scheduler import Scheduler, Work
 from consumer.core.validation import check_record_size, validate_upload
+from consumer.delivery.outputs import Outputs, Received
 from consumer.errors import SerializationError
 from consumer.kafka import Sink, Source, ensure_topics, output_limit
-from consumer.kafka.sink import DeliveryError, Headers
 from consumer.kafka.transactions import TransactionalSink, TransactionLost
 from consumer.operations.callbacks import CallbackServer, Correlator
 from consumer.operations.health import Probe
@@ -48,23 +47,6 @@ _RECORDS: dict[str, Callable[[dict[str, Any]], object]] = {
     "UploadDeleted": UploadDeleted.from_avro,
     "ReviewDecision": ReviewDecision.from_avro,
 }
-
-
-class Output(NamedTuple):
-    """One record a finished input record produces."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: Headers | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Received:
-    """The scheduler's payload: a consumed record and the assignment epoch it was read under."""
-
-    message: Message
-    epoch: int | None
 
 
 def _now_ms() -> int:
@@ -114,15 +96,10 @@ class ModerationService:
         self._kicked = False
         self.intake_held = False
         self._schemas: dict[str, str] = {}
-        self.processed = 0
         self.exactly_once = p.delivery == "exactly_once"
         self._commit_lock = asyncio.Lock()
         self._rewind_needed = False
         self.watch = Watch(settings, self, self._worker)
-        # records whose outputs the broker refused in an aborted transaction: a dead letter answers
-        # them when the rewind brings them back (value: the failure, and whether to strip it)
-        self._refused: dict[tuple[TopicPartition, int], tuple[Failure, bool]] = {}
-        self._output_limit = 1_000_000
         self._media_http: HttpClient | None = None
         self.last_poll = time.monotonic()
 
@@ -236,7 +213,17 @@ class ModerationService:
             self._sink.start()
         self._relay_sink.start()
         self._schemas = {k.deleted_topic: "UploadDeleted", k.review_decision_topic: "ReviewDecision"}
-        self._output_limit = await asyncio.to_thread(output_limit, k, [k.dlq_topic])
+        self.outputs = Outputs(
+            k,
+            self.codec,
+            self._sink,
+            exactly_once=self.exactly_once,
+            release=self._release_slot,
+            complete=self._complete,
+            current=self._current,
+            fail=self._fail,
+            limit=await asyncio.to_thread(output_limit, k, [k.dlq_topic]),
+        )
         loop = self._loop = asyncio.get_running_loop()
         tasks = None
         if self.settings.processing.async_media:
@@ -352,9 +339,7 @@ class ModerationService:
         """Decode and validate here (poison becomes a dead letter); what needs no provider call is
         decided here too (no task); the rest runs as one task per record. Whatever goes wrong with
         one record ends as its dead letter: it never stops the service."""
-        refused = self._refused.pop((work.tp, work.offset), None)
-        if refused is not None:  # its outputs were refused before a rewind: answer it with a letter
-            self._dead_letter(work, refused[0], None, strip=refused[1])
+        if self.outputs.redo(work):  # its outputs were refused before a rewind: answered by a letter
             return
         msg = work.payload.message
         upload_id: str | None = None
@@ -369,7 +354,7 @@ class ModerationService:
                 source = SourcePosition(work.tp[0], work.tp[1], work.offset)
                 verdict = self.pipeline.decide_now(event, source)
                 if verdict is not None:
-                    self._emit(work, event, verdict)
+                    self.outputs.verdict(work, event, verdict)
                     return
         except Exception as exc:  # SerializationError and InvalidRecordError, or anything unforeseen
             self._record_failed(work, exc, upload_id)
@@ -387,7 +372,9 @@ class ModerationService:
                 extra={"topic": work.tp[0], "partition": work.tp[1], "offset": work.offset},
             )
         now = _now_ms()
-        self._dead_letter(work, Failure.of(exc, first_at_ms=started_ms or now, last_at_ms=now), upload_id)
+        self.outputs.dead_letter(
+            work, Failure.of(exc, first_at_ms=started_ms or now, last_at_ms=now), upload_id
+        )
 
     def _decode(self, msg: Any, tp: TopicPartition) -> object:
         schema = self._schemas.get(tp[0], "UploadEvent")
@@ -419,15 +406,26 @@ class ModerationService:
                         first_at_ms=outcome.started_ms,
                         last_at_ms=_now_ms(),
                     )
-                    self._dead_letter(work, failure, event.upload_id)
+                    self.outputs.dead_letter(work, failure, event.upload_id)
                 else:
-                    self._emit(work, event, outcome)
+                    self.outputs.verdict(work, event, outcome)
         except Exception as exc:  # one record's failure, whatever it is: its dead letter
             self._record_failed(work, exc, upload_id, started)
         finally:
             task = asyncio.current_task()
             if task is not None:
                 self._running.pop(task, None)
+
+    def _release_slot(self, work: Work[Received]) -> None:
+        self.scheduler.done(work)
+        self._kick()
+
+    def _fail(self, exc: BaseException) -> None:
+        self._fatal = self._fatal or exc
+
+    @property
+    def processed(self) -> int:
+        return self.outputs.processed
 
     def _finished(self, work: Work[Received]) -> None:
         """Nothing to produce for this record: its offset is done now."""
@@ -442,147 +440,6 @@ class ModerationService:
     def _complete(self, work: Work[Received]) -> None:
         if self._current(work):
             self.tracker.complete(work.tp, work.offset)
-
-    def _emit(self, work: Work[Received], upload: UploadEvent, verdict: ModerationVerdict) -> None:
-        """The verdict goes to the verdict topic, and to the review or escalation topic. Raises
-        (nothing produced) when it cannot be encoded; a verdict the broker refuses becomes a dead
-        letter."""
-        k = self.settings.kafka
-        key = work.key or upload.upload_id.encode()
-        value = self.codec.encode("ModerationVerdict", verdict.to_avro())
-        outputs = [Output(k.verdict_topic, key, value)]
-        if verdict.decision is Decision.REVIEW:
-            outputs.append(Output(k.review_topic, key, value))
-        elif verdict.decision is Decision.ESCALATE:
-            outputs.append(Output(k.escalation_topic, key, value))
-
-        def refused(err: DeliveryError) -> None:
-            now = _now_ms()
-            self._dead_letter(work, Failure.of(err, first_at_ms=now, last_at_ms=now), upload.upload_id, False)
-
-        if not self._output(work, outputs, upload.upload_id, refused):
-            return
-        metrics.child(metrics.VERDICTS, verdict.decision.value).inc()
-        self.processed += 1
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "verdict",
-                extra={
-                    "upload_id": upload.upload_id,
-                    "decision": verdict.decision.value,
-                    "reasons": [r.label for r in verdict.reasons],
-                },
-            )
-
-    def _dead_letter(
-        self,
-        work: Work[Received],
-        failure: Failure,
-        upload_id: str | None,
-        release: bool = True,
-        *,
-        strip: bool = False,
-    ) -> None:
-        """The record with its provenance to the dead letter topic, cut to fit the output limits
-        (``strip``: without its key and value, when even that was refused); the partition goes on.
-        ``release=False``: the record's scheduler slot was released already (a refused output)."""
-        msg = work.payload.message
-        whole = DeadLetter(msg.key(), msg.value(), work.tp[0], work.tp[1], work.offset, failure, upload_id)
-        letter = whole.bounded(0 if strip else self._output_limit)
-        value = self.codec.encode("DeadLetter", letter.to_avro())
-
-        def refused(err: DeliveryError) -> None:
-            self._dead_letter(work, failure, upload_id, False, strip=True)
-
-        outputs = [Output(self.settings.kafka.dlq_topic, letter.kafka_key(), value, letter.headers())]
-        if not self._output(work, outputs, upload_id, None if strip else refused, release, dead_letter=True):
-            return
-        metrics.child(metrics.DEAD_LETTERS, failure.error_class).inc()
-        log.warning(
-            "dead letter: %s",
-            failure.message,
-            extra={
-                "topic": work.tp[0],
-                "partition": work.tp[1],
-                "offset": work.offset,
-                "upload_id": upload_id,
-                "error_class": failure.error_class,
-                "attempts": failure.attempts,
-                "truncated": sorted(letter.truncated),
-            },
-        )
-
-    def _output(
-        self,
-        work: Work[Received],
-        outputs: list[Output],
-        upload_id: str | None,
-        on_refused: Callable[[DeliveryError], None] | None,
-        release: bool = True,
-        dead_letter: bool = False,
-    ) -> bool:
-        """Produce a record's outputs; its input offset completes when the broker has acknowledged
-        every one. The key's next record may start now: the producer keeps their order. False (and
-        nothing produced) for a stale result: the partition's current owner redoes that record.
-
-        An output the broker refuses for what it is (too large, invalid) goes to ``on_refused``, which
-        answers the record otherwise (a dead letter); in exactly-once mode, where the refusal aborts
-        the transaction, that happens when the rewind brings the record back. Any other refusal
-        stops the service without committing past the record."""
-        remaining = len(outputs)
-        failed = False
-
-        def acknowledged(err: DeliveryError | None) -> None:
-            nonlocal remaining, failed
-            if err is None:
-                remaining -= 1
-                if remaining == 0 and not failed:
-                    self._complete(work)
-                return
-            if failed:
-                return
-            failed = True
-            if err.record_refused and on_refused is not None:
-                log.warning("output refused by the broker: %s", err, extra={"upload_id": upload_id})
-                if self.exactly_once:
-                    self._remember_refused(work, err, strip=dead_letter)
-                else:
-                    asyncio.get_running_loop().call_soon(on_refused, err)
-                return
-            if err.record_refused:  # not even a stripped dead letter gets through: the topic is broken
-                log.error("dead letter refused; stopping: %s", err, extra={"upload_id": upload_id})
-                self._fatal = self._fatal or err
-                return
-            if self.exactly_once:  # the transaction cannot commit: it is aborted and rewound
-                log.warning("output not acknowledged: %s", err, extra={"upload_id": upload_id})
-                return
-            log.error("output not acknowledged; stopping: %s", err, extra={"upload_id": upload_id})
-            self._fatal = self._fatal or err
-
-        try:
-            if not self._current(work):
-                return False
-            for topic, key, value, headers in outputs:
-                self._sink.produce(topic, key, value, headers, on_delivery=acknowledged)
-        except DeliveryError as exc:  # refused locally: nothing of it entered a transaction
-            if exc.record_refused and on_refused is not None and not failed:
-                failed = True
-                log.warning("output refused: %s", exc, extra={"upload_id": upload_id})
-                on_refused(exc)
-                return False
-            acknowledged(exc)
-            return False
-        finally:
-            if release:
-                self.scheduler.done(work)
-                self._kick()
-        return True
-
-    def _remember_refused(self, work: Work[Received], err: DeliveryError, *, strip: bool) -> None:
-        now = _now_ms()
-        self._refused[(work.tp, work.offset)] = (Failure.of(err, first_at_ms=now, last_at_ms=now), strip)
-        while len(self._refused) > 10_000:
-            del self._refused[next(iter(self._refused))]
 
     async def _commit_periodically(self, interval_s: float) -> None:
         """Commits run on their own clock: dispatch may be waiting for a free slot meanwhile."""

@@ -1,0 +1,1 @@
+"""What happens to a finished record: its outputs, produced and acknowledged (``outputs``)."""
