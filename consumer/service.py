@@ -25,9 +25,9 @@ from consumer.core.records import ReviewDecision, UploadDeleted, UploadEvent
 from consumer.core.scheduler import Scheduler, Work
 from consumer.core.validation import check_record_size, validate_upload
 from consumer.delivery.outputs import Outputs, Received
+from consumer.delivery.strategies import delivery_for
 from consumer.errors import SerializationError
 from consumer.kafka import Sink, Source, ensure_topics, output_limit
-from consumer.kafka.transactions import TransactionalSink, TransactionLost
 from consumer.operations.callbacks import CallbackServer, Correlator
 from consumer.operations.health import Probe
 from consumer.operations.supervisor import worker_index
@@ -87,7 +87,7 @@ class ModerationService:
             pause_at=p.partition_buffer,
             max_buffered_bytes=p.max_buffered_bytes,
         )
-        self._epochs = Epochs()
+        self.epochs = Epochs()
         self._running: dict[asyncio.Task[None], Work[Received]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kafka_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-source")
@@ -97,8 +97,6 @@ class ModerationService:
         self.intake_held = False
         self._schemas: dict[str, str] = {}
         self.exactly_once = p.delivery == "exactly_once"
-        self._commit_lock = asyncio.Lock()
-        self._rewind_needed = False
         self.watch = Watch(settings, self, self._worker)
         self._media_http: HttpClient | None = None
         self.last_poll = time.monotonic()
@@ -106,7 +104,15 @@ class ModerationService:
     # --- what the parts it starts read ---------------------------------------------------------
     @property
     def assigned(self) -> int:
-        return len(self._epochs)
+        return len(self.epochs)
+
+    @property
+    def source(self) -> Source:
+        return self._source
+
+    async def in_kafka_thread(self, call: Callable[[], T]) -> T:
+        """Every consumer call runs on one thread (confluent-kafka's consumer is not thread-safe)."""
+        return await asyncio.get_running_loop().run_in_executor(self._kafka_thread, call)
 
     @property
     def fatal(self) -> BaseException | None:
@@ -136,7 +142,7 @@ class ModerationService:
         self._on_loop(self._assigned(parts, committed))
 
     async def _assigned(self, parts: list[TopicPartition], committed: dict[TopicPartition, Position]) -> None:
-        self._epochs.assign(parts)
+        self.epochs.assign(parts)
         for tp, position in committed.items():
             skipped = self.tracker.restore(tp, position.offset, position.metadata)
             if skipped:
@@ -149,7 +155,7 @@ class ModerationService:
                         "finished": skipped,
                     },
                 )
-        metrics.ASSIGNED.set(len(self._epochs))
+        metrics.ASSIGNED.set(len(self.epochs))
 
     def _on_revoke(self, parts: list[TopicPartition]) -> None:
         """Cooperative revocation: drain what runs for these partitions (bounded), commit, let go."""
@@ -170,30 +176,22 @@ class ModerationService:
         mine = set(parts)
         for tp in parts:
             self.scheduler.drop(tp)  # stop dispatch: waiting records are redelivered to the next owner
-        running = [task for task, work in self._running.items() if work.tp in mine]
-        if drain_s > 0:
-            deadline = asyncio.get_running_loop().time() + drain_s
-            if running:
-                await asyncio.wait(running, timeout=drain_s)
-            if not self.exactly_once:
-                await self._sink.flush(max(0.0, deadline - asyncio.get_running_loop().time()))
         positions: dict[TopicPartition, Position] = {}
-        if self.exactly_once:
-            if commit:
-                await self._commit(asynchronous=False)  # their outputs and offsets, in one transaction
-            else:
-                async with self._commit_lock:
-                    assert isinstance(self._sink, TransactionalSink)
-                    await self._sink.abort("partitions lost")
-                self._lose_transaction("partitions lost")
-        elif commit:
-            positions = {tp: pos for tp, pos in self.tracker.committable().items() if tp in mine}
+        if commit:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + drain_s
+            running = [task for task, work in self._running.items() if work.tp in mine]
+            if running and drain_s > 0:
+                await asyncio.wait(running, timeout=drain_s)
+            positions = await self.delivery.revoke(parts, max(0.0, deadline - loop.time()))
+        else:
+            await self.delivery.lose(parts)
         for tp in parts:
             self.tracker.drop(tp)
-            self._epochs.release(tp)  # results still in flight for it are discarded
+            self.epochs.release(tp)  # results still in flight for it are discarded
         self.watch.commits.committed(parts)
         metrics.REBALANCES.inc()
-        metrics.ASSIGNED.set(len(self._epochs))
+        metrics.ASSIGNED.set(len(self.epochs))
         return positions
 
     def _on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -206,11 +204,13 @@ class ModerationService:
         policy = self._policy or check_settings(self.settings)
         if k.create_topics:
             await asyncio.to_thread(ensure_topics, k, k.all_topics())
-        self._sink = self._relay_sink = Sink(k)
-        if self.exactly_once:
-            self._sink = TransactionalSink(k, k.transactional_id or default_transactional_id(k.group_id))
-            await self._sink.init()
-            self._sink.start()
+        self.delivery = delivery_for(
+            self.settings, self, k.transactional_id or default_transactional_id(k.group_id)
+        )
+        await self.delivery.start()
+        self._sink = self.delivery.sink
+        # callbacks are relayed outside any transaction
+        self._relay_sink = Sink(k) if self.exactly_once else self._sink
         self._relay_sink.start()
         self._schemas = {k.deleted_topic: "UploadDeleted", k.review_decision_topic: "ReviewDecision"}
         self.outputs = Outputs(
@@ -242,10 +242,7 @@ class ModerationService:
             on_lost=self._on_lost,
         )
         await self.watch.start()
-        interval_ms = (
-            self.settings.processing.transaction_interval_ms if self.exactly_once else k.commit_interval_ms
-        )
-        committer = asyncio.create_task(self._commit_periodically(interval_ms / 1000))
+        committer = asyncio.create_task(self._commit_periodically(self.delivery.interval_s))
         log.info(
             "consuming",
             extra={
@@ -260,8 +257,8 @@ class ModerationService:
                     self._kafka_thread, self._source.consume, self.settings.processing.max_poll_records, 0.1
                 )
                 self.last_poll = time.monotonic()
-                if self._rewind_needed:
-                    await self._rewind()  # the batch in hand predates the rewind: dropped, read again
+                if self.delivery.rewind_needed:
+                    await self.delivery.rewind()  # the batch in hand predates the rewind: read again
                     continue
                 for msg in messages:
                     self._offer(msg)
@@ -270,13 +267,13 @@ class ModerationService:
         finally:
             committer.cancel()
             await self._drain()
-            await self._commit(asynchronous=False)
+            await self.delivery.commit(final=True)
             await loop.run_in_executor(self._kafka_thread, self._source.close)
             if self._callbacks is not None:
                 await self._callbacks.stop()
             if self._media_http is not None:
                 await self._media_http.aclose()
-            await self._sink.close()
+            await self.delivery.close()
             if self._relay_sink is not self._sink:
                 await self._relay_sink.close()
             await self.watch.stop()
@@ -289,12 +286,12 @@ class ModerationService:
             log.warning("consume error: %s", msg.error().str())
             return
         tp: TopicPartition = (msg.topic(), msg.partition())
-        if tp not in self._epochs:
+        if tp not in self.epochs:
             return  # revoked while this batch was in hand
         if not self.tracker.track(tp, msg.offset()):
             return  # finished by the previous owner (commit metadata): not redone
         size = len(msg.value() or b"") + len(msg.key() or b"")
-        self.scheduler.offer(Work(tp, msg.offset(), msg.key(), size, Received(msg, self._epochs.of(tp))))
+        self.scheduler.offer(Work(tp, msg.offset(), msg.key(), size, Received(msg, self.epochs.of(tp))))
 
     def _kick(self) -> None:
         """Dispatch on the next loop turn; completions in one turn share one pass."""
@@ -435,7 +432,7 @@ class ModerationService:
 
     def _current(self, work: Work[Received]) -> bool:
         """False for a result of an earlier assignment (revoked, lost or rewound since)."""
-        return self._epochs.of(work.tp) == work.payload.epoch
+        return self.epochs.of(work.tp) == work.payload.epoch
 
     def _complete(self, work: Work[Received]) -> None:
         if self._current(work):
@@ -446,7 +443,7 @@ class ModerationService:
         while True:
             await asyncio.sleep(interval_s)
             try:
-                await self._commit(asynchronous=True)
+                await self.delivery.commit()
             except Exception as exc:
                 # a committer that died quietly would stall the group's progress: stop loudly instead
                 log.error("committing failed; stopping", exc_info=True)
@@ -454,41 +451,7 @@ class ModerationService:
                 return
             self.watch.check()
 
-    async def _commit(self, *, asynchronous: bool) -> None:
-        if self.exactly_once:
-            await self._commit_transaction()
-            self._narrow()
-            return
-        positions = self.tracker.committable()
-        self._narrow()
-        if not positions:
-            return
-        ok = await asyncio.get_running_loop().run_in_executor(
-            self._kafka_thread, lambda: self._source.commit(positions, asynchronous=asynchronous)
-        )
-        if ok:
-            self._committed(positions)
-
-    def _narrow(self) -> None:
-        """After ``committable()``: dispatch no further than the commit metadata can record."""
-        for tp in self.tracker.partitions():
-            self.scheduler.narrow(tp, self.tracker.window_end(tp))
-
-    async def _commit_transaction(self) -> None:
-        assert isinstance(self._sink, TransactionalSink)
-        async with self._commit_lock:
-            if self._rewind_needed:
-                return
-            try:
-                positions = await self._sink.commit(
-                    self.tracker.committable, lambda: self._source.group_metadata
-                )
-            except TransactionLost as exc:
-                self._lose_transaction(str(exc))
-                return
-        self._committed(dict(positions))
-
-    def _committed(self, positions: dict[TopicPartition, Position]) -> None:
+    def committed(self, positions: dict[TopicPartition, Position]) -> None:
         if not positions:
             return
         self.tracker.mark_committed(positions)
@@ -499,35 +462,6 @@ class ModerationService:
                 "positions": {f"{t}[{p}]": pos.offset for (t, p), pos in positions.items()},
                 "with_map": sum(1 for pos in positions.values() if pos.metadata),
             },
-        )
-
-    def _lose_transaction(self, why: str) -> None:
-        """The aborted transaction's outputs are gone: every record since the committed offsets is
-        redone. Results still running belong to the old epoch and are dropped when they finish."""
-        log.warning("transaction lost; rewinding to the committed offsets: %s", why)
-        self._epochs.assign(self._epochs)
-        for tp in self._epochs:
-            self.scheduler.drop(tp)
-            self.tracker.drop(tp)
-        self._rewind_needed = True
-
-    async def _rewind(self) -> None:
-        self._rewind_needed = False
-        parts = list(self._epochs)
-
-        def seek() -> dict[TopicPartition, Position]:
-            committed = self._source.committed(parts)
-            self._source.seek({tp: committed[tp].offset if tp in committed else None for tp in parts})
-            self._source.resume(parts)
-            return committed
-
-        committed = await asyncio.get_running_loop().run_in_executor(self._kafka_thread, seek)
-        for tp, position in committed.items():
-            if tp in self._epochs:
-                self.tracker.restore(tp, position.offset, position.metadata)
-        metrics.PAUSED.set(self.scheduler.paused)
-        log.info(
-            "rewound", extra={"positions": {f"{t}[{p}]": pos.offset for (t, p), pos in committed.items()}}
         )
 
     async def _drain(self) -> None:

@@ -1,0 +1,198 @@
+"""Delivery as a strategy: what happens to finished records at commit time and when partitions
+go. ``AtLeastOnce`` commits the input offsets of acknowledged outputs through the consumer;
+``ExactlyOnce`` writes outputs and offsets in one transaction per interval and, when a transaction
+is lost, rewinds every partition to its committed offsets. The service calls the same five methods
+whichever it runs; neither strategy knows the pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeVar
+
+from consumer.config import Settings
+from consumer.core.epochs import Epochs
+from consumer.core.offsets import OffsetTracker, Position, TopicPartition
+from consumer.core.scheduler import Scheduler
+from consumer.kafka.sink import Sink
+from consumer.kafka.transactions import TransactionalSink, TransactionLost
+from consumer.operations.telemetry import metrics
+
+__all__ = ["AtLeastOnce", "Delivery", "ExactlyOnce", "Host", "KafkaSource", "delivery_for"]
+
+log = logging.getLogger("consumer.delivery")
+T = TypeVar("T")
+Positions = dict[TopicPartition, Position]
+
+
+class KafkaSource(Protocol):
+    """What a strategy asks of the consumer (``kafka.Source``; an in-memory fake in unit tests)."""
+
+    group_metadata: Any
+
+    def commit(self, positions: Mapping[TopicPartition, Position], *, asynchronous: bool = False) -> bool: ...
+
+    def committed(self, parts: list[TopicPartition], timeout: float = 10.0) -> Positions: ...
+
+    def seek(self, positions: Mapping[TopicPartition, int | None]) -> None: ...
+
+    def resume(self, parts: list[TopicPartition]) -> None: ...
+
+
+class Host(Protocol):
+    """The service's bookkeeping a strategy reads and, on a rewind, resets."""
+
+    tracker: OffsetTracker
+    scheduler: Scheduler
+    epochs: Epochs
+
+    @property
+    def source(self) -> KafkaSource: ...
+
+    async def in_kafka_thread(self, call: Callable[[], T]) -> T: ...
+
+    def committed(self, positions: Positions) -> None: ...
+
+
+class Delivery(Protocol):
+    sink: Sink
+    interval_s: float
+    rewind_needed: bool
+
+    async def start(self) -> None: ...
+
+    async def commit(self, *, final: bool = False) -> None:
+        """Commit what is finished (``final``: at shutdown, synchronously)."""
+
+    async def revoke(self, parts: list[TopicPartition], within_s: float) -> Positions:
+        """Partitions are being revoked (their running work drained): settle their outputs; returns
+        the positions the rebalance callback commits for them (none when already committed)."""
+
+    async def lose(self, parts: list[TopicPartition]) -> None:
+        """Partitions were lost (another member owns them): nothing of theirs may be committed."""
+
+    async def rewind(self) -> None:
+        """After a lost transaction: every assigned partition back to its committed offset."""
+
+    async def close(self) -> None: ...
+
+
+def _narrow(host: Host) -> None:
+    """After ``committable()``: dispatch no further than the commit metadata can record."""
+    for tp in host.tracker.partitions():
+        host.scheduler.narrow(tp, host.tracker.window_end(tp))
+
+
+class AtLeastOnce:
+    """Outputs through an idempotent producer; offsets committed by the consumer once acknowledged.
+    A crash redoes at most the work since the last commit."""
+
+    rewind_needed = False
+
+    def __init__(self, host: Host, sink: Sink, interval_s: float) -> None:
+        self._host, self.sink, self.interval_s = host, sink, interval_s
+
+    async def start(self) -> None:
+        self.sink.start()
+
+    async def commit(self, *, final: bool = False) -> None:
+        positions = self._host.tracker.committable()
+        _narrow(self._host)
+        if not positions:
+            return
+        source = self._host.source
+        if await self._host.in_kafka_thread(lambda: source.commit(positions, asynchronous=not final)):
+            self._host.committed(positions)
+
+    async def revoke(self, parts: list[TopicPartition], within_s: float) -> Positions:
+        await self.sink.flush(within_s)  # their acknowledgements complete their offsets
+        mine = set(parts)
+        return {tp: pos for tp, pos in self._host.tracker.committable().items() if tp in mine}
+
+    async def lose(self, parts: list[TopicPartition]) -> None:
+        return None
+
+    async def rewind(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        await self.sink.close()
+
+
+class ExactlyOnce:
+    """Outputs and input offsets in one transaction per interval. A lost transaction (aborted, or
+    its producer fenced and rebuilt) drops every result still running (new epochs) and rewinds the
+    consumer to the committed offsets, so its records are redone once."""
+
+    def __init__(self, host: Host, sink: TransactionalSink, interval_s: float) -> None:
+        self._host, self.sink, self.interval_s = host, sink, interval_s
+        self._lock = asyncio.Lock()
+        self.rewind_needed = False
+
+    async def start(self) -> None:
+        await self.sink.init()
+        self.sink.start()
+
+    async def commit(self, *, final: bool = False) -> None:
+        positions: Mapping[TopicPartition, Position] = {}
+        async with self._lock:
+            if not self.rewind_needed:
+                try:
+                    positions = await self.sink.commit(
+                        self._host.tracker.committable, lambda: self._host.source.group_metadata
+                    )
+                except TransactionLost as exc:
+                    self._lose_all(str(exc))
+        if positions:
+            self._host.committed(dict(positions))
+        _narrow(self._host)
+
+    async def revoke(self, parts: list[TopicPartition], within_s: float) -> Positions:
+        await self.commit(final=True)  # their outputs and offsets, in one transaction
+        return {}
+
+    async def lose(self, parts: list[TopicPartition]) -> None:
+        async with self._lock:
+            await self.sink.abort("partitions lost")
+        self._lose_all("partitions lost")
+
+    def _lose_all(self, why: str) -> None:
+        log.warning("transaction lost; rewinding to the committed offsets: %s", why)
+        host = self._host
+        host.epochs.assign(host.epochs)
+        for tp in host.epochs:
+            host.scheduler.drop(tp)
+            host.tracker.drop(tp)
+        self.rewind_needed = True
+
+    async def rewind(self) -> None:
+        self.rewind_needed = False
+        host = self._host
+        parts = list(host.epochs)
+        source = host.source
+
+        def seek() -> Positions:
+            committed = source.committed(parts)
+            source.seek({tp: committed[tp].offset if tp in committed else None for tp in parts})
+            source.resume(parts)
+            return committed
+
+        committed = await host.in_kafka_thread(seek)
+        for tp, position in committed.items():
+            if tp in host.epochs:
+                host.tracker.restore(tp, position.offset, position.metadata)
+        metrics.PAUSED.set(host.scheduler.paused)
+        log.info(
+            "rewound", extra={"positions": {f"{t}[{p}]": pos.offset for (t, p), pos in committed.items()}}
+        )
+
+    async def close(self) -> None:
+        await self.sink.close()
+
+
+def delivery_for(settings: Settings, host: Host, transactional_id: str) -> AtLeastOnce | ExactlyOnce:
+    k, p = settings.kafka, settings.processing
+    if p.delivery == "exactly_once":
+        return ExactlyOnce(host, TransactionalSink(k, transactional_id), p.transaction_interval_ms / 1000)
+    return AtLeastOnce(host, Sink(k), k.commit_interval_ms / 1000)
