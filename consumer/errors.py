@@ -7,6 +7,7 @@ ModerationError
 │   └── InvalidRecordError    decoded, but breaks the input contract (missing field, null key, size...)
 ├── TransientError            worth retrying: 429, 5xx, timeouts, connection errors, Hive 2xxx
 │   ├── RateLimitedError      429; carries Retry-After when the provider sent one
+│   ├── ProviderTimeout       no (complete) answer within the attempt's timeout
 │   └── ProviderAnswerError   a 200 answer whose body does not have the documented shape
 └── PermanentError            retrying cannot help: 400, 403, 404, 405, Hive 3xxx, unsupported media
 ```
@@ -26,6 +27,7 @@ __all__ = [
     "ModerationError",
     "PermanentError",
     "ProviderAnswerError",
+    "ProviderTimeout",
     "RateLimitedError",
     "SerializationError",
     "TransientError",
@@ -74,6 +76,10 @@ class RateLimitedError(TransientError):
     def __init__(self, message: str, *, check: str = "", retry_after: float | None = None) -> None:
         super().__init__(message, check=check, status=429)
         self.retry_after = retry_after
+
+
+class ProviderTimeout(TransientError):
+    """No complete answer within an attempt's timeout (counted apart: an overload signal)."""
 
 
 class ProviderAnswerError(TransientError):

@@ -147,3 +147,26 @@ def test_the_worker_index_comes_from_one_place(monkeypatch: pytest.MonkeyPatch) 
     assert supervisor.worker_index() == 3
     monkeypatch.setenv(supervisor.WORKER_INDEX_ENV, "not a number")
     assert supervisor.worker_index() == 0
+
+
+def test_retries_are_classified_by_error_type_never_by_message_text() -> None:
+    from consumer.checks.providers.http import count_retry
+    from consumer.errors import ProviderTimeout
+
+    def retries(reason: str) -> float:
+        return (
+            metrics.REGISTRY.get_sample_value(
+                "moderation_provider_retries_total", {"check": "visual", "reason": reason}
+            )
+            or 0.0
+        )
+
+    before = retries("timeout"), retries("transport"), retries("answer")
+    count_retry(ProviderTimeout("visual: no answer", check="visual"))
+    count_retry(TransientError("visual: a message that mentions a timeout", check="visual"))
+    count_retry(ProviderAnswerError("visual: Hive answer: output is not a list", check="visual"))
+    assert (retries("timeout"), retries("transport"), retries("answer")) == (
+        before[0] + 1,
+        before[1] + 1,
+        before[2] + 1,
+    )

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from consumer.checks.limits import AimdLimit, BreakerState, CircuitBreaker, TokenBucket
-from consumer.errors import ProviderAnswerError, TransientError
+from consumer.errors import ProviderAnswerError, ProviderTimeout, TransientError
 from consumer.operations.telemetry import metrics
 from consumer.transports.httpclient import Answer, HttpClient
 
@@ -120,8 +120,10 @@ class ProviderGate:
 def count_retry(exc: TransientError) -> None:
     if isinstance(exc, ProviderAnswerError):
         reason = "answer"
+    elif isinstance(exc, ProviderTimeout):
+        reason = "timeout"
     else:
-        reason = "timeout" if "timeout" in str(exc) else str(exc.status or exc.code or "transport")
+        reason = str(exc.status or exc.code or "transport")
     metrics.child(metrics.RETRIES, exc.check or "unknown", reason).inc()
 
 
@@ -152,7 +154,7 @@ async def send(
         return resp
     except httpx.TimeoutException as exc:
         outcome = "overload"
-        raise TransientError(
+        raise ProviderTimeout(
             f"{check}: timeout calling {provider} ({type(exc).__name__})", check=check
         ) from None
     except httpx.TransportError as exc:
