@@ -5,31 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from confluent_kafka import KafkaException
-
 from consumer.checks.maintenance import IndexMaintenance
-from consumer.checks.pipeline import Rejected, SourcePosition
 from consumer.checks.policy import Policy
 from consumer.config import Settings
-from consumer.core.deadletter import Failure
 from consumer.core.epochs import Epochs
 from consumer.core.offsets import OffsetTracker, Position, TopicPartition
-from consumer.core.records import ReviewDecision, UploadDeleted, UploadEvent
 from consumer.core.scheduler import Scheduler, Work
-from consumer.core.validation import check_record_size, validate_upload
+from consumer.core.stalls import CommitWatch
 from consumer.delivery.outputs import Outputs, Received
-from consumer.delivery.strategies import delivery_for
-from consumer.errors import SerializationError
+from consumer.delivery.partitions import Partitions
+from consumer.delivery.strategies import commit_periodically, delivery_for
+from consumer.handling import RecordHandler
 from consumer.kafka import Sink, Source, ensure_topics, output_limit
 from consumer.operations.callbacks import CallbackServer, Correlator
-from consumer.operations.health import Probe
 from consumer.operations.supervisor import worker_index
 from consumer.operations.telemetry import metrics
 from consumer.operations.watch import Watch
@@ -41,21 +34,6 @@ __all__ = ["ModerationService"]
 
 log = logging.getLogger("consumer.service")
 T = TypeVar("T")
-
-_RECORDS: dict[str, Callable[[dict[str, Any]], object]] = {
-    "UploadEvent": UploadEvent.from_avro,
-    "UploadDeleted": UploadDeleted.from_avro,
-    "ReviewDecision": ReviewDecision.from_avro,
-}
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def default_transactional_id(group_id: str) -> str:
-    """Unique per process on a host (pid), stable per pod (a container's pid does not change)."""
-    return f"{group_id}-{socket.gethostname()}-w{worker_index()}-p{os.getpid()}"
 
 
 class ModerationService:
@@ -88,14 +66,13 @@ class ModerationService:
             max_buffered_bytes=p.max_buffered_bytes,
         )
         self.epochs = Epochs()
-        self._running: dict[asyncio.Task[None], Work[Received]] = {}
+        self.running: dict[asyncio.Task[None], Work[Received]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kafka_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-source")
-        self._fatal: BaseException | None = None
+        self.fatal: BaseException | None = None
         self.stopping = False
         self._kicked = False
         self.intake_held = False
-        self._schemas: dict[str, str] = {}
         self.exactly_once = p.delivery == "exactly_once"
         self.watch = Watch(settings, self, self._worker)
         self._media_http: HttpClient | None = None
@@ -110,93 +87,17 @@ class ModerationService:
     def source(self) -> Source:
         return self._source
 
+    @property
+    def commit_watch(self) -> CommitWatch:
+        return self.watch.commits
+
     async def in_kafka_thread(self, call: Callable[[], T]) -> T:
         """Every consumer call runs on one thread (confluent-kafka's consumer is not thread-safe)."""
         return await asyncio.get_running_loop().run_in_executor(self._kafka_thread, call)
 
     @property
-    def fatal(self) -> BaseException | None:
-        return self._fatal
-
-    @property
     def callback_url(self) -> str | None:
         return None if self._callbacks is None else self._callbacks.url
-
-    @property
-    def health_port(self) -> int | None:
-        return self.watch.port
-
-    def alive(self) -> Probe:
-        return self.watch.alive()
-
-    def ready(self) -> Probe:
-        return self.watch.ready()
-
-    # --- rebalance callbacks (on the kafka thread, inside consume; state changes go to the loop) --
-    def _on_assign(self, parts: list[TopicPartition]) -> None:
-        try:
-            committed = self._source.committed(parts)
-        except KafkaException as exc:  # the map is an optimisation: without it finished work is redone
-            log.warning("cannot read committed positions: %s", exc.args[0].str())
-            committed = {}
-        self._on_loop(self._assigned(parts, committed))
-
-    async def _assigned(self, parts: list[TopicPartition], committed: dict[TopicPartition, Position]) -> None:
-        self.epochs.assign(parts)
-        for tp, position in committed.items():
-            skipped = self.tracker.restore(tp, position.offset, position.metadata)
-            if skipped:
-                log.info(
-                    "restored finished offsets beyond the commit",
-                    extra={
-                        "topic": tp[0],
-                        "partition": tp[1],
-                        "offset": position.offset,
-                        "finished": skipped,
-                    },
-                )
-        metrics.ASSIGNED.set(len(self.epochs))
-
-    def _on_revoke(self, parts: list[TopicPartition]) -> None:
-        """Cooperative revocation: drain what runs for these partitions (bounded), commit, let go."""
-        positions = self._on_loop(self._release(parts, drain_s=self.settings.processing.revoke_drain_s))
-        if positions:
-            self._source.commit(positions)
-        self._source.resume(parts)  # the scheduler forgot their pause: the consumer must too
-
-    def _on_lost(self, parts: list[TopicPartition]) -> None:
-        """Lost (another member owns them already): drop everything, commit nothing. In exactly-once
-        mode the open transaction may hold their outputs: it is aborted and the rest rewound."""
-        self._on_loop(self._release(parts, drain_s=0.0, commit=False))
-        self._source.resume(parts)
-
-    async def _release(
-        self, parts: list[TopicPartition], drain_s: float, commit: bool = True
-    ) -> dict[TopicPartition, Position]:
-        mine = set(parts)
-        for tp in parts:
-            self.scheduler.drop(tp)  # stop dispatch: waiting records are redelivered to the next owner
-        positions: dict[TopicPartition, Position] = {}
-        if commit:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + drain_s
-            running = [task for task, work in self._running.items() if work.tp in mine]
-            if running and drain_s > 0:
-                await asyncio.wait(running, timeout=drain_s)
-            positions = await self.delivery.revoke(parts, max(0.0, deadline - loop.time()))
-        else:
-            await self.delivery.lose(parts)
-        for tp in parts:
-            self.tracker.drop(tp)
-            self.epochs.release(tp)  # results still in flight for it are discarded
-        self.watch.commits.committed(parts)
-        metrics.REBALANCES.inc()
-        metrics.ASSIGNED.set(len(self.epochs))
-        return positions
-
-    def _on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     # --- main loop ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -204,15 +105,12 @@ class ModerationService:
         policy = self._policy or check_settings(self.settings)
         if k.create_topics:
             await asyncio.to_thread(ensure_topics, k, k.all_topics())
-        self.delivery = delivery_for(
-            self.settings, self, k.transactional_id or default_transactional_id(k.group_id)
-        )
+        self.delivery = delivery_for(self.settings, self, worker_index())
         await self.delivery.start()
         self._sink = self.delivery.sink
         # callbacks are relayed outside any transaction
         self._relay_sink = Sink(k) if self.exactly_once else self._sink
         self._relay_sink.start()
-        self._schemas = {k.deleted_topic: "UploadDeleted", k.review_decision_topic: "ReviewDecision"}
         self.outputs = Outputs(
             k,
             self.codec,
@@ -234,25 +132,30 @@ class ModerationService:
             self.settings, self.http, tasks, media_http=self._media_http, policy=policy
         )
         self.maintenance = IndexMaintenance(self.pipeline.checks.similarity)
+        self.handler = RecordHandler(
+            self.settings.processing,
+            self.codec,
+            self.pipeline,
+            self.maintenance,
+            self.outputs,
+            {k.deleted_topic: "UploadDeleted", k.review_decision_topic: "ReviewDecision"},
+            finished=self._finished,
+            spawn=self._spawn,
+        )
+        partitions = Partitions(self, loop, self.settings.processing.revoke_drain_s)
         self._source = Source(
             k,
             [k.input_topic, k.deleted_topic, k.review_decision_topic],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
+            on_assign=partitions.on_assign,
+            on_revoke=partitions.on_revoke,
+            on_lost=partitions.on_lost,
         )
         await self.watch.start()
-        committer = asyncio.create_task(self._commit_periodically(self.delivery.interval_s))
-        log.info(
-            "consuming",
-            extra={
-                "topic": k.input_topic,
-                "group": k.group_id,
-                "delivery": self.settings.processing.delivery,
-            },
-        )
+        committer = asyncio.create_task(commit_periodically(self.delivery, self.watch.check, self._fail))
+        what = {"topic": k.input_topic, "group": k.group_id, "delivery": self.settings.processing.delivery}
+        log.info("consuming", extra=what)
         try:
-            while not stop.is_set() and self._fatal is None:
+            while not stop.is_set() and self.fatal is None:
                 messages = await loop.run_in_executor(
                     self._kafka_thread, self._source.consume, self.settings.processing.max_poll_records, 0.1
                 )
@@ -278,8 +181,8 @@ class ModerationService:
                 await self._relay_sink.close()
             await self.watch.stop()
             self._kafka_thread.shutdown(wait=True)
-        if self._fatal is not None:
-            raise self._fatal
+        if self.fatal is not None:
+            raise self.fatal
 
     def _offer(self, msg: Any) -> None:
         if msg.error():
@@ -307,7 +210,7 @@ class ModerationService:
             return
         while ready := self.scheduler.ready():
             for work in ready:
-                self._start(work)
+                self.handler.start(work)
         metrics.IN_FLIGHT.set(self.scheduler.in_flight)
         metrics.IN_FLIGHT_BYTES.set(self.scheduler.in_flight_bytes)
 
@@ -332,93 +235,17 @@ class ModerationService:
                 log.info("provider circuit closed: intake resumes")
         return self.intake_held
 
-    def _start(self, work: Work[Received]) -> None:
-        """Decode and validate here (poison becomes a dead letter); what needs no provider call is
-        decided here too (no task); the rest runs as one task per record. Whatever goes wrong with
-        one record ends as its dead letter: it never stops the service."""
-        if self.outputs.redo(work):  # its outputs were refused before a rewind: answered by a letter
-            return
-        msg = work.payload.message
-        upload_id: str | None = None
-        try:
-            check_record_size(work.size, self.settings.processing.max_record_bytes)
-            event = self._decode(msg, work.tp)
-            if isinstance(event, UploadEvent):
-                upload_id = event.upload_id
-                validate_upload(
-                    event, msg.key(), inline_limit=self.settings.processing.inline_media_limit_bytes
-                )
-                source = SourcePosition(work.tp[0], work.tp[1], work.offset)
-                verdict = self.pipeline.decide_now(event, source)
-                if verdict is not None:
-                    self.outputs.verdict(work, event, verdict)
-                    return
-        except Exception as exc:  # SerializationError and InvalidRecordError, or anything unforeseen
-            self._record_failed(work, exc, upload_id)
-            return
-        task = asyncio.create_task(self._handle(work, event))
-        self._running[task] = work
-
-    def _record_failed(
-        self, work: Work[Received], exc: Exception, upload_id: str | None, started_ms: int = 0
-    ) -> None:
-        if not isinstance(exc, SerializationError):
-            log.error(
-                "record failed unexpectedly; dead-lettered",
-                exc_info=True,
-                extra={"topic": work.tp[0], "partition": work.tp[1], "offset": work.offset},
-            )
-        now = _now_ms()
-        self.outputs.dead_letter(
-            work, Failure.of(exc, first_at_ms=started_ms or now, last_at_ms=now), upload_id
-        )
-
-    def _decode(self, msg: Any, tp: TopicPartition) -> object:
-        schema = self._schemas.get(tp[0], "UploadEvent")
-        try:
-            return _RECORDS[schema](self.codec.decode(msg.value(), schema))
-        except SerializationError:
-            raise
-        except Exception as exc:
-            raise SerializationError(f"{schema} breaks its schema: {type(exc).__name__}: {exc}") from None
-
-    async def _handle(self, work: Work[Received], event: object) -> None:
-        upload_id = event.upload_id if isinstance(event, UploadEvent) else None
-        started = _now_ms()
-        try:
-            if isinstance(event, UploadDeleted):
-                await self.maintenance.on_deleted(event)
-                self._finished(work)
-            elif isinstance(event, ReviewDecision):
-                await self.maintenance.on_review(event)
-                self._finished(work)
-            else:
-                assert isinstance(event, UploadEvent)
-                source = SourcePosition(work.tp[0], work.tp[1], work.offset)
-                outcome = await self.pipeline.moderate(event, source)
-                if isinstance(outcome, Rejected):
-                    failure = Failure.of(
-                        outcome.error,
-                        attempts=outcome.attempts,
-                        first_at_ms=outcome.started_ms,
-                        last_at_ms=_now_ms(),
-                    )
-                    self.outputs.dead_letter(work, failure, event.upload_id)
-                else:
-                    self.outputs.verdict(work, event, outcome)
-        except Exception as exc:  # one record's failure, whatever it is: its dead letter
-            self._record_failed(work, exc, upload_id, started)
-        finally:
-            task = asyncio.current_task()
-            if task is not None:
-                self._running.pop(task, None)
+    def _spawn(self, work: Work[Received], coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self.running[task] = work
+        task.add_done_callback(self.running.pop)
 
     def _release_slot(self, work: Work[Received]) -> None:
         self.scheduler.done(work)
         self._kick()
 
     def _fail(self, exc: BaseException) -> None:
-        self._fatal = self._fatal or exc
+        self.fatal = self.fatal or exc
 
     @property
     def processed(self) -> int:
@@ -437,19 +264,6 @@ class ModerationService:
     def _complete(self, work: Work[Received]) -> None:
         if self._current(work):
             self.tracker.complete(work.tp, work.offset)
-
-    async def _commit_periodically(self, interval_s: float) -> None:
-        """Commits run on their own clock: dispatch may be waiting for a free slot meanwhile."""
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await self.delivery.commit()
-            except Exception as exc:
-                # a committer that died quietly would stall the group's progress: stop loudly instead
-                log.error("committing failed; stopping", exc_info=True)
-                self._fatal = self._fatal or exc
-                return
-            self.watch.check()
 
     def committed(self, positions: dict[TopicPartition, Position]) -> None:
         if not positions:
@@ -471,7 +285,7 @@ class ModerationService:
         loop = asyncio.get_running_loop()
         timeout = self.settings.processing.drain_timeout_s
         deadline = loop.time() + timeout
-        running = set(self._running)
+        running = set(self.running)
         if running:
             log.info("draining in-flight uploads", extra={"in_flight": len(running), "deadline_s": timeout})
             _, pending = await asyncio.wait(running, timeout=timeout)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
@@ -19,7 +21,16 @@ from consumer.kafka.sink import Sink
 from consumer.kafka.transactions import TransactionalSink, TransactionLost
 from consumer.operations.telemetry import metrics
 
-__all__ = ["AtLeastOnce", "Delivery", "ExactlyOnce", "Host", "KafkaSource", "delivery_for"]
+__all__ = [
+    "AtLeastOnce",
+    "Delivery",
+    "ExactlyOnce",
+    "Host",
+    "KafkaSource",
+    "commit_periodically",
+    "default_transactional_id",
+    "delivery_for",
+]
 
 log = logging.getLogger("consumer.delivery")
 T = TypeVar("T")
@@ -56,9 +67,15 @@ class Host(Protocol):
 
 
 class Delivery(Protocol):
-    sink: Sink
-    interval_s: float
-    rewind_needed: bool
+    @property
+    def sink(self) -> Sink: ...
+
+    @property
+    def interval_s(self) -> float: ...
+
+    @property
+    def rewind_needed(self) -> bool:
+        """A lost transaction must be rewound before anything more is read."""
 
     async def start(self) -> None: ...
 
@@ -191,8 +208,31 @@ class ExactlyOnce:
         await self.sink.close()
 
 
-def delivery_for(settings: Settings, host: Host, transactional_id: str) -> AtLeastOnce | ExactlyOnce:
+async def commit_periodically(
+    delivery: Delivery, after_each: Callable[[], None], on_error: Callable[[BaseException], None]
+) -> None:
+    """Commits run on their own clock (dispatch may be waiting for a free slot meanwhile). A
+    committer that died quietly would stall the group's progress: on an error, ``on_error`` (the
+    service stops loudly)."""
+    while True:
+        await asyncio.sleep(delivery.interval_s)
+        try:
+            await delivery.commit()
+        except Exception as exc:
+            log.error("committing failed; stopping", exc_info=True)
+            on_error(exc)
+            return
+        after_each()
+
+
+def default_transactional_id(group_id: str, worker: int) -> str:
+    """Unique per process on a host (pid), stable per pod (a container's pid does not change)."""
+    return f"{group_id}-{socket.gethostname()}-w{worker}-p{os.getpid()}"
+
+
+def delivery_for(settings: Settings, host: Host, worker: int = 0) -> AtLeastOnce | ExactlyOnce:
     k, p = settings.kafka, settings.processing
     if p.delivery == "exactly_once":
-        return ExactlyOnce(host, TransactionalSink(k, transactional_id), p.transaction_interval_ms / 1000)
+        tid = k.transactional_id or default_transactional_id(k.group_id, worker)
+        return ExactlyOnce(host, TransactionalSink(k, tid), p.transaction_interval_ms / 1000)
     return AtLeastOnce(host, Sink(k), k.commit_interval_ms / 1000)

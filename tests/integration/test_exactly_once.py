@@ -53,7 +53,7 @@ async def test_each_upload_has_one_committed_verdict_through_a_fencing(
             assert await asyncio.to_thread(seen.wait_until, lambda c: expected <= set(c), 90)
             assert await wait_until_async(lambda: not service.tracker.committable(), 30)
             async with httpx.AsyncClient() as client:
-                ready = await client.get(f"http://127.0.0.1:{service.health_port}/readyz")
+                ready = await client.get(f"http://127.0.0.1:{service.watch.port}/readyz")
             zombie.close()
         counts = seen.accounting(expected)
     accounting(

@@ -38,7 +38,7 @@ async def test_readiness_follows_assignment_and_stalls(
 
         async def becomes(code: int) -> bool:
             """The probe turns to ``code`` within the deadline, and HTTP says so too."""
-            if not await wait_until_async(lambda: (200 if service.ready().ok else 503) == code, 20):
+            if not await wait_until_async(lambda: (200 if service.watch.ready().ok else 503) == code, 20):
                 return False
             return await status("/readyz") == code
 
@@ -57,6 +57,6 @@ async def test_readiness_follows_assignment_and_stalls(
 
 
 async def _port(service: Any) -> int:
-    assert await wait_until_async(lambda: service.health_port is not None, 30)
-    port: int = service.health_port
+    assert await wait_until_async(lambda: service.watch.port is not None, 30)
+    port: int = service.watch.port
     return port

@@ -273,7 +273,7 @@ async def test_a_hostile_provider_never_gets_an_upload_allowed(
     with Outcomes(kafka_bootstrap, topics) as outcomes:
         async with running_service(settings) as service:
             assert await wait_until_async(outcomes.answered(len(uploads)), 90), "not every upload answered"
-            assert service.alive().ok
+            assert service.watch.alive().ok
     for found in outcomes.by_offset.values():
         assert len(found) == 1
         assert found[0].what != Decision.ALLOW.value, found
@@ -313,7 +313,7 @@ async def test_oversize_records_are_dead_lettered_within_the_limits(
         with Outcomes(kafka_bootstrap, topics) as outcomes:
             async with running_service(settings) as service:
                 assert await wait_until_async(outcomes.answered(3), 90), f"{mode}: not every record answered"
-                assert service.alive().ok
+                assert service.watch.alive().ok
         found = outcomes.by_offset
         assert [found[(0, o)][0].kind for o in range(3)] == ["dead_letter", "dead_letter", "verdict"], found
         assert all(len(v) == 1 for v in found.values())
@@ -343,7 +343,7 @@ async def test_a_verdict_the_broker_refuses_becomes_a_dead_letter(
         with Outcomes(kafka_bootstrap, topics) as outcomes:
             async with running_service(settings) as service:
                 assert await wait_until_async(outcomes.answered(5), 90), f"{mode}: not every upload answered"
-                assert service.alive().ok
+                assert service.watch.alive().ok
         kinds = {o[0].kind for o in outcomes.by_offset.values()}
         assert kinds == {"dead_letter"} and all(len(o) == 1 for o in outcomes.by_offset.values())
         assert "too large" in next(iter(outcomes.by_offset.values()))[0].detail.lower()
@@ -393,7 +393,7 @@ async def test_a_decompression_bomb_on_the_huawei_path_is_a_dead_letter(
     with Outcomes(kafka_bootstrap, topics) as outcomes:
         async with running_service(settings) as service:
             assert await wait_until_async(outcomes.answered(2), 90)
-            assert service.alive().ok
+            assert service.watch.alive().ok
     kinds = sorted((o[0].kind, o[0].what) for o in outcomes.by_offset.values())
     assert kinds == [("dead_letter", "PermanentError"), ("verdict", "ALLOW")]
     letter = next(o[0] for o in outcomes.by_offset.values() if o[0].kind == "dead_letter")
@@ -426,7 +426,7 @@ async def test_callback_attacks_are_refused_and_the_service_goes_on(
         produce_uploads(kafka_bootstrap, topics.input, [upload(TEXT, upload_id="after-callbacks", text="hi")])
         with Outcomes(kafka_bootstrap, topics) as outcomes:
             assert await wait_until_async(outcomes.answered(1), 60)
-        assert service.alive().ok
+        assert service.watch.alive().ok
 
 
 async def test_wrong_shapes_and_echoed_keys_from_the_simulator_fail_closed_without_leaking(
@@ -445,7 +445,7 @@ async def test_wrong_shapes_and_echoed_keys_from_the_simulator_fail_closed_witho
     with Outcomes(kafka_bootstrap, topics) as outcomes:
         async with running_service(settings) as service:
             assert await wait_until_async(outcomes.answered(len(uploads)), 90)
-            assert service.alive().ok
+            assert service.watch.alive().ok
     assert all(len(o) == 1 for o in outcomes.by_offset.values())
     for raw in outcomes.raw:
         for key in DEFAULT_KEYS.values():

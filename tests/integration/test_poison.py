@@ -151,7 +151,7 @@ async def test_every_kind_of_poison_is_dead_lettered_or_answered_and_the_partiti
         letters = await asyncio.to_thread(
             read_dead_letters, kafka_bootstrap, topics.dlq, len(expected_letters)
         )
-        assert service.alive().ok
+        assert service.watch.alive().ok
 
     by_id = {v.upload_id: v for v in verdicts}
     assert {u.upload_id for u in good} <= set(by_id), "the partition stopped flowing"

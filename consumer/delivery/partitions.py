@@ -1,0 +1,125 @@
+"""Partitions coming and going (cooperative-sticky): assignment restores what a previous owner
+finished beyond its commit; revocation stops dispatch, drains what runs for those partitions
+(bounded) and settles them through the delivery strategy; loss drops everything and commits
+nothing. librdkafka calls these on the Kafka thread, inside ``consume``; the state they change
+lives on the event loop, so each change runs there while the Kafka thread waits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine, Mapping
+from typing import Any, Protocol, TypeVar
+
+from confluent_kafka import KafkaException
+
+from consumer.core.epochs import Epochs
+from consumer.core.offsets import OffsetTracker, Position, TopicPartition
+from consumer.core.scheduler import Scheduler, Work
+from consumer.core.stalls import CommitWatch
+from consumer.delivery.strategies import Delivery
+from consumer.operations.telemetry import metrics
+
+__all__ = ["Partitions", "Rebalanced"]
+
+log = logging.getLogger("consumer.partitions")
+T = TypeVar("T")
+Positions = dict[TopicPartition, Position]
+
+
+class RebalanceSource(Protocol):
+    def committed(self, parts: list[TopicPartition], timeout: float = 10.0) -> Positions: ...
+
+    def commit(self, positions: Mapping[TopicPartition, Position], *, asynchronous: bool = False) -> bool: ...
+
+    def resume(self, parts: list[TopicPartition]) -> None: ...
+
+
+class Rebalanced(Protocol):
+    """The service's state a rebalance changes."""
+
+    tracker: OffsetTracker
+    scheduler: Scheduler
+    epochs: Epochs
+
+    @property
+    def delivery(self) -> Delivery: ...
+
+    @property
+    def source(self) -> RebalanceSource: ...
+
+    @property
+    def running(self) -> Mapping[asyncio.Task[None], Work[Any]]: ...
+
+    @property
+    def commit_watch(self) -> CommitWatch: ...
+
+
+class Partitions:
+    def __init__(self, service: Rebalanced, loop: asyncio.AbstractEventLoop, revoke_drain_s: float) -> None:
+        self._service = service
+        self._loop = loop
+        self._drain_s = revoke_drain_s
+
+    def on_assign(self, parts: list[TopicPartition]) -> None:
+        try:
+            committed = self._service.source.committed(parts)
+        except KafkaException as exc:  # the map is an optimisation: without it finished work is redone
+            log.warning("cannot read committed positions: %s", exc.args[0].str())
+            committed = {}
+        self._on_loop(self._assigned(parts, committed))
+
+    def on_revoke(self, parts: list[TopicPartition]) -> None:
+        """Cooperative revocation: drain what runs for these partitions (bounded), commit, let go."""
+        positions = self._on_loop(self._release(parts, self._drain_s, commit=True))
+        if positions:
+            self._service.source.commit(positions)
+        self._service.source.resume(parts)  # the scheduler forgot their pause: the consumer must too
+
+    def on_lost(self, parts: list[TopicPartition]) -> None:
+        """Lost (another member owns them already): drop everything, commit nothing. In exactly-once
+        mode the open transaction may hold their outputs: it is aborted and the rest rewound."""
+        self._on_loop(self._release(parts, 0.0, commit=False))
+        self._service.source.resume(parts)
+
+    async def _assigned(self, parts: list[TopicPartition], committed: Positions) -> None:
+        s = self._service
+        s.epochs.assign(parts)
+        for tp, position in committed.items():
+            skipped = s.tracker.restore(tp, position.offset, position.metadata)
+            if skipped:
+                log.info(
+                    "restored finished offsets beyond the commit",
+                    extra={
+                        "topic": tp[0],
+                        "partition": tp[1],
+                        "offset": position.offset,
+                        "finished": skipped,
+                    },
+                )
+        metrics.ASSIGNED.set(len(s.epochs))
+
+    async def _release(self, parts: list[TopicPartition], drain_s: float, *, commit: bool) -> Positions:
+        s = self._service
+        mine = set(parts)
+        for tp in parts:
+            s.scheduler.drop(tp)  # stop dispatch: waiting records are redelivered to the next owner
+        positions: Positions = {}
+        if commit:
+            deadline = self._loop.time() + drain_s
+            running = [task for task, work in s.running.items() if work.tp in mine]
+            if running and drain_s > 0:
+                await asyncio.wait(running, timeout=drain_s)
+            positions = await s.delivery.revoke(parts, max(0.0, deadline - self._loop.time()))
+        else:
+            await s.delivery.lose(parts)
+        for tp in parts:
+            s.tracker.drop(tp)
+            s.epochs.release(tp)  # results still in flight for it are discarded
+        s.commit_watch.committed(parts)
+        metrics.REBALANCES.inc()
+        metrics.ASSIGNED.set(len(s.epochs))
+        return positions
+
+    def _on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()

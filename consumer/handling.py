@@ -1,0 +1,133 @@
+"""One received record, from its bytes to its outputs: decoded and validated (poison becomes a dead
+letter), decided at once when no check applies, else moderated in its own task (index maintenance
+events update the similarity index). Whatever goes wrong with one record ends as its dead letter
+or a fail-closed verdict: it never stops the service."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from consumer.checks.maintenance import IndexMaintenance
+from consumer.checks.pipeline import Pipeline, Rejected, SourcePosition
+from consumer.config import ProcessingSettings
+from consumer.core.deadletter import Failure
+from consumer.core.offsets import TopicPartition
+from consumer.core.records import ReviewDecision, UploadDeleted, UploadEvent
+from consumer.core.scheduler import Work
+from consumer.core.validation import check_record_size, validate_upload
+from consumer.delivery.outputs import Outputs, Received
+from consumer.errors import SerializationError
+from consumer.serde import AvroCodec
+
+__all__ = ["RecordHandler"]
+
+log = logging.getLogger("consumer.handling")
+
+_RECORDS: dict[str, Callable[[dict[str, Any]], object]] = {
+    "UploadEvent": UploadEvent.from_avro,
+    "UploadDeleted": UploadDeleted.from_avro,
+    "ReviewDecision": ReviewDecision.from_avro,
+}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class RecordHandler:
+    """``schemas``: topic -> record name (the input topic's records are UploadEvents);
+    ``finished(work)``: a record with nothing to produce is done; ``spawn(work, coro)``: run a
+    record's moderation as a task the service tracks (drained on revocation and at shutdown)."""
+
+    def __init__(
+        self,
+        processing: ProcessingSettings,
+        codec: AvroCodec,
+        pipeline: Pipeline,
+        maintenance: IndexMaintenance,
+        outputs: Outputs,
+        schemas: dict[str, str],
+        *,
+        finished: Callable[[Work[Received]], None],
+        spawn: Callable[[Work[Received], Coroutine[Any, Any, None]], None],
+    ) -> None:
+        self._processing, self._codec, self._pipeline = processing, codec, pipeline
+        self._maintenance, self._outputs, self._schemas = maintenance, outputs, schemas
+        self._finished, self._spawn = finished, spawn
+
+    def start(self, work: Work[Received]) -> None:
+        """Decode and validate here (poison becomes a dead letter); what needs no provider call is
+        decided here too (no task); the rest runs as one task per record. Whatever goes wrong with
+        one record ends as its dead letter: it never stops the service."""
+        if self._outputs.redo(work):  # its outputs were refused before a rewind: answered by a letter
+            return
+        msg = work.payload.message
+        upload_id: str | None = None
+        try:
+            check_record_size(work.size, self._processing.max_record_bytes)
+            event = self._decode(msg, work.tp)
+            if isinstance(event, UploadEvent):
+                upload_id = event.upload_id
+                validate_upload(event, msg.key(), inline_limit=self._processing.inline_media_limit_bytes)
+                source = SourcePosition(work.tp[0], work.tp[1], work.offset)
+                verdict = self._pipeline.decide_now(event, source)
+                if verdict is not None:
+                    self._outputs.verdict(work, event, verdict)
+                    return
+        except Exception as exc:  # SerializationError and InvalidRecordError, or anything unforeseen
+            self._record_failed(work, exc, upload_id)
+            return
+        self._spawn(work, self._handle(work, event))
+
+    def _record_failed(
+        self, work: Work[Received], exc: Exception, upload_id: str | None, started_ms: int = 0
+    ) -> None:
+        if not isinstance(exc, SerializationError):
+            log.error(
+                "record failed unexpectedly; dead-lettered",
+                exc_info=True,
+                extra={"topic": work.tp[0], "partition": work.tp[1], "offset": work.offset},
+            )
+        now = _now_ms()
+        self._outputs.dead_letter(
+            work, Failure.of(exc, first_at_ms=started_ms or now, last_at_ms=now), upload_id
+        )
+
+    def _decode(self, msg: Any, tp: TopicPartition) -> object:
+        schema = self._schemas.get(tp[0], "UploadEvent")
+        try:
+            return _RECORDS[schema](self._codec.decode(msg.value(), schema))
+        except SerializationError:
+            raise
+        except Exception as exc:
+            raise SerializationError(f"{schema} breaks its schema: {type(exc).__name__}: {exc}") from None
+
+    async def _handle(self, work: Work[Received], event: object) -> None:
+        upload_id = event.upload_id if isinstance(event, UploadEvent) else None
+        started = _now_ms()
+        try:
+            if isinstance(event, UploadDeleted):
+                await self._maintenance.on_deleted(event)
+                self._finished(work)
+            elif isinstance(event, ReviewDecision):
+                await self._maintenance.on_review(event)
+                self._finished(work)
+            else:
+                assert isinstance(event, UploadEvent)
+                source = SourcePosition(work.tp[0], work.tp[1], work.offset)
+                outcome = await self._pipeline.moderate(event, source)
+                if isinstance(outcome, Rejected):
+                    failure = Failure.of(
+                        outcome.error,
+                        attempts=outcome.attempts,
+                        first_at_ms=outcome.started_ms,
+                        last_at_ms=_now_ms(),
+                    )
+                    self._outputs.dead_letter(work, failure, event.upload_id)
+                else:
+                    self._outputs.verdict(work, event, outcome)
+        except Exception as exc:  # one record's failure, whatever it is: its dead letter
+            self._record_failed(work, exc, upload_id, started)
