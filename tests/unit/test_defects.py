@@ -28,6 +28,8 @@ from consumer.wiring import build_pipeline, check_settings
 
 SRC = SourcePosition("uploads", 0, 1)
 
+NEXT_LOOP_TURN = 0  # sleeping 0 s: one turn of the event loop, no waiting
+
 
 class _DownIndex:
     async def query(self, media: Media, tenant: str) -> Checked[Sequence[SimilarityMatch]]:
@@ -73,8 +75,8 @@ async def test_check_durations_are_observed() -> None:
 async def test_pending_async_tasks_are_counted_while_they_wait() -> None:
     tasks = AsyncTasks(Correlator(), "http://cb", poll_after_s=30, poll_interval_s=30)
     before = metrics.PENDING_TASKS._value.get()
-    waiting = asyncio.create_task(tasks.wait("task-1", lambda _: asyncio.sleep(0, None)))
-    await asyncio.sleep(0)
+    waiting = asyncio.create_task(tasks.wait("task-1", lambda _: asyncio.sleep(NEXT_LOOP_TURN, None)))
+    await asyncio.sleep(NEXT_LOOP_TURN)
     assert metrics.PENDING_TASKS._value.get() == before + 1
     tasks.correlator.deliver({"task_id": "task-1", "status": []})
     await waiting

@@ -46,11 +46,14 @@ async def hostile() -> AsyncIterator[HostileServer]:
         yield server
 
 
+POLL_S = 0.01  # how often eventually() looks again, until its deadline
+
+
 async def eventually(condition: Callable[[], bool], within_s: float = 1.5) -> None:
     deadline = time.monotonic() + within_s
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(POLL_S)
 
 
 async def send(

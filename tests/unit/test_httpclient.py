@@ -59,6 +59,7 @@ def endless(head: bytes, chunk: bytes) -> Script:
 
 
 ALLOW_LOOPBACK = EgressPolicy.of(allow=["127.0.0.0/8"])
+DRIP_INTERVAL_S = 0.05  # the hostile server sends one byte this often
 
 
 async def test_small_answers_are_read_whole(raw_server: Callable[[Script], Awaitable[str]]) -> None:
@@ -115,7 +116,7 @@ async def test_a_slow_drip_ends_at_the_whole_exchange_bound(
         for _ in range(1000):
             writer.write(b"x")
             await writer.drain()
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(DRIP_INTERVAL_S)
 
     url = await raw_server(drip)
     async with AiohttpClient(4, timeout_s=0.5, egress=ALLOW_LOOPBACK) as http:

@@ -20,6 +20,8 @@ from consumer.checks.imaging import MAX_SIDE, ImageWorkers, fit_for_search
 from consumer.errors import PermanentError, TransientError
 from devtools.samples import bomb_png
 
+NEXT_LOOP_TURN = 0  # sleeping 0 s: one turn of the event loop, no waiting
+
 
 @pytest.fixture(autouse=True)
 def _pillow_limit_restored(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -118,10 +120,10 @@ async def test_a_large_image_is_shrunk_off_the_event_loop(workers: ImageWorkers)
         nonlocal ticks
         while not done.is_set():
             ticks += 1
-            await asyncio.sleep(0)
+            await asyncio.sleep(NEXT_LOOP_TURN)
 
     ticking = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
+    await asyncio.sleep(NEXT_LOOP_TURN)
     ticks = 0  # count only what happens while the image is being worked on
     out = await workers.fit_for_search(big)
     during = ticks
@@ -148,7 +150,7 @@ async def test_queued_jobs_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     try:
         jobs = [asyncio.create_task(pool.fit_for_search(bytes([i]))) for i in range(5)]
         for _ in range(20):
-            await asyncio.sleep(0)
+            await asyncio.sleep(NEXT_LOOP_TURN)
         assert pool.pending == 2  # one running, one queued on the thread; three wait on the loop
         assert sum(job.done() for job in jobs) == 0
         release.set()
@@ -202,7 +204,7 @@ async def test_jobs_dropped_by_close_fail_as_transient(monkeypatch: pytest.Monke
         first = asyncio.create_task(pool.fit_for_search(b"a"))
         await asyncio.to_thread(entered.wait, 10)
         queued = asyncio.create_task(pool.fit_for_search(b"b"))
-        await asyncio.sleep(0)
+        await asyncio.sleep(NEXT_LOOP_TURN)
         pool.close()
         with pytest.raises(TransientError, match="closed"):
             await queued
