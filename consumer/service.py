@@ -254,8 +254,7 @@ class ModerationService:
     def _finished(self, work: Work[Received]) -> None:
         """Nothing to produce for this record: its offset is done now."""
         self._complete(work)
-        self.scheduler.done(work)
-        self._kick()
+        self._release_slot(work)
 
     def _current(self, work: Work[Received]) -> bool:
         """False for a result of an earlier assignment (revoked, lost or rewound since)."""
