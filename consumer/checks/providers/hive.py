@@ -13,10 +13,10 @@ from pydantic import SecretStr
 from consumer.checks.media import Media, MediaPolicy
 from consumer.checks.policy import Frame
 from consumer.checks.redaction import register_secret
-from consumer.checks.retry import RetryPolicy, retrying
+from consumer.checks.retry import RetryPolicy
 from consumer.core.records import SimilarityMatch
 from consumer.errors import ProviderAnswerError
-from consumer.transports.httpclient import HttpClient
+from consumer.transports.httpclient import Answer, HttpClient
 
 if TYPE_CHECKING:
     from consumer.operations.callbacks import AsyncTasks
@@ -33,7 +33,7 @@ from consumer.checks.providers.hive_answers import (
     removed_id,
     task_id_of_ack,
 )
-from consumer.checks.providers.http import ProviderGate, count_retry, send
+from consumer.checks.providers.http import ProviderEndpoint, ProviderGate
 
 __all__ = [
     "HiveClassifier",
@@ -67,17 +67,16 @@ class HiveTransport:
         timeout_s: float = 10.0,
         gate: ProviderGate | None = None,
     ) -> None:
-        self._http = http
         self._base = base_url.rstrip("/")
         self._key = key
         register_secret(key)  # an error body echoing it must not carry it into a message
         self.check = check
-        self._retry = retry
-        self._timeout = timeout_s
-        self._gate = gate
+        self._endpoint = ProviderEndpoint(
+            http, check=check, provider="Hive", retry=retry, gate=gate, timeout_s=timeout_s
+        )
 
-    def _outage(self) -> bool:
-        return self._gate is not None and self._gate.is_open
+    def _headers(self) -> dict[str, str]:
+        return {"authorization": f"token {self._key.get_secret_value()}", "accept": "application/json"}
 
     async def post(
         self, path: str, fields: Mapping[str, str], files: Mapping[str, tuple[str, bytes, str]] | None = None
@@ -92,51 +91,26 @@ class HiveTransport:
         parse: Callable[[dict[str, Any]], T],
     ) -> tuple[T, int]:
         """``parse`` of the answer's body; a malformed answer (ProviderAnswerError) is retried too."""
-
-        async def once() -> T:
-            return parse(await self._post_once(path, fields, files))
-
-        return await retrying(self._retry, once, count_retry, self._outage)
+        return await self._endpoint.call(
+            "POST",
+            self._base + path,
+            lambda answer: parse(check_response(answer, self.check)),
+            data=dict(fields),
+            files=dict(files) if files else None,
+            headers=self._headers(),
+        )
 
     async def get_task(self, task_id: str, version: str = "v1") -> dict[str, Any] | None:
         """A finished async task's body, or None while Hive is still processing it (HTTP 202)."""
 
-        async def once() -> dict[str, Any] | None:
-            headers = {"authorization": f"token {self._key.get_secret_value()}", "accept": "application/json"}
-            resp = await send(
-                self._http,
-                "GET",
-                f"{self._base}/api/{version}/task/{task_id}",
-                check=self.check,
-                provider="Hive",
-                gate=self._gate,
-                headers=headers,
-                timeout=self._timeout,
+        def mapped(answer: Answer) -> dict[str, Any] | None:
+            return (
+                None if answer.status_code == 202 else check_response(answer, self.check, task_errors=False)
             )
-            if resp.status_code == 202:
-                return None
-            return check_response(resp, self.check, task_errors=False)
 
-        body, _ = await retrying(self._retry, once, count_retry, self._outage)
+        url = f"{self._base}/api/{version}/task/{task_id}"
+        body, _ = await self._endpoint.call("GET", url, mapped, headers=self._headers())
         return body
-
-    async def _post_once(
-        self, path: str, fields: Mapping[str, str], files: Mapping[str, tuple[str, bytes, str]] | None
-    ) -> dict[str, Any]:
-        headers = {"authorization": f"token {self._key.get_secret_value()}", "accept": "application/json"}
-        resp = await send(
-            self._http,
-            "POST",
-            self._base + path,
-            check=self.check,
-            provider="Hive",
-            gate=self._gate,
-            data=dict(fields),
-            files=dict(files) if files else None,
-            headers=headers,
-            timeout=self._timeout,
-        )
-        return check_response(resp, self.check)
 
 
 class HiveTasks:

@@ -8,22 +8,24 @@ import time
 from collections import deque
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from consumer.checks.limits import AimdLimit, BreakerState, CircuitBreaker, TokenBucket
+from consumer.checks.retry import RetryPolicy, retrying
 from consumer.errors import ProviderAnswerError, ProviderTimeout, TransientError
 from consumer.operations.telemetry import metrics
 from consumer.transports.httpclient import Answer, HttpClient
 
-__all__ = ["ProviderGate", "count_retry", "deadline_scope", "send"]
+__all__ = ["ProviderEndpoint", "ProviderGate", "count_retry", "deadline_scope", "send"]
 
 # The deadline of the check being run (set by the pipeline). Time spent waiting for an open circuit
 # is added back to it: an outage holds work, it does not fail it closed.
 deadline_scope: ContextVar[asyncio.Timeout | None] = ContextVar("check_deadline", default=None)
 
 OVERLOAD_STATUS = {429, 503}
+T = TypeVar("T")
 
 
 class ProviderGate:
@@ -167,3 +169,51 @@ async def send(
         metrics.child(metrics.PROVIDER_DURATION, check).observe(elapsed)
         if gate is not None:
             gate.exit(outcome, elapsed)
+
+
+class ProviderEndpoint:
+    """The one way a provider call goes out, whatever the vendor: each attempt through the check's
+    gate (``send``), transient errors retried within ``retry`` (a failure while the circuit is open
+    spends no attempt), and the answer mapped by the vendor's ``map_answer`` (its status and error
+    codes to the error tree, its body to a result), itself retried when it raises a transient error
+    (a malformed answer)."""
+
+    def __init__(
+        self,
+        http: HttpClient,
+        *,
+        check: str,
+        provider: str,
+        retry: RetryPolicy,
+        gate: ProviderGate | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self._http = http
+        self.check = check
+        self._provider = provider
+        self._retry = retry
+        self._gate = gate
+        self._timeout = timeout_s
+
+    def _outage(self) -> bool:
+        return self._gate is not None and self._gate.is_open
+
+    async def call(
+        self, method: str, url: str, map_answer: Callable[[Answer], T], **request: Any
+    ) -> tuple[T, int]:
+        """The mapped answer and the attempts it took."""
+
+        async def once() -> T:
+            answer = await send(
+                self._http,
+                method,
+                url,
+                check=self.check,
+                provider=self._provider,
+                gate=self._gate,
+                timeout=self._timeout,
+                **request,
+            )
+            return map_answer(answer)
+
+        return await retrying(self._retry, once, count_retry, self._outage)

@@ -25,9 +25,9 @@ from consumer.checks.imaging import ImageWorkers, default_workers, fit_for_searc
 from consumer.checks.media import Media, MediaFetcher
 from consumer.checks.providers import Checked
 from consumer.checks.providers.answers import HttpAnswer, answer_error, is_text, retry_after, unit
-from consumer.checks.providers.http import ProviderGate, count_retry, send
+from consumer.checks.providers.http import ProviderEndpoint, ProviderGate
 from consumer.checks.redaction import redact, register_secret
-from consumer.checks.retry import RetryPolicy, retrying
+from consumer.checks.retry import RetryPolicy
 from consumer.core.records import SimilarityMatch
 from consumer.errors import PermanentError, ProviderAnswerError, RateLimitedError, TransientError
 from consumer.transports.httpclient import HttpClient
@@ -61,14 +61,13 @@ class HuaweiTransport:
         check: str = "similarity",
         gate: ProviderGate | None = None,
     ) -> None:
-        self._http = http
         self._root = f"{base_url.rstrip('/')}/v1/{project_id}/{instance}/image"
         self._token = token
         register_secret(token)  # an error body echoing it must not carry it into a message
-        self._retry = retry
-        self._timeout = timeout_s
         self.check = check
-        self._gate = gate
+        self._endpoint = ProviderEndpoint(
+            http, check=check, provider="ImageSearch", retry=retry, gate=gate, timeout_s=timeout_s
+        )
 
     async def call(self, method: str, suffix: str, body: Mapping[str, Any]) -> dict[str, Any]:
         answer, _ = await self.call_parsed(method, suffix, body, _as_is)
@@ -78,25 +77,13 @@ class HuaweiTransport:
         self, method: str, suffix: str, body: Mapping[str, Any], parse: Callable[[dict[str, Any]], T]
     ) -> tuple[T, int]:
         """``parse`` of the answer's body; a malformed answer (ProviderAnswerError) is retried too."""
-        content = json.dumps(body)
-
-        async def once() -> T:
-            headers = {"X-Auth-Token": self._token.get_secret_value(), "content-type": "application/json"}
-            resp = await send(
-                self._http,
-                method,
-                self._root + suffix,
-                check=self.check,
-                provider="ImageSearch",
-                gate=self._gate,
-                content=content,
-                headers=headers,
-                timeout=self._timeout,
-            )
-            return parse(check_huawei_response(resp, self.check))
-
-        return await retrying(
-            self._retry, once, count_retry, lambda: self._gate is not None and self._gate.is_open
+        headers = {"X-Auth-Token": self._token.get_secret_value(), "content-type": "application/json"}
+        return await self._endpoint.call(
+            method,
+            self._root + suffix,
+            lambda answer: parse(check_huawei_response(answer, self.check)),
+            content=json.dumps(body),
+            headers=headers,
         )
 
 
