@@ -82,19 +82,6 @@ def egress_policy(settings: Settings) -> EgressPolicy:
     return EgressPolicy.of(settings.media.allow_networks, settings.media.deny_networks)
 
 
-# which provider answers each check (CheckRun.provider of a run that failed before any answer)
-PROVIDERS = {
-    **{
-        (check, similarity): "hive"
-        for check in ("csam", "visual", "text")
-        for similarity in ("hive", "huawei", "none")
-    },
-    ("similarity", "hive"): "hive",
-    ("similarity", "huawei"): "huawei",
-    ("similarity", "none"): "none",
-}
-
-
 def provider_client(settings: Settings) -> HttpClient:
     """The client provider calls use (endpoints from settings): aiohttp, a bounded keep-alive pool."""
     return AiohttpClient(settings.processing.max_in_flight * 2, settings.hive.timeout_s)
@@ -187,5 +174,7 @@ def build_pipeline(
         gates={check: gate for check, gate in gates.items() if check in on},
         dead_letter_refused=p.dead_letter_refused,
         media=MediaPolicy(h.media_mode, fetcher, needs_bytes=p.similarity == "huawei"),
-        providers={check: PROVIDERS[check, p.similarity] for check in on},
+        providers={
+            check: "huawei" if check == "similarity" and p.similarity == "huawei" else "hive" for check in on
+        },
     )

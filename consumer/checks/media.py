@@ -10,7 +10,7 @@ against the egress policy, with the body bounded while it streams.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -44,7 +44,15 @@ class Media:
     url: str | None = None
     content_type: str = "application/octet-stream"
     filename: str = "upload"
-    sha256: str | None = None  # computed by this service from ``data``, never taken from the sender
+    _digest: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def sha256(self) -> str | None:
+        """The SHA-256 of ``data``, computed here (never taken from the sender) on first use only:
+        most uploads never need it (no declared hash, cache off)."""
+        if self._digest is None and self.data is not None:
+            object.__setattr__(self, "_digest", hashlib.sha256(self.data).hexdigest())
+        return self._digest
 
     def form(self) -> tuple[dict[str, str], dict[str, tuple[str, bytes, str]]]:
         """Form fields and files for a Hive multipart request."""
@@ -54,14 +62,14 @@ class Media:
         return {"url": self.url}, {}
 
     def with_data(self, data: bytes) -> Media:
-        return replace(self, data=data, sha256=hashlib.sha256(data).hexdigest())
+        return replace(self, data=data, _digest=None)
 
 
 def media_of(upload: UploadEvent) -> Media:
     ctype = normalized_content_type(upload.content_type) or "application/octet-stream"
     data = upload.media_bytes
     if data:
-        return Media(data, None, ctype, upload.upload_id, hashlib.sha256(data).hexdigest())
+        return Media(data, None, ctype, upload.upload_id)
     if upload.media_url:
         return Media(None, upload.media_url, ctype, upload.upload_id)
     raise PermanentError(

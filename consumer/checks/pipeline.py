@@ -146,6 +146,7 @@ class _ResultCache:
 
     def __init__(self, size: int) -> None:
         self._size = size
+        self.enabled = size > 0
         self._items: OrderedDict[tuple[str, str], CheckResults] = OrderedDict()
 
     def get(self, key: tuple[str, str] | None) -> CheckResults | None:
@@ -230,7 +231,7 @@ class Pipeline:
             if upload.media_type is not MediaType.TEXT:
                 media = await self._media_policy.prepare(media_of(upload))
                 verify_declared_hash(upload, media)
-            key = content_key(upload, media)
+            key = content_key(upload, media) if self._cache.enabled else None  # hashing only when used
             cache_key = None if key is None else (upload.tenant_id, key)
             content = await self._content_results(upload, media, cache_key, state, similar)
             if content is not None:
