@@ -42,7 +42,6 @@ from consumer.settings_sections import (
 )
 
 __all__ = [
-    "CHECKS",
     "ENV_PREFIX",
     "MAX_CONFIG_FILE_BYTES",
     "CallbackSettings",
@@ -61,7 +60,6 @@ __all__ = [
     "validation_message",
 ]
 
-CHECKS = ("visual", "text", "csam", "similarity")
 MAX_CONFIG_FILE_BYTES = 1 << 20  # settings and policy files
 _UNIONS = (Union, UnionType)
 
@@ -79,6 +77,10 @@ class Settings(BaseSettings):
     callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     media: MediaSettings = Field(default_factory=MediaSettings)
+    check_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="each check's own settings, by check name (checks that take options)",
+    )
     policy_file: Path | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

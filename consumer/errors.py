@@ -99,10 +99,25 @@ class PermanentError(ProviderError):
     # HTTP statuses that reject the request's content rather than the caller (key, balance, path)
     _CONTENT_STATUSES = frozenset({413, 415, 422})
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        check: str = "",
+        status: int | None = None,
+        code: str | None = None,
+        content: bool | None = None,
+    ) -> None:
+        super().__init__(message, check=check, status=status, code=code)
+        self._content = content  # what the vendor's error table says, when it says
+
     @property
     def concerns_content(self) -> bool:
         """The upload itself was refused (corrupt, too small, unsupported, unreachable media): a
-        dead letter. False for errors about the caller, which every upload would hit alike."""
+        dead letter. False for errors about the caller (a bad token, an unknown instance), which
+        every upload would hit alike. The vendor's error table decides where it has an entry."""
+        if self._content is not None:
+            return self._content
         if self.check in ("media", "pipeline"):
             return True
         return self.code is not None or self.status in self._CONTENT_STATUSES

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from consumer.checks.maintenance import IndexMaintenance
 from consumer.checks.policy import Policy
+from consumer.checks.registry import CheckRegistry, default_registry
 from consumer.config import Settings
 from consumer.core.epochs import Epochs
 from consumer.core.offsets import OffsetTracker, Position, TopicPartition
@@ -46,10 +47,12 @@ class ModerationService:
         codec: AvroCodec | None = None,
         *,
         policy: Policy | None = None,
+        registry: CheckRegistry | None = None,
     ) -> None:
-        """``policy``: what ``wiring.check_settings`` returned, when the caller checked the settings
-        already (read at start otherwise)."""
+        """``policy``: what ``wiring.check_settings`` returned, if the caller checked already;
+        ``registry``: the checks there are (default: the shipped and the installed ones)."""
         self.settings = settings
+        self.registry = registry or default_registry()
         self.http = http
         self._policy = policy
         self._worker = worker_index()
@@ -102,7 +105,7 @@ class ModerationService:
     # --- main loop ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         k = self.settings.kafka
-        policy = self._policy or check_settings(self.settings)
+        policy = self._policy or check_settings(self.settings, self.registry)
         if k.create_topics:
             await asyncio.to_thread(ensure_topics, k, k.all_topics())
         self.delivery = delivery_for(self.settings, self, worker_index())
@@ -128,10 +131,11 @@ class ModerationService:
             self._callbacks = CallbackServer(self.settings, self._relay_sink, self.correlator, self._worker)
             tasks = await self._callbacks.start(loop)
         self._media_http = media_client(self.settings)
+        media, checks = self._media_http, self.registry
         self.pipeline = build_pipeline(
-            self.settings, self.http, tasks, media_http=self._media_http, policy=policy
+            self.settings, self.http, tasks, media_http=media, policy=policy, registry=checks
         )
-        self.maintenance = IndexMaintenance(self.pipeline.checks.similarity)
+        self.maintenance = IndexMaintenance(self.pipeline.index)
         self.handler = RecordHandler(
             self.settings.processing,
             self.codec,
@@ -269,13 +273,9 @@ class ModerationService:
             return
         self.tracker.mark_committed(positions)
         self.watch.commits.committed(list(positions))
-        log.debug(
-            "committed",
-            extra={
-                "positions": {f"{t}[{p}]": pos.offset for (t, p), pos in positions.items()},
-                "with_map": sum(1 for pos in positions.values() if pos.metadata),
-            },
-        )
+        offsets = {f"{t}[{p}]": pos.offset for (t, p), pos in positions.items()}
+        with_map = sum(1 for pos in positions.values() if pos.metadata)
+        log.debug("committed", extra={"positions": offsets, "with_map": with_map})
 
     async def _drain(self) -> None:
         """Stop intake, let running uploads finish within the drain deadline, then wait (within what

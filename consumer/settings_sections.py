@@ -6,13 +6,14 @@ from __future__ import annotations
 import ipaddress
 import stat
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
+    StringConstraints,
     field_validator,
     model_validator,
 )
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 AsyncMedia = Literal["IMAGE", "GIF", "VIDEO"]
+CheckName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 ENV_PREFIX = "MODERATION_"
 MAX_SECRET_FILE_BYTES = 64 << 10  # *_key_file, token_file
 
@@ -271,11 +273,9 @@ class ProcessingSettings(_Section):
     drain_timeout_s: float = Field(default=25.0, ge=0, le=3600)
     result_cache_size: int = Field(default=10_000, ge=0, le=10_000_000)
     similarity: Literal["hive", "huawei", "none"] = "hive"
-    checks: list[Literal["csam", "visual", "text", "similarity"]] = Field(
-        default_factory=lambda: list[Literal["csam", "visual", "text", "similarity"]](
-            ["csam", "visual", "text", "similarity"]
-        ),
-        description="checks that run; an empty list measures the framework alone (benchmarks)",
+    checks: list[CheckName] = Field(
+        default_factory=lambda: ["csam", "visual", "text", "similarity"],
+        description="registered checks that run; an empty list measures the framework alone (benchmarks)",
     )
     async_media: list[AsyncMedia] = Field(
         default_factory=lambda: list[AsyncMedia](["VIDEO"]),

@@ -4,30 +4,31 @@ from __future__ import annotations
 
 import logging
 
-from consumer.checks.imaging import ImageWorkers
+from pydantic import BaseModel, SecretStr
+
 from consumer.checks.limits import AimdLimit, CircuitBreaker, TokenBucket
 from consumer.checks.media import MediaFetcher, MediaPolicy
-from consumer.checks.pipeline import Checks, Pipeline
+from consumer.checks.pipeline import ActiveCheck, Pipeline
 from consumer.checks.policy import Policy, load_policy
-from consumer.checks.providers import SimilarityIndex
-from consumer.checks.providers.hive import (
-    HiveClassifier,
-    HiveCustomIndex,
-    HiveHashMatcher,
-    HiveTasks,
-    HiveTransport,
-)
 from consumer.checks.providers.http import ProviderGate
-from consumer.checks.providers.huawei import HuaweiImageSearch, HuaweiTransport
 from consumer.checks.redaction import register_secret
+from consumer.checks.registry import BuildContext, CheckRegistry, default_registry
 from consumer.checks.retry import RetryPolicy
 from consumer.config import Settings
 from consumer.core.records import MediaType
+from consumer.errors import ConfigError
 from consumer.operations.callbacks import AsyncTasks
 from consumer.transports.egress import EgressPolicy
 from consumer.transports.httpclient import AiohttpClient, HttpClient
 
-__all__ = ["build_pipeline", "check_settings", "media_client", "provider_client", "register_secrets"]
+__all__ = [
+    "build_pipeline",
+    "check_settings",
+    "media_client",
+    "provider_client",
+    "register_option_secrets",
+    "register_secrets",
+]
 
 
 _SECRET_CLIENT_CONFIG = (
@@ -53,18 +54,18 @@ def register_secrets(settings: Settings) -> None:
             register_secret(value)
 
 
-def check_settings(settings: Settings) -> Policy:
+def check_settings(settings: Settings, registry: CheckRegistry | None = None) -> Policy:
     """Every secret and choice the configuration needs, read once at start (ConfigError if missing):
-    the keys of the checks that run, and the policy, which is returned."""
-    on = set(settings.processing.checks)
-    for check in ("csam", "visual", "text"):
-        if check in on:
-            settings.hive.key(check)
-    if "similarity" in on and settings.processing.similarity == "hive":
-        settings.hive.key("index")
-    elif "similarity" in on and settings.processing.similarity == "huawei":
-        settings.huawei.auth_token()
-    return load_policy(settings.policy_file)
+    the checks ``processing.checks`` names are registered, their keys and options are there, and
+    the policy names only registered checks. Returns the policy."""
+    registry = registry or default_registry()
+    for name in settings.check_options:
+        if name not in registry:
+            raise ConfigError(f"check_options.{name}", f"no check named {name!r} is registered")
+    for spec in registry.selected(settings.processing.checks):
+        spec.require(settings)
+        spec.read_options(settings)
+    return load_policy(settings.policy_file, registry)
 
 
 def _gate(settings: Settings, check: str) -> ProviderGate:
@@ -105,11 +106,14 @@ def build_pipeline(
     *,
     media_http: HttpClient | None = None,
     policy: Policy | None = None,
+    registry: CheckRegistry | None = None,
 ) -> Pipeline:
     """``http`` calls the providers (endpoints from settings); ``media_http`` downloads media that
     uploads name (default: ``http``, for tests on one mock transport); ``policy``: what
-    ``check_settings`` returned (read here when not given)."""
-    policy = policy or check_settings(settings)
+    ``check_settings`` returned (read here when not given); ``registry``: the checks there are
+    (default: the shipped ones and those installed packages declare)."""
+    registry = registry or default_registry()
+    policy = policy or check_settings(settings, registry)
     register_secrets(settings)
     p, h, m = settings.processing, settings.hive, settings.media
     retry = RetryPolicy(p.retry_attempts, p.retry_base_delay_s, p.retry_max_delay_s)
@@ -121,60 +125,36 @@ def build_pipeline(
         max_redirects=m.max_redirects,
     )
     media = MediaPolicy(h.media_mode, fetcher)
-
-    gates = {check: _gate(settings, check) for check in ("csam", "visual", "text", "similarity")}
-
-    def hive(check: str, key_name: str) -> HiveTasks:
-        transport = HiveTransport(http, h.base_url, h.key(key_name), check, retry, h.timeout_s, gates[check])
-        return HiveTasks(transport, version=h.api_version, media=media, tasks=tasks)
-
-    on = set(p.checks)
-    csam = hive("csam", "csam") if "csam" in on else None
-    visual = hive("visual", "visual") if "visual" in on else None
-    similarity: SimilarityIndex | None = None
-    if "similarity" in on and p.similarity == "hive":
-        similarity = HiveCustomIndex(
-            hive("similarity", "index"), asynchronous=h.index_async and tasks is not None
-        )
-    elif "similarity" in on and p.similarity == "huawei":
-        hw = settings.huawei
-        transport = HuaweiTransport(
-            http,
-            hw.base_url,
-            hw.project_id,
-            hw.instance,
-            hw.auth_token(),
-            retry,
-            hw.timeout_s,
-            gate=gates["similarity"],
-        )
-        workers = ImageWorkers(m.image_workers, max_pixels=m.max_image_pixels)
-        similarity = HuaweiImageSearch(transport, fetcher, limit=hw.search_limit, workers=workers)
-    if csam is None:
+    active: list[ActiveCheck] = []
+    for spec in registry.selected(p.checks):
+        gate = _gate(settings, spec.name) if spec.gated else None
+        options = spec.read_options(settings)
+        register_option_secrets(options)
+        context = BuildContext(settings, http, fetcher, media, retry, gate, tasks, options)
+        client = spec.build(context)
+        if client is not None:
+            active.append(ActiveCheck(spec, client, gate))
+    if not any(check.spec.first for check in active):
         logging.getLogger("consumer.wiring").warning(
-            "the CSAM check is switched off (processing.checks): uploads are not hash-matched; "
-            "this is meant for benchmarks only"
+            "no hash-matching check runs (processing.checks): uploads are not hash-matched for "
+            "known CSAM; this is meant for benchmarks only"
         )
-    combined = h.csam_endpoint == "combined"
-    checks = Checks(
-        csam=HiveHashMatcher(csam, combined=combined) if csam else None,
-        visual=HiveClassifier(visual) if visual else None,
-        text=HiveClassifier(hive("text", "text")) if "text" in on else None,
-        similarity=similarity,
-        csam_async=HiveHashMatcher(csam, asynchronous=True, combined=combined) if tasks and csam else None,
-        visual_async=HiveClassifier(visual, asynchronous=True) if tasks and visual else None,
-        async_media=frozenset(MediaType(m) for m in p.async_media) if tasks else frozenset(),
-    )
     return Pipeline(
-        checks,
+        active,
         policy,
         deadline_s=p.check_deadline_s,
         async_deadline_s=settings.callbacks.deadline_s,
+        async_media=frozenset(MediaType(kind) for kind in p.async_media) if tasks else frozenset(),
         cache_size=p.result_cache_size,
-        gates={check: gate for check, gate in gates.items() if check in on},
         dead_letter_refused=p.dead_letter_refused,
-        media=MediaPolicy(h.media_mode, fetcher, needs_bytes=p.similarity == "huawei"),
-        providers={
-            check: "huawei" if check == "similarity" and p.similarity == "huawei" else "hive" for check in on
-        },
+        media=MediaPolicy(h.media_mode, fetcher, needs_bytes=any(c.client.needs_bytes for c in active)),
     )
+
+
+def register_option_secrets(options: object) -> None:
+    """A check's own secrets (``SecretStr`` options) are redacted like the service's."""
+    if isinstance(options, BaseModel):
+        for name in type(options).model_fields:
+            value = getattr(options, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                register_secret(value)

@@ -1,20 +1,22 @@
-"""One upload's moderation: cache by content, CSAM hash match first, then classification and
-similarity concurrently, then the policy. Provider failures become reasons, never exceptions."""
+"""One upload's moderation: the registered checks that apply to its media type (``first`` ones in
+turn, a hash match ending it there; the rest together), content results cached by content hash,
+then the policy. Provider failures become reasons, never exceptions."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any
 
-from consumer.checks.media import Media, MediaPolicy, content_key, media_of, verify_declared_hash
+from consumer.checks.media import MediaPolicy, content_key, media_of, verify_declared_hash
 from consumer.checks.policy import CheckResults, Policy, decide
-from consumer.checks.providers import Checked, Classifier, CsamAnswer, HashMatcher, SimilarityIndex
+from consumer.checks.providers import Checked, SimilarityIndex
 from consumer.checks.providers.http import ProviderGate, deadline_scope
+from consumer.checks.registry import CheckCall, CheckClient, CheckSpec, Feeds, Subject
+from consumer.checks.result_cache import ResultCache
 from consumer.core.records import (
     CheckRun,
     MediaType,
@@ -25,24 +27,40 @@ from consumer.core.records import (
 from consumer.errors import InvalidRecordError, ModerationError, PermanentError, TransientError
 from consumer.operations.telemetry import metrics
 
-__all__ = ["Checks", "Pipeline", "Rejected", "SourcePosition"]
+__all__ = ["ActiveCheck", "Pipeline", "Rejected", "SourcePosition"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 MAX_LISTED = 100  # scenes, flagged ranges, matches on one verdict: a provider's flood stays off it
 
 
 @dataclass(frozen=True, slots=True)
-class Checks:
-    """The providers a deployment uses; ``None`` switches a check off."""
+class ActiveCheck:
+    """A registered check as this deployment runs it: its declaration, its client, its gate."""
 
-    csam: HashMatcher | None
-    visual: Classifier | None
-    text: Classifier | None
-    similarity: SimilarityIndex | None
-    csam_async: HashMatcher | None = None
-    visual_async: Classifier | None = None
-    async_media: frozenset[MediaType] = frozenset({MediaType.VIDEO})
+    spec: CheckSpec
+    client: CheckClient
+    gate: ProviderGate | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    name: str
+    feeds: Feeds
+    call: CheckCall
+    deadline_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The checks one media type runs: ``first`` in turn, then ``rest`` together. ``live`` (a part
+    of ``rest``) is asked again when the content's other results come from the cache."""
+
+    first: tuple[_Step, ...] = ()
+    rest: tuple[_Step, ...] = ()
+    live: tuple[_Step, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.first or self.rest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +83,7 @@ class Rejected:
 class _Runs:
     """Collects results and CheckRun records while the checks of one upload run."""
 
-    def __init__(self, providers: Mapping[str, str]) -> None:
+    def __init__(self, providers: dict[str, str]) -> None:
         self._providers = providers  # check -> provider, for runs that failed before any answer
         self.results = CheckResults()
         self.runs: list[CheckRun] = []
@@ -76,34 +94,35 @@ class _Runs:
         if exc.concerns_content and self.refused is None:
             self.refused = exc
 
-    async def run(self, check: str, call: Callable[[], Awaitable[Checked[T]]], deadline_s: float) -> T | None:
+    async def run(self, step: _Step, subject: Subject) -> None:
+        check = step.name
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(deadline_s) as scope:
+            async with asyncio.timeout(step.deadline_s) as scope:
                 token = deadline_scope.set(scope)
                 try:
-                    checked = await call()
+                    checked = await step.call(subject)
                 finally:
                     deadline_scope.reset(token)
         except TransientError as exc:
             self._record(check, started, "unavailable", attempts=getattr(exc, "attempts", 1))
             self.results.unavailable[check] = str(exc)
-            return None
+            return
         except TimeoutError:
             self._record(check, started, "unavailable")
-            self.results.unavailable[check] = f"no answer within {deadline_s:g}s"
-            return None
+            self.results.unavailable[check] = f"no answer within {step.deadline_s:g}s"
+            return
         except PermanentError as exc:
             self._record(check, started, "rejected")
             self.reject(check, exc)
-            return None
+            return
         except Exception as exc:  # a bug or an answer nobody foresaw: this upload fails closed
             log.error("check %s failed unexpectedly", check, exc_info=True)
             self._record(check, started, "unavailable")
             self.results.unavailable[check] = f"internal error ({type(exc).__name__})"
-            return None
+            return
         self._record(check, started, "ok", checked)
-        return checked.value
+        _feed(self.results, step, checked.value)
 
     def _record(
         self,
@@ -128,69 +147,65 @@ class _Runs:
         )
 
 
-def _content_only(results: CheckResults) -> CheckResults | None:
-    """What may be reused for the same content: everything but similarity, if every content check
-    finished (a failed similarity query does not spoil the rest)."""
-    failed = {*results.unavailable, *results.rejected} - {"similarity"}
+def _feed(results: CheckResults, step: _Step, value: Any) -> None:
+    """A check's answer into the part of the results its declaration names."""
+    if step.feeds is Feeds.CLASSIFICATION:
+        results.classifications[step.name] = value
+    elif step.feeds is Feeds.HASH_MATCH:
+        results.hash_matches[step.name] = value.result
+        if value.classes:
+            results.classifications[step.name] = value.classes
+    else:
+        results.similarity[step.name] = value
+
+
+def _content_only(results: CheckResults, live: frozenset[str]) -> CheckResults | None:
+    """What may be reused for the same content: everything but the live checks' results, if every
+    other check finished (a failed similarity query does not spoil the rest)."""
+    failed = {*results.unavailable, *results.rejected} - live
     if failed:
         return None
-    return replace(results, similarity=(), unavailable={}, rejected={})
+    return replace(results, similarity={}, unavailable={}, rejected={})
 
 
 def _escalated(results: CheckResults) -> bool:
-    return results.csam is not None and results.csam.matched
-
-
-class _ResultCache:
-    """LRU of complete check results by (tenant, content hash): re-uploads skip the providers."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self.enabled = size > 0
-        self._items: OrderedDict[tuple[str, str], CheckResults] = OrderedDict()
-
-    def get(self, key: tuple[str, str] | None) -> CheckResults | None:
-        if key is None or key not in self._items:
-            return None
-        self._items.move_to_end(key)
-        return self._items[key]
-
-    def put(self, key: tuple[str, str] | None, results: CheckResults | None) -> None:
-        if key is None or self._size == 0 or results is None:
-            return
-        self._items[key] = results
-        self._items.move_to_end(key)
-        while len(self._items) > self._size:
-            self._items.popitem(last=False)
+    return any(match.matched for match in results.hash_matches.values())
 
 
 class Pipeline:
-    """Moderates one upload. Content results (CSAM, classifiers) are cached by (tenant, sha256);
-    similarity is always asked live, because the index changes (review decisions, deletions)."""
+    """Moderates one upload with the active checks. Results of checks that are not ``live`` are
+    cached by (tenant, sha256); live ones (similarity: the index changes) are always asked."""
 
     def __init__(
         self,
-        checks: Checks,
+        checks: Sequence[ActiveCheck],
         policy: Policy,
         *,
         deadline_s: float = 30.0,
         async_deadline_s: float = 300.0,
+        async_media: frozenset[MediaType] = frozenset(),
         cache_size: int = 10_000,
-        gates: Mapping[str, ProviderGate] | None = None,
         dead_letter_refused: bool = True,
         media: MediaPolicy | None = None,
-        providers: Mapping[str, str] | None = None,
     ) -> None:
-        self.checks = checks
+        self.checks = tuple(checks)
         self._media_policy = media or MediaPolicy()
-        self._providers = dict(providers or {})
+        self._providers = {c.spec.name: c.client.provider for c in self.checks}
+        self._live = frozenset(c.spec.name for c in self.checks if c.spec.live)
         self._dead_letter_refused = dead_letter_refused
-        self.gates = dict(gates or {})
+        self.gates = {c.spec.name: c.gate for c in self.checks if c.gate is not None}
         self.policy = policy
-        self._deadline = deadline_s
-        self._async_deadline = async_deadline_s
-        self._cache = _ResultCache(cache_size)
+        self._plans = {
+            kind: _plan(self.checks, kind, kind in async_media, deadline_s, async_deadline_s)
+            for kind in MediaType
+        }
+        self._cache = ResultCache(cache_size)
         self._inflight: dict[tuple[str, str], asyncio.Future[CheckResults | None]] = {}
+
+    @property
+    def index(self) -> SimilarityIndex | None:
+        """The similarity index review decisions and deletions maintain, if a check has one."""
+        return next((c.client.index for c in self.checks if c.client.index is not None), None)
 
     def open_circuit(self) -> str | None:
         """A check whose provider's circuit is open: intake waits rather than failing uploads."""
@@ -199,19 +214,10 @@ class Pipeline:
                 return check
         return None
 
-    def _needs_providers(self, upload: UploadEvent) -> bool:
-        c = self.checks
-        if upload.media_type is MediaType.TEXT:
-            return c.text is not None
-        if upload.media_type in c.async_media:
-            return c.csam_async is not None or c.visual_async is not None
-        similar = upload.media_type is MediaType.IMAGE and c.similarity is not None
-        return c.csam is not None or c.visual is not None or similar
-
     def decide_now(self, upload: UploadEvent, source: SourcePosition) -> ModerationVerdict | None:
         """The verdict, when it needs no provider call (no check applies to this upload); else None
         and the caller awaits ``moderate``. Saves a task per record where nothing waits."""
-        if self._needs_providers(upload):
+        if self._plans[upload.media_type]:
             return None
         state = _Runs(self._providers)
         if upload.media_type is not MediaType.TEXT and not (upload.media_bytes or upload.media_url):
@@ -225,19 +231,22 @@ class Pipeline:
         wanted for that (otherwise the verdict is REVIEW with ``check_rejected:<check>``)."""
         started = time.time()
         state = _Runs(self._providers)
-        similar = upload.media_type is MediaType.IMAGE and self.checks.similarity is not None
+        plan = self._plans[upload.media_type]
         try:
             media = None
             if upload.media_type is not MediaType.TEXT:
                 media = await self._media_policy.prepare(media_of(upload))
                 verify_declared_hash(upload, media)
+            elif not upload.text:
+                raise PermanentError("TEXT upload without text", check="pipeline")
+            subject = Subject(upload, media)
             key = content_key(upload, media) if self._cache.enabled else None  # hashing only when used
             cache_key = None if key is None else (upload.tenant_id, key)
-            content = await self._content_results(upload, media, cache_key, state, similar)
+            content = await self._content_results(subject, plan, cache_key, state)
             if content is not None:
                 state.results = content
-                if similar and media is not None and not _escalated(content):
-                    await self._similar(media, upload.tenant_id, state)
+                if plan.live and not _escalated(content):
+                    await _together(plan.live, subject, state)
         except InvalidRecordError as exc:
             return Rejected(exc, 1, int(started * 1000))
         except PermanentError as exc:
@@ -253,29 +262,34 @@ class Pipeline:
 
     async def _content_results(
         self,
-        upload: UploadEvent,
-        media: Media | None,
+        subject: Subject,
+        plan: _Plan,
         cache_key: tuple[str, str] | None,
         state: _Runs,
-        similar: bool,
     ) -> CheckResults | None:
-        """Cached or shared content results when there are any (similarity still to ask); otherwise run
-        every check into ``state`` (similarity concurrently with classification) and return None."""
+        """Cached or shared content results when there are any (live checks still to ask); otherwise
+        run every check of the plan into ``state`` and return None."""
         cached = self._cache.get(cache_key)
         if cached is None and cache_key in self._inflight:
             # the same content is being checked right now (a burst of re-uploads): share its answer
             cached = await asyncio.shield(self._inflight[cache_key])
         if cached is not None:
             state.runs.append(CheckRun(check="cache", provider="local", latency_ms=0.0, outcome="cached"))
-            return replace(cached, classifications=dict(cached.classifications))
+            return replace(
+                cached,
+                hash_matches=dict(cached.hash_matches),
+                classifications=dict(cached.classifications),
+            )
         pending: asyncio.Future[CheckResults | None] | None = None
         if cache_key is not None and cache_key not in self._inflight:
             pending = self._inflight[cache_key] = asyncio.get_running_loop().create_future()
         try:
-            if media is None:
-                await self._text(upload, state)
+            for step in plan.first:
+                await state.run(step, subject)
+                if _escalated(state.results):
+                    break  # a known-CSAM match decides alone; nothing else may see the content
             else:
-                await self._media(upload, media, state, similar)
+                await _together(plan.rest, subject, state)
         except PermanentError as exc:
             state.reject("pipeline", exc)
         except BaseException:
@@ -283,62 +297,10 @@ class Pipeline:
             raise
         finally:
             if pending is not None:
-                pending.set_result(_content_only(state.results))
+                pending.set_result(_content_only(state.results, self._live))
                 del self._inflight[cache_key]  # type: ignore[arg-type]
-        self._cache.put(cache_key, _content_only(state.results))
+        self._cache.put(cache_key, _content_only(state.results, self._live))
         return None
-
-    async def _text(self, upload: UploadEvent, state: _Runs) -> None:
-        if self.checks.text is None:
-            return
-        if not upload.text:
-            raise PermanentError("TEXT upload without text", check="pipeline")
-        classifier = self.checks.text
-        text = upload.text
-        frames = await state.run("text", lambda: classifier.classify(text), self._deadline)
-        if frames is not None:
-            state.results.classifications["text"] = frames
-
-    async def _media(self, upload: UploadEvent, media: Media, state: _Runs, similar: bool) -> None:
-        asynchronous = upload.media_type in self.checks.async_media
-        deadline = self._async_deadline if asynchronous else self._deadline
-        matcher = self.checks.csam_async if asynchronous else self.checks.csam
-        if matcher is not None:
-            m = matcher
-            answer: CsamAnswer | None = await state.run("csam", lambda: m.match(media), deadline)
-            if answer is not None:
-                state.results.csam = answer.result
-                if answer.classes:
-                    state.results.classifications["csam"] = answer.classes
-            if _escalated(state.results):
-                return  # a known-CSAM match decides alone; nothing else may see the content
-        if not similar:
-            await self._classify(media, state, asynchronous, deadline)
-            return
-        similarity = asyncio.create_task(self._similar(media, upload.tenant_id, state))
-        try:
-            await self._classify(media, state, asynchronous, deadline)
-        except asyncio.CancelledError:
-            similarity.cancel()
-            raise
-        finally:
-            await similarity
-
-    async def _classify(self, media: Media, state: _Runs, asynchronous: bool, deadline: float) -> None:
-        classifier = self.checks.visual_async if asynchronous else self.checks.visual
-        if classifier is not None:
-            c = classifier
-            frames = await state.run("visual", lambda: c.classify(media), deadline)
-            if frames is not None:
-                state.results.classifications["visual"] = frames
-
-    async def _similar(self, media: Media, tenant: str, state: _Runs) -> None:
-        if self.checks.similarity is None:
-            return
-        index = self.checks.similarity
-        matches = await state.run("similarity", lambda: index.query(media, tenant), self._deadline)
-        if matches is not None:
-            state.results.similarity = matches
 
     def _verdict(
         self,
@@ -349,12 +311,14 @@ class Pipeline:
         started: float,
     ) -> ModerationVerdict:
         outcome = decide(self.policy, results)
-        csam, summary = results.csam, outcome.classification
+        summary = outcome.classification
+        csam = next(iter(results.hash_matches.values()), None)
         if csam is not None and len(csam.scenes) > MAX_LISTED:
             csam = replace(csam, scenes=csam.scenes[:MAX_LISTED])
         if summary is not None and len(summary.flagged_ranges) > MAX_LISTED:
             summary = replace(summary, flagged_ranges=summary.flagged_ranges[:MAX_LISTED])
-        matches = sorted(results.similarity, key=lambda m: m.score, reverse=True)[:MAX_LISTED]
+        found = [m for matches in results.similarity.values() for m in matches]
+        matches = sorted(found, key=lambda m: m.score, reverse=True)[:MAX_LISTED]
         return ModerationVerdict(
             verdict_id=verdict_id(upload.upload_id, self.policy.version),
             upload_id=upload.upload_id,
@@ -371,3 +335,45 @@ class Pipeline:
             similarity=tuple(matches),
             checks=tuple(runs),
         )
+
+
+async def _together(steps: tuple[_Step, ...], subject: Subject, state: _Runs) -> None:
+    """Runs ``steps`` concurrently; the last one in this task (one task fewer per upload)."""
+    if not steps:
+        return
+    others = [asyncio.create_task(state.run(step, subject)) for step in steps[:-1]]
+    try:
+        await state.run(steps[-1], subject)
+    except asyncio.CancelledError:
+        for task in others:
+            task.cancel()
+        raise
+    finally:
+        for task in others:
+            await task
+
+
+def _plan(
+    checks: tuple[ActiveCheck, ...],
+    kind: MediaType,
+    asynchronous: bool,
+    deadline_s: float,
+    async_deadline_s: float,
+) -> _Plan:
+    """The steps of a media type: async calls (and their deadline) where the deployment checks it
+    through async tasks and the check has them."""
+    first: list[_Step] = []
+    rest: list[_Step] = []
+    live: list[_Step] = []
+    for check in checks:
+        spec, client = check.spec, check.client
+        if kind not in spec.media_types:
+            continue
+        call, deadline = client.call, spec.deadline_s or deadline_s
+        if asynchronous and client.call_async is not None:
+            call, deadline = client.call_async, async_deadline_s
+        step = _Step(spec.name, spec.feeds, call, deadline)
+        (first if spec.first else rest).append(step)
+        if spec.live:
+            live.append(step)
+    return _Plan(tuple(first), tuple(rest), tuple(live))

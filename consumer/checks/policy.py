@@ -10,8 +10,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from consumer.config import location, read_yaml_file, validation_message
 from consumer.core.records import (
@@ -25,7 +26,7 @@ from consumer.core.records import (
 )
 from consumer.errors import ConfigError
 
-__all__ = ["CheckResults", "Frame", "Outcome", "Policy", "decide", "load_policy"]
+__all__ = ["CheckResults", "Frame", "Outcome", "Policy", "PolicyChecks", "decide", "load_policy"]
 
 DEFAULT_POLICY = Path(str(resources.files("consumer.checks") / "default_policy.yaml"))  # package data
 TOP_CLASSES = 5
@@ -66,25 +67,29 @@ class Policy(BaseModel):
     version: str = Field(min_length=1)
     classification: dict[str, dict[str, Threshold]] = Field(default_factory=dict)
     similarity: SimilarityThresholds = Field(default_factory=SimilarityThresholds)
-    fail_open: frozenset[str] = frozenset()
-
-    @field_validator("fail_open")
-    @classmethod
-    def _never_csam(cls, v: frozenset[str]) -> frozenset[str]:
-        if "csam" in v:
-            raise ValueError("csam can never fail open")
-        return v
+    fail_open: frozenset[str] = frozenset()  # checks whose unavailability does not force REVIEW
 
 
-def load_policy(path: Path | None = None) -> Policy:
+class PolicyChecks(Protocol):
+    """What the policy is checked against at load: the registered checks (``CheckRegistry``)."""
+
+    def check_policy(self, classification: Mapping[str, object], fail_open: frozenset[str]) -> None: ...
+
+
+def load_policy(path: Path | None = None, checks: PolicyChecks | None = None) -> Policy:
+    """The policy at ``path`` (default: the shipped one); with ``checks``, it may name only
+    registered checks, and only those that may fail open in ``fail_open`` (ConfigError)."""
     source = path or DEFAULT_POLICY
     raw = read_yaml_file(source, "policy_file")  # ConfigError naming no line of the file
     try:
-        return Policy.model_validate(raw)
+        policy = Policy.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
         setting = f"policy {location(tuple(err['loc']))}".rstrip()
         raise ConfigError(setting, validation_message(err)) from None
+    if checks is not None:
+        checks.check_policy(policy.classification, policy.fail_open)
+    return policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +104,9 @@ class Frame:
 class CheckResults:
     """What the checks of one upload produced; filled by the pipeline, read by ``decide``."""
 
-    csam: CsamResult | None = None
+    hash_matches: dict[str, CsamResult] = field(default_factory=dict)  # check -> its hash-match result
     classifications: dict[str, Sequence[Frame]] = field(default_factory=dict)
-    similarity: Sequence[SimilarityMatch] = ()
+    similarity: dict[str, Sequence[SimilarityMatch]] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)  # check -> why
     rejected: dict[str, str] = field(default_factory=dict)  # check -> provider's reason
 
@@ -115,18 +120,12 @@ class Outcome:
 
 def decide(policy: Policy, results: CheckResults) -> Outcome:
     reasons: list[tuple[Decision, Reason]] = []
-    if results.csam is not None and results.csam.matched:
-        reasons.append(
-            (
-                Decision.ESCALATE,
-                Reason(
-                    check="csam",
-                    label="hash_match",
-                    score=None if results.csam.match_distance is None else float(results.csam.match_distance),
-                    detail=results.csam.hash_type,
-                ),
+    for check, match in results.hash_matches.items():
+        if match.matched:
+            distance = None if match.match_distance is None else float(match.match_distance)
+            reasons.append(
+                (Decision.ESCALATE, Reason(check, "hash_match", score=distance, detail=match.hash_type))
             )
-        )
     summary_classes: list[ClassScore] = []
     flagged: list[TimeRange] = []
     for check, frames in results.classifications.items():
@@ -142,20 +141,18 @@ def decide(policy: Policy, results: CheckResults) -> Outcome:
             if len(frames) > 1 and t.review is not None:
                 flagged.extend(_flagged_ranges(frames, name, t.review))
         summary_classes.extend(ClassScore(name, score) for name, score in peaks.items() if not _benign(name))
-    if results.similarity:
-        best = max(results.similarity, key=lambda m: m.score)
-        sim = policy.similarity
+    sim = policy.similarity
+    for check, matches in results.similarity.items():
+        if not matches:
+            continue
+        best = max(matches, key=lambda m: m.score)
         detail = best.metadata or best.match_id
         if sim.block is not None and best.score >= sim.block:
-            reasons.append(
-                (Decision.BLOCK, Reason("similarity", "index_match", best.score, sim.block, detail))
-            )
+            reasons.append((Decision.BLOCK, Reason(check, "index_match", best.score, sim.block, detail)))
         elif sim.review is not None and best.score >= sim.review:
-            reasons.append(
-                (Decision.REVIEW, Reason("similarity", "index_match", best.score, sim.review, detail))
-            )
+            reasons.append((Decision.REVIEW, Reason(check, "index_match", best.score, sim.review, detail)))
     for check, why in results.unavailable.items():
-        if check == "csam" or check not in policy.fail_open:
+        if check not in policy.fail_open:
             reasons.append((Decision.REVIEW, Reason(check, f"check_unavailable:{check}", detail=why)))
     for check, why in results.rejected.items():
         reasons.append((Decision.REVIEW, Reason(check, f"check_rejected:{check}", detail=why)))

@@ -174,13 +174,14 @@ def settings_for(kafka_bootstrap: str, sim: SimulatorProcess) -> Callable[..., S
 
 @pytest.fixture
 def running_service() -> Callable[[Settings], Any]:
-    """``async with running_service(settings) as service:`` runs the real service in this loop."""
+    """``async with running_service(settings, **options) as service:`` runs the real service in this
+    loop (``options``: ``ModerationService`` keywords, such as a check registry)."""
 
     @asynccontextmanager
-    async def run(settings: Settings) -> AsyncIterator[ModerationService]:
+    async def run(settings: Settings, **options: Any) -> AsyncIterator[ModerationService]:
         stop = asyncio.Event()
         async with provider_client(settings) as http:
-            service = ModerationService(settings, http)
+            service = ModerationService(settings, http, **options)
             task = asyncio.create_task(service.run(stop))
             try:
                 yield service

@@ -12,19 +12,20 @@ import pytest
 from pydantic import SecretStr
 
 from consumer.checks.media import Media
-from consumer.checks.pipeline import Checks, Pipeline, SourcePosition
+from consumer.checks.pipeline import Pipeline, SourcePosition
 from consumer.checks.policy import Frame, load_policy
 from consumer.checks.providers import Checked
 from consumer.checks.providers.hive import HiveHashMatcher, HiveTasks, HiveTransport
 from consumer.checks.retry import RetryPolicy
 from consumer.config import load_settings
-from consumer.core.records import MediaType, SimilarityMatch, UploadEvent
+from consumer.core.records import Decision, MediaType, SimilarityMatch, UploadEvent
 from consumer.errors import ConfigError, ProviderAnswerError, TransientError
 from consumer.operations import supervisor
 from consumer.operations.callbacks import AsyncTasks, Correlator
 from consumer.operations.telemetry import metrics
 from consumer.transports.httpclient import HttpxClient
 from consumer.wiring import build_pipeline, check_settings
+from tests.factories import active_checks
 
 SRC = SourcePosition("uploads", 0, 1)
 
@@ -43,11 +44,7 @@ class _DownIndex:
 
 
 async def test_a_failed_huawei_similarity_call_is_recorded_as_huawei() -> None:
-    pipeline = Pipeline(
-        Checks(None, None, None, _DownIndex()),  # type: ignore[arg-type]
-        load_policy(),
-        providers={"similarity": "huawei"},
-    )
+    pipeline = Pipeline(active_checks(index=_DownIndex(), provider="huawei"), load_policy())
     verdict = await pipeline.moderate(UploadEvent("u", "t", "u", MediaType.IMAGE, 0, media_bytes=b"x"), SRC)
     (run,) = [r for r in verdict.checks if r.check == "similarity"]  # type: ignore[union-attr]
     assert (run.provider, run.outcome) == ("huawei", "unavailable")
@@ -67,7 +64,7 @@ async def test_check_durations_are_observed() -> None:
         )
 
     before = count()
-    pipeline = Pipeline(Checks(None, Visual(), None, None), load_policy())  # type: ignore[arg-type]
+    pipeline = Pipeline(active_checks(visual=Visual()), load_policy())
     await pipeline.moderate(UploadEvent("u", "t", "u", MediaType.IMAGE, 0, media_bytes=b"x"), SRC)
     assert count() == before + 1
 
@@ -136,12 +133,18 @@ async def test_csam_endpoint_chooses_what_the_answer_is_read_for() -> None:
         await HiveHashMatcher(_answer(NOTHING), combined=True).match(Media(data=b"x"))
 
 
-def test_csam_endpoint_setting_reaches_the_matcher() -> None:
+@pytest.mark.parametrize(
+    ("endpoint", "decision"), [("hash", Decision.ALLOW), ("combined", Decision.ESCALATE)]
+)
+async def test_csam_endpoint_setting_reaches_the_matcher(endpoint: str, decision: Decision) -> None:
     settings = load_settings(
-        hive={"csam_key": "c", "csam_endpoint": "combined"}, processing={"checks": ["csam"]}
+        hive={"csam_key": "c", "csam_endpoint": endpoint},
+        processing={"checks": ["csam"], "result_cache_size": 0},
     )
-    pipeline = build_pipeline(settings, HttpxClient(httpx.MockTransport(lambda _: httpx.Response(500))))
-    assert isinstance(pipeline.checks.csam, HiveHashMatcher) and pipeline.checks.csam.combined
+    http = HttpxClient(httpx.MockTransport(lambda _: httpx.Response(200, json=CLASSES)))
+    pipeline = build_pipeline(settings, http)
+    verdict = await pipeline.moderate(UploadEvent("u", "t", "u", MediaType.IMAGE, 0, media_bytes=b"x"), SRC)
+    assert verdict.decision is decision  # type: ignore[union-attr]
 
 
 def test_the_worker_index_comes_from_one_place(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from consumer.checks.media import Media
-from consumer.checks.pipeline import Checks, Pipeline, Rejected, SourcePosition
+from consumer.checks.pipeline import Pipeline, Rejected, SourcePosition
 from consumer.checks.policy import Frame, load_policy
 from consumer.checks.providers import Checked, CsamAnswer
 from consumer.core.records import CsamResult, Decision, MediaType, SimilarityMatch, UploadEvent
 from consumer.errors import PermanentError, TransientError
+from tests.factories import active_checks
 
 SRC = SourcePosition("uploads", 0, 1)
 
@@ -70,13 +71,13 @@ def pipeline(
     index: FakeIndex | None = None,
     **kw: float,
 ) -> Pipeline:
-    return Pipeline(
-        Checks(
-            csam or FakeMatcher(), visual or FakeClassifier(), text or FakeClassifier(), index or FakeIndex()
-        ),
-        load_policy(),
-        **kw,
-    )  # type: ignore[arg-type]
+    checks = active_checks(
+        csam=csam or FakeMatcher(),
+        visual=visual or FakeClassifier(),
+        text=text or FakeClassifier(),
+        index=index or FakeIndex(),
+    )
+    return Pipeline(checks, load_policy(), **kw)  # type: ignore[arg-type]
 
 
 async def test_csam_match_short_circuits_everything_else() -> None:
@@ -138,7 +139,9 @@ async def test_refused_content_still_blocks_when_another_check_blocks_it() -> No
 async def test_refused_content_gives_a_review_when_dead_letters_are_off() -> None:
     refused = PermanentError("visual: Hive task error 3002: corrupt", check="visual", code="3002")
     p = Pipeline(
-        Checks(FakeMatcher(), FakeClassifier(error=refused), FakeClassifier(), FakeIndex()),
+        active_checks(
+            csam=FakeMatcher(), visual=FakeClassifier(error=refused), text=FakeClassifier(), index=FakeIndex()
+        ),
         load_policy(),
         dead_letter_refused=False,
     )

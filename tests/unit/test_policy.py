@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consumer.checks.policy import CheckResults, Frame, Policy, decide, load_policy
+from consumer.checks.registry import default_registry
 from consumer.core.records import CsamResult, Decision, SimilarityMatch
 from consumer.errors import ConfigError
 
@@ -32,7 +33,7 @@ def test_thresholds_are_inclusive(score: float, decision: Decision) -> None:
 
 def test_csam_match_escalates_above_everything() -> None:
     results = visual(general_nsfw=0.99)
-    results.csam = CsamResult(matched=True, hash_type="pdq", match_distance=4)
+    results.hash_matches["csam"] = CsamResult(matched=True, hash_type="pdq", match_distance=4)
     out = decide(POLICY, results)
     assert out.decision is Decision.ESCALATE
     assert out.reasons[0].label == "hash_match" and out.reasons[0].detail == "pdq"
@@ -40,7 +41,7 @@ def test_csam_match_escalates_above_everything() -> None:
 
 def test_index_match_blocks_citing_metadata() -> None:
     results = CheckResults(
-        similarity=[SimilarityMatch("a", 0.8, "weak"), SimilarityMatch("b", 0.95, "case 9")]
+        similarity={"similarity": [SimilarityMatch("a", 0.8, "weak"), SimilarityMatch("b", 0.95, "case 9")]}
     )
     out = decide(POLICY, results)
     assert out.decision is Decision.BLOCK
@@ -62,7 +63,7 @@ def test_csam_can_never_fail_open(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text("version: x\nfail_open: [csam]\n")
     with pytest.raises(ConfigError, match="policy fail_open: csam can never fail open"):
-        load_policy(path)
+        load_policy(path, default_registry())
 
 
 def test_bad_policy_names_the_key(tmp_path: Path) -> None:
@@ -88,7 +89,7 @@ scores = st.floats(min_value=0, max_value=1, allow_nan=False)
 def test_decision_is_the_most_severe_reason_and_monotonic(a: float, b: float, sim: float) -> None:
     results = CheckResults(
         classifications={"visual": [Frame(0, {"general_nsfw": a, "gun_in_hand": b})]},
-        similarity=[SimilarityMatch("m", sim)],
+        similarity={"similarity": [SimilarityMatch("m", sim)]},
     )
     out = decide(POLICY, results)
     expected = max(
@@ -99,7 +100,7 @@ def test_decision_is_the_most_severe_reason_and_monotonic(a: float, b: float, si
     assert out.decision is expected
     higher = CheckResults(
         classifications={"visual": [Frame(0, {"general_nsfw": max(a, 0.95), "gun_in_hand": b})]},
-        similarity=[SimilarityMatch("m", sim)],
+        similarity={"similarity": [SimilarityMatch("m", sim)]},
     )
     assert decide(POLICY, higher).decision.severity >= out.decision.severity
 

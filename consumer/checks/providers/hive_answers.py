@@ -1,10 +1,11 @@
-"""Hive answers, parsed (pure): HTTP status and task codes to the error tree, and the documented
-shapes of task and custom-index bodies, checked field by field.
+"""Hive answers, parsed (pure): HTTP status and task codes to the error tree through the
+``HIVE_ERRORS`` table (``hive_errors``), and the documented shapes of task and custom-index bodies,
+checked field by field.
 
 Tolerant of both ``status.code`` forms ("0" and 200), of a status list (task API), one status
 object (custom index) or none. Anything else a provider answers with status 200 (a field missing,
 of the wrong type or out of range) is a ``ProviderAnswerError`` naming the field's path, never its
-value. Messages built from a provider's body go through ``redaction.redact``.
+value. Messages built from a provider's body are redacted (``answers.error_for``).
 """
 
 from __future__ import annotations
@@ -14,18 +15,24 @@ import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-import orjson
-
 from consumer.checks.policy import Frame
 from consumer.checks.providers import CsamAnswer
-from consumer.checks.providers.answers import HttpAnswer, answer_error, is_text, retry_after, unit
-from consumer.checks.redaction import redact
+from consumer.checks.providers.answers import (
+    HttpAnswer,
+    answer_error,
+    error_for,
+    is_text,
+    json_or,
+    provider_words,
+    raise_for_answer,
+    unit,
+)
+from consumer.checks.providers.hive_errors import HIVE_ERRORS
 from consumer.core.records import CsamResult, SimilarityMatch, TimeRange
-from consumer.errors import PermanentError, ProviderAnswerError, RateLimitedError, TransientError
+from consumer.errors import ProviderAnswerError
 
 __all__ = [
-    "OK_CODES",
-    "TRANSIENT_STATUS",
+    "HIVE_ERRORS",
     "HttpAnswer",
     "added_id",
     "as_is",
@@ -40,28 +47,13 @@ __all__ = [
 ]
 
 PROVIDER = "hive"
-TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
-OK_CODES = {"0", "200"}
+_NOT_JSON = object()
 
 
 def check_response(resp: HttpAnswer, check: str, *, task_errors: bool = True) -> dict[str, Any]:
     """Map an HTTP answer to a body or an error of the tree (no secrets in messages)."""
-    status = resp.status_code
-    body = _json(resp)
-    if status == 429:
-        raise RateLimitedError(
-            f"{check}: Hive rate limited (429): {_message(resp, body)}",
-            check=check,
-            retry_after=retry_after(resp.headers.get("retry-after")),
-        )
-    if status in TRANSIENT_STATUS or status >= 500:
-        raise TransientError(
-            f"{check}: Hive HTTP {status}: {_message(resp, body)}", check=check, status=status
-        )
-    if status != 200:
-        raise PermanentError(
-            f"{check}: Hive HTTP {status}: {_message(resp, body)}", check=check, status=status
-        )
+    body = json_or(resp.content, _NOT_JSON)
+    raise_for_answer(HIVE_ERRORS, resp, check, message=provider_words(resp, body, "message", "error"))
     if body is _NOT_JSON:
         raise ProviderAnswerError(f"{check}: Hive answered 200 with a body that is not JSON", check=check)
     if not isinstance(body, dict):
@@ -69,26 +61,6 @@ def check_response(resp: HttpAnswer, check: str, *, task_errors: bool = True) ->
     if task_errors:
         raise_task_error(body, check)
     return body
-
-
-_NOT_JSON = object()
-
-
-def _json(resp: HttpAnswer) -> Any:
-    try:
-        return orjson.loads(resp.content)  # bytes in any encoding, any nesting: JSONDecodeError at worst
-    except orjson.JSONDecodeError:
-        return _NOT_JSON
-
-
-def _message(resp: HttpAnswer, body: Any) -> str:
-    """The provider's own words about a failure, redacted (a provider may echo our key)."""
-    if isinstance(body, dict):
-        for name in ("message", "error"):
-            text = body.get(name)
-            if isinstance(text, str) and text:
-                return redact(text)
-    return redact(resp.reason_phrase or "no message")
 
 
 # --- answer shapes -------------------------------------------------------------------------------
@@ -160,15 +132,14 @@ def _code(entry: _Entry, check: str) -> str:
 
 
 def raise_task_error(body: Mapping[str, Any], check: str) -> None:
+    """The first task status whose code ``HIVE_ERRORS`` maps to an error, raised."""
     for entry in _statuses(body, check):
-        code = _code(entry, check)
-        if code in OK_CODES:
-            continue
         text = None if entry.status is None else entry.status.get("message")
-        message = redact(text) if isinstance(text, str) else "no message"
-        if code.startswith("2"):
-            raise TransientError(f"{check}: Hive task error {code}: {message}", check=check, code=code)
-        raise PermanentError(f"{check}: Hive task error {code}: {message}", check=check, code=code)
+        error = error_for(
+            HIVE_ERRORS, check, code=_code(entry, check), message=text if isinstance(text, str) else ""
+        )
+        if error is not None:
+            raise error
 
 
 def _response(body: Mapping[str, Any], check: str = "") -> tuple[str, dict[str, Any]]:

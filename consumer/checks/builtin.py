@@ -1,0 +1,159 @@
+"""The checks the service ships: CSAM hash matching, visual and text classification (Hive), and
+similarity against a custom index (Hive, or Huawei ImageSearch). One declaration each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from consumer.checks.imaging import ImageWorkers
+from consumer.checks.providers.hive import (
+    HiveClassifier,
+    HiveCustomIndex,
+    HiveHashMatcher,
+    HiveTasks,
+    HiveTransport,
+)
+from consumer.checks.providers.huawei import HuaweiImageSearch, HuaweiTransport
+from consumer.checks.registry import (
+    VISUAL_MEDIA,
+    BuildContext,
+    CheckClient,
+    CheckSpec,
+    Feeds,
+    Subject,
+)
+from consumer.core.records import MediaType
+from consumer.errors import PermanentError
+
+if TYPE_CHECKING:
+    from consumer.checks.media import Media
+    from consumer.config import Settings
+
+__all__ = ["BUILTIN_CHECKS", "CSAM", "SIMILARITY", "TEXT", "VISUAL"]
+
+
+def _hive(ctx: BuildContext, check: str, key: str) -> HiveTasks:
+    h = ctx.settings.hive
+    transport = HiveTransport(ctx.http, h.base_url, h.key(key), check, ctx.retry, h.timeout_s, ctx.gate)
+    return HiveTasks(transport, version=h.api_version, media=ctx.media, tasks=ctx.tasks)
+
+
+def _media(subject: Subject) -> Media:
+    if subject.media is None:  # the pipeline prepares media for every check of a media type
+        raise PermanentError(f"{subject.upload.media_type} upload without media", check="pipeline")
+    return subject.media
+
+
+def _build_csam(ctx: BuildContext) -> CheckClient:
+    tasks = _hive(ctx, "csam", "csam")
+    combined = ctx.settings.hive.csam_endpoint == "combined"
+    matcher = HiveHashMatcher(tasks, combined=combined)
+    later = HiveHashMatcher(tasks, asynchronous=True, combined=combined) if ctx.tasks else None
+    return CheckClient(
+        "hive",
+        lambda s: matcher.match(_media(s)),
+        None if later is None else (lambda s: later.match(_media(s))),
+    )
+
+
+def _build_visual(ctx: BuildContext) -> CheckClient:
+    tasks = _hive(ctx, "visual", "visual")
+    classifier = HiveClassifier(tasks)
+    later = HiveClassifier(tasks, asynchronous=True) if ctx.tasks else None
+    return CheckClient(
+        "hive",
+        lambda s: classifier.classify(_media(s)),
+        None if later is None else (lambda s: later.classify(_media(s))),
+    )
+
+
+def _text_of(subject: Subject) -> str:
+    if not subject.upload.text:
+        raise PermanentError("TEXT upload without text", check="pipeline")
+    return subject.upload.text
+
+
+def _build_text(ctx: BuildContext) -> CheckClient:
+    classifier = HiveClassifier(_hive(ctx, "text", "text"))
+    return CheckClient("hive", lambda s: classifier.classify(_text_of(s)))
+
+
+def _build_similarity(ctx: BuildContext) -> CheckClient | None:
+    provider = ctx.settings.processing.similarity
+    if provider == "hive":
+        h = ctx.settings.hive
+        index = HiveCustomIndex(
+            _hive(ctx, "similarity", "index"), asynchronous=h.index_async and ctx.tasks is not None
+        )
+        return CheckClient("hive", lambda s: index.query(_media(s), s.upload.tenant_id), index=index)
+    if provider == "huawei":
+        hw, m = ctx.settings.huawei, ctx.settings.media
+        transport = HuaweiTransport(
+            ctx.http,
+            hw.base_url,
+            hw.project_id,
+            hw.instance,
+            hw.auth_token(),
+            ctx.retry,
+            hw.timeout_s,
+            gate=ctx.gate,
+        )
+        workers = ImageWorkers(m.image_workers, max_pixels=m.max_image_pixels)
+        search = HuaweiImageSearch(transport, ctx.fetcher, limit=hw.search_limit, workers=workers)
+        return CheckClient(
+            "huawei", lambda s: search.query(_media(s), s.upload.tenant_id), index=search, needs_bytes=True
+        )
+    return None
+
+
+def _hive_key(name: str) -> Callable[[Settings], None]:
+    def require(settings: Settings) -> None:
+        settings.hive.key(name)
+
+    return require
+
+
+def _require_similarity(settings: Settings) -> None:
+    if settings.processing.similarity == "hive":
+        settings.hive.key("index")
+    elif settings.processing.similarity == "huawei":
+        settings.huawei.auth_token()
+
+
+CSAM = CheckSpec(
+    "csam",
+    Feeds.HASH_MATCH,
+    VISUAL_MEDIA,
+    _build_csam,
+    require=_hive_key("csam"),
+    first=True,
+    may_fail_open=False,
+    doc="known-CSAM hash matching (Thorn through Hive); a match escalates and ends the upload's checks",
+)
+VISUAL = CheckSpec(
+    "visual",
+    Feeds.CLASSIFICATION,
+    VISUAL_MEDIA,
+    _build_visual,
+    require=_hive_key("visual"),
+    doc="Hive visual moderation classes (peak over video frames)",
+)
+TEXT = CheckSpec(
+    "text",
+    Feeds.CLASSIFICATION,
+    frozenset({MediaType.TEXT}),
+    _build_text,
+    require=_hive_key("text"),
+    doc="Hive text moderation classes",
+)
+SIMILARITY = CheckSpec(
+    "similarity",
+    Feeds.SIMILARITY,
+    frozenset({MediaType.IMAGE}),
+    _build_similarity,
+    require=_require_similarity,
+    live=True,
+    doc="matches in the tenant's custom index (Hive, or Huawei ImageSearch: processing.similarity)",
+)
+BUILTIN_CHECKS = (CSAM, VISUAL, TEXT, SIMILARITY)

@@ -1,0 +1,36 @@
+"""Factories shared by the test packages: the shipped check declarations over in-memory clients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from consumer.checks.builtin import CSAM, SIMILARITY, TEXT, VISUAL
+from consumer.checks.pipeline import ActiveCheck
+from consumer.checks.registry import CheckClient, Subject
+
+
+def _media(subject: Subject) -> Any:
+    assert subject.media is not None
+    return subject.media
+
+
+def active_checks(
+    *,
+    csam: Any = None,
+    visual: Any = None,
+    text: Any = None,
+    index: Any = None,
+    provider: str = "fake",
+) -> list[ActiveCheck]:
+    """The shipped checks, each answered by the given fake (``match``, ``classify``, ``query``)."""
+    checks: list[ActiveCheck] = []
+    if csam is not None:
+        checks.append(ActiveCheck(CSAM, CheckClient(provider, lambda s: csam.match(_media(s)))))
+    if visual is not None:
+        checks.append(ActiveCheck(VISUAL, CheckClient(provider, lambda s: visual.classify(_media(s)))))
+    if text is not None:
+        checks.append(ActiveCheck(TEXT, CheckClient(provider, lambda s: text.classify(s.upload.text))))
+    if index is not None:
+        query = CheckClient(provider, lambda s: index.query(_media(s), s.upload.tenant_id), index=index)
+        checks.append(ActiveCheck(SIMILARITY, query))
+    return checks
