@@ -36,6 +36,8 @@ from consumer.settings_sections import (
     LimitSettings,
     MediaSettings,
     ProcessingSettings,
+    SchemaRegistrySettings,
+    SerializationSettings,
     UnreadableFile,
     os_reason,
     read_text,
@@ -52,6 +54,8 @@ __all__ = [
     "LimitSettings",
     "MediaSettings",
     "ProcessingSettings",
+    "SchemaRegistrySettings",
+    "SerializationSettings",
     "Settings",
     "config_error_from",
     "load_settings",
@@ -77,6 +81,8 @@ class Settings(BaseSettings):
     callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     media: MediaSettings = Field(default_factory=MediaSettings)
+    schema_registry: SchemaRegistrySettings = Field(default_factory=SchemaRegistrySettings)
+    serialization: SerializationSettings = Field(default_factory=SerializationSettings)
     check_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="each check's own settings, by check name (checks that take options)",

@@ -8,7 +8,8 @@ ModerationError
 ├── TransientError            worth retrying: 429, 5xx, timeouts, connection errors, Hive 2xxx
 │   ├── RateLimitedError      429; carries Retry-After when the provider sent one
 │   ├── ProviderTimeout       no (complete) answer within the attempt's timeout
-│   └── ProviderAnswerError   a 200 answer whose body does not have the documented shape
+│   ├── ProviderAnswerError   a 200 answer whose body does not have the documented shape
+│   └── RegistryUnavailable   the schema registry cannot be reached: intake waits, nothing is lost
 └── PermanentError            retrying cannot help: 400, 403, 404, 405, Hive 3xxx, unsupported media
 ```
 
@@ -29,6 +30,7 @@ __all__ = [
     "ProviderAnswerError",
     "ProviderTimeout",
     "RateLimitedError",
+    "RegistryUnavailable",
     "SerializationError",
     "TransientError",
 ]
@@ -91,6 +93,14 @@ class ProviderAnswerError(TransientError):
     def __init__(self, message: str, *, check: str = "", field: str = "") -> None:
         super().__init__(message, check=check, status=200)
         self.field = field
+
+
+class RegistryUnavailable(TransientError):
+    """The schema registry did not answer (or answered 5xx). Never a dead letter: the record waits,
+    retried with backoff while intake is held, until the registry is back."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, check="schema_registry")
 
 
 class PermanentError(ProviderError):

@@ -5,6 +5,7 @@ or a fail-closed verdict: it never stops the service."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -19,8 +20,8 @@ from consumer.core.records import ReviewDecision, UploadDeleted, UploadEvent
 from consumer.core.scheduler import Work
 from consumer.core.validation import check_record_size, validate_upload
 from consumer.delivery.outputs import Outputs, Received
-from consumer.errors import SerializationError
-from consumer.serde import AvroCodec
+from consumer.errors import RegistryUnavailable, SerializationError
+from consumer.serde import Codec
 
 __all__ = ["RecordHandler"]
 
@@ -31,6 +32,15 @@ _RECORDS: dict[str, Callable[[dict[str, Any]], object]] = {
     "UploadDeleted": UploadDeleted.from_avro,
     "ReviewDecision": ReviewDecision.from_avro,
 }
+
+
+_REGISTRY_FIRST_DELAY_S = 0.5
+
+
+def _as_serialization_error(exc: Exception, schema: str) -> SerializationError:
+    if isinstance(exc, SerializationError):
+        return exc
+    return SerializationError(f"{schema} breaks its schema: {type(exc).__name__}: {exc}")
 
 
 def _now_ms() -> int:
@@ -45,7 +55,7 @@ class RecordHandler:
     def __init__(
         self,
         processing: ProcessingSettings,
-        codec: AvroCodec,
+        codec: Codec,
         pipeline: Pipeline,
         maintenance: IndexMaintenance,
         outputs: Outputs,
@@ -53,22 +63,41 @@ class RecordHandler:
         *,
         finished: Callable[[Work[Received]], None],
         spawn: Callable[[Work[Received], Coroutine[Any, Any, None]], None],
+        registry_max_delay_s: float = 10.0,
     ) -> None:
         self._processing, self._codec, self._pipeline = processing, codec, pipeline
         self._maintenance, self._outputs, self._schemas = maintenance, outputs, schemas
         self._finished, self._spawn = finished, spawn
+        self._registry_max_delay_s = registry_max_delay_s
+        self.registry_down = False  # a schema lookup failed for want of the registry: intake waits
 
     def start(self, work: Work[Received]) -> None:
         """Decode and validate here (poison becomes a dead letter); what needs no provider call is
-        decided here too (no task); the rest runs as one task per record. Whatever goes wrong with
-        one record ends as its dead letter: it never stops the service."""
+        decided here too (no task); the rest runs as one task per record, as does a record whose
+        schema must first be fetched from the registry. Whatever goes wrong with one record ends as
+        its dead letter: it never stops the service."""
         if self._outputs.redo(work):  # its outputs were refused before a rewind: answered by a letter
             return
         msg = work.payload.message
-        upload_id: str | None = None
         try:
             check_record_size(work.size, self._processing.max_record_bytes)
+            if self._codec.needs_registry(msg.value()):
+                self._spawn(work, self._resolve(work))
+                return
             event = self._decode(msg, work.tp)
+        except Exception as exc:  # SerializationError, or anything unforeseen
+            self._record_failed(work, exc, None)
+            return
+        handle = self._accept(work, event)
+        if handle is not None:
+            self._spawn(work, handle)
+
+    def _accept(self, work: Work[Received], event: object) -> Coroutine[Any, Any, None] | None:
+        """Validate a decoded record and decide it at once if no check applies; else the coroutine
+        that handles it."""
+        msg = work.payload.message
+        upload_id: str | None = None
+        try:
             if isinstance(event, UploadEvent):
                 upload_id = event.upload_id
                 validate_upload(event, msg.key(), inline_limit=self._processing.inline_media_limit_bytes)
@@ -76,11 +105,41 @@ class RecordHandler:
                 verdict = self._pipeline.decide_now(event, source)
                 if verdict is not None:
                     self._outputs.verdict(work, event, verdict)
-                    return
-        except Exception as exc:  # SerializationError and InvalidRecordError, or anything unforeseen
+                    return None
+        except Exception as exc:  # InvalidRecordError, or anything unforeseen
             self._record_failed(work, exc, upload_id)
-            return
-        self._spawn(work, self._handle(work, event))
+            return None
+        return self._handle(work, event)
+
+    async def _resolve(self, work: Work[Received]) -> None:
+        """A record of a schema id this process has not seen: its schema from the registry (in a
+        thread), retried with backoff while the registry is unreachable (intake is held meanwhile:
+        ``registry_down``), then handled like any other record."""
+        msg, topic = work.payload.message, work.tp[0]
+        schema, value = self._schemas.get(topic, "UploadEvent"), msg.value() or b""
+        delay = _REGISTRY_FIRST_DELAY_S
+        while True:
+            try:
+                record = await asyncio.to_thread(self._codec.resolve, value, schema, topic=topic)
+                event = _RECORDS[schema](record)
+            except RegistryUnavailable as exc:
+                if not self.registry_down:
+                    log.warning("%s; intake held, retrying", exc)
+                self.registry_down = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._registry_max_delay_s)
+                continue
+            except Exception as exc:  # unknown schema id, or a body no registered schema reads
+                self.registry_down = False
+                self._record_failed(work, _as_serialization_error(exc, schema), None)
+                return
+            if self.registry_down:
+                log.info("schema registry reachable again: intake resumes")
+            self.registry_down = False
+            break
+        handle = self._accept(work, event)
+        if handle is not None:
+            await handle
 
     def _record_failed(
         self, work: Work[Received], exc: Exception, upload_id: str | None, started_ms: int = 0
@@ -99,11 +158,9 @@ class RecordHandler:
     def _decode(self, msg: Any, tp: TopicPartition) -> object:
         schema = self._schemas.get(tp[0], "UploadEvent")
         try:
-            return _RECORDS[schema](self._codec.decode(msg.value(), schema))
-        except SerializationError:
-            raise
+            return _RECORDS[schema](self._codec.decode(msg.value(), schema, topic=tp[0]))
         except Exception as exc:
-            raise SerializationError(f"{schema} breaks its schema: {type(exc).__name__}: {exc}") from None
+            raise _as_serialization_error(exc, schema) from None
 
     async def _handle(self, work: Work[Received], event: object) -> None:
         upload_id = event.upload_id if isinstance(event, UploadEvent) else None

@@ -12,17 +12,18 @@ import io
 import json
 import os
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import fastavro
 from fastavro.schema import to_parsing_canonical_form
 
 from consumer.errors import SerializationError
 
-__all__ = ["SINGLE_OBJECT_MAGIC", "AvroCodec", "SchemaEntry", "crc64_avro", "default_schema_dir"]
+__all__ = ["SINGLE_OBJECT_MAGIC", "AvroCodec", "Codec", "SchemaEntry", "crc64_avro", "default_schema_dir"]
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 _EMPTY = 0xC15D213AA4D7A795
@@ -62,6 +63,23 @@ class SchemaEntry:
     parsed: Any
     canonical: str
     fingerprint: bytes  # 8 bytes, little-endian, as written after the magic
+    raw: Any = None  # the schema as shipped (JSON), what a registry is given
+    full_name: str = ""  # namespace.name: the subject under RecordNameStrategy
+
+
+class Codec(Protocol):
+    """What the service reads and writes records with: ``AvroCodec`` (single-object encoding, the
+    shipped schemas) or ``schema_registry.RegistryCodec`` (Confluent framing, both read)."""
+
+    def encode(self, name: str, record: dict[str, Any], *, topic: str = "") -> bytes: ...
+
+    def decode(self, data: bytes | None, expected: str, *, topic: str = "") -> dict[str, Any]: ...
+
+    def needs_registry(self, data: bytes | None) -> bool: ...
+
+    def resolve(self, data: bytes, expected: str, *, topic: str) -> dict[str, Any]: ...
+
+    def prepare(self, outputs: Mapping[str, str]) -> None: ...
 
 
 class AvroCodec:
@@ -91,12 +109,33 @@ class AvroCodec:
         except KeyError:
             raise SerializationError(f"unknown schema {name!r}") from None
 
+    def names(self) -> list[str]:
+        return list(self._current)
+
+    def raw(self, name: str) -> Any:
+        return self.schema(name).raw
+
+    def full_name(self, name: str) -> str:
+        return self.schema(name).full_name
+
+    def needs_registry(self, data: bytes | None) -> bool:
+        return False  # every schema is here
+
+    def prepare(self, outputs: Mapping[str, str]) -> None:
+        return None  # nothing to learn: the fingerprint is computed from the shipped schema
+
+    def resolve(self, data: bytes, expected: str, *, topic: str) -> dict[str, Any]:
+        return self.decode(data, expected)
+
     def versions(self, name: str) -> list[SchemaEntry]:
         """Every known version of schema ``name`` (current and history)."""
         return [e for e in self._by_fingerprint.values() if e.name == name]
 
-    def encode(self, name: str, record: dict[str, Any], *, version: SchemaEntry | None = None) -> bytes:
-        """Encode with the current schema (or an older ``version``, for compatibility tests)."""
+    def encode(
+        self, name: str, record: dict[str, Any], *, topic: str = "", version: SchemaEntry | None = None
+    ) -> bytes:
+        """Encode with the current schema (or an older ``version``, for compatibility tests); the
+        framing names the schema, so the ``topic`` does not matter."""
         entry = version or self.schema(name)
         buf = io.BytesIO()
         buf.write(SINGLE_OBJECT_MAGIC)
@@ -107,7 +146,7 @@ class AvroCodec:
             raise SerializationError(f"cannot encode {name}: {exc}") from None
         return buf.getvalue()
 
-    def decode(self, data: bytes | None, expected: str) -> dict[str, Any]:
+    def decode(self, data: bytes | None, expected: str, *, topic: str = "") -> dict[str, Any]:
         """Decode ``data`` as a record of schema ``expected`` (read with its current version)."""
         if not data:
             raise SerializationError("empty value (null or zero bytes)")
@@ -143,4 +182,6 @@ def _load(path: Path) -> SchemaEntry:
     parsed = fastavro.parse_schema(raw)  # keeps the parsed marker: no re-parse per record
     canonical = to_parsing_canonical_form(raw)
     fingerprint = struct.pack("<Q", crc64_avro(canonical.encode()))
-    return SchemaEntry(name=raw["name"], parsed=parsed, canonical=canonical, fingerprint=fingerprint)
+    namespace = raw.get("namespace")
+    full_name = f"{namespace}.{raw['name']}" if namespace else raw["name"]
+    return SchemaEntry(raw["name"], parsed, canonical, fingerprint, raw=raw, full_name=full_name)

@@ -27,7 +27,8 @@ from consumer.operations.callbacks import CallbackServer, Correlator
 from consumer.operations.supervisor import worker_index
 from consumer.operations.telemetry import metrics
 from consumer.operations.watch import Watch
-from consumer.serde import AvroCodec
+from consumer.schema_registry import codec_for, output_schemas, prepare_outputs
+from consumer.serde import Codec
 from consumer.transports.httpclient import HttpClient
 from consumer.wiring import build_pipeline, check_settings, media_client
 
@@ -44,7 +45,7 @@ class ModerationService:
         self,
         settings: Settings,
         http: HttpClient,
-        codec: AvroCodec | None = None,
+        codec: Codec | None = None,
         *,
         policy: Policy | None = None,
         registry: CheckRegistry | None = None,
@@ -58,7 +59,8 @@ class ModerationService:
         self._worker = worker_index()
         self.correlator = Correlator()
         self._callbacks: CallbackServer | None = None
-        self.codec = codec or AvroCodec()
+        self.codec = codec or codec_for(settings)
+        self._registry_wait = settings.schema_registry.retry_max_delay_s
         self.tracker = OffsetTracker()
         p = settings.processing
         self.scheduler = Scheduler(
@@ -73,9 +75,7 @@ class ModerationService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kafka_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-source")
         self.fatal: BaseException | None = None
-        self.stopping = False
-        self._kicked = False
-        self.intake_held = False
+        self.stopping = self._kicked = self.intake_held = False
         self.exactly_once = p.delivery == "exactly_once"
         self.watch = Watch(settings, self, self._worker)
         self._media_http: HttpClient | None = None
@@ -108,6 +108,7 @@ class ModerationService:
         policy = self._policy or check_settings(self.settings, self.registry)
         if k.create_topics:
             await asyncio.to_thread(ensure_topics, k, k.all_topics())
+        await prepare_outputs(self.codec, output_schemas(k), stop, self._registry_wait)
         self.delivery = delivery_for(self.settings, self, worker_index())
         await self.delivery.start()
         self._sink = self.delivery.sink
@@ -145,6 +146,7 @@ class ModerationService:
             {k.deleted_topic: "UploadDeleted", k.review_decision_topic: "ReviewDecision"},
             finished=self._finished,
             spawn=self._spawn,
+            registry_max_delay_s=self._registry_wait,
         )
         partitions = Partitions(self, loop, self.settings.processing.revoke_drain_s)
         self._source = Source(
@@ -227,16 +229,16 @@ class ModerationService:
             metrics.PAUSED.set(self.scheduler.paused)
 
     def _held_by_circuit(self) -> bool:
-        """While a provider's circuit is open nothing new starts: records wait in the scheduler,
-        partitions pause as it fills, and the poll loop retries each turn until a probe succeeds."""
-        check = self.pipeline.open_circuit()
+        """While a provider's circuit is open, or the schema registry is unreachable, nothing new
+        starts: records wait in the scheduler, partitions pause as it fills, the loop retries."""
+        check = self.pipeline.open_circuit() or ("schema_registry" if self.handler.registry_down else None)
         if (check is not None) != self.intake_held:
             self.intake_held = check is not None
             metrics.INTAKE_HELD.set(int(self.intake_held))
-            if self.intake_held:
-                log.warning("provider circuit open: intake held until it closes", extra={"check": check})
-            else:
-                log.info("provider circuit closed: intake resumes")
+            held = (
+                f"{check} unavailable: intake held until it is back" if self.intake_held else "intake resumes"
+            )
+            log.log(logging.WARNING if self.intake_held else logging.INFO, held)
         return self.intake_held
 
     def _spawn(self, work: Work[Received], coro: Coroutine[Any, Any, None]) -> None:

@@ -190,6 +190,52 @@ class MediaSettings(_Section):
         return v
 
 
+class SchemaRegistrySettings(_Section):
+    """A Confluent-compatible schema registry: Confluent Schema Registry, Apicurio Registry
+    (``https://host/apis/ccompat/v7``) or Karapace. Without a URL, records are single-object encoded."""
+
+    url: str | None = Field(default=None, description="the registry's Confluent-compatible API")
+    basic_auth_user_info: SecretStr | None = Field(default=None, description="user:password")
+    basic_auth_user_info_file: Path | None = None
+    bearer_token: SecretStr | None = None
+    bearer_token_file: Path | None = None
+    bearer_logical_cluster: str = Field(default="", description="Confluent Cloud: the registry's lsrc id")
+    bearer_identity_pool: str = ""
+    auto_register: bool = Field(
+        default=False,
+        description="register the shipped schemas on first use (the demo); else `schemas register`",
+    )
+    subject_name_strategy: Literal["topic", "record"] = Field(
+        default="topic",
+        description="topic: <topic>-value (TopicNameStrategy); record: the record's full name",
+    )
+    compatibility: Literal[
+        "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE", "NONE"
+    ] = Field(default="BACKWARD", description="what `schemas register` sets on each subject")
+    timeout_s: float = Field(default=5.0, gt=0, le=120)
+    retry_max_delay_s: float = Field(
+        default=10.0, gt=0, le=600, description="longest wait between tries while the registry is unreachable"
+    )
+
+    _url = field_validator("url")(classmethod(lambda cls, v: v if v is None else _http_url(v)))
+
+    @model_validator(mode="after")
+    def _secrets_from_files(self) -> SchemaRegistrySettings:
+        _secret_from_file(self, "basic_auth_user_info")
+        _secret_from_file(self, "bearer_token")
+        if self.basic_auth_user_info is not None and self.bearer_token is not None:
+            raise ValueError("set basic_auth_user_info or bearer_token, not both")
+        return self
+
+
+class SerializationSettings(_Section):
+    format: Literal["confluent", "single_object"] | None = Field(
+        default=None,
+        description="what we write: confluent (magic byte 0 + schema id; needs schema_registry.url) or "
+        "single_object (C3 01 + fingerprint); default: confluent when a registry URL is set. Both are read.",
+    )
+
+
 class HealthSettings(_Section):
     """``/healthz``, ``/readyz`` and ``/metrics`` on a small HTTP server (port 0: any free port)."""
 

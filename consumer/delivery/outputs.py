@@ -23,7 +23,7 @@ from consumer.core.records import Decision, ModerationVerdict, UploadEvent
 from consumer.core.scheduler import Work
 from consumer.kafka.sink import DeliveryError, Headers, Sink
 from consumer.operations.telemetry import metrics
-from consumer.serde import AvroCodec
+from consumer.serde import Codec
 
 __all__ = ["Output", "Outputs", "Received"]
 
@@ -59,7 +59,7 @@ class Outputs:
     def __init__(
         self,
         kafka: KafkaSettings,
-        codec: AvroCodec,
+        codec: Codec,
         sink: Sink,
         *,
         exactly_once: bool,
@@ -93,12 +93,15 @@ class Outputs:
         letter."""
         k = self._kafka
         key = work.key or upload.upload_id.encode()
-        value = self._codec.encode("ModerationVerdict", verdict.to_avro())
-        outputs = [Output(k.verdict_topic, key, value)]
+        record, encode = verdict.to_avro(), self._codec.encode
+        outputs = [Output(k.verdict_topic, key, encode("ModerationVerdict", record, topic=k.verdict_topic))]
+        copy_to = None
         if verdict.decision is Decision.REVIEW:
-            outputs.append(Output(k.review_topic, key, value))
+            copy_to = k.review_topic
         elif verdict.decision is Decision.ESCALATE:
-            outputs.append(Output(k.escalation_topic, key, value))
+            copy_to = k.escalation_topic
+        if copy_to is not None:  # encoded per topic: each topic's subject has its own schema id
+            outputs.append(Output(copy_to, key, encode("ModerationVerdict", record, topic=copy_to)))
 
         def refused(err: DeliveryError) -> None:
             now = _now_ms()
@@ -133,7 +136,7 @@ class Outputs:
         msg = work.payload.message
         whole = DeadLetter(msg.key(), msg.value(), work.tp[0], work.tp[1], work.offset, failure, upload_id)
         letter = whole.bounded(0 if strip else self.limit)
-        value = self._codec.encode("DeadLetter", letter.to_avro())
+        value = self._codec.encode("DeadLetter", letter.to_avro(), topic=self._kafka.dlq_topic)
 
         def refused(err: DeliveryError) -> None:
             self.dead_letter(work, failure, upload_id, False, strip=True)
