@@ -20,6 +20,7 @@ from consumer.kafka import ensure_topics
 from consumer.service import ModerationService
 from consumer.wiring import provider_client
 from devtools.broker import LocalKafka
+from devtools.registry import LocalRegistry
 from devtools.stack import SimulatorProcess
 from simulator.state import DEFAULT_HUAWEI_TOKEN, DEFAULT_KEYS
 
@@ -55,6 +56,24 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield broker.start()
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    """One Apicurio Registry 3.0.9 for the session (from Maven Central, in-memory storage)."""
+    local = LocalRegistry(tmp_path_factory.mktemp("registry"))
+    local.start()
+    try:
+        yield local
+    finally:
+        local.thaw()
+        local.stop()
+
+
+@pytest.fixture
+def registry_url(registry: LocalRegistry) -> str:
+    """The session registry's Confluent-compatible URL (subjects are per-test topics)."""
+    return registry.url
 
 
 @pytest.fixture(scope="session")
@@ -130,10 +149,13 @@ def settings_for(kafka_bootstrap: str, sim: SimulatorProcess) -> Callable[..., S
         callbacks: dict[str, Any] | None = None,
         limits: dict[str, Any] | None = None,
         media: dict[str, Any] | None = None,
+        schema_registry: dict[str, Any] | None = None,
         **processing: Any,
     ) -> Settings:
-        """Settings against the broker and the simulator (Hive keys and a Huawei library both set)."""
+        """Settings against the broker and the simulator (Hive keys and a Huawei library both set);
+        ``schema_registry``: e.g. ``{"url": registry_url, "auto_register": True}``."""
         return load_settings(
+            schema_registry=schema_registry or {},
             kafka={
                 "bootstrap_servers": kafka_bootstrap,
                 "group_id": t.group,
