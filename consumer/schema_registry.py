@@ -279,3 +279,7 @@ class RegistryCodec:
 
     def known_ids(self) -> Iterable[int]:
         return tuple(self._known_ids)
+
+    def close(self) -> None:
+        """Close the registry client's HTTP connections."""
+        self._client.close()

@@ -23,7 +23,15 @@ from fastavro.schema import to_parsing_canonical_form
 
 from consumer.errors import SerializationError
 
-__all__ = ["SINGLE_OBJECT_MAGIC", "AvroCodec", "Codec", "SchemaEntry", "crc64_avro", "default_schema_dir"]
+__all__ = [
+    "SINGLE_OBJECT_MAGIC",
+    "AvroCodec",
+    "Codec",
+    "SchemaEntry",
+    "crc64_avro",
+    "decode_blocking",
+    "default_schema_dir",
+]
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 _EMPTY = 0xC15D213AA4D7A795
@@ -81,6 +89,16 @@ class Codec(Protocol):
 
     def prepare(self, outputs: Mapping[str, str]) -> None: ...
 
+    def close(self) -> None: ...
+
+
+def decode_blocking(codec: Codec, data: bytes | None, name: str, topic: str) -> dict[str, Any]:
+    """A record in either framing, for tools that may block (a Confluent-framed one whose schema id
+    is new here asks the registry); the service itself never calls this on its event loop."""
+    if data is not None and codec.needs_registry(data):
+        return codec.resolve(data, name, topic=topic)
+    return codec.decode(data, name, topic=topic)
+
 
 class AvroCodec:
     """Encodes records by schema name; decodes any single-object-encoded record of a known schema.
@@ -123,6 +141,9 @@ class AvroCodec:
 
     def prepare(self, outputs: Mapping[str, str]) -> None:
         return None  # nothing to learn: the fingerprint is computed from the shipped schema
+
+    def close(self) -> None:
+        return None
 
     def resolve(self, data: bytes, expected: str, *, topic: str) -> dict[str, Any]:
         return self.decode(data, expected)

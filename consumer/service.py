@@ -60,6 +60,7 @@ class ModerationService:
         self.correlator = Correlator()
         self._callbacks: CallbackServer | None = None
         self.codec = codec or codec_for(settings)
+        self._owns_codec = codec is None
         self._registry_wait = settings.schema_registry.retry_max_delay_s
         self.tracker = OffsetTracker()
         p = settings.processing
@@ -187,6 +188,8 @@ class ModerationService:
                 await self._relay_sink.close()
             await self.watch.stop()
             self._kafka_thread.shutdown(wait=True)
+            if self._owns_codec:
+                self.codec.close()
         if self.fatal is not None:
             raise self.fatal
 

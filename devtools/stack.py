@@ -24,7 +24,7 @@ from confluent_kafka import Consumer, Message, Producer
 
 from consumer.core.deadletter import DeadLetter
 from consumer.core.records import MediaType, ModerationVerdict, UploadEvent
-from consumer.serde import AvroCodec
+from consumer.serde import AvroCodec, Codec, decode_blocking
 from devtools.broker import free_port
 from simulator.state import DEFAULT_KEYS
 
@@ -275,9 +275,10 @@ def produce_uploads(
     bootstrap: str,
     topic: str,
     uploads: Iterable[UploadEvent],
-    codec: AvroCodec | None = None,
+    codec: Codec | None = None,
     raw: Iterable[tuple[bytes | None, bytes]] = (),
 ) -> int:
+    """Uploads in ``codec``'s framing (default: single-object encoding), then ``raw`` records."""
     codec = codec or AvroCodec()
     producer = Producer(
         {
@@ -290,7 +291,9 @@ def produce_uploads(
     )
     count = 0
     for u in uploads:
-        producer.produce(topic, key=u.upload_id.encode(), value=codec.encode("UploadEvent", u.to_avro()))
+        producer.produce(
+            topic, key=u.upload_id.encode(), value=codec.encode("UploadEvent", u.to_avro(), topic=topic)
+        )
         producer.poll(0)
         count += 1
     for key, value in raw:
@@ -335,22 +338,29 @@ def iter_messages(
 
 
 def iter_verdicts(
-    bootstrap: str, topic: str, *, timeout: float, group: str | None = None, isolation: str = "read_committed"
+    bootstrap: str,
+    topic: str,
+    *,
+    timeout: float,
+    group: str | None = None,
+    isolation: str = "read_committed",
+    codec: Codec | None = None,
 ) -> Iterator[ModerationVerdict]:
-    """Verdicts from the beginning of ``topic`` until ``timeout`` seconds pass (caller stops early)."""
-    codec = AvroCodec()
+    """Verdicts from the beginning of ``topic`` until ``timeout`` seconds pass (caller stops early);
+    ``codec``: a ``RegistryCodec`` for verdicts in the Confluent framing."""
+    codec = codec or AvroCodec()
     for msg in iter_messages(bootstrap, topic, timeout=timeout, group=group, isolation=isolation):
-        yield ModerationVerdict.from_avro(codec.decode(msg.value(), "ModerationVerdict"))
+        yield ModerationVerdict.from_avro(decode_blocking(codec, msg.value(), "ModerationVerdict", topic))
 
 
 def read_dead_letters(
-    bootstrap: str, topic: str, count: int, *, timeout: float = 60.0
+    bootstrap: str, topic: str, count: int, *, timeout: float = 60.0, codec: Codec | None = None
 ) -> list[tuple[DeadLetter, dict[str, bytes]]]:
     """The first ``count`` dead letters of ``topic`` with their headers (fewer if the deadline passes)."""
-    codec = AvroCodec()
+    codec = codec or AvroCodec()
     found: list[tuple[DeadLetter, dict[str, bytes]]] = []
     for msg in iter_messages(bootstrap, topic, timeout=timeout):
-        letter = DeadLetter.from_avro(codec.decode(msg.value(), "DeadLetter"))
+        letter = DeadLetter.from_avro(decode_blocking(codec, msg.value(), "DeadLetter", topic))
         headers: list[tuple[str, bytes | None]] = list(msg.headers() or [])  # type: ignore[arg-type]
         found.append((letter, {k: v for k, v in headers if v is not None}))
         if len(found) >= count:
@@ -359,12 +369,12 @@ def read_dead_letters(
 
 
 def read_verdicts(
-    bootstrap: str, topic: str, expected: set[str], *, timeout: float = 120.0
+    bootstrap: str, topic: str, expected: set[str], *, timeout: float = 120.0, codec: Codec | None = None
 ) -> list[ModerationVerdict]:
     """All verdicts read until every id in ``expected`` has one (or the deadline passes)."""
     seen: list[ModerationVerdict] = []
     missing = set(expected)
-    for verdict in iter_verdicts(bootstrap, topic, timeout=timeout):
+    for verdict in iter_verdicts(bootstrap, topic, timeout=timeout, codec=codec):
         seen.append(verdict)
         missing.discard(verdict.upload_id)
         if not missing:

@@ -18,9 +18,10 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from consumer.config import Settings
 from consumer.core.deadletter import DeadLetter
-from consumer.errors import SerializationError
+from consumer.errors import RegistryUnavailable, SerializationError
 from consumer.kafka.common import base_config
-from consumer.serde import AvroCodec
+from consumer.schema_registry import codec_for
+from consumer.serde import decode_blocking
 
 __all__ = ["REPLAYED_FROM", "ReplaySummary", "Selection", "replay"]
 
@@ -78,7 +79,7 @@ def replay(
     echo: Callable[[str], None] = print,
 ) -> ReplaySummary:
     k = settings.kafka
-    codec = AvroCodec()
+    codec = codec_for(settings)  # dead letters in either framing
     consumer = Consumer(
         {
             **base_config(k),
@@ -104,7 +105,11 @@ def replay(
                     continue
                 summary.scanned += 1
                 try:
-                    letter = DeadLetter.from_avro(codec.decode(msg.value(), "DeadLetter"))
+                    letter = DeadLetter.from_avro(
+                        decode_blocking(codec, msg.value(), "DeadLetter", k.dlq_topic)
+                    )
+                except RegistryUnavailable as exc:
+                    raise RuntimeError(f"replay stopped: {exc}") from None
                 except (SerializationError, KeyError, TypeError, ValueError):
                     summary.unreadable += 1
                     continue
@@ -131,6 +136,7 @@ def replay(
         raise RuntimeError(f"replay failed: {exc.args[0].str()}") from None
     finally:
         consumer.close()
+        codec.close()
     return summary
 
 
