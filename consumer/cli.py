@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         prog=_program(), description="Streaming upload moderation: Kafka uploads in, one Avro verdict out."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,dlq,simulate,demo,broker}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{run,dlq,schemas,simulate,demo,broker}"
+    )
 
     run = sub.add_parser("run", help="consume uploads and produce verdicts until SIGTERM")
     run.add_argument("--config", type=Path, help="YAML settings file (env MODERATION_CONFIG)")
@@ -110,6 +112,22 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--to-topic", default=None, help="publish here instead of each one's source topic")
     rp.add_argument("--dry-run", action="store_true", help="list what would be replayed, publish nothing")
 
+    schemas = sub.add_parser(
+        "schemas",
+        help="the shipped Avro schemas against the schema registry",
+        description="register: set each subject's compatibility and register the shipped schemas."
+        " check: exit 1 when a shipped schema is not compatible with what the registry holds"
+        " (3 when the registry cannot be reached); run it before a deploy.",
+    )
+    schemas.add_argument("action", choices=["register", "check"])
+    schemas.add_argument("--config", type=Path, help="YAML settings file (env MODERATION_CONFIG)")
+    schemas.add_argument(
+        "--schema-dir",
+        type=Path,
+        default=None,
+        help="schemas to use instead of the shipped ones (a candidate)",
+    )
+
     broker = sub.add_parser("broker", help="the local single-node Kafka broker")
     broker.add_argument("action", choices=["start", "stop"])
     broker.add_argument("--dir", type=Path, default=Path(".local/kafka"))
@@ -121,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args.config, args.workers)
         if args.command == "dlq":
             return _replay(args)
+        if args.command == "schemas":
+            return _schemas(args)
         return _developer_command(args)
     except ConfigError as exc:
         return _setting_error(exc)
@@ -178,6 +198,21 @@ def _replay(args: argparse.Namespace) -> int:
         return 1
     print(summary.table())
     return 0
+
+
+def _schemas(args: argparse.Namespace) -> int:
+    from fastavro.schema import SchemaParseException
+
+    from consumer.config import load_settings
+    from consumer.errors import SerializationError
+    from consumer.operations import schemas_admin
+
+    settings = load_settings(args.config)
+    action = schemas_admin.register if args.action == "register" else schemas_admin.check
+    try:
+        return action(settings, schema_dir=args.schema_dir)
+    except (SerializationError, SchemaParseException, ValueError, KeyError, OSError) as exc:
+        raise ConfigError("--schema-dir", f"cannot read the schemas: {type(exc).__name__}: {exc}") from None
 
 
 def _run(config: Path | None, workers: int = 1) -> int:

@@ -39,8 +39,10 @@ from consumer.serde import SINGLE_OBJECT_MAGIC, AvroCodec, Codec
 
 __all__ = [
     "CONFLUENT_MAGIC",
+    "UNREACHABLE",
     "RegistryCodec",
     "codec_for",
+    "output_schemas",
     "prepare_outputs",
     "registry_client",
     "subject_for",
@@ -49,8 +51,8 @@ __all__ = [
 CONFLUENT_MAGIC = 0
 # the transport failures of the HTTP library the registry client runs on (httpx2 where installed,
 # else httpx: the client's own choice, read from where it makes it)
-_UNREACHABLE: tuple[type[Exception], ...] = (_client_http.TransportError, OSError)
-_REGISTRY_FAILURES: tuple[type[Exception], ...] = (SchemaRegistryError, *_UNREACHABLE)
+UNREACHABLE: tuple[type[Exception], ...] = (_client_http.TransportError, OSError)
+_REGISTRY_FAILURES: tuple[type[Exception], ...] = (SchemaRegistryError, *UNREACHABLE)
 log = logging.getLogger("consumer.schema_registry")
 _NOT_FOUND = 404
 
@@ -191,7 +193,7 @@ class RegistryCodec:
                     f"(HTTP {exc.http_status_code}, {exc.error_code}); run `moderation-consumer schemas "
                     "register` or set schema_registry.auto_register"
                 ) from None
-            except _UNREACHABLE as exc:
+            except UNREACHABLE as exc:
                 raise _unavailable(f"looking up {subject}", exc) from None
 
     def _context(self, topic: str) -> SerializationContext:
@@ -240,7 +242,7 @@ class RegistryCodec:
             raise SerializationError(
                 f"the schema registry refused schema id {schema_id} (HTTP {exc.http_status_code})"
             ) from None
-        except _UNREACHABLE as exc:
+        except UNREACHABLE as exc:
             raise _unavailable(f"reading schema id {schema_id}", exc) from None
         with self._lock:
             self._known_ids.add(schema_id)  # type: ignore[arg-type]

@@ -326,6 +326,7 @@ class Pipeline:
             decision=outcome.decision,
             reasons=outcome.reasons,
             policy_version=self.policy.version,
+            policy_digest=self.policy.digest,
             source_topic=source.topic,
             source_partition=source.partition,
             source_offset=source.offset,

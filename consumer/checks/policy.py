@@ -5,9 +5,12 @@ No I/O here but ``load_policy`` reading the YAML file once at start.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Protocol
@@ -68,6 +71,14 @@ class Policy(BaseModel):
     classification: dict[str, dict[str, Threshold]] = Field(default_factory=dict)
     similarity: SimilarityThresholds = Field(default_factory=SimilarityThresholds)
     fail_open: frozenset[str] = frozenset()  # checks whose unavailability does not force REVIEW
+
+    @cached_property
+    def digest(self) -> str:
+        """sha256 (hex) of the effective rules, whatever their spelling in YAML: every verdict
+        carries it, so it names the exact policy that decided."""
+        rules = self.model_dump(mode="json", exclude_none=True)
+        rules["fail_open"] = sorted(self.fail_open)
+        return hashlib.sha256(json.dumps(rules, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 class PolicyChecks(Protocol):

@@ -182,6 +182,7 @@ class ModerationVerdict:
     similarity: tuple[SimilarityMatch, ...] = ()
     checks: tuple[CheckRun, ...] = ()
     trace_id: str | None = None
+    policy_digest: str | None = None  # schema version 2
 
     def to_avro(self) -> dict[str, Any]:
         return {
@@ -228,6 +229,7 @@ class ModerationVerdict:
             "source_offset": self.source_offset,
             "processed_at": self.processed_at,
             "trace_id": self.trace_id,
+            "policy_digest": self.policy_digest,
         }
 
     @classmethod
@@ -262,6 +264,7 @@ class ModerationVerdict:
             source_offset=d["source_offset"],
             processed_at=_millis(d["processed_at"]),
             trace_id=d.get("trace_id"),
+            policy_digest=d.get("policy_digest"),
         )
 
 

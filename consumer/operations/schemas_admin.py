@@ -1,0 +1,134 @@
+"""``schemas register`` and ``schemas check``: the shipped Avro schemas against a schema registry.
+
+``register`` sets each subject's compatibility level (``schema_registry.compatibility``, BACKWARD by
+default) and registers the shipped schema under it; run it once per release, before the service
+(whose ``auto_register`` is off outside the demo). ``check`` registers nothing: it asks the registry
+whether each shipped schema may follow what the subject holds under the subject's level, the step
+a deploy pipeline runs before rolling a new version out.
+
+Exit codes: 0 all compatible (or registered), 1 a schema is incompatible (or refused), 3 the
+registry is unreachable or answered an error we cannot act on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
+
+from consumer.config import KafkaSettings, Settings
+from consumer.errors import ConfigError
+from consumer.schema_registry import UNREACHABLE, output_schemas, registry_client, subject_for
+from consumer.serde import AvroCodec
+
+__all__ = ["EXIT_INCOMPATIBLE", "EXIT_UNREACHABLE", "SubjectPlan", "check", "plan", "register"]
+
+EXIT_INCOMPATIBLE = 1
+EXIT_UNREACHABLE = 3
+_NOT_FOUND = 404
+_CONFLICT = 409
+_UNPROCESSABLE = 422
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectPlan:
+    """One subject and the shipped schema that belongs under it."""
+
+    subject: str
+    record: str
+    topics: tuple[str, ...]
+    schema: Schema
+
+
+def topic_schemas(kafka: KafkaSettings) -> dict[str, str]:
+    """Every topic the service reads or writes -> its record name."""
+    return {
+        kafka.input_topic: "UploadEvent",
+        kafka.deleted_topic: "UploadDeleted",
+        kafka.review_decision_topic: "ReviewDecision",
+        **output_schemas(kafka),
+    }
+
+
+def plan(settings: Settings, schema_dir: Path | None = None) -> list[SubjectPlan]:
+    """The subjects of our topics under the configured naming strategy (several topics share one
+    subject under the record strategy) with the schemas of ``schema_dir`` (default: the shipped ones)."""
+    codec = AvroCodec(schema_dir)
+    strategy = settings.schema_registry.subject_name_strategy
+    topics_of: dict[tuple[str, str], list[str]] = {}
+    for topic, name in topic_schemas(settings.kafka).items():
+        subject = subject_for(strategy, topic, codec.full_name(name))
+        topics_of.setdefault((subject, name), []).append(topic)
+    return [
+        SubjectPlan(subject, name, tuple(topics), Schema(json.dumps(codec.raw(name)), "AVRO"))
+        for (subject, name), topics in sorted(topics_of.items())
+    ]
+
+
+def _client(settings: Settings) -> SchemaRegistryClient:
+    if settings.schema_registry.url is None:
+        raise ConfigError("schema_registry.url", "is needed to register or check schemas")
+    return registry_client(settings.schema_registry)
+
+
+def _failure(exc: Exception) -> str:
+    if isinstance(exc, SchemaRegistryError):
+        return f"HTTP {exc.http_status_code} ({exc.error_code}): {exc.error_message[:300]}"
+    return f"unreachable ({type(exc).__name__})"
+
+
+def register(
+    settings: Settings, *, schema_dir: Path | None = None, echo: Callable[[str], None] = print
+) -> int:
+    """Set each subject's compatibility level, then register the shipped schema under it."""
+    level = settings.schema_registry.compatibility
+    worst = 0
+    with _client(settings) as client:
+        for item in plan(settings, schema_dir):
+            try:
+                client.set_compatibility(item.subject, level)
+                schema_id = client.register_schema(item.subject, item.schema)
+            except SchemaRegistryError as exc:
+                if exc.http_status_code not in (_CONFLICT, _UNPROCESSABLE):
+                    echo(f"error   {item.subject}: {_failure(exc)}")
+                    return EXIT_UNREACHABLE
+                echo(f"refused {item.subject}: {item.record} is not {level}-compatible: {_failure(exc)}")
+                worst = EXIT_INCOMPATIBLE
+                continue
+            except UNREACHABLE as exc:
+                echo(f"error   schema registry at {settings.schema_registry.url}: {_failure(exc)}")
+                return EXIT_UNREACHABLE
+            echo(f"ok      {item.subject}: {item.record} is schema id {schema_id}, compatibility {level}")
+    return worst
+
+
+def check(settings: Settings, *, schema_dir: Path | None = None, echo: Callable[[str], None] = print) -> int:
+    """Whether each shipped schema may be registered under its subject's compatibility level."""
+    worst = 0
+    with _client(settings) as client:
+        for item in plan(settings, schema_dir):
+            try:
+                compatible = client.test_compatibility(item.subject, item.schema)
+                level = client.get_compatibility(item.subject)
+            except SchemaRegistryError as exc:
+                if exc.http_status_code == _NOT_FOUND:
+                    echo(f"ok      {item.subject}: not registered yet ({item.record} will be version 1)")
+                    continue
+                if exc.http_status_code == _UNPROCESSABLE:  # not a schema the registry can parse
+                    echo(f"refused {item.subject}: {_failure(exc)}")
+                    worst = EXIT_INCOMPATIBLE
+                    continue
+                echo(f"error   {item.subject}: {_failure(exc)}")
+                return EXIT_UNREACHABLE
+            except UNREACHABLE as exc:
+                echo(f"error   schema registry at {settings.schema_registry.url}: {_failure(exc)}")
+                return EXIT_UNREACHABLE
+            if compatible:
+                echo(f"ok      {item.subject}: {item.record} is {level}-compatible with what it holds")
+            else:
+                echo(f"refused {item.subject}: {item.record} is not {level}-compatible with what it holds")
+                worst = EXIT_INCOMPATIBLE
+    return worst
