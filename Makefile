@@ -23,8 +23,9 @@ demo: install jars
 	$(BIN)/python -m consumer demo
 
 lint: install
-	$(BIN)/ruff check consumer simulator devtools tests bench
+	$(BIN)/ruff check consumer simulator devtools tests bench examples
 	$(BIN)/mypy
+	$(BIN)/mypy examples
 
 test: install jars lint
 	$(BIN)/pytest -p no:cacheprovider
@@ -39,8 +40,8 @@ chaos: install jars
 	$(BIN)/pytest -s tests/chaos
 
 format: install
-	$(BIN)/ruff check --fix consumer simulator devtools tests bench
-	$(BIN)/ruff format consumer simulator devtools tests bench
+	$(BIN)/ruff check --fix consumer simulator devtools tests bench examples
+	$(BIN)/ruff format consumer simulator devtools tests bench examples
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
