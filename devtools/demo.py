@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from consumer.config import KafkaSettings
+from consumer.config import KafkaSettings, load_settings
 from consumer.core.records import Decision, MediaType, ModerationVerdict, UploadEvent
 from consumer.kafka import ensure_topics
+from consumer.schema_registry import codec_for
 from devtools.broker import LocalKafka
+from devtools.registry import LocalRegistry
 from devtools.samples import cropped, image_bytes, make_gif, make_image, make_video, reencoded
 from devtools.stack import (
     ConsumerProcess,
@@ -26,6 +30,8 @@ from devtools.stack import (
 )
 
 __all__ = ["run_demo"]
+
+EXAMPLE_READER = Path(__file__).resolve().parents[1] / "examples" / "verdict_reader.py"
 
 BANNED_SEED, CSAM_SEED, NSFW_SEED, GIF_SEED, VIDEO_CSAM_SEED = 101, 202, 303, 404, 505
 GIF_SIZE, VIDEO_SIZE = (240, 180), (320, 240)
@@ -168,17 +174,31 @@ def _table(samples: list[Sample], verdicts: dict[str, ModerationVerdict]) -> tup
     return "\n".join(lines), wrong
 
 
+def _example_reader(bootstrap: str, registry_url: str, topic: str, count: int) -> None:
+    """The verdicts again, read by the example a downstream service copies (confluent-kafka alone)."""
+    if not EXAMPLE_READER.exists():  # an installed package has no examples/
+        return
+    print(f"\nthe same verdicts read by {EXAMPLE_READER.relative_to(EXAMPLE_READER.parents[1])}:", flush=True)
+    command = [sys.executable, str(EXAMPLE_READER), "--bootstrap", bootstrap, "--registry", registry_url]
+    command += ["--topic", topic, "--group", "demo-reader", "--max", str(count), "--idle-timeout", "20"]
+    subprocess.run(command, timeout=120, check=False)
+
+
 def run_demo() -> int:
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="moderation-demo-"))
     print(f"demo workspace: {workdir}", flush=True)
     kafka = LocalKafka(workdir / "kafka")
+    registry = LocalRegistry(workdir / "registry")
     sim = SimulatorProcess(latency_median_ms=40, latency_p99_ms=150, log_path=workdir / "simulator.log")
     consumer: ConsumerProcess | None = None
     try:
-        print("starting Kafka (first run fetches the jars with Maven)...", flush=True)
-        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or kafka.start()
-        print(f"  broker at {bootstrap}", flush=True)
+        with ThreadPoolExecutor(1) as pool:
+            print("starting Kafka and the schema registry (first run fetches them with Maven)...", flush=True)
+            registry_url = pool.submit(registry.start)
+            bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or kafka.start()
+            print(f"  broker at {bootstrap}", flush=True)
+            print(f"  schema registry (Apicurio) at {registry_url.result()}", flush=True)
         sim.start()
         print(f"  simulator at {sim.url} (latency median 40 ms, p99 150 ms)", flush=True)
         settings = KafkaSettings(bootstrap_servers=bootstrap)
@@ -193,25 +213,34 @@ def run_demo() -> int:
             ],
             partitions=4,
         )
+        # the demo registers the shipped schemas on first use (production: `schemas register`)
+        registry_settings = {"url": registry.url, "auto_register": True}
+        codec = codec_for(load_settings(schema_registry=registry_settings))
         samples = _samples(sim)
         poison = (b"demo-poison", b'{"upload_id": "written as JSON by mistake"}')
-        produce_uploads(bootstrap, settings.input_topic, [s.event for s in samples], raw=[poison])
+        produce_uploads(
+            bootstrap, settings.input_topic, [s.event for s in samples], codec=codec, raw=[poison]
+        )
         print(
-            f"  produced {len(samples)} sample uploads and 1 record that is not Avro to"
-            f" '{settings.input_topic}'",
+            f"  produced {len(samples)} sample uploads (Confluent wire format) and 1 record that is not"
+            f" Avro to '{settings.input_topic}'",
             flush=True,
         )
-        consumer = ConsumerProcess(
-            consumer_env(bootstrap, sim.url, group="demo"), log_path=workdir / "consumer.log"
-        ).start()
+        env = consumer_env(
+            bootstrap,
+            sim.url,
+            group="demo",
+            MODERATION_SCHEMA_REGISTRY__URL=registry.url,
+            MODERATION_SCHEMA_REGISTRY__AUTO_REGISTER="true",
+        )
+        consumer = ConsumerProcess(env, log_path=workdir / "consumer.log").start()
         print("  consumer running (python -m consumer run); waiting for verdicts...\n", flush=True)
         wanted = {s.event.upload_id for s in samples}
-        verdicts = {
-            v.upload_id: v for v in read_verdicts(bootstrap, settings.verdict_topic, wanted, timeout=120)
-        }
+        found = read_verdicts(bootstrap, settings.verdict_topic, wanted, timeout=120, codec=codec)
+        verdicts = {v.upload_id: v for v in found}
         table, wrong = _table(samples, verdicts)
         print(table)
-        letters = read_dead_letters(bootstrap, settings.dlq_topic, 1, timeout=60)
+        letters = read_dead_letters(bootstrap, settings.dlq_topic, 1, timeout=60, codec=codec)
         for letter, _ in letters:
             print(
                 f"\ndead letter on '{settings.dlq_topic}': {letter.source_topic}[{letter.source_partition}]"
@@ -222,10 +251,12 @@ def run_demo() -> int:
         if not letters:
             print("the record that is not Avro never reached the dead letter topic", file=sys.stderr)
             wrong += 1
+        _example_reader(bootstrap, registry.url, settings.verdict_topic, len(verdicts))
         print(
             f"\n{len(verdicts)} verdicts for {len(samples)} uploads in {time.monotonic() - started:.1f}s; "
             f"consumer log: {workdir / 'consumer.log'}"
         )
+        codec.close()
         if wrong:
             print(f"{wrong} verdict(s) differ from what the demo expects", file=sys.stderr)
             return 1
@@ -234,5 +265,6 @@ def run_demo() -> int:
         if consumer is not None:
             consumer.terminate()
         sim.stop()
+        registry.stop()
         kafka.stop()
         shutil.rmtree(workdir / "kafka", ignore_errors=True)
