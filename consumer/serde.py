@@ -118,6 +118,7 @@ class AvroCodec:
         for path in sorted((root / "history").glob("*.avsc")):
             entry = _load(path)
             self._by_fingerprint.setdefault(entry.fingerprint, entry)
+        self._by_canonical = {e.canonical: e for e in self._by_fingerprint.values()}
         if not self._current:
             raise SerializationError(f"no Avro schemas found in {root}")
 
@@ -178,12 +179,20 @@ class AvroCodec:
         writer = self._by_fingerprint.get(data[2:10])
         if writer is None:
             raise SerializationError(f"unknown schema fingerprint {data[2:10].hex()}")
+        return self.read_body(data, 10, writer, expected)
+
+    def writer_of(self, canonical: str) -> SchemaEntry | None:
+        """The shipped schema (any version) with this parsing canonical form, if one has it."""
+        return self._by_canonical.get(canonical)
+
+    def read_body(self, data: bytes, start: int, writer: SchemaEntry, expected: str) -> dict[str, Any]:
+        """The Avro body at ``data[start:]``, written with ``writer``, read as the current
+        ``expected`` (schema resolution only when an older version wrote it: it costs as much again)."""
         reader = self.schema(expected)
         if writer.name != reader.name:
             raise SerializationError(f"record is a {writer.name}, expected {expected}")
         buf = io.BytesIO(data)
-        buf.seek(10)
-        # schema resolution only when an older writer version wrote the record (it costs as much again)
+        buf.seek(start)
         resolve = None if writer is reader else reader.parsed
         try:
             value = fastavro.schemaless_reader(buf, writer.parsed, resolve)

@@ -109,7 +109,12 @@ class ModerationService:
         policy = self._policy or check_settings(self.settings, self.registry)
         if k.create_topics:
             await asyncio.to_thread(ensure_topics, k, k.all_topics())
-        await prepare_outputs(self.codec, output_schemas(k), stop, self._registry_wait)
+        try:
+            await prepare_outputs(self.codec, output_schemas(k), stop, self._registry_wait)
+        except BaseException:  # e.g. schemas not registered: nothing was started yet
+            self._close_codec()
+            self._kafka_thread.shutdown(wait=False)
+            raise
         self.delivery = delivery_for(self.settings, self, worker_index())
         await self.delivery.start()
         self._sink = self.delivery.sink
@@ -188,10 +193,13 @@ class ModerationService:
                 await self._relay_sink.close()
             await self.watch.stop()
             self._kafka_thread.shutdown(wait=True)
-            if self._owns_codec:
-                self.codec.close()
+            self._close_codec()
         if self.fatal is not None:
             raise self.fatal
+
+    def _close_codec(self) -> None:
+        if self._owns_codec:
+            self.codec.close()
 
     def _offer(self, msg: Any) -> None:
         if msg.error():
@@ -258,7 +266,8 @@ class ModerationService:
 
     @property
     def processed(self) -> int:
-        return self.outputs.processed
+        outputs = getattr(self, "outputs", None)  # None until the run has started its outputs
+        return 0 if outputs is None else outputs.processed
 
     def _finished(self, work: Work[Received]) -> None:
         """Nothing to produce for this record: its offset is done now."""

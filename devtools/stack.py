@@ -289,18 +289,32 @@ def produce_uploads(
             "logger": QUIET,
         }
     )
+    failures: list[str] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failures.append(err.str())
+
+    def send(key: bytes | None, value: bytes) -> None:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, on_delivery=delivered)
+                break
+            except BufferError:  # the local queue is full: let the broker take some first
+                producer.poll(0.1)
+        producer.poll(0)
+
     count = 0
     for u in uploads:
-        producer.produce(
-            topic, key=u.upload_id.encode(), value=codec.encode("UploadEvent", u.to_avro(), topic=topic)
-        )
-        producer.poll(0)
+        send(u.upload_id.encode(), codec.encode("UploadEvent", u.to_avro(), topic=topic))
         count += 1
     for key, value in raw:
-        producer.produce(topic, key=key, value=value)
+        send(key, value)
         count += 1
-    if producer.flush(30):
-        raise RuntimeError("uploads not acknowledged by the broker")
+    if producer.flush(60):
+        raise RuntimeError(f"uploads to {topic} not acknowledged by the broker")
+    if failures:
+        raise RuntimeError(f"{len(failures)} uploads to {topic} failed: {failures[0]}")
     return count
 
 

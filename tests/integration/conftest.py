@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import uuid
@@ -212,6 +213,25 @@ def running_service() -> Callable[[Settings], Any]:
                 await asyncio.wait_for(task, 60)
 
     return run
+
+
+@pytest.fixture
+def stack() -> Iterator[contextlib.ExitStack]:
+    """Closes what a test opens (registry clients, codecs)."""
+    with contextlib.ExitStack() as opened:
+        yield opened
+
+
+def newer_upload_event() -> dict[str, Any]:
+    """UploadEvent with one more optional field, as a producer a release ahead of us would write."""
+    from consumer.serde import AvroCodec
+
+    newer = dict(AvroCodec().raw("UploadEvent"))
+    newer["fields"] = [
+        *newer["fields"],
+        {"name": "client_version", "type": ["null", "string"], "default": None},
+    ]
+    return newer
 
 
 @pytest.fixture

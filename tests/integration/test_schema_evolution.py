@@ -10,7 +10,7 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,12 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from consumer.config import Settings
 from consumer.core.records import MediaType, ModerationVerdict
+from consumer.errors import SerializationError
 from consumer.operations import schemas_admin
 from consumer.schema_registry import codec_for, registry_client
-from consumer.serde import AvroCodec, decode_blocking, default_schema_dir
+from consumer.serde import AvroCodec, Codec, decode_blocking, default_schema_dir
+from consumer.service import ModerationService
+from consumer.wiring import provider_client
 from devtools.broker import free_port
 from devtools.stack import (
     SimulatorProcess,
@@ -34,16 +37,10 @@ from devtools.stack import (
     upload,
 )
 
-from .conftest import Topics
+from .conftest import Topics, newer_upload_event
 
 pytestmark = pytest.mark.integration
 HISTORY = default_schema_dir() / "history"
-
-
-@pytest.fixture
-def stack() -> Iterator[contextlib.ExitStack]:
-    with contextlib.ExitStack() as opened:
-        yield opened
 
 
 @pytest.fixture
@@ -62,14 +59,29 @@ def registered(
     return make
 
 
-def newer_upload_event() -> dict[str, Any]:
-    """UploadEvent with one more optional field, as a producer a release ahead of us would write."""
-    newer = dict(AvroCodec().raw("UploadEvent"))
-    newer["fields"] = [
-        *newer["fields"],
-        {"name": "client_version", "type": ["null", "string"], "default": None},
-    ]
-    return newer
+async def test_without_registered_schemas_the_service_stops_before_consuming_and_names_the_fix(
+    kafka_bootstrap: str,
+    topics: Topics,
+    registry_url: str,
+    settings_for: Callable[..., Settings],
+) -> None:
+    settings = settings_for(topics, schema_registry={"url": registry_url})  # auto_register off
+    produce_uploads(kafka_bootstrap, topics.input, [upload(MediaType.TEXT, text="hello")])
+    async with provider_client(settings) as http:
+        service = ModerationService(settings, http)
+        with pytest.raises(SerializationError, match=f"subject {topics.verdicts}-value.*schemas register"):
+            await asyncio.wait_for(service.run(asyncio.Event()), 60)
+    assert service.processed == 0
+
+
+async def verdicts_of(
+    running_service: Callable[..., Any], settings: Settings, codec: Codec, ids: set[str]
+) -> list[ModerationVerdict]:
+    """Run the service until each of ``ids`` has a verdict; those verdicts."""
+    async with running_service(settings):
+        return await asyncio.to_thread(
+            read_verdicts, settings.kafka.bootstrap_servers, settings.kafka.verdict_topic, ids, codec=codec
+        )
 
 
 async def test_a_producer_on_a_newer_upload_event_is_read_by_the_current_consumer(
@@ -93,10 +105,7 @@ async def test_a_producer_on_a_newer_upload_event_is_read_by_the_current_consume
     produce_uploads(kafka_bootstrap, topics.input, [], raw=raw)
     assert client.get_versions(f"{topics.input}-value") == [1, 2]
     codec = stack.enter_context(contextlib.closing(codec_for(settings)))
-    async with running_service(settings):
-        verdicts = await asyncio.to_thread(
-            read_verdicts, kafka_bootstrap, topics.verdicts, {u.upload_id for u in uploads}, codec=codec
-        )
+    verdicts = await verdicts_of(running_service, settings, codec, {u.upload_id for u in uploads})
     assert {v.upload_id for v in verdicts} == {u.upload_id for u in uploads}
     assert all(v.decision.value == "ALLOW" for v in verdicts)
 
@@ -112,10 +121,7 @@ async def test_a_new_verdict_is_read_by_a_downstream_reader_pinned_to_the_previo
     uploads = [upload(MediaType.TEXT, text=f"Lovely sunset number {i}") for i in range(3)]
     produce_uploads(kafka_bootstrap, topics.input, uploads)
     codec = stack.enter_context(contextlib.closing(codec_for(settings)))
-    async with running_service(settings):
-        current = await asyncio.to_thread(
-            read_verdicts, kafka_bootstrap, topics.verdicts, {u.upload_id for u in uploads}, codec=codec
-        )
+    current = await verdicts_of(running_service, settings, codec, {u.upload_id for u in uploads})
     assert all(v.policy_digest for v in current)  # written with version 2
     v1 = (HISTORY / "ModerationVerdict.v1.avsc").read_text()
     client = stack.enter_context(registry_client(settings.schema_registry))

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -32,17 +32,10 @@ from devtools.stack import (
     wait_until,
 )
 
-from .conftest import Topics
+from .conftest import Topics, newer_upload_event
 
 pytestmark = pytest.mark.integration
 POLL_S = 0.05
-
-
-@pytest.fixture
-def stack() -> Iterator[contextlib.ExitStack]:
-    """Closes what a test opens (registry clients and codecs)."""
-    with contextlib.ExitStack() as opened:
-        yield opened
 
 
 def registry_settings(
@@ -142,13 +135,8 @@ async def test_a_registry_outage_mid_stream_loses_nothing_and_dead_letters_nothi
     client = stack.enter_context(registry_client(settings.schema_registry))
     codec = stack.enter_context(contextlib.closing(codec_for(settings)))
     # a newer UploadEvent (one more optional field), which the running service has never seen
-    newer = dict(AvroCodec().raw("UploadEvent"))
-    newer["fields"] = [
-        *newer["fields"],
-        {"name": "client_version", "type": ["null", "string"], "default": None},
-    ]
     serializer = AvroSerializer(
-        client, Schema(json.dumps(newer), "AVRO"), conf={"auto.register.schemas": True}
+        client, Schema(json.dumps(newer_upload_event()), "AVRO"), conf={"auto.register.schemas": True}
     )
     uploads = [upload(MediaType.TEXT, text=f"Lovely sunset number {i}") for i in range(20)]
     context = SerializationContext(topics.input, MessageField.VALUE)
