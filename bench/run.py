@@ -7,7 +7,7 @@ sets the backlog, ``BENCH_OUTAGE_S`` (30) the outage, ``BENCH_BASELINE_S`` (20) 
 sequential baseline runs (it is far too slow to drain the backlog), ``BENCH_BACKLOG`` (200000; 0
 skips it) the size of the backlog drained to measure peak RSS, ``BENCH_FRAMEWORK_UPLOADS`` (100000)
 the uploads of each framework run (long enough to time: it does about 10,000/s),
-``BENCH_FRAMEWORK_ROUNDS`` (2) how many times each framing's framework run repeats, interleaved
+``BENCH_FRAMEWORK_ROUNDS`` (3) how many times each framing's framework run repeats, interleaved
 (the best of each is reported: the runs share two cores with the broker, so one alone is noisy).
 """
 
@@ -345,7 +345,7 @@ def framework_runs(
     bootstrap: str, sim: SimulatorProcess, n: int, workdir: Path, registry_url: str
 ) -> dict[str, Any]:
     """(d) the framework alone (checks off) in both framings, interleaved rounds, best of each."""
-    rounds = int(os.environ.get("BENCH_FRAMEWORK_ROUNDS", "2"))
+    rounds = int(os.environ.get("BENCH_FRAMEWORK_ROUNDS", "3"))
     runs: dict[str, list[dict[str, Any]]] = {"framework": [], "framework_confluent": []}
     for i in range(rounds):
         for name, topic, url in (

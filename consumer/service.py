@@ -18,6 +18,7 @@ from consumer.core.epochs import Epochs
 from consumer.core.offsets import OffsetTracker, Position, TopicPartition
 from consumer.core.scheduler import Scheduler, Work
 from consumer.core.stalls import CommitWatch
+from consumer.delivery.drain import drain
 from consumer.delivery.outputs import Outputs, Received
 from consumer.delivery.partitions import Partitions
 from consumer.delivery.strategies import commit_periodically, delivery_for
@@ -111,9 +112,8 @@ class ModerationService:
             await asyncio.to_thread(ensure_topics, k, k.all_topics())
         try:
             await prepare_outputs(self.codec, output_schemas(k), stop, self._registry_wait)
-        except BaseException:  # e.g. schemas not registered: nothing was started yet
+        except BaseException:  # e.g. schemas not registered: nothing else was started yet
             self._close_codec()
-            self._kafka_thread.shutdown(wait=False)
             raise
         self.delivery = delivery_for(self.settings, self, worker_index())
         await self.delivery.start()
@@ -181,7 +181,8 @@ class ModerationService:
                 await self._apply_backpressure()
         finally:
             committer.cancel()
-            await self._drain()
+            self.stopping = True  # intake stops; waiting records are left for redelivery
+            await drain(set(self.running), self._sink, self.settings.processing.drain_timeout_s)
             await self.delivery.commit(final=True)
             await loop.run_in_executor(self._kafka_thread, self._source.close)
             if self._callbacks is not None:
@@ -290,21 +291,3 @@ class ModerationService:
         offsets = {f"{t}[{p}]": pos.offset for (t, p), pos in positions.items()}
         with_map = sum(1 for pos in positions.values() if pos.metadata)
         log.debug("committed", extra={"positions": offsets, "with_map": with_map})
-
-    async def _drain(self) -> None:
-        """Stop intake, let running uploads finish within the drain deadline, then wait (within what
-        is left of it) for the broker to acknowledge their verdicts so their offsets can commit."""
-        self.stopping = True
-        loop = asyncio.get_running_loop()
-        timeout = self.settings.processing.drain_timeout_s
-        deadline = loop.time() + timeout
-        running = set(self.running)
-        if running:
-            log.info("draining in-flight uploads", extra={"in_flight": len(running), "deadline_s": timeout})
-            _, pending = await asyncio.wait(running, timeout=timeout)
-            for task in pending:
-                task.cancel()
-            if pending:
-                log.warning("drain deadline passed; %d uploads left for redelivery", len(pending))
-                await asyncio.gather(*pending, return_exceptions=True)
-        await self._sink.flush(max(1.0, deadline - loop.time()))
