@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install jars demo test unit integration chaos lint typecheck format clean bench
+.PHONY: install jars prometheus demo test unit integration chaos lint typecheck format clean bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
@@ -19,6 +19,10 @@ install: $(STAMP)
 jars: $(STAMP)
 	$(BIN)/python -c 'from devtools.broker import ensure_jars; print("kafka jars:", ensure_jars())'
 
+# promtool and prometheus (Debian's package) for the monitoring tests; its service is left stopped.
+prometheus:
+	@bash .ci/install-prometheus
+
 demo: install jars
 	$(BIN)/python -m consumer demo
 
@@ -27,13 +31,13 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/mypy examples
 
-test: install jars lint
+test: install jars prometheus lint
 	$(BIN)/pytest -p no:cacheprovider
 
-unit: install
+unit: install prometheus
 	$(BIN)/pytest tests/unit
 
-integration: install jars
+integration: install jars prometheus
 	$(BIN)/pytest tests/integration
 
 chaos: install jars

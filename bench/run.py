@@ -1,14 +1,16 @@
 """``make bench``: throughput, CPU, latency and memory of the engine against a sequential baseline,
-the Little's-law bound, the framework alone (in both framings: single-object encoding and the
-Confluent wire format on a local Apicurio registry) and the broker's own limit, plus a provider outage.
+the Little's-law bound, the engine with tracing off and at 10 % and 100 % sampling, the framework
+alone in both framings (single-object encoding and the Confluent wire format on a local Apicurio
+registry) and the broker's own limit, plus a provider outage.
 
 Prints JSON and a table; writes ``bench/results/latest.json``. ``BENCH_UPLOADS`` (default 20000)
 sets the backlog, ``BENCH_OUTAGE_S`` (30) the outage, ``BENCH_BASELINE_S`` (20) how long the
-sequential baseline runs (it is far too slow to drain the backlog), ``BENCH_BACKLOG`` (200000; 0
-skips it) the size of the backlog drained to measure peak RSS, ``BENCH_FRAMEWORK_UPLOADS`` (100000)
-the uploads of each framework run (long enough to time: it does about 10,000/s),
-``BENCH_FRAMEWORK_ROUNDS`` (3) how many times each framing's framework run repeats, interleaved
-(the best of each is reported: the runs share two cores with the broker, so one alone is noisy).
+sequential baseline runs (it is far too slow to drain the backlog), ``BENCH_TRACING`` (1; 0 skips
+the tracing runs), ``BENCH_BACKLOG`` (200000; 0 skips it) the size of the backlog drained to
+measure peak RSS, ``BENCH_FRAMEWORK_UPLOADS`` (100000) the uploads of each framework run (long
+enough to time: it does about 10,000/s), ``BENCH_FRAMEWORK_ROUNDS`` (3) how many times each
+framing's framework run repeats, interleaved (the best of each is reported: the runs share two
+cores with the broker, so one alone is noisy).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from consumer.kafka import ensure_topics
 from consumer.schema_registry import codec_for
 from consumer.serde import AvroCodec, Codec, decode_blocking
 from devtools.broker import LocalKafka, ensure_jars
+from devtools.otlp import OtlpReceiver
 from devtools.registry import LocalRegistry
 from devtools.samples import image_bytes, make_image
 from devtools.stack import ConsumerProcess, SimulatorProcess, consumer_env, produce_uploads, upload
@@ -136,6 +139,7 @@ def run_engine(
     outage_s: float = 0.0,
     others: dict[str, int] | None = None,
     registry_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Drain ``n`` uploads with one consumer process; CPU per upload of the consumer and of
     ``others`` (simulator, broker: they share this machine), RSS over time."""
@@ -162,6 +166,7 @@ def run_engine(
         MODERATION_LOG_LEVEL="WARNING",
         MODERATION_KAFKA__TOPIC_PARTITIONS=str(PARTITIONS),
     )
+    env.update(extra_env or {})
     codec: Codec | None = None
     if registry_url is not None:  # the Confluent wire format, read and written
         env["MODERATION_SCHEMA_REGISTRY__URL"] = registry_url
@@ -335,6 +340,45 @@ def baseline(bootstrap: str, sim: SimulatorProcess, topic: str, seconds: float) 
     return {"uploads": int(done), "uploads_per_s": round(int(done) / float(elapsed), 2)}
 
 
+TRACING = {
+    "off": {},
+    "sampled_10pct": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"},
+    "sampled_100pct": {"OTEL_TRACES_SAMPLER": "always_on"},
+}
+
+
+def tracing_runs(
+    bootstrap: str, sim: SimulatorProcess, n: int, created: dict[str, int], workdir: Path
+) -> dict[str, Any]:
+    """The engine with tracing off, at 10 % and at 100 % sampling, spans exported over OTLP/HTTP to
+    a receiver in this process (its decoding is not the consumer's CPU)."""
+    results: dict[str, Any] = {}
+    with OtlpReceiver() as receiver:
+        for name, sampler in TRACING.items():
+            print(f"tracing {name}...", flush=True)
+            env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, **sampler} if name != "off" else {}
+            label, topic = f"tracing-{name}", "bench-uploads-tracing"
+            checks = '["csam","visual","similarity"]'
+            results[name] = run_engine(
+                bootstrap,
+                sim,
+                topic,
+                f"bench-verdicts-{label}",
+                n,
+                created,
+                workdir,
+                checks,
+                label,
+                extra_env=env,
+            )
+        results["spans_received"] = len(receiver.spans())
+    off = results["off"]["cpu_ms_per_upload"]
+    if off:
+        for name in ("sampled_10pct", "sampled_100pct"):
+            results[name]["cpu_vs_off"] = round(results[name]["cpu_ms_per_upload"] / off, 3)
+    return results
+
+
 def framework_uploads(pool: list[UploadEvent], n: int) -> Iterator[UploadEvent]:
     """``n`` uploads with distinct ids, their media drawn from ``pool`` (no more memory than it)."""
     for i in range(n):
@@ -400,7 +444,8 @@ def main() -> int:
         print("codec CPU per record, both framings...", flush=True)
         results["codecs"] = codecs.measure(registry_url)
         settings = KafkaSettings(bootstrap_servers=bootstrap)
-        topics = ["bench-uploads", "bench-uploads-outage", "bench-framework", "bench-framework-confluent"]
+        topics = ["bench-uploads", "bench-uploads-outage", "bench-uploads-tracing", "bench-framework"]
+        topics.append("bench-framework-confluent")
         ensure_topics(settings, topics, partitions=PARTITIONS)
         ensure_topics(settings, ["bench-verdicts-baseline"], partitions=1)
         print(f"producing {n} image uploads over {PARTITIONS} partitions...", flush=True)
@@ -408,6 +453,7 @@ def main() -> int:
         created = {u.upload_id: u.created_at for u in uploads}
         produce_uploads(bootstrap, "bench-uploads", uploads)
         produce_uploads(bootstrap, "bench-uploads-outage", uploads)
+        produce_uploads(bootstrap, "bench-uploads-tracing", uploads)
         framework_n = int(os.environ.get("BENCH_FRAMEWORK_UPLOADS", "100000"))
         print(f"producing {framework_n} uploads in each framing for the framework runs...", flush=True)
         produce_uploads(bootstrap, "bench-framework", framework_uploads(uploads, framework_n))
@@ -434,6 +480,8 @@ def main() -> int:
             others=others,
         )
         results.update(framework_runs(bootstrap, sim, framework_n, workdir, registry_url))
+        if os.environ.get("BENCH_TRACING", "1") != "0":
+            results["tracing"] = tracing_runs(bootstrap, sim, n, created, workdir)
         print(f"(b) sequential baseline for {baseline_s:g}s...", flush=True)
         results["baseline"] = baseline(bootstrap, sim, "bench-uploads", baseline_s)
         results["littles_bound"] = littles_bound(IN_FLIGHT)
@@ -511,6 +559,13 @@ def main() -> int:
             f"codec {framing:<14} encode a verdict {figures['encode_verdict_us']:>6} us,"
             f" decode an upload {figures['decode_upload_us']:>6} us (CPU)"
         )
+    for name, figures in results.get("tracing", {}).items():
+        if isinstance(figures, dict):
+            rate, cpu = figures["uploads_per_s"], figures["cpu_ms_per_upload"]
+            print(
+                f"tracing {name:<15} {rate:>8} uploads/s {cpu:>7} ms CPU per upload"
+                f" (vs off: {figures.get('cpu_vs_off', 1.0)})"
+            )
     if "framework_confluent" in results:
         ratio = results["framework_confluent"].get("cpu_vs_single_object")
         print(f"framework CPU per upload, Confluent wire format / single-object encoding: {ratio}")

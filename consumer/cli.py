@@ -238,6 +238,17 @@ def _run(config: Path | None, workers: int = 1) -> int:
 
 
 async def _serve(settings: Settings, policy: Policy) -> int:
+    from consumer.operations.telemetry.tracing import configure_tracing, shutdown_tracing
+
+    if configure_tracing():  # OTEL_* variables: on only with an OTLP endpoint
+        logging.getLogger("consumer").info("tracing on: spans exported over OTLP/HTTP")
+    try:
+        return await _serve_until_stopped(settings, policy)
+    finally:
+        shutdown_tracing()
+
+
+async def _serve_until_stopped(settings: Settings, policy: Policy) -> int:
     from consumer.service import ModerationService
     from consumer.wiring import provider_client
 

@@ -11,6 +11,9 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from opentelemetry import context
+from opentelemetry.trace import Span
+
 from consumer.checks.maintenance import IndexMaintenance
 from consumer.checks.pipeline import Pipeline, Rejected, SourcePosition
 from consumer.config import ProcessingSettings
@@ -21,6 +24,7 @@ from consumer.core.scheduler import Work
 from consumer.core.validation import check_record_size, validate_upload
 from consumer.delivery.outputs import Outputs, Received
 from consumer.errors import RegistryUnavailable, SerializationError
+from consumer.operations.telemetry import tracing
 from consumer.serde import Codec
 
 __all__ = ["RecordHandler"]
@@ -47,6 +51,13 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+async def _ending(handle: Coroutine[Any, Any, None], span: Span) -> None:
+    try:
+        await handle
+    finally:
+        span.end()
+
+
 class RecordHandler:
     """``schemas``: topic -> record name (the input topic's records are UploadEvents);
     ``finished(work)``: a record with nothing to produce is done; ``spawn(work, coro)``: run a
@@ -64,33 +75,53 @@ class RecordHandler:
         finished: Callable[[Work[Received]], None],
         spawn: Callable[[Work[Received], Coroutine[Any, Any, None]], None],
         registry_max_delay_s: float = 10.0,
+        group: str = "",
     ) -> None:
         self._processing, self._codec, self._pipeline = processing, codec, pipeline
         self._maintenance, self._outputs, self._schemas = maintenance, outputs, schemas
         self._finished, self._spawn = finished, spawn
         self._registry_max_delay_s = registry_max_delay_s
+        self._group = group  # the consumer group, a span attribute
         self.registry_down = False  # a schema lookup failed for want of the registry: intake waits
 
     def start(self, work: Work[Received]) -> None:
         """Decode and validate here (poison becomes a dead letter); what needs no provider call is
         decided here too (no task); the rest runs as one task per record, as does a record whose
         schema must first be fetched from the registry. Whatever goes wrong with one record ends as
-        its dead letter: it never stops the service."""
+        its dead letter: it never stops the service. With tracing on, the record's ``process`` span
+        is current meanwhile, and its task's."""
         if self._outputs.redo(work):  # its outputs were refused before a rewind: answered by a letter
             return
+        if not tracing.enabled():
+            handle = self._begin(work)
+            if handle is not None:
+                self._spawn(work, handle)
+            return
+        msg = work.payload.message
+        span, token = tracing.start_process(  # type: ignore[misc]
+            work.tp[0], work.tp[1], work.offset, msg.key(), msg.headers(), self._group
+        )
+        handle = None
+        try:
+            handle = self._begin(work)
+            if handle is not None:
+                self._spawn(work, _ending(handle, span))  # the task copies the current context
+        finally:
+            context.detach(token)
+            if handle is None:
+                span.end()
+
+    def _begin(self, work: Work[Received]) -> Coroutine[Any, Any, None] | None:
         msg = work.payload.message
         try:
             check_record_size(work.size, self._processing.max_record_bytes)
             if self._codec.needs_registry(msg.value()):
-                self._spawn(work, self._resolve(work))
-                return
+                return self._resolve(work)
             event = self._decode(msg, work.tp)
         except Exception as exc:  # SerializationError, or anything unforeseen
             self._record_failed(work, exc, None)
-            return
-        handle = self._accept(work, event)
-        if handle is not None:
-            self._spawn(work, handle)
+            return None
+        return self._accept(work, event)
 
     def _accept(self, work: Work[Received], event: object) -> Coroutine[Any, Any, None] | None:
         """Validate a decoded record and decide it at once if no check applies; else the coroutine
@@ -100,6 +131,7 @@ class RecordHandler:
         try:
             if isinstance(event, UploadEvent):
                 upload_id = event.upload_id
+                tracing.annotate(upload_id=upload_id, tenant_id=event.tenant_id)
                 validate_upload(event, msg.key(), inline_limit=self._processing.inline_media_limit_bytes)
                 source = SourcePosition(work.tp[0], work.tp[1], work.offset)
                 verdict = self._pipeline.decide_now(event, source)

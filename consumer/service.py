@@ -153,6 +153,7 @@ class ModerationService:
             finished=self._finished,
             spawn=self._spawn,
             registry_max_delay_s=self._registry_wait,
+            group=k.group_id,
         )
         partitions = Partitions(self, loop, self.settings.processing.revoke_drain_s)
         self._source = Source(

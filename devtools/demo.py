@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,8 @@ from consumer.config import KafkaSettings, load_settings
 from consumer.core.records import Decision, MediaType, ModerationVerdict, UploadEvent
 from consumer.kafka import ensure_topics
 from consumer.schema_registry import codec_for
-from devtools.broker import LocalKafka
+from devtools.broker import LocalKafka, free_port
+from devtools.otlp import OtlpReceiver
 from devtools.registry import LocalRegistry
 from devtools.samples import cropped, image_bytes, make_gif, make_image, make_video, reencoded
 from devtools.stack import (
@@ -184,6 +186,35 @@ def _example_reader(bootstrap: str, registry_url: str, topic: str, count: int) -
     subprocess.run(command, timeout=120, check=False)
 
 
+def _save_scrape(url: str, path: Path) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            path.write_bytes(answer.read())
+    except OSError as exc:
+        print(f"could not scrape {url}: {exc}", file=sys.stderr)
+
+
+def _print_trace(
+    samples: list[Sample], verdicts: dict[str, ModerationVerdict], receiver: OtlpReceiver, spans_file: Path
+) -> None:
+    """The trace of the verdict with the most spans, as a tree (a duplicate upload's content checks
+    run once, in the trace of whichever copy started them)."""
+    traced = [(s, verdicts[s.event.upload_id]) for s in samples if s.event.upload_id in verdicts]
+    traced = [(s, v) for s, v in traced if v.trace_id]
+    if not traced:
+        print("no verdict carries a trace id: tracing was off", file=sys.stderr)
+        return
+    sample, verdict = max(traced, key=lambda sv: len(receiver.spans(sv[1].trace_id)))
+    spans = sorted(receiver.spans(verdict.trace_id), key=lambda s: s.start_ns)
+    print(f"trace of '{sample.label}': id {verdict.trace_id} (the verdict's trace_id), {len(spans)} spans:")
+    depth: dict[str, int] = {}
+    for span in spans:
+        depth[span.span_id] = depth.get(span.parent_span_id, -1) + 1
+        took = (span.end_ns - span.start_ns) / 1e6
+        print(f"  {'  ' * depth[span.span_id]}{span.name} ({span.kind.lower()}, {took:.1f} ms)")
+    print(f"every span of the run, one JSON object per line: {spans_file}")
+
+
 def run_demo() -> int:
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="moderation-demo-"))
@@ -191,6 +222,8 @@ def run_demo() -> int:
     kafka = LocalKafka(workdir / "kafka")
     registry = LocalRegistry(workdir / "registry")
     sim = SimulatorProcess(latency_median_ms=40, latency_p99_ms=150, log_path=workdir / "simulator.log")
+    receiver = OtlpReceiver(workdir / "spans.jsonl")
+    health_port = free_port()
     consumer: ConsumerProcess | None = None
     try:
         with ThreadPoolExecutor(1) as pool:
@@ -226,12 +259,17 @@ def run_demo() -> int:
             f" Avro to '{settings.input_topic}'",
             flush=True,
         )
+        receiver.start()  # the run's spans, over OTLP/HTTP, into spans.jsonl
         env = consumer_env(
             bootstrap,
             sim.url,
             group="demo",
             MODERATION_SCHEMA_REGISTRY__URL=registry.url,
             MODERATION_SCHEMA_REGISTRY__AUTO_REGISTER="true",
+            MODERATION_HEALTH__PORT=str(health_port),
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+            OTEL_SERVICE_NAME="moderation-consumer",
+            OTEL_BSP_SCHEDULE_DELAY="200",
         )
         consumer = ConsumerProcess(env, log_path=workdir / "consumer.log").start()
         print("  consumer running (python -m consumer run); waiting for verdicts...\n", flush=True)
@@ -252,6 +290,13 @@ def run_demo() -> int:
             print("the record that is not Avro never reached the dead letter topic", file=sys.stderr)
             wrong += 1
         _example_reader(bootstrap, registry.url, settings.verdict_topic, len(verdicts))
+        metrics_url = f"http://127.0.0.1:{health_port}/metrics"
+        _save_scrape(metrics_url, workdir / "metrics.txt")
+        consumer.terminate()  # its last spans are exported as it stops
+        consumer = None
+        receiver.stop()
+        print(f"\nmetrics: {metrics_url} while the consumer runs; its last scrape: {workdir / 'metrics.txt'}")
+        _print_trace(samples, verdicts, receiver, workdir / "spans.jsonl")
         print(
             f"\n{len(verdicts)} verdicts for {len(samples)} uploads in {time.monotonic() - started:.1f}s; "
             f"consumer log: {workdir / 'consumer.log'}"
@@ -265,6 +310,7 @@ def run_demo() -> int:
         if consumer is not None:
             consumer.terminate()
         sim.stop()
+        receiver.stop()
         registry.stop()
         kafka.stop()
         shutil.rmtree(workdir / "kafka", ignore_errors=True)

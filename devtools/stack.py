@@ -277,8 +277,10 @@ def produce_uploads(
     uploads: Iterable[UploadEvent],
     codec: Codec | None = None,
     raw: Iterable[tuple[bytes | None, bytes]] = (),
+    headers: list[tuple[str, str | bytes | None]] | None = None,
 ) -> int:
-    """Uploads in ``codec``'s framing (default: single-object encoding), then ``raw`` records."""
+    """Uploads in ``codec``'s framing (default: single-object encoding), then ``raw`` records;
+    ``headers`` on each upload (e.g. the upload service's ``traceparent``)."""
     codec = codec or AvroCodec()
     producer = Producer(
         {
@@ -295,10 +297,12 @@ def produce_uploads(
         if err is not None:
             failures.append(err.str())
 
-    def send(key: bytes | None, value: bytes) -> None:
+    def send(
+        key: bytes | None, value: bytes, with_headers: list[tuple[str, str | bytes | None]] | None = None
+    ) -> None:
         while True:
             try:
-                producer.produce(topic, key=key, value=value, on_delivery=delivered)
+                producer.produce(topic, key=key, value=value, headers=with_headers, on_delivery=delivered)
                 break
             except BufferError:  # the local queue is full: let the broker take some first
                 producer.poll(0.1)
@@ -306,7 +310,7 @@ def produce_uploads(
 
     count = 0
     for u in uploads:
-        send(u.upload_id.encode(), codec.encode("UploadEvent", u.to_avro(), topic=topic))
+        send(u.upload_id.encode(), codec.encode("UploadEvent", u.to_avro(), topic=topic), headers)
         count += 1
     for key, value in raw:
         send(key, value)

@@ -25,7 +25,7 @@ from consumer.core.records import (
     verdict_id,
 )
 from consumer.errors import InvalidRecordError, ModerationError, PermanentError, TransientError
-from consumer.operations.telemetry import metrics
+from consumer.operations.telemetry import metrics, tracing
 
 __all__ = ["ActiveCheck", "Pipeline", "Rejected", "SourcePosition"]
 
@@ -95,6 +95,17 @@ class _Runs:
             self.refused = exc
 
     async def run(self, step: _Step, subject: Subject) -> None:
+        if not tracing.enabled():
+            await self._run(step, subject)
+            return
+        with tracing.check_span(step.name, self._providers.get(step.name, "unknown")) as span:
+            await self._run(step, subject)
+            outcome = self.runs[-1].outcome  # recorded just now: no await since
+            tracing.annotate(outcome=outcome)
+            if outcome != "ok":
+                tracing.failed(outcome, span)
+
+    async def _run(self, step: _Step, subject: Subject) -> None:
         check = step.name
         started = time.perf_counter()
         try:

@@ -115,6 +115,14 @@ class OffsetTracker:
         """Each partition's oldest unfinished offset (None when nothing is outstanding)."""
         return {tp: (p.pending[0] if p.pending else None) for tp, p in self._parts.items()}
 
+    def position(self, tp: TopicPartition) -> int | None:
+        """Where the group stands on ``tp``: the last committed offset, else (nothing committed yet)
+        the first offset read here that is not finished, else None (nothing known)."""
+        part = self._parts.get(tp)
+        if part is None:
+            return None
+        return part.committed.offset if part.committed is not None else part.next_commit
+
     def in_flight(self, tp: TopicPartition | None = None) -> int:
         parts = self._parts.values() if tp is None else [self._parts[tp]] if tp in self._parts else []
         return sum(len(p.pending) for p in parts)

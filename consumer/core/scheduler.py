@@ -203,6 +203,10 @@ class Scheduler:
     def queued(self) -> int:
         return sum(p.queued for p in self._parts.values())
 
+    def queued_by_partition(self) -> dict[TopicPartition, int]:
+        """Records received and waiting to start, per partition."""
+        return {tp: p.queued for tp, p in self._parts.items()}
+
     # --- rebalance ------------------------------------------------------------------------------
     def drop(self, tp: TopicPartition) -> list[Work[Any]]:
         """Forget a revoked partition: its waiting records are returned (never started)."""

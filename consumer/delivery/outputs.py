@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from confluent_kafka import Message
 
@@ -22,7 +22,7 @@ from consumer.core.deadletter import DeadLetter, Failure
 from consumer.core.records import Decision, ModerationVerdict, UploadEvent
 from consumer.core.scheduler import Work
 from consumer.kafka.sink import DeliveryError, Headers, Sink
-from consumer.operations.telemetry import metrics
+from consumer.operations.telemetry import metrics, tracing
 from consumer.serde import Codec
 
 __all__ = ["Output", "Outputs", "Received"]
@@ -94,22 +94,32 @@ class Outputs:
         k = self._kafka
         key = work.key or upload.upload_id.encode()
         record, encode = verdict.to_avro(), self._codec.encode
-        outputs = [Output(k.verdict_topic, key, encode("ModerationVerdict", record, topic=k.verdict_topic))]
+        headers = tracing.output_headers(work.payload.message.headers())
+        ids = tracing.current_ids()
+        if ids is not None:  # the process span's: a downstream service continues this trace
+            record["trace_id"] = ids[0]
+            tracing.annotate(decision=verdict.decision.value)
+        value = encode("ModerationVerdict", record, topic=k.verdict_topic)
+        outputs = [Output(k.verdict_topic, key, value, headers)]
         copy_to = None
         if verdict.decision is Decision.REVIEW:
             copy_to = k.review_topic
         elif verdict.decision is Decision.ESCALATE:
             copy_to = k.escalation_topic
         if copy_to is not None:  # encoded per topic: each topic's subject has its own schema id
-            outputs.append(Output(copy_to, key, encode("ModerationVerdict", record, topic=copy_to)))
+            outputs.append(Output(copy_to, key, encode("ModerationVerdict", record, topic=copy_to), headers))
 
         def refused(err: DeliveryError) -> None:
             now = _now_ms()
             self.dead_letter(work, Failure.of(err, first_at_ms=now, last_at_ms=now), upload.upload_id, False)
 
-        if not self._output(work, outputs, upload.upload_id, refused):
+        latency = metrics.child(metrics.END_TO_END_LATENCY, upload.media_type.value)
+        since = upload.created_at
+        if not self._output(work, outputs, upload.upload_id, refused, latency=latency, since=since):
             return
         metrics.child(metrics.VERDICTS, verdict.decision.value).inc()
+        if any(r.label.startswith("check_unavailable") for r in verdict.reasons):
+            metrics.FAIL_CLOSED.inc()
         self.processed += 1
         if log.isEnabledFor(logging.INFO):
             log.info(
@@ -141,7 +151,9 @@ class Outputs:
         def refused(err: DeliveryError) -> None:
             self.dead_letter(work, failure, upload_id, False, strip=True)
 
-        outputs = [Output(self._kafka.dlq_topic, letter.kafka_key(), value, letter.headers())]
+        headers = letter.headers() + (tracing.output_headers(msg.headers()) or [])
+        tracing.failed(failure.error_class)
+        outputs = [Output(self._kafka.dlq_topic, letter.kafka_key(), value, headers)]
         if not self._output(work, outputs, upload_id, None if strip else refused, release, dead_letter=True):
             return
         metrics.child(metrics.DEAD_LETTERS, failure.error_class).inc()
@@ -167,6 +179,8 @@ class Outputs:
         on_refused: Callable[[DeliveryError], None] | None,
         release: bool = True,
         dead_letter: bool = False,
+        latency: Any = None,
+        since: int = 0,
     ) -> bool:
         """Produce a record's outputs; its input offset completes when the broker has acknowledged
         every one. The key's next record may start now: the producer keeps their order. False (and
@@ -185,6 +199,8 @@ class Outputs:
                 remaining -= 1
                 if remaining == 0 and not failed:
                     self._complete(work)
+                    if latency is not None:  # end-to-end: from the upload's created_at (ms)
+                        latency.observe(max(0.0, time.time() - since / 1000))
                 return
             if failed:
                 return

@@ -97,6 +97,7 @@ class Partitions:
                         "finished": skipped,
                     },
                 )
+        metrics.child(metrics.REBALANCES, "assigned").inc()
         metrics.ASSIGNED.set(len(s.epochs))
 
     async def _release(self, parts: list[TopicPartition], drain_s: float, *, commit: bool) -> Positions:
@@ -117,7 +118,7 @@ class Partitions:
             s.tracker.drop(tp)
             s.epochs.release(tp)  # results still in flight for it are discarded
         s.commit_watch.committed(parts)
-        metrics.REBALANCES.inc()
+        metrics.child(metrics.REBALANCES, "revoked" if commit else "lost").inc()
         metrics.ASSIGNED.set(len(s.epochs))
         return positions
 

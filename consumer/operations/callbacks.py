@@ -34,7 +34,7 @@ from confluent_kafka import Consumer
 
 from consumer.config import KafkaSettings, Settings
 from consumer.kafka.common import base_config
-from consumer.kafka.sink import Sink
+from consumer.kafka.sink import Headers, Sink
 from consumer.operations.callback_bodies import (
     EARLY_LIMIT_BYTES,
     INLINE_PARSE_BYTES,
@@ -50,7 +50,7 @@ from consumer.operations.callback_bodies import (
     task_id_of,
 )
 from consumer.operations.health import metrics_handler
-from consumer.operations.telemetry import metrics
+from consumer.operations.telemetry import metrics, tracing
 
 __all__ = [
     "EARLY_LIMIT_BYTES",
@@ -170,6 +170,12 @@ class AsyncTasks:
         self._poll_after = poll_after_s
         self._poll_interval = poll_interval_s
 
+    def callback_target(self) -> str:
+        """The callback URL for a task submitted now: with tracing on, it carries the current
+        ``traceparent`` as a query parameter, so the process the callback reaches joins the trace."""
+        traceparent = tracing.current_traceparent()
+        return self.callback_url if traceparent is None else f"{self.callback_url}?traceparent={traceparent}"
+
     async def wait(self, task_id: str, poll: Poll) -> Body:
         waiter = self.correlator.expect(task_id)
         metrics.PENDING_TASKS.inc()
@@ -215,7 +221,7 @@ class CallbackReceiver:
     def __init__(
         self,
         token: str,
-        relay: Callable[[bytes, str | None], Awaitable[None]],
+        relay: Callable[[bytes, str | None, Headers | None], Awaitable[None]],
         *,
         max_bytes: int = MAX_CALLBACK_BYTES,
         relay_limit_bytes: int = RELAY_LIMIT_BYTES,
@@ -243,7 +249,8 @@ class CallbackReceiver:
         if not decision.relay:
             status, error = _REFUSED[decision.outcome]
             return web.json_response({"error": error}, status=status)
-        await self._relay(decision.payload, decision.task_id)
+        with tracing.server_span("POST /callbacks/{token}", request.query.get("traceparent")):
+            await self._relay(decision.payload, decision.task_id, tracing.output_headers(None))
         return web.json_response({"ok": True})
 
     async def _read(self, request: web.Request) -> bytes | None:
@@ -266,9 +273,9 @@ class CallbackReceiver:
         return await asyncio.to_thread(decide)  # a few MB take a few hundred ms: not on the loop
 
 
-def kafka_relay(sink: Sink, topic: str) -> Callable[[bytes, str | None], Awaitable[None]]:
-    async def relay(raw: bytes, task_id: str | None) -> None:
-        await sink.send(topic, None if task_id is None else task_id.encode(), raw)
+def kafka_relay(sink: Sink, topic: str) -> Callable[[bytes, str | None, Headers | None], Awaitable[None]]:
+    async def relay(raw: bytes, task_id: str | None, headers: Headers | None) -> None:
+        await sink.send(topic, None if task_id is None else task_id.encode(), raw, headers)
 
     return relay
 
@@ -281,6 +288,7 @@ class RelayListener:
     ) -> None:
         self._correlator = correlator
         self._loop = loop
+        self._topic = settings.callback_topic
         self.assigned = threading.Event()
         self._stop = threading.Event()
         config: dict[str, Any] = {
@@ -308,13 +316,15 @@ class RelayListener:
                     except orjson.JSONDecodeError:
                         continue
                     if isinstance(body, dict):
-                        self._loop.call_soon_threadsafe(self._deliver, body, len(value))
+                        self._loop.call_soon_threadsafe(self._deliver, body, len(value), msg.headers())
         finally:
             self._consumer.close()
 
-    def _deliver(self, body: Body, size: int) -> None:
+    def _deliver(self, body: Body, size: int, headers: Any = None) -> None:
         outcome = self._correlator.deliver(body, size)
         metrics.CALLBACK_DELIVERIES.labels(outcome).inc()
+        if outcome == "completed":  # the process whose task it was continues the trace
+            tracing.relay_received(self._topic, headers, task_id_of(body))
         if outcome == "duplicate":
             log.info(
                 "duplicate callback ignored",

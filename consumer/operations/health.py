@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from consumer.operations.telemetry import metrics
+from consumer.operations.workers import exposition
 
 __all__ = ["HealthServer", "Probe", "metrics_handler"]
 
@@ -22,7 +22,7 @@ class Probe:
 
 
 async def metrics_handler(_: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(metrics.REGISTRY), headers={"content-type": CONTENT_TYPE_LATEST})
+    return web.Response(body=await exposition(), headers={"content-type": CONTENT_TYPE_LATEST})
 
 
 def _answer(probe: Probe) -> web.Response:

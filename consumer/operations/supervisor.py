@@ -1,21 +1,28 @@
 """``run --workers N``: N worker processes in one consumer group (one per core), under a supervisor
-that restarts a crashed worker and, on SIGTERM/SIGINT, has every worker drain and stop."""
+that restarts a crashed worker and, on SIGTERM/SIGINT, has every worker drain and stop. Each worker
+learns its index, the number of workers and a directory, shared by the workers, where each
+announces where its ``/metrics`` is (``operations/workers``: worker 0's ``/metrics`` has every
+worker's series); the supervisor removes it when it stops."""
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from types import FrameType
 
-__all__ = ["WORKER_INDEX_ENV", "supervise", "worker_index"]
+__all__ = ["WORKERS_DIR_ENV", "WORKER_COUNT_ENV", "WORKER_INDEX_ENV", "supervise", "worker_index"]
 
 log = logging.getLogger("consumer.supervisor")
 WORKER_INDEX_ENV = "MODERATION_WORKER_INDEX"
+WORKER_COUNT_ENV = "MODERATION_WORKER_COUNT"
+WORKERS_DIR_ENV = "MODERATION_WORKERS_DIR"
 
 
 def worker_index() -> int:
@@ -37,7 +44,16 @@ class _Worker:
 
 def supervise(workers: int, worker_args: list[str], stop_grace_s: float) -> int:
     """Run until a stop signal; returns 0 after a clean stop."""
+    directory = tempfile.mkdtemp(prefix="moderation-workers-")
+    try:
+        return _supervise(workers, worker_args, stop_grace_s, directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _supervise(workers: int, worker_args: list[str], stop_grace_s: float, directory: str) -> int:
     stopping = False
+    shared = {WORKER_COUNT_ENV: str(workers), WORKERS_DIR_ENV: directory}
 
     def stop(signum: int, _: FrameType | None) -> None:
         nonlocal stopping
@@ -52,7 +68,7 @@ def supervise(workers: int, worker_args: list[str], stop_grace_s: float) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     for w in pool:
-        _start(w, worker_args)
+        _start(w, worker_args, shared)
     while not stopping:
         now = time.monotonic()
         for w in pool:
@@ -71,7 +87,7 @@ def supervise(workers: int, worker_args: list[str], stop_grace_s: float) -> int:
                 )
                 w.process = None
             if w.process is None and now >= w.next_start and not stopping:
-                _start(w, worker_args)
+                _start(w, worker_args, shared)
         time.sleep(0.2)
     deadline = time.monotonic() + stop_grace_s
     for w in pool:
@@ -87,8 +103,8 @@ def supervise(workers: int, worker_args: list[str], stop_grace_s: float) -> int:
     return 0
 
 
-def _start(w: _Worker, worker_args: list[str]) -> None:
-    env = {**os.environ, WORKER_INDEX_ENV: str(w.index)}
+def _start(w: _Worker, worker_args: list[str], shared: dict[str, str]) -> None:
+    env = {**os.environ, **shared, WORKER_INDEX_ENV: str(w.index)}
     w.process = subprocess.Popen([sys.executable, "-m", "consumer", "run", *worker_args], env=env)
     w.started_at = time.monotonic()
     log.info("worker started", extra={"worker": w.index, "pid": w.process.pid})

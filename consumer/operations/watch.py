@@ -1,28 +1,38 @@
-"""Watching the service: stalled partitions, partitions that cannot commit, and the answers of
-``/healthz`` and ``/readyz`` (served by ``HealthServer``). A part the service starts; it reads the
+"""Watching the service: stalled partitions, partitions that cannot commit, the answers of
+``/healthz`` and ``/readyz`` (served by ``HealthServer``), and every ``OBSERVE_INTERVAL_S`` the
+per-partition gauges (consumer lag, records waiting). A part the service starts; it reads the
 service's state through ``Watched`` and changes none of it."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from typing import Protocol
 
 from consumer.config import Settings
-from consumer.core.offsets import OffsetTracker
+from consumer.core.epochs import Epochs
+from consumer.core.offsets import OffsetTracker, TopicPartition
+from consumer.core.scheduler import Scheduler
 from consumer.core.stalls import CommitWatch, StallDetector
+from consumer.kafka.lag import LogOffsets, lag
+from consumer.operations import workers
 from consumer.operations.health import HealthServer, Probe
 from consumer.operations.telemetry import metrics
 
-__all__ = ["Watch", "Watched"]
+__all__ = ["OBSERVE_INTERVAL_S", "Watch", "Watched"]
 
 log = logging.getLogger("consumer.watch")
+OBSERVE_INTERVAL_S = 5.0  # per-partition gauges: one ListOffsets request per broker per round
 
 
 class Watched(Protocol):
     """What the watch reads of the service."""
 
     tracker: OffsetTracker
+    scheduler: Scheduler
+    epochs: Epochs
 
     @property
     def assigned(self) -> int: ...
@@ -49,10 +59,16 @@ class Watch:
         self.commits = CommitWatch(settings.processing.stall_after_s)
         self._server: HealthServer | None = None
         self.port: int | None = None
+        self._offsets = LogOffsets(settings.kafka)
+        self._observer: asyncio.Task[None] | None = None
+        self._shown: dict[str, set[TopicPartition]] = {"lag": set(), "waiting": set()}
+        self._lag_failing = False
 
     async def start(self) -> None:
         """Serve ``/healthz``, ``/readyz`` and ``/metrics`` (under ``--workers``, worker 0 owns the
-        configured port; the others listen on any free one)."""
+        configured port and its ``/metrics`` has every worker's series; the others listen on any
+        free one, which they announce to it), and observe the partitions periodically."""
+        self._observer = asyncio.create_task(self._observe_periodically())
         h = self._settings.health
         if not h.enabled:
             return
@@ -60,11 +76,50 @@ class Watch:
             h.host, h.port if self._worker == 0 else 0, alive=self.alive, ready=self.ready
         )
         self.port = await self._server.start()
+        workers.announce(self._worker, h.host, self.port)
         log.info("health server listening", extra={"port": self.port})
 
     async def stop(self) -> None:
+        if self._observer is not None:
+            self._observer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._observer
         if self._server is not None:
             await self._server.stop()
+        for gauge, shown in ((metrics.CONSUMER_LAG, "lag"), (metrics.WAITING, "waiting")):
+            self._shown[shown] = metrics.set_partitions(gauge, {}, self._shown[shown])
+
+    async def _observe_periodically(self) -> None:
+        while True:
+            try:
+                await self.observe()
+            except Exception:  # the gauges are not worth the service: log, try again next round
+                log.warning("observing the partitions failed", exc_info=True)
+            await asyncio.sleep(OBSERVE_INTERVAL_S)
+
+    async def observe(self) -> None:
+        """Per assigned partition: records waiting in the scheduler, and the consumer lag (its log
+        end minus the group's position); the series of partitions no longer assigned go."""
+        s = self._service
+        assigned = set(s.epochs)
+        waiting = {tp: n for tp, n in s.scheduler.queued_by_partition().items() if tp in assigned}
+        waiting.update((tp, 0) for tp in assigned - waiting.keys())
+        self._shown["waiting"] = metrics.set_partitions(metrics.WAITING, waiting, self._shown["waiting"])
+        try:
+            ends = await self._offsets.query(assigned)
+            positions = {tp: s.tracker.position(tp) for tp in ends}
+            unknown = [tp for tp, position in positions.items() if position is None]
+            starts = await self._offsets.query(unknown, end=False) if unknown else {}
+        except Exception as exc:  # a broker away: the gauges keep their last values, the next round retries
+            if not self._lag_failing:
+                log.warning("cannot read the partitions' log end offsets: %s", exc)
+            self._lag_failing = True
+            return
+        self._lag_failing = False
+        current = lag(ends, positions, starts)
+        still = set(s.epochs)  # revoked while the brokers answered: not shown
+        current = {tp: n for tp, n in current.items() if tp in still}
+        self._shown["lag"] = metrics.set_partitions(metrics.CONSUMER_LAG, current, self._shown["lag"])
 
     def alive(self) -> Probe:
         """Answered on the event loop, so an answer means the loop is responsive."""

@@ -75,7 +75,7 @@ async def test_wait_prefers_the_callback_over_polling() -> None:
 async def test_receiver_checks_token_and_body_then_relays() -> None:
     relayed: list[tuple[bytes, str | None]] = []
 
-    async def relay(raw: bytes, task_id: str | None) -> None:
+    async def relay(raw: bytes, task_id: str | None, headers: Any = None) -> None:
         relayed.append((raw, task_id))
 
     app = web.Application()
@@ -105,7 +105,7 @@ async def receiver() -> AsyncIterator[tuple[str, Relayed]]:
     """A receiver on 127.0.0.1 (relay limit 20 kB) and what it relayed."""
     relayed: Relayed = []
 
-    async def relay(raw: bytes, task_id: str | None) -> None:
+    async def relay(raw: bytes, task_id: str | None, headers: Any = None) -> None:
         relayed.append((raw, task_id))
 
     app = web.Application(client_max_size=MAX_CALLBACK_BYTES)

@@ -466,6 +466,9 @@ class _FakeTasks:
         self.body = body
         self.waited: list[str] = []
 
+    def callback_target(self) -> str:
+        return self.callback_url
+
     async def wait(self, task_id: str, poll: Any) -> dict[str, Any]:
         self.waited.append(task_id)
         return self.body

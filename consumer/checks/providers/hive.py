@@ -164,7 +164,7 @@ class HiveTasks:
         check = self.transport.check
         task_id, attempts = await self.transport.post_parsed(
             f"{path}/async",
-            {**fields, "callback_url": self._tasks.callback_url},
+            {**fields, "callback_url": self._tasks.callback_target()},
             files,
             lambda ack: task_id_of_ack(ack, check),
         )

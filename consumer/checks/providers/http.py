@@ -9,13 +9,15 @@ from collections import deque
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
+from opentelemetry.trace import Span
 
 from consumer.checks.limits import AimdLimit, BreakerState, CircuitBreaker, TokenBucket
 from consumer.checks.retry import RetryPolicy, retrying
 from consumer.errors import ProviderAnswerError, ProviderTimeout, TransientError
-from consumer.operations.telemetry import metrics
+from consumer.operations.telemetry import metrics, tracing
 from consumer.transports.httpclient import Answer, HttpClient
 
 __all__ = ["ProviderEndpoint", "ProviderGate", "count_retry", "deadline_scope", "send"]
@@ -143,30 +145,57 @@ async def send(
     check: str,
     provider: str,
     gate: ProviderGate | None = None,
+    resend_count: int = 0,
     **kwargs: Any,
 ) -> Answer:
-    """One attempt. Timeouts and connection errors are transient; the caller maps the response."""
+    """One attempt (``resend_count``: the retries before it). Timeouts and connection errors are
+    transient; the caller maps the response."""
     if gate is not None:
         await gate.enter()
+    if not tracing.enabled():
+        return await _attempt(http, method, url, check, provider, gate, None, kwargs)
+    where = urlsplit(url)  # the span names no query string: it may carry a signature
+    with tracing.client_span(method, where.hostname or "", where.port, where.path, resend_count) as span:
+        return await _attempt(http, method, url, check, provider, gate, span, kwargs)
+
+
+async def _attempt(
+    http: HttpClient,
+    method: str,
+    url: str,
+    check: str,
+    provider: str,
+    gate: ProviderGate | None,
+    span: Span | None,
+    kwargs: dict[str, Any],
+) -> Answer:
     started = time.monotonic()
-    outcome = "failure"
+    outcome, status = "failure", 0
     try:
         resp = await http.request(method, url, **kwargs)
-        outcome = _outcome(resp.status_code)
+        status = resp.status_code
+        outcome = _outcome(status)
+        if span is not None:
+            span.set_attribute("http.response.status_code", resp.status_code)
+            if resp.status_code >= 400:
+                tracing.failed(str(resp.status_code), span)
         return resp
     except httpx.TimeoutException as exc:
         outcome = "overload"
+        if span is not None:
+            tracing.failed(type(exc).__name__, span)
         raise ProviderTimeout(
             f"{check}: timeout calling {provider} ({type(exc).__name__})", check=check
         ) from None
     except httpx.TransportError as exc:
+        if span is not None:
+            tracing.failed(type(exc).__name__, span)
         raise TransientError(
             f"{check}: cannot reach {provider} ({type(exc).__name__})", check=check
         ) from None
     finally:
         elapsed = time.monotonic() - started
-        metrics.child(metrics.PROVIDER_REQUESTS, check, outcome).inc()
-        metrics.child(metrics.PROVIDER_DURATION, check).observe(elapsed)
+        metrics.count_request(provider, check, status, outcome, elapsed)
         if gate is not None:
             gate.exit(outcome, elapsed)
 
@@ -203,7 +232,11 @@ class ProviderEndpoint:
     ) -> tuple[T, int]:
         """The mapped answer and the attempts it took."""
 
+        attempts = 0
+
         async def once() -> T:
+            nonlocal attempts
+            attempts += 1
             answer = await send(
                 self._http,
                 method,
@@ -211,6 +244,7 @@ class ProviderEndpoint:
                 check=self.check,
                 provider=self._provider,
                 gate=self._gate,
+                resend_count=attempts - 1,
                 timeout=self._timeout,
                 **request,
             )

@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Any
 
+from consumer.operations.telemetry import tracing
+
 __all__ = ["JsonFormatter", "configure_logging"]
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -23,6 +25,9 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             "process": record.process,
         }
+        ids = tracing.current_ids()
+        if ids is not None:
+            entry["trace_id"], entry["span_id"] = ids
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value

@@ -1,19 +1,38 @@
-"""Prometheus metrics (prefix ``moderation_``, base units, low-cardinality labels)."""
+"""Prometheus metrics (prefix ``moderation_``, base units, low-cardinality labels: never an
+upload, user or tenant id), with the process and Python runtime collectors on the same registry."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
+
+from consumer import __version__
 
 __all__ = [
     "ASSIGNED",
+    "BUILD_INFO",
     "CALLBACKS",
     "CALLBACK_DELIVERIES",
     "CHECK_DURATION",
     "CIRCUIT_STATE",
     "CONCURRENCY_LIMIT",
+    "CONSUMER_LAG",
     "DEAD_LETTERS",
+    "END_TO_END_LATENCY",
+    "FAIL_CLOSED",
     "INDEX_UPDATES",
     "INTAKE_HELD",
     "IN_FLIGHT",
@@ -30,13 +49,36 @@ __all__ = [
     "TASK_POLLS",
     "TRANSACTIONS",
     "VERDICTS",
+    "WAITING",
     "child",
+    "count_request",
+    "set_partitions",
+    "status_class",
 ]
 
+# No ``*_created`` series: they double the counters' series and nothing reads them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
+PlatformCollector(registry=REGISTRY)  # python_info
+GCCollector(registry=REGISTRY)  # python_gc_*
+BUILD_INFO = Info("moderation_build", "The running build.", registry=REGISTRY)
+BUILD_INFO.info({"version": __version__})
 
 VERDICTS = Counter(
     "moderation_verdicts_total", "Verdicts produced, by decision.", ["decision"], registry=REGISTRY
+)
+FAIL_CLOSED = Counter(
+    "moderation_fail_closed_verdicts_total",
+    "Verdicts with a check_unavailable reason: a check could not answer, the upload failed closed.",
+    registry=REGISTRY,
+)
+END_TO_END_LATENCY = Histogram(
+    "moderation_end_to_end_latency_seconds",
+    "From the upload's created_at to its verdict acknowledged by the broker, by media type.",
+    ["media_type"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600),
+    registry=REGISTRY,
 )
 CHECK_DURATION = Histogram(
     "moderation_check_duration_seconds",
@@ -83,6 +125,18 @@ PAUSED = Gauge(
     "moderation_paused_partitions", "Partitions paused because their buffer is full.", registry=REGISTRY
 )
 ASSIGNED = Gauge("moderation_assigned_partitions", "Partitions assigned to this process.", registry=REGISTRY)
+CONSUMER_LAG = Gauge(
+    "moderation_consumer_lag_records",
+    "Per assigned partition: its log end (last stable offset) minus this process's committed offset.",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
+WAITING = Gauge(
+    "moderation_partition_waiting_records",
+    "Per assigned partition: records received and waiting to start (the scheduler's buffer).",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
 DEAD_LETTERS = Counter(
     "moderation_dead_letters_total",
     "Input records written to the dead letter topic, by error class.",
@@ -102,18 +156,22 @@ TRANSACTIONS = Counter(
     registry=REGISTRY,
 )
 REBALANCES = Counter(
-    "moderation_rebalances_total", "Partition revocations and losses handled.", registry=REGISTRY
+    "moderation_rebalances_total",
+    "Rebalance events handled, by kind: assigned, revoked, lost.",
+    ["kind"],
+    registry=REGISTRY,
 )
 PROVIDER_REQUESTS = Counter(
     "moderation_provider_requests_total",
-    "HTTP attempts to providers by check and outcome (ok, overload, failure).",
-    ["check", "outcome"],
+    "HTTP attempts to providers by provider, check and status class (2xx, 3xx, 4xx, 429, 5xx, "
+    "timeout, error: no answer).",
+    ["provider", "check", "status_class"],
     registry=REGISTRY,
 )
 PROVIDER_DURATION = Histogram(
     "moderation_provider_request_duration_seconds",
     "One HTTP attempt to a provider.",
-    ["check"],
+    ["provider", "check"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
@@ -137,6 +195,13 @@ CIRCUIT_STATE = Gauge(
 )
 
 
+for _kind in ("assigned", "revoked", "lost"):
+    REBALANCES.labels(_kind)
+for _outcome in ("committed", "aborted", "producer_rebuilt"):
+    TRANSACTIONS.labels(_outcome)
+for _decision in ("ALLOW", "REVIEW", "BLOCK", "ESCALATE"):
+    VERDICTS.labels(_decision)
+
 _children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
 
@@ -148,3 +213,45 @@ def child(metric: Any, *labels: str) -> Any:
     if found is None:
         found = _children[key] = metric.labels(*labels)
     return found
+
+
+# the vendor names the clients use, as the label the dashboards filter by
+_PROVIDERS = {"Hive": "hive", "ImageSearch": "huawei", "Huawei": "huawei"}
+_requests: dict[tuple[str, str, int, str], tuple[Any, Any]] = {}
+
+
+def status_class(status: int, outcome: str) -> str:
+    """``2xx`` .. ``5xx``, ``429`` on its own, and for no answer at all (``status`` 0) ``timeout``
+    (``outcome`` overload) or ``error`` (the connection failed)."""
+    if status == 0:
+        return "timeout" if outcome == "overload" else "error"
+    if status == 429:
+        return "429"
+    return f"{status // 100}xx"
+
+
+def count_request(provider: str, check: str, status: int, outcome: str, elapsed: float) -> None:
+    """One HTTP attempt to a provider: counted and timed (one dict lookup on the hot path)."""
+    key = (provider, check, status, outcome)
+    found = _requests.get(key)
+    if found is None:
+        name = _PROVIDERS.get(provider, provider.lower())
+        found = _requests[key] = (
+            PROVIDER_REQUESTS.labels(name, check, status_class(status, outcome)),
+            PROVIDER_DURATION.labels(name, check),
+        )
+    found[0].inc()
+    found[1].observe(elapsed)
+
+
+def set_partitions(
+    gauge: Gauge, values: Mapping[tuple[str, int], float], shown: Iterable[tuple[str, int]]
+) -> set[tuple[str, int]]:
+    """Per-partition ``gauge`` := ``values``; the series of partitions in ``shown`` (set last time)
+    but no longer in ``values`` are removed. Returns what is shown now."""
+    for (topic, partition), value in values.items():
+        gauge.labels(topic, str(partition)).set(value)
+    for topic, partition in set(shown) - set(values):
+        with contextlib.suppress(KeyError):
+            gauge.remove(topic, str(partition))
+    return set(values)

@@ -1,0 +1,114 @@
+"""``run --workers N``: every worker's series reach one scrape.
+
+Worker 0 serves ``/metrics`` on the configured ``health.port``; the others listen on any free port
+and announce where in a directory the supervisor made (``MODERATION_WORKERS_DIR``, one
+``worker-<i>.url`` file each, rewritten when a restarted worker binds again). A scrape of worker
+0 reads the others' ``/metrics`` (all at once, ``PEER_TIMEOUT_S`` each) and answers
+with every worker's series, each labelled ``worker``, plus ``moderation_worker_up{worker}`` (0 for a
+worker that did not answer: restarting, or hung). One process alone (no supervisor) answers with
+its own series, unlabelled. Counters stay per worker, so a restarted worker is an ordinary counter
+reset to ``rate()``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import aiohttp
+from prometheus_client import generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+
+from consumer.operations.supervisor import WORKER_COUNT_ENV, WORKERS_DIR_ENV, worker_index
+from consumer.operations.telemetry import metrics
+
+__all__ = ["PEER_TIMEOUT_S", "announce", "exposition", "merge", "peers"]
+
+PEER_TIMEOUT_S = 2.0
+
+
+def _directory() -> Path | None:
+    found = os.environ.get(WORKERS_DIR_ENV)
+    return Path(found) if found else None
+
+
+def announce(index: int, host: str, port: int | None) -> None:
+    """Under ``--workers``: worker ``index`` (not 0) serves ``/metrics`` on ``host:port`` (a
+    wildcard host is reached on loopback)."""
+    directory = _directory()
+    if directory is None or index == 0 or port is None:
+        return
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    temporary = directory / f".worker-{index}.url.{os.getpid()}"
+    temporary.write_text(url)
+    temporary.replace(directory / f"worker-{index}.url")  # atomic: a reader sees old or new
+
+
+def peers(directory: Path) -> dict[int, str]:
+    """The announced base URLs of workers 1..N-1."""
+    found = {}
+    for path in directory.glob("worker-*.url"):
+        with contextlib.suppress(ValueError, OSError):
+            found[int(path.stem.removeprefix("worker-"))] = path.read_text().strip()
+    return found
+
+
+async def exposition() -> bytes:
+    """What ``/metrics`` answers: this process's series, and under ``--workers`` on worker 0 every
+    worker's."""
+    own = generate_latest(metrics.REGISTRY)
+    directory = _directory()
+    if directory is None or worker_index() != 0:
+        return own
+    urls = peers(directory)
+    try:
+        count = max(int(os.environ.get(WORKER_COUNT_ENV, "1")), 1 + max(urls, default=0))
+    except ValueError:
+        count = 1 + max(urls, default=0)
+    texts: dict[int, str | None] = {0: own.decode()}
+    timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        indexes = [i for i in range(1, count) if i in urls]
+        answers = await asyncio.gather(*(_scrape(session, urls[i]) for i in indexes), return_exceptions=True)
+    for i, answer in zip(indexes, answers, strict=True):
+        texts[i] = answer if isinstance(answer, str) else None
+    for i in range(1, count):
+        texts.setdefault(i, None)
+    return merge(texts)
+
+
+async def _scrape(session: aiohttp.ClientSession, url: str) -> str:
+    async with session.get(f"{url}/metrics") as response:
+        response.raise_for_status()
+        return await response.text()
+
+
+class _Families(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families
+
+
+def merge(texts: Mapping[int, str | None]) -> bytes:
+    """Expositions by worker index (None: that worker did not answer) as one, every series labelled
+    with its ``worker``, and ``moderation_worker_up``."""
+    families: dict[str, Metric] = {}
+    for worker, text in sorted(texts.items()):
+        for family in text_string_to_metric_families(text or ""):
+            merged = families.get(family.name)
+            if merged is None:
+                merged = families[family.name] = Metric(family.name, family.documentation, family.type)
+            for sample in family.samples:
+                labels = {**sample.labels, "worker": str(worker)}
+                merged.add_sample(sample.name, labels, sample.value, sample.timestamp, sample.exemplar)
+    up = Metric("moderation_worker_up", "1 when the worker answered this scrape (worker 0 asks).", "gauge")
+    for worker, text in sorted(texts.items()):
+        up.add_sample("moderation_worker_up", {"worker": str(worker)}, 0.0 if text is None else 1.0)
+    return generate_latest(_Families([*families.values(), up]))

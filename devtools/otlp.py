@@ -1,0 +1,154 @@
+"""A local OTLP/HTTP trace receiver on 127.0.0.1: ``POST /v1/traces`` bodies decoded with
+``opentelemetry-proto`` (the official protobufs), kept in memory and, optionally, appended to a
+JSON-lines file a user can open (one span per line). For tests and the demo; a deployment sends to
+its own collector."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+__all__ = ["OtlpReceiver", "ReceivedSpan"]
+
+_KINDS = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
+
+
+@dataclass(frozen=True)
+class ReceivedSpan:
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    name: str
+    kind: str
+    start_ns: int
+    end_ns: int
+    status: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+    resource: dict[str, Any] = field(default_factory=dict)
+
+
+def _value(value: AnyValue) -> Any:
+    which = value.WhichOneof("value")
+    if which is None:
+        return None
+    found = getattr(value, which)
+    if which == "array_value":
+        return [_value(v) for v in found.values]
+    if which == "kvlist_value":
+        return _attributes(found.values)
+    return found
+
+
+def _attributes(pairs: Any) -> dict[str, Any]:
+    return {kv.key: _value(kv.value) for kv in pairs if isinstance(kv, KeyValue)}
+
+
+def decode(body: bytes) -> list[ReceivedSpan]:
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(body)
+    spans = []
+    for resource_spans in request.resource_spans:
+        resource = _attributes(resource_spans.resource.attributes)
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                spans.append(
+                    ReceivedSpan(
+                        trace_id=span.trace_id.hex(),
+                        span_id=span.span_id.hex(),
+                        parent_span_id=span.parent_span_id.hex(),
+                        name=span.name,
+                        kind=_KINDS.get(span.kind, str(span.kind)),
+                        start_ns=span.start_time_unix_nano,
+                        end_ns=span.end_time_unix_nano,
+                        status={0: "UNSET", 1: "OK", 2: "ERROR"}.get(span.status.code, "UNSET"),
+                        attributes=_attributes(span.attributes),
+                        resource=resource,
+                    )
+                )
+    return spans
+
+
+class OtlpReceiver:
+    """``start()`` returns the endpoint to give as ``OTEL_EXPORTER_OTLP_ENDPOINT``."""
+
+    def __init__(self, spans_file: Path | None = None) -> None:
+        self._spans: list[ReceivedSpan] = []
+        self._lock = threading.Lock()
+        self._file = spans_file
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "not started"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> str:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(min(length, 64 << 20))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                if self.path != "/v1/traces":
+                    self.send_error(404)
+                    return
+                try:
+                    spans = decode(body)
+                except Exception:  # a body that is not an export request
+                    self.send_error(400)
+                    return
+                receiver._add(spans)
+                answer = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="otlp-receiver", daemon=True)
+        self._thread.start()
+        return self.url
+
+    def _add(self, spans: list[ReceivedSpan]) -> None:
+        with self._lock:
+            self._spans.extend(spans)
+            if self._file is not None:
+                with self._file.open("a") as out:
+                    for span in spans:
+                        out.write(json.dumps(asdict(span)) + "\n")
+
+    def spans(self, trace_id: str | None = None) -> list[ReceivedSpan]:
+        with self._lock:
+            return [s for s in self._spans if trace_id is None or s.trace_id == trace_id]
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def __enter__(self) -> OtlpReceiver:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,217 @@
+"""Traces through the real OTLP/HTTP exporter to a local receiver that decodes the official
+protobufs: one trace from the upload service's producer span through the checks to the verdict,
+and an async video whose callback reaches another process."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Message
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from consumer.core.records import MediaType, ModerationVerdict, UploadEvent
+from consumer.serde import AvroCodec
+from devtools.broker import free_port
+from devtools.otlp import OtlpReceiver, ReceivedSpan
+from devtools.samples import image_bytes, make_image, make_video
+from devtools.stack import (
+    ConsumerProcess,
+    SimulatorProcess,
+    consumer_env,
+    iter_messages,
+    produce_uploads,
+    upload,
+    wait_until,
+)
+
+from .conftest import Topics
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as started:
+        yield started
+
+
+def send_with_trace(receiver: OtlpReceiver, bootstrap: str, topic: str, item: UploadEvent) -> ReceivedSpan:
+    """The upload service's side: a PRODUCER span, its context in the record's headers."""
+    provider = TracerProvider(resource=Resource.create({"service.name": "upload-service"}))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{receiver.url}/v1/traces")))
+    carrier: dict[str, str] = {}
+    with provider.get_tracer("upload-service").start_as_current_span(f"send {topic}", kind=SpanKind.PRODUCER):
+        TraceContextTextMapPropagator().inject(carrier)
+    provider.shutdown()
+    produce_uploads(bootstrap, topic, [item], headers=[("traceparent", carrier["traceparent"].encode())])
+    trace_id = carrier["traceparent"].split("-")[1]
+    (producer,) = receiver.spans(trace_id)
+    return producer
+
+
+def verdict_message(bootstrap: str, topic: str, upload_id: str) -> tuple[ModerationVerdict, dict[str, bytes]]:
+    codec = AvroCodec()
+    for msg in iter_messages(bootstrap, topic, timeout=120):
+        verdict = ModerationVerdict.from_avro(codec.decode(msg.value(), "ModerationVerdict"))
+        if verdict.upload_id == upload_id:
+            return verdict, headers_of(msg)
+    raise AssertionError(f"no verdict for {upload_id}")
+
+
+def headers_of(msg: Message) -> dict[str, bytes]:
+    return {k: v for k, v in (msg.headers() or []) if v is not None}
+
+
+def tracing_env(receiver: OtlpReceiver, instance: str) -> dict[str, str]:
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+        "OTEL_SERVICE_NAME": "moderation-consumer",
+        "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={instance}",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+
+
+def log_lines(path: Path) -> list[dict[str, Any]]:
+    lines = []
+    for raw in path.read_text().splitlines() if path.exists() else []:
+        try:
+            lines.append(json.loads(raw))
+        except json.JSONDecodeError:
+            continue
+    return lines
+
+
+def spans_named(spans: list[ReceivedSpan], prefix: str) -> list[ReceivedSpan]:
+    return [s for s in spans if s.name.startswith(prefix)]
+
+
+def test_one_trace_runs_from_the_upload_producer_through_the_checks_to_the_verdict(
+    kafka_bootstrap: str,
+    make_topics: Callable[..., Topics],
+    sim: SimulatorProcess,
+    receiver: OtlpReceiver,
+    tmp_path: Path,
+) -> None:
+    topics = make_topics()
+    item = upload(MediaType.IMAGE, data=image_bytes(make_image(4101)), content_type="image/png")
+    producer = send_with_trace(receiver, kafka_bootstrap, topics.input, item)
+    env = consumer_env(
+        kafka_bootstrap,
+        sim.url,
+        group=topics.group,
+        topics=topics.env(),
+        MODERATION_KAFKA__CREATE_TOPICS="false",
+        **tracing_env(receiver, "a"),
+    )
+    log = tmp_path / "consumer.log"
+    process = ConsumerProcess(env, log_path=log).start()
+    try:
+        verdict, headers = verdict_message(kafka_bootstrap, topics.verdicts, item.upload_id)
+        trace_id = producer.trace_id
+
+        def complete() -> bool:
+            spans = receiver.spans(trace_id)
+            return len(spans_named(spans, "check ")) >= 3 and len(spans_named(spans, "POST")) >= 3
+
+        assert wait_until(complete, 60), [s.name for s in receiver.spans(trace_id)]
+    finally:
+        process.terminate()
+    spans = receiver.spans(trace_id)
+    (record,) = spans_named(spans, f"process {topics.input}")
+    assert record.kind == "CONSUMER" and record.parent_span_id == producer.span_id
+    assert record.resource["service.name"] == "moderation-consumer"
+    assert record.attributes["messaging.system"] == "kafka"
+    assert record.attributes["messaging.destination.name"] == topics.input
+    assert record.attributes["messaging.consumer.group.name"] == topics.group
+    assert record.attributes["moderation.upload_id"] == item.upload_id
+    assert record.attributes["moderation.decision"] == verdict.decision.value
+    checks = spans_named(spans, "check ")
+    assert {s.name for s in checks} == {"check csam", "check visual", "check similarity"}
+    assert all(s.parent_span_id == record.span_id for s in checks)
+    attempts = spans_named(spans, "POST")
+    assert {s.parent_span_id for s in attempts} <= {s.span_id for s in checks}
+    for attempt in attempts:
+        assert attempt.kind == "CLIENT" and attempt.attributes["server.address"] == "127.0.0.1"
+        assert attempt.attributes["http.response.status_code"] == 200
+        assert "?" not in attempt.attributes["url.path"]
+        assert not any(
+            "key" in str(v).lower() or "token" in str(v).lower() for v in attempt.attributes.values()
+        )
+    # the verdict continues the trace downstream: its header and its trace_id field
+    assert verdict.trace_id == trace_id
+    version, header_trace, parent, flags = headers["traceparent"].decode().split("-")
+    assert (version, header_trace, parent) == ("00", trace_id, record.span_id) and int(flags, 16) & 1
+    verdict_logs = [line for line in log_lines(log) if line.get("msg") == "verdict"]
+    assert verdict_logs and verdict_logs[0]["trace_id"] == trace_id
+    assert verdict_logs[0]["span_id"] == record.span_id
+
+
+def test_an_async_video_trace_survives_the_callback_relay_to_another_process(
+    kafka_bootstrap: str,
+    make_topics: Callable[..., Topics],
+    sim: SimulatorProcess,
+    receiver: OtlpReceiver,
+    tmp_path: Path,
+) -> None:
+    """Each process advertises the other's callback receiver, so whichever owns the video, its
+    callbacks arrive at the other process and come back through the relay topic."""
+    topics = make_topics(input_partitions=1, other_partitions=1)
+    ports = {"a": free_port(), "b": free_port()}
+    processes: list[ConsumerProcess] = []
+    logs = {name: tmp_path / f"{name}.log" for name in ports}
+    try:
+        for name, other in (("a", "b"), ("b", "a")):
+            env = consumer_env(
+                kafka_bootstrap,
+                sim.url,
+                group=topics.group,
+                topics=topics.env(),
+                MODERATION_KAFKA__CREATE_TOPICS="false",
+                MODERATION_CALLBACKS__PORT=str(ports[name]),
+                MODERATION_CALLBACKS__PUBLIC_URL=f"http://127.0.0.1:{ports[other]}",
+                MODERATION_CALLBACKS__POLL_AFTER_S="600",
+                **tracing_env(receiver, name),
+            )
+            processes.append(ConsumerProcess(env, log_path=logs[name]).start())
+        listening = "callback receiver listening"
+        assert wait_until(
+            lambda: all(any(x.get("msg") == listening for x in log_lines(p)) for p in logs.values()), 90
+        )
+        video = upload(
+            MediaType.VIDEO, data=make_video([4201, 4202], size=(320, 240)), content_type="video/mp4"
+        )
+        producer = send_with_trace(receiver, kafka_bootstrap, topics.input, video)
+        verdict, _ = verdict_message(kafka_bootstrap, topics.verdicts, video.upload_id)
+        trace_id = producer.trace_id
+
+        def relayed() -> bool:
+            spans = receiver.spans(trace_id)
+            return len(spans_named(spans, f"process {topics.callbacks}")) >= 2
+
+        assert wait_until(relayed, 60), [s.name for s in receiver.spans(trace_id)]
+    finally:
+        for process in processes:
+            process.terminate()
+    assert verdict.trace_id == trace_id
+    spans = receiver.spans(trace_id)
+    by_id = {s.span_id: s for s in spans}
+    (record,) = spans_named(spans, f"process {topics.input}")
+    owner = record.resource["service.instance.id"]
+    served = spans_named(spans, "POST /callbacks/{token}")
+    assert len(served) == 2  # csam and visual, each an async task
+    for server in served:
+        assert server.kind == "SERVER" and server.resource["service.instance.id"] != owner
+        check = by_id[server.parent_span_id]
+        assert check.name in ("check csam", "check visual") and check.parent_span_id == record.span_id
+    for relay in spans_named(spans, f"process {topics.callbacks}"):
+        assert relay.resource["service.instance.id"] == owner  # back where the task waits
+        assert by_id[relay.parent_span_id] in served
