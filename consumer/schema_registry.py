@@ -161,12 +161,14 @@ class RegistryCodec:
                 record_subject_name_strategy if strategy == "record" else topic_subject_name_strategy
             ),
         }
+        self._serializer_conf = conf
         self._schemas: dict[str, Schema] = {}
-        self._serializers: dict[str, AvroSerializer] = {}
+        # one serializer per (record, topic): a serializer keeps the schema id of the last subject
+        # it learnt, and each topic's subject has its own
+        self._serializers: dict[tuple[str, str], AvroSerializer] = {}
         self._deserializers: dict[str, AvroDeserializer] = {}
         for name in local.names():
             schema = self._schemas[name] = Schema(json.dumps(local.raw(name)), "AVRO")
-            self._serializers[name] = AvroSerializer(client, schema, conf=dict(conf))
             self._deserializers[name] = AvroDeserializer(client, schema.schema_str)
         self._contexts: dict[str, SerializationContext] = {}
         self._known_ids: set[int] = set()
@@ -218,13 +220,20 @@ class RegistryCodec:
             context = self._contexts[topic] = SerializationContext(topic, MessageField.VALUE)
         return context
 
+    def _serializer(self, name: str, topic: str) -> Any:  # an AvroSerializer (the package is untyped)
+        schema = self._schemas.get(name)
+        if schema is None:
+            raise SerializationError(f"unknown schema {name!r}")
+        serializer = AvroSerializer(self._client, schema, conf=dict(self._serializer_conf))
+        self._serializers[(name, topic)] = serializer
+        return serializer
+
     def encode(self, name: str, record: dict[str, Any], *, topic: str = "") -> bytes:
         if not self._write_confluent:
             return self._local.encode(name, record)
+        serializer = self._serializers.get((name, topic)) or self._serializer(name, topic)
         try:
-            data = self._serializers[name](record, self._context(topic))
-        except KeyError:
-            raise SerializationError(f"unknown schema {name!r}") from None
+            data = serializer(record, self._context(topic))
         except (ValueError, TypeError, AttributeError, ClientSerializationError) as exc:
             raise SerializationError(f"cannot encode {name}: {exc}") from None
         except _REGISTRY_FAILURES as exc:  # only before ``prepare``

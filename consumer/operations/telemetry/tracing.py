@@ -177,6 +177,13 @@ def failed(error_type: str, span: Span | None = None) -> None:
         span.set_attribute("error.type", error_type)
 
 
+def _in_unsampled_trace() -> bool:
+    """True inside a trace the sampler dropped: its children would be dropped too (the samplers
+    are parent-based), so none is made. Dropped traces are most of them at a low ratio."""
+    current = trace.get_current_span()
+    return current is not trace.INVALID_SPAN and not current.is_recording()
+
+
 @contextmanager
 def server_span(route: str, traceparent: str | None) -> Iterator[Span | None]:
     """A SERVER span for a request we serve (``route``: the template, never the path's secrets),
@@ -217,6 +224,9 @@ def check_span(check: str, provider: str) -> Iterator[Span | None]:
     if tracer is None:
         yield None
         return
+    if _in_unsampled_trace():
+        yield None
+        return
     attributes = {"moderation.check": check, "moderation.provider": provider}
     with tracer.start_as_current_span(f"check {check}", attributes=attributes) as span:
         yield span
@@ -229,6 +239,9 @@ def client_span(
     """A CLIENT span for one HTTP attempt (``{method}``; no query string, key or token in it)."""
     tracer = _state["tracer"]
     if tracer is None:
+        yield None
+        return
+    if _in_unsampled_trace():
         yield None
         return
     attributes: dict[str, Any] = {"http.request.method": method, "server.address": host, "url.path": path}
