@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import logging
 import os
 import signal
@@ -40,6 +41,7 @@ __all__ = [
     "consumer_env",
     "iter_messages",
     "iter_verdicts",
+    "json_log_lines",
     "produce_uploads",
     "read_dead_letters",
     "read_verdicts",
@@ -244,6 +246,17 @@ class ConsumerProcess:
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+
+def json_log_lines(path: Path) -> list[dict[str, Any]]:
+    """The JSON log lines a process wrote to ``path`` so far (other lines skipped)."""
+    lines = []
+    for raw in path.read_text().splitlines() if path.exists() else []:
+        try:
+            lines.append(json.loads(raw))
+        except json.JSONDecodeError:
+            continue
+    return lines
 
 
 def upload(

@@ -4,10 +4,8 @@ and an async video whose callback reaches another process."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from confluent_kafka import Message
@@ -28,6 +26,7 @@ from devtools.stack import (
     SimulatorProcess,
     consumer_env,
     iter_messages,
+    json_log_lines,
     produce_uploads,
     upload,
     wait_until,
@@ -78,16 +77,6 @@ def tracing_env(receiver: OtlpReceiver, instance: str) -> dict[str, str]:
         "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={instance}",
         "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
-
-
-def log_lines(path: Path) -> list[dict[str, Any]]:
-    lines = []
-    for raw in path.read_text().splitlines() if path.exists() else []:
-        try:
-            lines.append(json.loads(raw))
-        except json.JSONDecodeError:
-            continue
-    return lines
 
 
 def spans_named(spans: list[ReceivedSpan], prefix: str) -> list[ReceivedSpan]:
@@ -150,7 +139,7 @@ def test_one_trace_runs_from_the_upload_producer_through_the_checks_to_the_verdi
     assert verdict.trace_id == trace_id
     version, header_trace, parent, flags = headers["traceparent"].decode().split("-")
     assert (version, header_trace, parent) == ("00", trace_id, record.span_id) and int(flags, 16) & 1
-    verdict_logs = [line for line in log_lines(log) if line.get("msg") == "verdict"]
+    verdict_logs = [line for line in json_log_lines(log) if line.get("msg") == "verdict"]
     assert verdict_logs and verdict_logs[0]["trace_id"] == trace_id
     assert verdict_logs[0]["span_id"] == record.span_id
 
@@ -184,7 +173,7 @@ def test_an_async_video_trace_survives_the_callback_relay_to_another_process(
             processes.append(ConsumerProcess(env, log_path=logs[name]).start())
         listening = "callback receiver listening"
         assert wait_until(
-            lambda: all(any(x.get("msg") == listening for x in log_lines(p)) for p in logs.values()), 90
+            lambda: all(any(x.get("msg") == listening for x in json_log_lines(p)) for p in logs.values()), 90
         )
         video = upload(
             MediaType.VIDEO, data=make_video([4201, 4202], size=(320, 240)), content_type="video/mp4"

@@ -4,7 +4,6 @@ callback that reaches the wrong process."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from devtools.stack import (
     VerdictCollector,
     consumer_env,
     iter_verdicts,
+    json_log_lines,
     produce_uploads,
     read_verdicts,
     upload,
@@ -113,18 +113,8 @@ async def test_a_task_that_never_finishes_fails_closed_at_the_deadline(
     assert v.reasons[0].label == "check_unavailable:csam"  # CSAM never fails open
 
 
-def _log_lines(path: Path) -> list[dict[str, Any]]:
-    lines = []
-    for raw in path.read_text().splitlines() if path.exists() else []:
-        try:
-            lines.append(json.loads(raw))
-        except json.JSONDecodeError:
-            continue
-    return lines
-
-
 def _wait_for_log(path: Path, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60.0) -> None:
-    if not wait_until(lambda: any(predicate(line) for line in _log_lines(path)), timeout):
+    if not wait_until(lambda: any(predicate(line) for line in json_log_lines(path)), timeout):
         raise AssertionError(f"no matching log line in {path}")
 
 
@@ -174,7 +164,7 @@ def test_a_callback_reaching_the_wrong_process_still_completes_its_upload(
             if process is not None:
                 process.terminate()
     by_process = {
-        name: {line["upload_id"] for line in _log_lines(path) if line.get("msg") == "verdict"}
+        name: {line["upload_id"] for line in json_log_lines(path) if line.get("msg") == "verdict"}
         for name, path in logs.items()
     }
     print(f"\nverdicts by process: a={len(by_process['a'])} b={len(by_process['b'])}")
@@ -185,6 +175,6 @@ def test_a_callback_reaching_the_wrong_process_still_completes_its_upload(
         assert [c.outcome for c in found[upload_id].checks] == ["ok", "ok"], upload_id
     assert sim.stats()["requests"].get("task_get", 0) == 0  # completed by callbacks, not by polling
     relayed_at_b = [
-        line for line in _log_lines(logs["a"]) if line.get("msg") == "callback receiver listening"
+        line for line in json_log_lines(logs["a"]) if line.get("msg") == "callback receiver listening"
     ]
     assert relayed_at_b, "process A runs its own receiver too"

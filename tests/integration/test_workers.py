@@ -3,7 +3,6 @@ stops them all cleanly; no upload is lost; worker 0's ``/metrics`` has every wor
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -22,6 +21,7 @@ from devtools.stack import (
     SimulatorProcess,
     VerdictCollector,
     consumer_env,
+    json_log_lines,
     produce_uploads,
     upload,
     wait_until,
@@ -30,28 +30,18 @@ from devtools.stack import (
 pytestmark = pytest.mark.integration
 
 
-def _lines(path: Path) -> list[dict[str, Any]]:
-    found = []
-    for raw in path.read_text().splitlines() if path.exists() else []:
-        try:
-            found.append(json.loads(raw))
-        except json.JSONDecodeError:
-            continue
-    return found
-
-
 def _wait_lines(path: Path, msg: str, count: int, within_s: float = 60.0) -> list[dict[str, Any]]:
     if not wait_until(
-        lambda: len([line for line in _lines(path) if line.get("msg") == msg]) >= count, within_s
+        lambda: len([line for line in json_log_lines(path) if line.get("msg") == msg]) >= count, within_s
     ):
         raise AssertionError(f"fewer than {count} {msg!r} lines in {path}")
-    return [line for line in _lines(path) if line.get("msg") == msg]
+    return [line for line in json_log_lines(path) if line.get("msg") == msg]
 
 
 def _owners(log: Path, topic: str) -> set[int]:
     return {
         line["process"]
-        for line in _lines(log)
+        for line in json_log_lines(log)
         if line.get("msg") == "partitions assigned" and any(p.startswith(topic) for p in line["partitions"])
     }
 

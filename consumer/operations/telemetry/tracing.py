@@ -28,7 +28,7 @@ from typing import Any
 from opentelemetry import context, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 __all__ = [
@@ -177,11 +177,15 @@ def failed(error_type: str, span: Span | None = None) -> None:
         span.set_attribute("error.type", error_type)
 
 
-def _in_unsampled_trace() -> bool:
-    """True inside a trace the sampler dropped: its children would be dropped too (the samplers
-    are parent-based), so none is made. Dropped traces are most of them at a low ratio."""
+def _child_tracer() -> Tracer | None:
+    """The tracer for a child of the current span; None when tracing is off or inside a trace the
+    sampler dropped (its children would be dropped too: the samplers are parent-based; dropped
+    traces are most of them at a low ratio, so this is what sampling saves)."""
+    tracer: Tracer | None = _state["tracer"]
+    if tracer is None:
+        return None
     current = trace.get_current_span()
-    return current is not trace.INVALID_SPAN and not current.is_recording()
+    return None if current is not trace.INVALID_SPAN and not current.is_recording() else tracer
 
 
 @contextmanager
@@ -220,11 +224,8 @@ def relay_received(topic: str, headers: Any, task_id: str | None) -> None:
 @contextmanager
 def check_span(check: str, provider: str) -> Iterator[Span | None]:
     """A span for one check of the current record; None when tracing is off."""
-    tracer = _state["tracer"]
+    tracer = _child_tracer()
     if tracer is None:
-        yield None
-        return
-    if _in_unsampled_trace():
         yield None
         return
     attributes = {"moderation.check": check, "moderation.provider": provider}
@@ -237,11 +238,8 @@ def client_span(
     method: str, host: str, port: int | None, path: str, resend_count: int
 ) -> Iterator[Span | None]:
     """A CLIENT span for one HTTP attempt (``{method}``; no query string, key or token in it)."""
-    tracer = _state["tracer"]
+    tracer = _child_tracer()
     if tracer is None:
-        yield None
-        return
-    if _in_unsampled_trace():
         yield None
         return
     attributes: dict[str, Any] = {"http.request.method": method, "server.address": host, "url.path": path}
