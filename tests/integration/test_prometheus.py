@@ -94,9 +94,11 @@ async def test_dashboard_and_alerts_return_data_from_a_real_prometheus(
                 produce_uploads, kafka_bootstrap, topics.input, uploads, raw=[(b"poison", b"not avro")]
             )
             assert await wait_until_async(lambda: service.processed >= len(uploads), 120), "verdicts missing"
+            # the end-to-end latency is observed when the broker acknowledges a verdict, just after
+            acknowledged = before["end to end"] + len(uploads)
+            assert await wait_until_async(lambda: observed()["end to end"] >= acknowledged, 30), observed()
             after = observed()
             assert all(after[k] > before[k] for k in before), (before, after)
-            assert after["end to end"] - before["end to end"] >= len(uploads)
 
             async with httpx.AsyncClient() as client:
                 scrape = (await client.get(f"http://{target}/metrics")).content

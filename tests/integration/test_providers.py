@@ -59,7 +59,7 @@ async def callbacks() -> AsyncIterator[Receiver]:
     outcomes: list[dict[str, Any]] = []
     delivered = asyncio.Event()
 
-    async def deliver(raw: bytes, task_id: str | None) -> None:
+    async def deliver(raw: bytes, task_id: str | None, headers: Any = None) -> None:
         body = json.loads(raw)
         outcomes.append({"outcome": correlator.deliver(body), "resent": "resent_on" in body})
         delivered.set()
