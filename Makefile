@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install jars prometheus demo test unit integration chaos lint typecheck format clean bench
+.PHONY: install jars prometheus helm chart deploy demo test unit integration chaos lint typecheck format clean bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
@@ -23,6 +23,15 @@ jars: $(STAMP)
 prometheus:
 	@bash .ci/install-prometheus
 
+# helm v3.21.4 (v3.22.0 is served but not approved here), built with `go install` into
+# $MODERATION_CACHE_DIR/bin or ~/.cache/moderation-consumer/bin when missing (once).
+helm: $(STAMP)
+	$(BIN)/python -m devtools.chart --helm
+
+# the chart's copies of deploy/ and its generated values schema, brought in step
+chart: $(STAMP)
+	$(BIN)/python -m devtools.chart
+
 demo: install jars
 	$(BIN)/python -m consumer demo
 
@@ -30,15 +39,19 @@ lint: install
 	$(BIN)/ruff check consumer simulator devtools tests bench examples
 	$(BIN)/mypy
 	$(BIN)/mypy examples
+	$(BIN)/hadolint Dockerfile
 
-test: install jars prometheus lint
+test: install jars prometheus helm lint
 	$(BIN)/pytest -p no:cacheprovider
 
 unit: install prometheus
 	$(BIN)/pytest tests/unit
 
-integration: install jars prometheus
+integration: install jars prometheus helm
 	$(BIN)/pytest tests/integration
+
+deploy: install helm
+	$(BIN)/pytest tests/deploy
 
 chaos: install jars
 	$(BIN)/pytest -s tests/chaos

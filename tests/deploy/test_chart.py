@@ -1,0 +1,821 @@
+"""The Helm chart with the real helm: ``helm lint --strict``, ``helm template`` of five value sets
+validated by kubernetes-validate for Kubernetes ``KUBE_VERSION`` (the custom resources, which it does
+not know, by their shape here), the objects' structure, and values the chart must refuse."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from consumer.checks.policy import load_policy
+from consumer.config import load_settings
+from devtools import chart
+
+pytestmark = pytest.mark.deploy
+
+SECRET = "moderation-keys"
+RELEASE = "mod"
+FULLNAME = f"{RELEASE}-moderation-consumer"
+NATIVE = {
+    "ConfigMap",
+    "Deployment",
+    "HorizontalPodAutoscaler",
+    "Ingress",
+    "NetworkPolicy",
+    "PodDisruptionBudget",
+    "Service",
+    "ServiceAccount",
+    "StatefulSet",
+}
+
+EXACTLY_ONCE: dict[str, Any] = {
+    "replicaCount": 3,
+    "settings": {"processing": {"delivery": "exactly_once", "drain_timeout_s": 40}},
+    "secrets": {"existingSecret": SECRET},
+}
+KEDA_MONITORING: dict[str, Any] = {
+    "secrets": {"existingSecret": SECRET},
+    "autoscaling": {
+        "inputPartitions": 12,
+        "keda": {
+            "enabled": True,
+            "maxReplicaCount": 12,
+            "secretTargetRef": [
+                {"parameter": "sasl", "key": "keda-sasl"},
+                {"parameter": "username", "key": "keda-username"},
+                {"parameter": "password", "key": "keda-password"},
+                {"parameter": "tls", "key": "keda-tls"},
+            ],
+        },
+    },
+    "monitoring": {
+        "podMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+        "prometheusRule": {
+            "enabled": True,
+            "runbookBaseUrl": "https://git.example.com/moderation/blob/main/",
+        },
+        "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Moderation"}},
+    },
+}
+POLICY_TEXT = """\
+# thresholds for production
+version: prod-2026.12
+classification:
+  visual:
+    general_nsfw: {review: 0.5, block: 0.9}
+  text:
+    violence: {review: 0.5, block: 0.9}
+similarity: {review: 0.85, block: 0.9}
+fail_open: []
+"""
+EVERYTHING: dict[str, Any] = {
+    "image": {"repository": "registry.example.com/moderation-consumer", "tag": "0.1.0"},
+    "imagePullSecrets": [{"name": "registry-credentials"}],
+    "workers": 2,
+    "settings": {
+        "kafka": {
+            "bootstrap_servers": "b-1.kafka.example.com:9096,b-2.kafka.example.com:9096",
+            "group_id": "moderation-prod",
+            "input_topic": "uploads",
+            "create_topics": False,
+            "client_config": {
+                "security.protocol": "SASL_SSL",
+                "sasl.mechanism": "SCRAM-SHA-512",
+                "sasl.username": "moderation",
+            },
+        },
+        "schema_registry": {"url": "https://registry.example.com"},
+        "processing": {"drain_timeout_s": 42.5, "similarity": "huawei", "max_in_flight": 512},
+        "huawei": {"project_id": "proj", "instance": "moderation"},
+        "limits": {"rate_per_s": {"visual": 50}},
+        "media": {"deny_networks": ["10.0.0.0/8"]},
+        "log_level": "WARNING",
+    },
+    "policy": POLICY_TEXT,
+    "secrets": {
+        "existingSecret": SECRET,
+        "keys": {
+            "huawei_token": "huawei-token",
+            "schema_registry_basic_auth_user_info": "registry-user-info",
+            "kafka_client_config": "kafka-client-config",
+        },
+    },
+    "extraEnv": [
+        {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://otel-collector.observability:4318"}
+    ],
+    "extraVolumes": [{"name": "kafka-ca", "configMap": {"name": "kafka-ca"}}],
+    "extraVolumeMounts": [{"name": "kafka-ca", "mountPath": "/etc/kafka-ca", "readOnly": True}],
+    "podAnnotations": {"example.com/team": "trust-and-safety"},
+    "nodeSelector": {"kubernetes.io/arch": "amd64"},
+    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "moderation", "effect": "NoSchedule"}],
+    "priorityClassName": "high",
+    "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/moderation"}},
+    "ingress": {
+        "enabled": True,
+        "className": "nginx",
+        "host": "moderation.example.com",
+        "tls": [{"secretName": "moderation-tls", "hosts": ["moderation.example.com"]}],
+    },
+    "autoscaling": {
+        "inputPartitions": 24,
+        "keda": {
+            "enabled": True,
+            "maxReplicaCount": 12,
+            "authenticationRef": "kafka-sasl",
+            "extraMetadata": {"sasl": "scram_sha512", "tls": "enable"},
+        },
+    },
+    "monitoring": {
+        "serviceMonitor": {"enabled": True, "interval": "15s"},
+        "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+        "grafanaDashboard": {"enabled": True, "namespace": "monitoring", "labels": {"team": "moderation"}},
+    },
+    "networkPolicy": {
+        "egress": {
+            "kafka": {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [9096]},
+            "schemaRegistry": {"to": [{"ipBlock": {"cidr": "10.21.0.0/16"}}], "ports": [443]},
+            "extra": [
+                {
+                    "ports": [{"port": 4318, "protocol": "TCP"}],
+                    "to": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": "observability"}
+                            }
+                        }
+                    ],
+                }
+            ],
+        },
+        "ingress": {
+            "metrics": {
+                "from": [
+                    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+                ]
+            },
+        },
+    },
+}
+HPA_EXACTLY_ONCE: dict[str, Any] = {
+    **EXACTLY_ONCE,
+    "autoscaling": {"inputPartitions": 6, "hpa": {"enabled": True, "minReplicas": 2, "maxReplicas": 6}},
+}
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "exactly_once": EXACTLY_ONCE,
+    "keda_monitoring": KEDA_MONITORING,
+    "everything": EVERYTHING,
+    "hpa_exactly_once": HPA_EXACTLY_ONCE,
+}
+
+
+def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    return chart.manifests(values, release=RELEASE, namespace="moderation")
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    assert len(found) == 1, f"{len(found)} {kind} objects: {[d['metadata']['name'] for d in found]}"
+    return found[0]
+
+
+def kinds(docs: list[dict[str, Any]]) -> set[str]:
+    return {d["kind"] for d in docs}
+
+
+def workload(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (found,) = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
+    return found
+
+
+def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (found,) = workload(docs)["spec"]["template"]["spec"]["containers"]
+    assert isinstance(found, dict)
+    return found
+
+
+def env_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(docs)["env"]}
+
+
+def settings_file(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    data = yaml.safe_load(one(docs, "ConfigMap", FULLNAME)["data"]["settings.yaml"])
+    assert isinstance(data, dict)
+    return data
+
+
+def with_values(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """``base`` with dotted paths set: ``with_values(v, **{"settings.log_level": "DEBUG"})``."""
+    values = copy.deepcopy(base)
+    for path, value in changes.items():
+        node = values
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return values
+
+
+# --- the custom resources' shape (kubernetes-validate has no schema for CRDs) -----------------------
+
+STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
+DURATION = {"type": "string", "pattern": r"^([0-9]+(ms|s|m|h))+$"}
+METADATA = {
+    "type": "object",
+    "required": ["name", "labels"],
+    "properties": {
+        "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63},
+        "namespace": {"type": "string"},
+        "labels": STRINGS,
+        "annotations": STRINGS,
+    },
+    "additionalProperties": False,
+}
+
+
+def resource(api_version: str, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": api_version},
+            "kind": {"const": kind},
+            "metadata": METADATA,
+            "spec": spec,
+        },
+        "additionalProperties": False,
+    }
+
+
+def closed(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+
+
+SELECTOR = closed({"matchLabels": STRINGS}, ["matchLabels"])
+SCRAPE = closed(
+    {"port": {"type": "string"}, "path": {"type": "string"}, "interval": DURATION, "scrapeTimeout": DURATION},
+    ["port", "path"],
+)
+CRDS: dict[str, dict[str, Any]] = {
+    # keda.sh/v1alpha1 (KEDA 2.x): the fields the chart writes, as KEDA's CRD types them
+    "ScaledObject": resource(
+        "keda.sh/v1alpha1",
+        "ScaledObject",
+        closed(
+            {
+                "scaleTargetRef": closed(
+                    {
+                        "apiVersion": {"type": "string"},
+                        "kind": {"enum": ["Deployment", "StatefulSet"]},
+                        "name": {"type": "string"},
+                    },
+                    ["name"],
+                ),
+                "pollingInterval": {"type": "integer", "minimum": 1},
+                "cooldownPeriod": {"type": "integer", "minimum": 0},
+                "minReplicaCount": {"type": "integer", "minimum": 0},
+                "maxReplicaCount": {"type": "integer", "minimum": 1},
+                "advanced": closed(
+                    {
+                        "horizontalPodAutoscalerConfig": closed(
+                            {
+                                "behavior": closed(
+                                    {
+                                        "scaleDown": closed(
+                                            {"stabilizationWindowSeconds": {"type": "integer", "minimum": 0}},
+                                            ["stabilizationWindowSeconds"],
+                                        )
+                                    },
+                                    [],
+                                )
+                            },
+                            [],
+                        )
+                    },
+                    [],
+                ),
+                "triggers": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": closed(
+                        {
+                            "type": {"type": "string"},
+                            "metadata": STRINGS,  # KEDA's trigger metadata is map[string]string
+                            "authenticationRef": closed(
+                                {"name": {"type": "string"}, "kind": {"type": "string"}}, ["name"]
+                            ),
+                        },
+                        ["type", "metadata"],
+                    ),
+                },
+            },
+            ["scaleTargetRef", "triggers"],
+        ),
+    ),
+    "TriggerAuthentication": resource(
+        "keda.sh/v1alpha1",
+        "TriggerAuthentication",
+        closed(
+            {
+                "secretTargetRef": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": closed(
+                        {
+                            "parameter": {"type": "string"},
+                            "name": {"type": "string"},
+                            "key": {"type": "string"},
+                        },
+                        ["parameter", "name", "key"],
+                    ),
+                }
+            },
+            ["secretTargetRef"],
+        ),
+    ),
+    # monitoring.coreos.com/v1 (Prometheus Operator)
+    "PodMonitor": resource(
+        "monitoring.coreos.com/v1",
+        "PodMonitor",
+        closed(
+            {"selector": SELECTOR, "podMetricsEndpoints": {"type": "array", "minItems": 1, "items": SCRAPE}},
+            ["selector", "podMetricsEndpoints"],
+        ),
+    ),
+    "ServiceMonitor": resource(
+        "monitoring.coreos.com/v1",
+        "ServiceMonitor",
+        closed(
+            {"selector": SELECTOR, "endpoints": {"type": "array", "minItems": 1, "items": SCRAPE}},
+            ["selector", "endpoints"],
+        ),
+    ),
+    "PrometheusRule": resource(
+        "monitoring.coreos.com/v1",
+        "PrometheusRule",
+        closed(
+            {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": closed(
+                        {
+                            "name": {"type": "string"},
+                            "interval": DURATION,
+                            "rules": {
+                                "type": "array",
+                                "minItems": 1,
+                                "items": closed(
+                                    {
+                                        "alert": {"type": "string"},
+                                        "record": {"type": "string"},
+                                        "expr": {"type": "string", "minLength": 1},
+                                        "for": DURATION,
+                                        "labels": STRINGS,
+                                        "annotations": STRINGS,
+                                    },
+                                    ["expr"],
+                                ),
+                            },
+                        },
+                        ["name", "rules"],
+                    ),
+                }
+            },
+            ["groups"],
+        ),
+    ),
+}
+
+
+def validate(doc: dict[str, Any]) -> None:
+    """kubernetes-validate (strict: no unknown field) for built-in kinds; the shape above for CRDs."""
+    if doc["kind"] in NATIVE:
+        kubernetes_validate.validate(doc, chart.KUBE_VERSION, strict=True)
+    else:
+        assert doc["kind"] in CRDS, f"unexpected kind {doc['kind']}"
+        jsonschema.Draft202012Validator(CRDS[doc["kind"]]).validate(doc)
+
+
+# --- lint and validation of every value set ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_helm_lint_strict_passes(name: str) -> None:
+    done = chart.helm(
+        "lint", str(chart.CHART), "--strict", "--kube-version", chart.KUBE_VERSION, values=VALUE_SETS[name]
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_every_rendered_object_validates(name: str) -> None:
+    docs = render(VALUE_SETS[name])
+    for doc in docs:
+        try:
+            validate(doc)
+        except (kubernetes_validate.ValidationError, jsonschema.ValidationError) as exc:
+            path = ".".join(str(p) for p in exc.path)
+            pytest.fail(f"{name}: {doc['kind']}/{doc['metadata']['name']} at {path}: {exc.message}")
+
+
+def test_the_value_sets_render_what_they_switch_on() -> None:
+    assert kinds(render()) == {
+        "ConfigMap",
+        "Deployment",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "Service",
+        "ServiceAccount",
+    }
+    assert kinds(render(EXACTLY_ONCE)) == {
+        "ConfigMap",
+        "StatefulSet",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "Service",
+        "ServiceAccount",
+    }
+    assert {"ScaledObject", "TriggerAuthentication", "PodMonitor", "PrometheusRule"} <= kinds(
+        render(KEDA_MONITORING)
+    )
+    everything = kinds(render(EVERYTHING))
+    assert {"ScaledObject", "ServiceMonitor", "PrometheusRule", "Ingress"} <= everything
+    assert "TriggerAuthentication" not in everything and "HorizontalPodAutoscaler" not in everything
+    assert "HorizontalPodAutoscaler" in kinds(render(HPA_EXACTLY_ONCE))
+
+
+def readme_example() -> dict[str, Any]:
+    """The ``values-prod.yaml`` block of the README's Deploying section."""
+    text = (chart.ROOT / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```yaml\n")[1:]]
+    (example,) = [b for b in blocks if b.startswith("# values-prod.yaml")]
+    values = yaml.safe_load(example)
+    assert isinstance(values, dict)
+    return values
+
+
+def test_the_readmes_values_example_renders_validates_and_its_settings_and_policy_load(
+    tmp_path: Path,
+) -> None:
+    values = readme_example()
+    done = chart.helm(
+        "lint", str(chart.CHART), "--strict", "--kube-version", chart.KUBE_VERSION, values=values
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    docs = render(values)
+    for doc in docs:
+        validate(doc)
+    assert {"ScaledObject", "TriggerAuthentication", "PodMonitor", "PrometheusRule", "Ingress"} <= kinds(docs)
+    settings = load_settings(**settings_file(docs))
+    assert settings.callbacks.public_url == "https://moderation.example.com"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(one(docs, "ConfigMap", FULLNAME)["data"]["policy.yaml"])
+    assert load_policy(policy).version == "prod-2026.12"
+
+
+# --- the workload ------------------------------------------------------------------------------------
+
+
+def test_at_least_once_runs_as_a_deployment_that_rolls_without_a_surge_pod() -> None:
+    docs = render()
+    deployment = one(docs, "Deployment", FULLNAME)
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    assert "MODERATION_KAFKA__TRANSACTIONAL_ID" not in env_of(docs)
+    assert "args" not in container(docs)
+
+
+def test_exactly_once_runs_as_a_statefulset_whose_pod_name_is_the_transactional_id() -> None:
+    docs = render(EXACTLY_ONCE)
+    sts = one(docs, "StatefulSet", FULLNAME)
+    assert sts["spec"]["replicas"] == 3
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"
+    assert env_of(docs)["MODERATION_KAFKA__TRANSACTIONAL_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    headless = one(docs, "Service", sts["spec"]["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]
+    assert not [d for d in docs if d["kind"] == "Deployment"]
+
+
+def test_workers_run_as_arguments_and_count_against_the_partitions() -> None:
+    docs = render(with_values({}, workers=3, replicaCount=4))
+    assert container(docs)["args"] == ["--workers", "3"]
+
+
+def test_settings_and_policy_come_from_the_configmap_and_a_change_rolls_the_pods() -> None:
+    docs = render(EVERYTHING)
+    config = one(docs, "ConfigMap", FULLNAME)
+    assert settings_file(docs)["kafka"]["client_config"]["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert settings_file(docs)["processing"]["max_in_flight"] == 512
+    assert config["data"]["policy.yaml"].strip() == POLICY_TEXT.strip()  # the text, comments and all
+    env = env_of(docs)
+    assert env["MODERATION_CONFIG"] == "/etc/moderation/settings.yaml"
+    assert env["MODERATION_POLICY_FILE"] == "/etc/moderation/policy.yaml"
+    mounts = {m["name"]: m for m in container(docs)["volumeMounts"]}
+    assert mounts["config"]["mountPath"] == "/etc/moderation" and mounts["config"]["readOnly"]
+    volumes = {v["name"]: v for v in workload(docs)["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == FULLNAME
+
+    def checksum(values: dict[str, Any]) -> str:
+        annotations = workload(render(values))["spec"]["template"]["metadata"]["annotations"]
+        return str(annotations["checksum/config"])
+
+    base = checksum(EVERYTHING)
+    assert checksum(with_values(EVERYTHING, **{"settings.log_level": "DEBUG"})) != base
+    assert checksum(with_values(EVERYTHING, policy=POLICY_TEXT.replace("0.85", "0.8"))) != base
+    assert checksum(with_values(EVERYTHING, priorityClassName="low")) == base
+    assert "MODERATION_POLICY_FILE" not in env_of(render())  # no policy: the image's own
+
+
+def test_keys_are_files_from_the_existing_secret_and_the_chart_renders_none() -> None:
+    docs = render(EVERYTHING)
+    assert "Secret" not in kinds(docs)
+    env = env_of(docs)
+    mount = "/var/run/secrets/moderation"
+    expected_files = {
+        "MODERATION_HIVE__VISUAL_KEY_FILE": "hive-visual-key",
+        "MODERATION_HIVE__TEXT_KEY_FILE": "hive-text-key",
+        "MODERATION_HIVE__CSAM_KEY_FILE": "hive-csam-key",
+        "MODERATION_HIVE__INDEX_KEY_FILE": "hive-index-key",
+        "MODERATION_HUAWEI__TOKEN_FILE": "huawei-token",
+        "MODERATION_CALLBACKS__TOKEN_FILE": "callbacks-token",
+        "MODERATION_SCHEMA_REGISTRY__BASIC_AUTH_USER_INFO_FILE": "registry-user-info",
+    }
+    for variable, key in expected_files.items():
+        assert env[variable] == f"{mount}/{key}"
+    assert "MODERATION_SCHEMA_REGISTRY__BEARER_TOKEN_FILE" not in env  # its key is ""
+    assert env["MODERATION_KAFKA__CLIENT_CONFIG"] == {
+        "secretKeyRef": {"name": SECRET, "key": "kafka-client-config"}
+    }
+    volumes = {v["name"]: v for v in workload(docs)["spec"]["template"]["spec"]["volumes"]}
+    secret = volumes["secrets"]["secret"]
+    assert secret["secretName"] == SECRET
+    assert {i["key"]: i["path"] for i in secret["items"]} == {k: k for k in expected_files.values()}
+    assert secret["defaultMode"] == 0o440
+    mounts = {m["name"]: m for m in container(docs)["volumeMounts"]}
+    assert mounts["secrets"]["mountPath"] == mount and mounts["secrets"]["readOnly"]
+    # without a Secret nothing is mounted (NOTES.txt says what to create)
+    defaults = render()
+    assert not [e for e in env_of(defaults) if e.endswith("_FILE")]
+    assert "secrets" not in {m["name"] for m in container(defaults)["volumeMounts"]}
+
+
+def test_probes_ports_and_grace_period_follow_the_settings() -> None:
+    docs = render()
+    c = container(docs)
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"health": 8080, "callbacks": 8081}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert workload(docs)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 25 + 15
+    moved = render(with_values({}, **{"settings.health.port": 9100, "settings.callbacks.port": 9101}))
+    assert {p["name"]: p["containerPort"] for p in container(moved)["ports"]} == {
+        "health": 9100,
+        "callbacks": 9101,
+    }
+    service = one(moved, "Service", FULLNAME)
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"health": 9100, "callbacks": 9101}
+    # ceil(42.5) + 15 and 40 + 15: one number, the drain deadline
+    assert workload(render(EVERYTHING))["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 58
+    assert workload(render(EXACTLY_ONCE))["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 55
+
+
+def test_a_restricted_security_context_and_a_writable_tmp() -> None:
+    for values in (VALUE_SETS["defaults"], EXACTLY_ONCE):
+        docs = render(values)
+        pod = workload(docs)["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == 10001
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["automountServiceAccountToken"] is False
+        sc = container(docs)["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 10001
+        tmp = {m["name"]: m["mountPath"] for m in container(docs)["volumeMounts"]}["tmp"]
+        assert tmp == "/tmp"
+        assert "emptyDir" in {v["name"]: v for v in pod["volumes"]}["tmp"]
+
+
+def test_a_disruption_budget_topology_spread_and_resources() -> None:
+    docs = render()
+    pdb = one(docs, "PodDisruptionBudget", FULLNAME)
+    pod_labels = workload(docs)["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    spread = workload(docs)["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert [s["topologyKey"] for s in spread] == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+    assert all(s["labelSelector"]["matchLabels"].items() <= pod_labels.items() for s in spread)
+    assert container(docs)["resources"]["requests"] == {"cpu": "500m", "memory": "256Mi"}
+
+
+# --- scaling -------------------------------------------------------------------------------------------
+
+
+def test_keda_scales_the_workload_on_the_groups_lag_within_the_partitions() -> None:
+    docs = render(KEDA_MONITORING)
+    scaled = one(docs, "ScaledObject", FULLNAME)
+    assert "replicas" not in workload(docs)["spec"]  # the autoscaler owns it
+    assert scaled["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": FULLNAME,
+    }
+    assert scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"] <= 12
+    (trigger,) = scaled["spec"]["triggers"]
+    settings = settings_file(docs)
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"]["bootstrapServers"] == settings["kafka"]["bootstrap_servers"]
+    assert trigger["metadata"]["consumerGroup"] == settings["kafka"]["group_id"]
+    assert trigger["metadata"]["topic"] == settings["kafka"]["input_topic"]
+    assert trigger["metadata"]["lagThreshold"] == "500"
+    assert trigger["metadata"]["allowIdleConsumers"] == "false"
+    auth = one(docs, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+    assert {r["name"] for r in auth["spec"]["secretTargetRef"]} == {SECRET}
+    # a StatefulSet in exactly-once mode, an existing TriggerAuthentication, extra metadata
+    everything = render(EVERYTHING)
+    (trigger,) = one(everything, "ScaledObject")["spec"]["triggers"]
+    assert trigger["authenticationRef"] == {"name": "kafka-sasl"}
+    assert trigger["metadata"]["sasl"] == "scram_sha512" and trigger["metadata"]["tls"] == "enable"
+    eos = render(with_values(EXACTLY_ONCE, **{"autoscaling.keda.enabled": True}))
+    assert one(eos, "ScaledObject")["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
+
+
+def test_an_hpa_when_keda_is_off() -> None:
+    docs = render(HPA_EXACTLY_ONCE)
+    hpa = one(docs, "HorizontalPodAutoscaler", FULLNAME)
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": FULLNAME}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert "replicas" not in workload(docs)["spec"]
+    assert "ScaledObject" not in kinds(docs)
+
+
+# --- monitoring ----------------------------------------------------------------------------------------
+
+
+def test_the_pod_monitor_scrapes_the_health_port_of_the_pods() -> None:
+    docs = render(KEDA_MONITORING)
+    monitor = one(docs, "PodMonitor", FULLNAME)
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    pod_labels = workload(docs)["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert (
+        endpoint["port"] in {p["name"] for p in container(docs)["ports"]} and endpoint["path"] == "/metrics"
+    )
+
+
+def test_the_service_monitor_scrapes_the_services_health_port() -> None:
+    docs = render(EVERYTHING)
+    monitor = one(docs, "ServiceMonitor", FULLNAME)
+    service = one(docs, "Service", FULLNAME)
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["interval"] == "15s"
+
+
+def test_the_prometheus_rule_is_deploys_alert_rules() -> None:
+    shipped = yaml.safe_load((chart.ROOT / "deploy" / "prometheus" / "alerts.yaml").read_text())
+    assert one(render(EVERYTHING), "PrometheusRule")["spec"] == shipped
+    prefixed = one(render(KEDA_MONITORING), "PrometheusRule")["spec"]
+    urls = [r["annotations"]["runbook_url"] for g in prefixed["groups"] for r in g["rules"]]
+    assert urls and all(
+        u.startswith("https://git.example.com/moderation/blob/main/docs/runbook.md#") for u in urls
+    )
+    assert [r["expr"] for g in prefixed["groups"] for r in g["rules"]] == [
+        r["expr"] for g in shipped["groups"] for r in g["rules"]
+    ]
+
+
+def test_the_dashboard_configmap_is_deploys_dashboard_for_grafanas_sidecar() -> None:
+    shipped = json.loads((chart.ROOT / "deploy" / "grafana" / "moderation.json").read_text())
+    dashboard = one(render(KEDA_MONITORING), "ConfigMap", f"{FULLNAME}-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "Moderation"}
+    assert json.loads(dashboard["data"]["moderation.json"]) == shipped
+    elsewhere = one(render(EVERYTHING), "ConfigMap", f"{FULLNAME}-dashboard")
+    assert elsewhere["metadata"]["namespace"] == "monitoring"
+    assert elsewhere["metadata"]["labels"]["team"] == "moderation"
+
+
+# --- exposure ------------------------------------------------------------------------------------------
+
+
+def test_the_ingress_routes_callbacks_and_sets_the_public_url() -> None:
+    docs = render(EVERYTHING)
+    ingress = one(docs, "Ingress", FULLNAME)
+    (rule,) = ingress["spec"]["rules"]
+    (path,) = rule["http"]["paths"]
+    assert rule["host"] == "moderation.example.com"
+    assert path["path"] == "/callbacks" and path["backend"]["service"] == {
+        "name": FULLNAME,
+        "port": {"name": "callbacks"},
+    }
+    assert settings_file(docs)["callbacks"]["public_url"] == "https://moderation.example.com"
+    given = render(with_values(EVERYTHING, **{"settings.callbacks.public_url": "https://cb.example.com"}))
+    assert settings_file(given)["callbacks"]["public_url"] == "https://cb.example.com"
+    assert "public_url" not in settings_file(render())["callbacks"]
+
+
+def test_the_network_policy_opens_kafka_the_registry_the_providers_dns_and_the_two_ports() -> None:
+    policy = one(render(EVERYTHING), "NetworkPolicy", FULLNAME)["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    ingress_ports = [[p["port"] for p in rule["ports"]] for rule in policy["ingress"]]
+    assert ingress_ports == [["callbacks"], ["health"]]
+    assert "from" not in policy["ingress"][0]  # providers call back from anywhere (the Ingress controller)
+    assert policy["ingress"][1]["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "monitoring"
+    }
+    egress = [
+        (tuple((p["port"], p["protocol"]) for p in rule["ports"]), rule.get("to"))
+        for rule in policy["egress"]
+    ]
+    dns, kafka, registry, providers, otlp = egress
+    assert dns[0] == ((53, "UDP"), (53, "TCP")) and dns[1][0]["podSelector"]["matchLabels"] == {
+        "k8s-app": "kube-dns"
+    }
+    assert kafka == (((9096, "TCP"),), [{"ipBlock": {"cidr": "10.20.0.0/16"}}])
+    assert registry == (((443, "TCP"),), [{"ipBlock": {"cidr": "10.21.0.0/16"}}])
+    assert providers[0] == ((443, "TCP"),) and providers[1][0]["ipBlock"]["cidr"] == "0.0.0.0/0"
+    assert "10.0.0.0/8" in providers[1][0]["ipBlock"]["except"]  # public addresses only
+    assert otlp[0] == ((4318, "TCP"),)
+    # by default Kafka and the registry on their usual ports, anywhere
+    default = one(render(), "NetworkPolicy", FULLNAME)["spec"]["egress"]
+    assert [[p["port"] for p in rule["ports"]] for rule in default] == [
+        [53, 53],
+        [9092, 9093, 9094],
+        [443, 8081],
+        [443],
+    ]
+    assert "to" not in default[1] and "to" not in default[2]
+
+
+# --- refused values ------------------------------------------------------------------------------------
+
+SCHEMA_REFUSALS = {
+    "misspelled setting": ({"settings": {"kafka": {"bootstrap_server": "k:9092"}}}, "bootstrap_server"),
+    "mistyped setting": ({"settings": {"processing": {"max_in_flight": "many"}}}, "max_in_flight"),
+    "setting outside its choices": ({"settings": {"processing": {"delivery": "exactly-once"}}}, "delivery"),
+    "a key in the values": ({"settings": {"hive": {"visual_key": "k-3b1f9e0c"}}}, "visual_key"),
+    "a transactional id in the values": (
+        {"settings": {"kafka": {"transactional_id": "x"}}},
+        "transactional_id",
+    ),
+    "unknown top-level value": ({"replicas": 3}, "replicas"),
+    "mistyped chart value": ({"autoscaling": {"keda": {"maxReplicaCount": "6"}}}, "maxReplicaCount"),
+    "misspelled switch": ({"monitoring": {"podMonitor": {"enable": True}}}, "enable"),
+    "no workers": ({"workers": 0}, "workers"),
+}
+TEMPLATE_REFUSALS = {
+    "keda beyond the partitions": (
+        {"autoscaling": {"inputPartitions": 8, "keda": {"enabled": True, "maxReplicaCount": 9}}},
+        "autoscaling.keda.maxReplicaCount (9) times workers (1) exceeds autoscaling.inputPartitions (8)",
+    ),
+    "hpa times workers beyond the partitions": (
+        {"workers": 2, "autoscaling": {"hpa": {"enabled": True, "maxReplicas": 7}}},
+        "autoscaling.hpa.maxReplicas (7) times workers (2) exceeds autoscaling.inputPartitions (12)",
+    ),
+    "replicas beyond the partitions": ({"replicaCount": 13}, "replicaCount (13)"),
+    "exactly-once with workers": (
+        with_values(EXACTLY_ONCE, workers=2),
+        "workers: exactly_once takes 1 worker",
+    ),
+    "keda and hpa": (
+        {"autoscaling": {"keda": {"enabled": True}, "hpa": {"enabled": True}}},
+        "autoscaling.keda.enabled and autoscaling.hpa.enabled",
+    ),
+    "two monitors": (
+        {"monitoring": {"podMonitor": {"enabled": True}, "serviceMonitor": {"enabled": True}}},
+        "monitoring.podMonitor.enabled and monitoring.serviceMonitor.enabled",
+    ),
+    "health port 0": ({"settings": {"health": {"port": 0}}}, "settings.health.port"),
+    "ingress without a host": ({"ingress": {"enabled": True}}, "ingress.host"),
+}
+
+
+@pytest.mark.parametrize("case", [*SCHEMA_REFUSALS, *TEMPLATE_REFUSALS])
+def test_helm_refuses_bad_values_naming_them(case: str) -> None:
+    values, named = {**SCHEMA_REFUSALS, **TEMPLATE_REFUSALS}[case]
+    done = chart.template(values, release=RELEASE)
+    assert done.returncode != 0, f"{case}: rendered\n{done.stdout[:500]}"
+    assert named in done.stderr, done.stderr
+    assert "k-3b1f9e0c" not in done.stderr  # never the value of a key
+
+
+def test_helm_lint_refuses_a_value_the_schema_does_not_allow() -> None:
+    values, named = SCHEMA_REFUSALS["misspelled setting"]
+    done = chart.helm(
+        "lint", str(chart.CHART), "--strict", "--kube-version", chart.KUBE_VERSION, values=values
+    )
+    assert done.returncode != 0
+    assert named in done.stdout + done.stderr

@@ -1,0 +1,153 @@
+"""The container image's install step (``docker/install.sh``, which the Dockerfile runs too), run
+here without a container engine: the wheel installed into a fresh environment, made read-only, and
+the service started from it as an unprivileged user with no writable home and only a temporary
+directory to write to, against the test broker, registry and simulator. It gives verdicts, and on
+SIGTERM it drains and exits 0."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from consumer.core.records import MediaType
+from devtools.stack import (
+    SimulatorProcess,
+    consumer_env,
+    json_log_lines,
+    produce_uploads,
+    read_verdicts,
+    upload,
+)
+
+from .conftest import Topics
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+UNPRIVILEGED = 65534  # nobody
+
+
+def as_unprivileged(command: list[str]) -> list[str]:
+    """``command`` as uid/gid 65534 when we are root; as ourselves (already unprivileged) otherwise."""
+    if os.geteuid() != 0:
+        return command
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "setpriv (util-linux) is needed to drop to an unprivileged user"
+    return [setpriv, f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups", *command]
+
+
+def interpreter() -> str:
+    """A Python the unprivileged user can run (a pyenv under /root is not reachable by it)."""
+    candidates = [
+        sys.executable,
+        shutil.which("python3.11"),
+        "/usr/bin/python3.11",
+        "/usr/local/bin/python3.11",
+    ]
+    for candidate in candidates:
+        if candidate and Path(candidate).exists():
+            probe = subprocess.run(
+                as_unprivileged([candidate, "-c", "import venv, ensurepip"]),
+                capture_output=True,
+                check=False,
+                cwd="/",
+            )
+            if probe.returncode == 0:
+                return candidate
+    raise AssertionError(f"no Python 3.11 the unprivileged user can run among {candidates}")
+
+
+@pytest.fixture(scope="module")
+def image_root() -> Iterator[Path]:
+    """The install, as the image has it: /opt/moderation stands at ``<root>/opt/moderation``."""
+    root = Path(tempfile.mkdtemp(prefix="moderation-image-"))
+    root.chmod(0o755)
+    try:
+        wheels = root / "wheels"
+        built = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(REPO)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert built.returncode == 0, built.stderr[-2000:]
+        prefix = root / "opt" / "moderation"
+        installed = subprocess.run(
+            ["sh", str(REPO / "docker" / "install.sh"), str(wheels), str(prefix)],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "PYTHON": interpreter()},
+        )
+        assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-2000:]
+        assert installed.stdout.startswith("moderation-consumer ")
+        yield root
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(root)], check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_image_install_is_production_only_and_read_only(image_root: Path) -> None:
+    prefix = image_root / "opt" / "moderation"
+    site = next(prefix.glob("lib/python3*/site-packages"))
+    assert (site / "consumer" / "schemas" / "ModerationVerdict.avsc").exists()
+    assert not (site / "simulator").exists() and not (site / "devtools").exists()
+    assert not {"av", "numpy", "pdqhash"} & {p.name.split("-")[0].lower() for p in site.iterdir()}
+    probe = subprocess.run(
+        as_unprivileged(["sh", "-c", f"touch {site}/x || exit 0; exit 1"]), capture_output=True, check=False
+    )
+    assert probe.returncode == 0, "the installed application must not be writable at run time"
+
+
+def test_the_installed_service_runs_unprivileged_read_only_and_drains_on_sigterm(
+    image_root: Path, kafka_bootstrap: str, topics: Topics, sim: SimulatorProcess, registry_url: str
+) -> None:
+    writable = Path(tempfile.mkdtemp(prefix="moderation-tmp-"))
+    writable.chmod(0o1777)
+    log = writable / "consumer.log"
+    env = consumer_env(
+        kafka_bootstrap,
+        sim.url,
+        group=topics.group,
+        topics=topics.env(),
+        MODERATION_KAFKA__CREATE_TOPICS="false",
+        MODERATION_SCHEMA_REGISTRY__URL=registry_url,
+        MODERATION_SCHEMA_REGISTRY__AUTO_REGISTER="true",
+    )
+    # what the image sets: no writable home, only a temporary directory, no bytecode writes
+    env.update(HOME="/nonexistent", TMPDIR=str(writable), PYTHONDONTWRITEBYTECODE="1")
+    env.pop("PYTHONPATH", None)
+    uploads = [upload(MediaType.TEXT, text=f"hello from the image {i}") for i in range(3)]
+    produce_uploads(kafka_bootstrap, topics.input, uploads)
+    command = as_unprivileged([str(image_root / "opt" / "moderation" / "bin" / "moderation-consumer"), "run"])
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, env=env, cwd="/", stdout=out, stderr=subprocess.STDOUT)
+    try:
+        from consumer.config import load_settings
+        from consumer.schema_registry import codec_for
+
+        codec = codec_for(load_settings(schema_registry={"url": registry_url}))
+        try:
+            verdicts = read_verdicts(
+                kafka_bootstrap, topics.verdicts, {u.upload_id for u in uploads}, timeout=120, codec=codec
+            )
+        finally:
+            codec.close()
+        assert {v.upload_id for v in verdicts} == {u.upload_id for u in uploads}, log.read_text()[-3000:]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0, log.read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    lines = json_log_lines(log)
+    assert any(line.get("msg") == "stopped" for line in lines), log.read_text()[-3000:]
+    assert not any(line.get("level") == "error" for line in lines), log.read_text()[-3000:]
+    shutil.rmtree(writable, ignore_errors=True)
