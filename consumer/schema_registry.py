@@ -257,8 +257,11 @@ class RegistryCodec:
     def resolve(self, data: bytes, expected: str, *, topic: str) -> dict[str, Any]:
         """``decode`` for a record whose schema id is new here: asks the registry (blocking)."""
         schema_id = self.schema_id(data)
+        if schema_id is None:
+            raise SerializationError("not a Confluent-framed record (magic byte 0 + schema id)")
         try:
             value = self._deserialize(data, expected, topic)
+            writer = self._client.get_schema(schema_id).schema_str  # cached by the deserializer's lookup
         except SchemaRegistryError as exc:
             if exc.http_status_code == _NOT_FOUND:
                 raise SerializationError(f"schema id {schema_id} is unknown to the schema registry") from None
@@ -269,8 +272,7 @@ class RegistryCodec:
             ) from None
         except UNREACHABLE as exc:
             raise _unavailable(f"reading schema id {schema_id}", exc) from None
-        assert schema_id is not None
-        self._learn(schema_id, self._client.get_schema(schema_id).schema_str)  # cached by the client
+        self._learn(schema_id, writer)
         return value
 
     def decode(self, data: bytes | None, expected: str, *, topic: str = "") -> dict[str, Any]:

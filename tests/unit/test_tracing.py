@@ -38,7 +38,9 @@ def process(headers: list[tuple[str, bytes]] | None) -> None:
         tracing.annotate(upload_id="up-1", tenant_id="t-1", decision="ALLOW")
         with (
             tracing.check_span("visual", "hive"),
-            tracing.client_span("POST", "api.thehive.ai", 443, "/api/v3/task/sync", 1) as client,
+            tracing.client_span(
+                "POST", "https://api.thehive.ai:443/api/v3/task/sync?sig=s3cret", 1
+            ) as client,
         ):
             assert client is not None
             client.set_attribute("http.response.status_code", 200)
@@ -89,7 +91,7 @@ def test_without_a_traceparent_the_record_starts_a_trace(spans: InMemorySpanExpo
 
 def test_a_failed_check_and_a_failed_attempt_are_marked(spans: InMemorySpanExporter) -> None:
     with tracing.check_span("csam", "hive") as check:
-        with tracing.client_span("POST", "h", None, "/p", 0) as client:
+        with tracing.client_span("POST", "http://h/p", 0) as client:
             tracing.failed("503", client)
         tracing.failed("unavailable", check)
     by_name = {s.name: s for s in spans.get_finished_spans()}
@@ -143,3 +145,22 @@ def test_when_off_no_span_is_made_and_outputs_pass_the_input_context_on() -> Non
     assert tracing.current_ids() is None and tracing.current_traceparent() is None
     with tracing.check_span("visual", "hive") as span:
         assert span is None
+
+
+def test_a_sender_s_malformed_or_giant_trace_headers_are_not_copied_to_the_outputs() -> None:
+    assert not tracing.enabled()
+    assert tracing.output_headers([("traceparent", b"00-" + b"f" * 1_000_000)]) is None
+    assert tracing.output_headers([("traceparent", b"\xff\xfe not a traceparent")]) is None
+    state = b",".join(b"k%d=v" % i for i in range(10_000))
+    out = dict(tracing.output_headers([("traceparent", TRACEPARENT.encode()), ("tracestate", state)]) or [])
+    assert out["traceparent"] == TRACEPARENT.encode() and len(out.get("tracestate", b"")) < 4096
+
+
+def test_a_giant_record_key_is_bounded_in_the_span(spans: InMemorySpanExporter) -> None:
+    started = tracing.start_process("uploads", 0, 1, b"k" * 1_000_000, None, "g")
+    assert started is not None
+    span, token = started
+    context.detach(token)
+    span.end()
+    (record,) = spans.get_finished_spans()
+    assert len(str((record.attributes or {})["messaging.kafka.message.key"])) <= 256

@@ -9,7 +9,6 @@ from collections import deque
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import httpx
 from opentelemetry.trace import Span
@@ -154,8 +153,7 @@ async def send(
         await gate.enter()
     if not tracing.enabled():
         return await _attempt(http, method, url, check, provider, gate, None, kwargs)
-    where = urlsplit(url)  # the span names no query string: it may carry a signature
-    with tracing.client_span(method, where.hostname or "", where.port, where.path, resend_count) as span:
+    with tracing.client_span(method, url, resend_count) as span:
         return await _attempt(http, method, url, check, provider, gate, span, kwargs)
 
 

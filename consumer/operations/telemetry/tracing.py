@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import Token
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry import context, trace
 from opentelemetry.context import Context
@@ -49,6 +50,7 @@ __all__ = [
 ]
 
 TRACE_HEADERS = ("traceparent", "tracestate")
+_MAX_KEY_BYTES = 256
 _PROPAGATOR = TraceContextTextMapPropagator()
 _state: dict[str, Any] = {"tracer": None, "provider": None}
 
@@ -104,6 +106,16 @@ def _carrier(headers: Sequence[tuple[str, bytes | None]] | None) -> dict[str, st
     return found
 
 
+def _processing(topic: str) -> dict[str, Any]:
+    """The messaging attributes of a span that processes a record of ``topic``."""
+    return {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "messaging.destination.name": topic,
+    }
+
+
 def start_process(
     topic: str, partition: int, offset: int, key: bytes | None, headers: Any, group: str
 ) -> tuple[Span, Token[Context]] | None:
@@ -113,29 +125,32 @@ def start_process(
     if tracer is None:
         return None
     parent = _PROPAGATOR.extract(_carrier(headers)) if headers else None
-    attributes: dict[str, Any] = {
-        "messaging.system": "kafka",
-        "messaging.operation.type": "process",
-        "messaging.operation.name": "process",
-        "messaging.destination.name": topic,
-        "messaging.destination.partition.id": str(partition),
-        "messaging.kafka.offset": offset,
-        "messaging.consumer.group.name": group,
-    }
-    if key is not None:
-        attributes["messaging.kafka.message.key"] = key.decode("utf-8", "replace")
+    attributes = _processing(topic)
+    attributes["messaging.destination.partition.id"] = str(partition)
+    attributes["messaging.kafka.offset"] = offset
+    attributes["messaging.consumer.group.name"] = group
+    if key is not None:  # the sender's bytes: bounded before they become an attribute
+        attributes["messaging.kafka.message.key"] = key[:_MAX_KEY_BYTES].decode("utf-8", "replace")
     span = tracer.start_span(f"process {topic}", parent, SpanKind.CONSUMER, attributes)
     return span, context.attach(trace.set_span_in_context(span))
 
 
 def output_headers(input_headers: Any) -> list[tuple[str, str | bytes | None]] | None:
     """``traceparent`` (and ``tracestate``) for a record's outputs: the current span's when tracing
-    is on, else the input's own, so a trace the upload service started still continues."""
+    is on, else the input's own, so a trace the upload service started still continues. The
+    input's are the sender's bytes: they pass through the W3C propagator, which drops a malformed
+    ``traceparent`` and bounds ``tracestate``, so no header of any size is copied to the outputs."""
     if _state["tracer"] is None:
-        found = _carrier(input_headers) if input_headers else None
-        return [(k, v.encode()) for k, v in found.items()] if found else None
-    carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier)
+        if not input_headers:
+            return None
+        found = _carrier(input_headers)
+        if not found:
+            return None
+        carrier: dict[str, str] = {}
+        _PROPAGATOR.inject(carrier, _PROPAGATOR.extract(found))
+    else:
+        carrier = {}
+        _PROPAGATOR.inject(carrier)
     headers: list[tuple[str, str | bytes | None]] = [(k, v.encode()) for k, v in carrier.items()]
     return headers or None
 
@@ -210,12 +225,7 @@ def relay_received(topic: str, headers: Any, task_id: str | None) -> None:
     if tracer is None:
         return
     parent = _PROPAGATOR.extract(_carrier(headers)) if headers else None
-    attributes: dict[str, Any] = {
-        "messaging.system": "kafka",
-        "messaging.operation.type": "process",
-        "messaging.operation.name": "process",
-        "messaging.destination.name": topic,
-    }
+    attributes = _processing(topic)
     if task_id:
         attributes["moderation.task_id"] = task_id
     tracer.start_span(f"process {topic}", parent, SpanKind.CONSUMER, attributes).end()
@@ -234,17 +244,21 @@ def check_span(check: str, provider: str) -> Iterator[Span | None]:
 
 
 @contextmanager
-def client_span(
-    method: str, host: str, port: int | None, path: str, resend_count: int
-) -> Iterator[Span | None]:
-    """A CLIENT span for one HTTP attempt (``{method}``; no query string, key or token in it)."""
+def client_span(method: str, url: str, resend_count: int) -> Iterator[Span | None]:
+    """A CLIENT span for one HTTP attempt to ``url`` (named ``{method}``; the attributes hold no
+    query string, which may carry a signature, nor any key or token)."""
     tracer = _child_tracer()
     if tracer is None:
         yield None
         return
-    attributes: dict[str, Any] = {"http.request.method": method, "server.address": host, "url.path": path}
-    if port is not None:
-        attributes["server.port"] = port
+    where = urlsplit(url)
+    attributes: dict[str, Any] = {
+        "http.request.method": method,
+        "server.address": where.hostname or "",
+        "url.path": where.path,
+    }
+    if where.port is not None:
+        attributes["server.port"] = where.port
     if resend_count:
         attributes["http.request.resend_count"] = resend_count
     with tracer.start_as_current_span(
