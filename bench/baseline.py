@@ -9,14 +9,14 @@ import time
 import httpx
 from confluent_kafka import Consumer, Producer
 
-from consumer.checks.policy import load_policy
+from consumer.checks.policies import load_policies
 from consumer.core.records import Decision, ModerationVerdict, UploadEvent, verdict_id
 from consumer.serde import AvroCodec
 from simulator.state import DEFAULT_KEYS
 
 
 def main(bootstrap: str, topic: str, out_topic: str, sim_url: str, seconds: float) -> None:
-    codec, policy = AvroCodec(), load_policy()
+    codec, policy = AvroCodec(), load_policies()
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,

@@ -16,7 +16,7 @@ from consumer import __version__
 from consumer.errors import ConfigError
 
 if TYPE_CHECKING:
-    from consumer.checks.policy import Policy
+    from consumer.checks.policies import PolicyStore
     from consumer.config import Settings
 
 __all__ = ["main"]
@@ -237,7 +237,7 @@ def _run(config: Path | None, workers: int = 1) -> int:
     return asyncio.run(_serve(settings, policy))
 
 
-async def _serve(settings: Settings, policy: Policy) -> int:
+async def _serve(settings: Settings, policy: PolicyStore) -> int:
     from consumer.operations.telemetry.tracing import configure_tracing, shutdown_tracing
 
     if configure_tracing():  # OTEL_* variables: on only with an OTLP endpoint
@@ -248,7 +248,7 @@ async def _serve(settings: Settings, policy: Policy) -> int:
         shutdown_tracing()
 
 
-async def _serve_until_stopped(settings: Settings, policy: Policy) -> int:
+async def _serve_until_stopped(settings: Settings, policy: PolicyStore) -> int:
     from consumer.service import ModerationService
     from consumer.wiring import provider_client
 

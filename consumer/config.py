@@ -87,7 +87,18 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="each check's own settings, by check name (checks that take options)",
     )
-    policy_file: Path | None = None
+    policy_file: Path | None = Field(default=None, description="the policy (default: the shipped one)")
+    shadow_policy_file: Path | None = Field(
+        default=None,
+        description="a candidate policy decided beside the live one on the same check results;"
+        " its disagreements go to kafka.shadow_topic (no extra provider call)",
+    )
+    policy_reload_interval_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="how often the policy files are looked at for a change (0: only on SIGHUP)",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @classmethod
@@ -134,7 +145,7 @@ def read_yaml_file(path: Path | str, setting: str) -> Any:
     except UnreadableFile as exc:
         raise ConfigError(setting, f"cannot read {path}: {exc}") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as exc:
         raise ConfigError(setting, f"{path} is not valid YAML: {_yaml_problem(exc)}") from None
     except yaml.reader.ReaderError as exc:
@@ -273,6 +284,31 @@ def _json_problem(value: str) -> str | None:
     except RecursionError:
         return "not valid JSON (nested too deeply)"
     return None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a mapping that repeats a key (PyYAML keeps the last silently: a
+    tenant listed twice in a policy, or a setting given twice, would lose one without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *anchor``: merged keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    "found duplicate key",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
 
 
 _KEEP_QUOTED = re.compile(r"'(<[a-z ]+>|.{0,2})'")

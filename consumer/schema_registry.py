@@ -77,10 +77,13 @@ def codec_for(settings: Settings) -> Codec:
     )
 
 
-def output_schemas(kafka: KafkaSettings) -> dict[str, str]:
-    """What the service writes: topic -> record name."""
+def output_schemas(kafka: KafkaSettings, *, shadow: bool = True) -> dict[str, str]:
+    """What the service writes: topic -> record name (``shadow``: with a shadow policy's topic)."""
     verdicts = (kafka.verdict_topic, kafka.review_topic, kafka.escalation_topic)
-    return {**{topic: "ModerationVerdict" for topic in verdicts}, kafka.dlq_topic: "DeadLetter"}
+    found = {**{topic: "ModerationVerdict" for topic in verdicts}, kafka.dlq_topic: "DeadLetter"}
+    if shadow:
+        found[kafka.shadow_topic] = "ShadowDecision"
+    return found
 
 
 async def prepare_outputs(

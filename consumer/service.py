@@ -11,8 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from consumer.checks.maintenance import IndexMaintenance
-from consumer.checks.policy import Policy
-from consumer.checks.registry import CheckRegistry, default_registry
+from consumer.checks.policies import PolicyStore
+from consumer.checks.registry import CheckRegistry, Feeds, default_registry
+from consumer.checks.shadow import Shadow
 from consumer.config import Settings
 from consumer.core.epochs import Epochs
 from consumer.core.offsets import OffsetTracker, Position, TopicPartition
@@ -25,6 +26,7 @@ from consumer.delivery.strategies import commit_periodically, delivery_for
 from consumer.handling import RecordHandler
 from consumer.kafka import Sink, Source, ensure_topics, output_limit
 from consumer.operations.callbacks import CallbackServer, Correlator
+from consumer.operations.policy_reload import PolicyReloader
 from consumer.operations.supervisor import worker_index
 from consumer.operations.telemetry import metrics
 from consumer.operations.watch import Watch
@@ -48,7 +50,7 @@ class ModerationService:
         http: HttpClient,
         codec: Codec | None = None,
         *,
-        policy: Policy | None = None,
+        policy: PolicyStore | None = None,
         registry: CheckRegistry | None = None,
     ) -> None:
         """``policy``: what ``wiring.check_settings`` returned, if the caller checked already;
@@ -110,8 +112,9 @@ class ModerationService:
         policy = self._policy or check_settings(self.settings, self.registry)
         if k.create_topics:
             await asyncio.to_thread(ensure_topics, k, k.all_topics())
+        outputs = output_schemas(k, shadow=policy.shadow is not None)
         try:
-            await prepare_outputs(self.codec, output_schemas(k), stop, self._registry_wait)
+            await prepare_outputs(self.codec, outputs, stop, self._registry_wait)
         except BaseException:  # e.g. schemas not registered: nothing else was started yet
             self._close_codec()
             raise
@@ -131,7 +134,9 @@ class ModerationService:
             current=self._current,
             fail=self._fail,
             limit=await asyncio.to_thread(output_limit, k, [k.dlq_topic]),
+            shadow=Shadow(policy, self.registry.fed(Feeds.SIMILARITY)) if policy.shadow else None,
         )
+        self.policies = PolicyReloader(self.settings, policy, self.registry)
         loop = self._loop = asyncio.get_running_loop()
         tasks = None
         if self.settings.processing.async_media:
@@ -163,7 +168,7 @@ class ModerationService:
             on_revoke=partitions.on_revoke,
             on_lost=partitions.on_lost,
         )
-        await self.watch.start()
+        await asyncio.gather(self.watch.start(), self.policies.start())
         committer = asyncio.create_task(commit_periodically(self.delivery, self.watch.check, self._fail))
         what = {"topic": k.input_topic, "group": k.group_id, "delivery": self.settings.processing.delivery}
         log.info("consuming", extra=what)
@@ -193,7 +198,7 @@ class ModerationService:
             await self.delivery.close()
             if self._relay_sink is not self._sink:
                 await self._relay_sink.close()
-            await self.watch.stop()
+            await asyncio.gather(self.watch.stop(), self.policies.stop())
             self._kafka_thread.shutdown(wait=True)
             self._close_codec()
         if self.fatal is not None:

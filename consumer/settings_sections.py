@@ -60,6 +60,9 @@ class KafkaSettings(_Section):
     deleted_topic: str = "uploads.deleted"
     review_decision_topic: str = "moderation.review.decisions"
     callback_topic: str = "moderation.callbacks"
+    shadow_topic: str = Field(
+        default="moderation.shadow", description="where a shadow policy's disagreements go (ShadowDecision)"
+    )
     create_topics: bool = True
     topic_partitions: int = Field(default=12, ge=1, le=10_000)
     commit_interval_ms: int = Field(default=500, ge=10, le=60_000)
@@ -83,6 +86,7 @@ class KafkaSettings(_Section):
             self.deleted_topic,
             self.review_decision_topic,
             self.callback_topic,
+            self.shadow_topic,
         ]
 
     @field_validator("bootstrap_servers")

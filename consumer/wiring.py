@@ -9,7 +9,8 @@ from pydantic import BaseModel, SecretStr
 from consumer.checks.limits import AimdLimit, CircuitBreaker, TokenBucket
 from consumer.checks.media import MediaFetcher, MediaPolicy
 from consumer.checks.pipeline import ActiveCheck, Pipeline
-from consumer.checks.policy import Policy, load_policy
+from consumer.checks.policies import PolicySet, PolicyStore, load_policies
+from consumer.checks.policy import Policy
 from consumer.checks.providers.http import ProviderGate
 from consumer.checks.redaction import register_secret
 from consumer.checks.registry import BuildContext, CheckRegistry, default_registry
@@ -54,10 +55,10 @@ def register_secrets(settings: Settings) -> None:
             register_secret(value)
 
 
-def check_settings(settings: Settings, registry: CheckRegistry | None = None) -> Policy:
+def check_settings(settings: Settings, registry: CheckRegistry | None = None) -> PolicyStore:
     """Every secret and choice the configuration needs, read once at start (ConfigError if missing):
     the checks ``processing.checks`` names are registered, their keys and options are there, and
-    the policy names only registered checks. Returns the policy."""
+    the policies (live, and shadow if set) pass ``policy check``. Returns them."""
     registry = registry or default_registry()
     for name in settings.check_options:
         if name not in registry:
@@ -65,7 +66,11 @@ def check_settings(settings: Settings, registry: CheckRegistry | None = None) ->
     for spec in registry.selected(settings.processing.checks):
         spec.require(settings)
         spec.read_options(settings)
-    return load_policy(settings.policy_file, registry)
+    live = load_policies(settings.policy_file, registry)
+    shadow = settings.shadow_policy_file
+    return PolicyStore(
+        live, load_policies(shadow, registry, setting="shadow_policy_file") if shadow else None
+    )
 
 
 def _gate(settings: Settings, check: str) -> ProviderGate:
@@ -105,7 +110,7 @@ def build_pipeline(
     tasks: AsyncTasks | None = None,
     *,
     media_http: HttpClient | None = None,
-    policy: Policy | None = None,
+    policy: Policy | PolicySet | PolicyStore | None = None,
     registry: CheckRegistry | None = None,
 ) -> Pipeline:
     """``http`` calls the providers (endpoints from settings); ``media_http`` downloads media that

@@ -30,7 +30,43 @@ if TYPE_CHECKING:
     from consumer.checks.media import Media
     from consumer.config import Settings
 
-__all__ = ["BUILTIN_CHECKS", "CSAM", "SIMILARITY", "TEXT", "VISUAL"]
+__all__ = [
+    "BUILTIN_CHECKS",
+    "CSAM",
+    "CSAM_CLASSES",
+    "SIMILARITY",
+    "TEXT",
+    "TEXT_CLASSES",
+    "VISUAL",
+    "VISUAL_CLASSES",
+]
+
+# The class names Hive documents, head by head (each head's scores sum to 1); a policy may
+# threshold only these. Visual: the heads of Hive's visual moderation overview (NSFW, guns) and of
+# its violence and drugs class descriptions; text: the seed's async task sample output; CSAM: the
+# combined endpoint's classifier (DESIGN.md, the hash-matching document).
+VISUAL_CLASSES = frozenset(
+    {
+        *("general_nsfw", "general_suggestive", "general_not_nsfw_not_suggestive"),
+        *("gun_in_hand", "animated_gun", "gun_not_in_hand", "no_gun"),
+        *("very_bloody", "a_little_bloody", "no_blood"),
+        *("yes_drugs", "no_drugs"),
+    }
+)
+TEXT_CLASSES = frozenset(
+    {
+        "sexual",
+        "suggestive",
+        "no_sexual",
+        "violence",
+        "no_violence",
+        "self_harm",
+        "no_self_harm",
+        "yes_spam",
+        "no_spam",
+    }
+)
+CSAM_CLASSES = frozenset({"csam", "pornography", "other"})
 
 
 def _hive(ctx: BuildContext, check: str, key: str) -> HiveTasks:
@@ -129,6 +165,7 @@ CSAM = CheckSpec(
     require=_hive_key("csam"),
     first=True,
     may_fail_open=False,
+    classes=CSAM_CLASSES,
     doc="known-CSAM hash matching (Thorn through Hive); a match escalates and ends the upload's checks",
 )
 VISUAL = CheckSpec(
@@ -137,6 +174,7 @@ VISUAL = CheckSpec(
     VISUAL_MEDIA,
     _build_visual,
     require=_hive_key("visual"),
+    classes=VISUAL_CLASSES,
     doc="Hive visual moderation classes (peak over video frames)",
 )
 TEXT = CheckSpec(
@@ -145,6 +183,7 @@ TEXT = CheckSpec(
     frozenset({MediaType.TEXT}),
     _build_text,
     require=_hive_key("text"),
+    classes=TEXT_CLASSES,
     doc="Hive text moderation classes",
 )
 SIMILARITY = CheckSpec(

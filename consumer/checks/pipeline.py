@@ -11,11 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from consumer.checks.evidence import evidence_of
 from consumer.checks.media import MediaPolicy, content_key, media_of, verify_declared_hash
+from consumer.checks.plans import ActiveCheck, Plan, Step, plan_for
+from consumer.checks.policies import PolicySet, PolicyStore
 from consumer.checks.policy import CheckResults, Policy, decide
 from consumer.checks.providers import Checked, SimilarityIndex
-from consumer.checks.providers.http import ProviderGate, deadline_scope
-from consumer.checks.registry import CheckCall, CheckClient, CheckSpec, Feeds, Subject
+from consumer.checks.providers.http import deadline_scope
+from consumer.checks.registry import Feeds, Subject
 from consumer.checks.result_cache import ResultCache
 from consumer.core.records import (
     CheckRun,
@@ -31,36 +34,6 @@ __all__ = ["ActiveCheck", "Pipeline", "Rejected", "SourcePosition"]
 
 log = logging.getLogger(__name__)
 MAX_LISTED = 100  # scenes, flagged ranges, matches on one verdict: a provider's flood stays off it
-
-
-@dataclass(frozen=True, slots=True)
-class ActiveCheck:
-    """A registered check as this deployment runs it: its declaration, its client, its gate."""
-
-    spec: CheckSpec
-    client: CheckClient
-    gate: ProviderGate | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Step:
-    name: str
-    feeds: Feeds
-    call: CheckCall
-    deadline_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """The checks one media type runs: ``first`` in turn, then ``rest`` together. ``live`` (a part
-    of ``rest``) is asked again when the content's other results come from the cache."""
-
-    first: tuple[_Step, ...] = ()
-    rest: tuple[_Step, ...] = ()
-    live: tuple[_Step, ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.first or self.rest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +67,7 @@ class _Runs:
         if exc.concerns_content and self.refused is None:
             self.refused = exc
 
-    async def run(self, step: _Step, subject: Subject) -> None:
+    async def run(self, step: Step, subject: Subject) -> None:
         if not tracing.enabled():
             await self._run(step, subject)
             return
@@ -105,7 +78,7 @@ class _Runs:
             if outcome != "ok":
                 tracing.failed(outcome, span)
 
-    async def _run(self, step: _Step, subject: Subject) -> None:
+    async def _run(self, step: Step, subject: Subject) -> None:
         check = step.name
         started = time.perf_counter()
         try:
@@ -158,7 +131,7 @@ class _Runs:
         )
 
 
-def _feed(results: CheckResults, step: _Step, value: Any) -> None:
+def _feed(results: CheckResults, step: Step, value: Any) -> None:
     """A check's answer into the part of the results its declaration names."""
     if step.feeds is Feeds.CLASSIFICATION:
         results.classifications[step.name] = value
@@ -190,7 +163,7 @@ class Pipeline:
     def __init__(
         self,
         checks: Sequence[ActiveCheck],
-        policy: Policy,
+        policy: Policy | PolicySet | PolicyStore,
         *,
         deadline_s: float = 30.0,
         async_deadline_s: float = 300.0,
@@ -205,13 +178,28 @@ class Pipeline:
         self._live = frozenset(c.spec.name for c in self.checks if c.spec.live)
         self._dead_letter_refused = dead_letter_refused
         self.gates = {c.spec.name: c.gate for c in self.checks if c.gate is not None}
-        self.policy = policy
+        self.policies = PolicyStore.of(policy)  # reloads replace its sets
         self._plans = {
-            kind: _plan(self.checks, kind, kind in async_media, deadline_s, async_deadline_s)
+            kind: plan_for(self.checks, kind, kind in async_media, deadline_s, async_deadline_s)
             for kind in MediaType
         }
+        self._narrowed: dict[tuple[MediaType, frozenset[str]], Plan] = {}
         self._cache = ResultCache(cache_size)
-        self._inflight: dict[tuple[str, str], asyncio.Future[CheckResults | None]] = {}
+        self._inflight: dict[tuple[str, str, str], asyncio.Future[CheckResults | None]] = {}
+
+    @property
+    def policy(self) -> Policy:
+        """The live default policy."""
+        return self.policies.live.default
+
+    def _plan(self, kind: MediaType, policy: Policy) -> Plan:
+        """The steps ``kind`` runs under ``policy`` (narrowed to its ``checks``, if it names any)."""
+        if policy.checks is None:
+            return self._plans[kind]
+        found = self._narrowed.get((kind, policy.checks))
+        if found is None:
+            found = self._narrowed[(kind, policy.checks)] = self._plans[kind].only(policy.checks)
+        return found
 
     @property
     def index(self) -> SimilarityIndex | None:
@@ -228,21 +216,24 @@ class Pipeline:
     def decide_now(self, upload: UploadEvent, source: SourcePosition) -> ModerationVerdict | None:
         """The verdict, when it needs no provider call (no check applies to this upload); else None
         and the caller awaits ``moderate``. Saves a task per record where nothing waits."""
-        if self._plans[upload.media_type]:
+        policy = self.policies.live.for_tenant(upload.tenant_id)
+        plan = self._plan(upload.media_type, policy)
+        if plan:
             return None
         state = _Runs(self._providers)
         if upload.media_type is not MediaType.TEXT and not (upload.media_bytes or upload.media_url):
             state.results.rejected["pipeline"] = (
                 f"{upload.media_type} upload has neither media_bytes nor media_url"
             )
-        return self._verdict(upload, source, state.results, state.runs, time.time())
+        return self._verdict(upload, source, state, policy, plan)
 
     async def moderate(self, upload: UploadEvent, source: SourcePosition) -> ModerationVerdict | Rejected:
         """The verdict; or Rejected when a provider refused the content itself and dead letters are
         wanted for that (otherwise the verdict is REVIEW with ``check_rejected:<check>``)."""
         started = time.time()
         state = _Runs(self._providers)
-        plan = self._plans[upload.media_type]
+        policy = self.policies.live.for_tenant(upload.tenant_id)  # one policy from start to verdict
+        plan = self._plan(upload.media_type, policy)
         try:
             media = None
             if upload.media_type is not MediaType.TEXT:
@@ -252,7 +243,7 @@ class Pipeline:
                 raise PermanentError("TEXT upload without text", check="pipeline")
             subject = Subject(upload, media)
             key = content_key(upload, media) if self._cache.enabled else None  # hashing only when used
-            cache_key = None if key is None else (upload.tenant_id, key)
+            cache_key = None if key is None else (upload.tenant_id, key, plan.key)
             content = await self._content_results(subject, plan, cache_key, state)
             if content is not None:
                 state.results = content
@@ -264,7 +255,7 @@ class Pipeline:
             state.reject(exc.check or "pipeline", exc)
         except TransientError as exc:
             state.results.unavailable[exc.check or "media"] = str(exc)
-        verdict = self._verdict(upload, source, state.results, state.runs, started)
+        verdict = self._verdict(upload, source, state, policy, plan)
         if state.refused is not None and self._dead_letter_refused and verdict.decision.severity < 2:
             # nothing blocks it, yet part of it could not be checked: keep it whole for a replay
             attempts = max((r.attempts for r in state.runs), default=1)
@@ -274,8 +265,8 @@ class Pipeline:
     async def _content_results(
         self,
         subject: Subject,
-        plan: _Plan,
-        cache_key: tuple[str, str] | None,
+        plan: Plan,
+        cache_key: tuple[str, str, str] | None,
         state: _Runs,
     ) -> CheckResults | None:
         """Cached or shared content results when there are any (live checks still to ask); otherwise
@@ -314,14 +305,10 @@ class Pipeline:
         return None
 
     def _verdict(
-        self,
-        upload: UploadEvent,
-        source: SourcePosition,
-        results: CheckResults,
-        runs: list[CheckRun],
-        started: float,
+        self, upload: UploadEvent, source: SourcePosition, state: _Runs, policy: Policy, plan: Plan
     ) -> ModerationVerdict:
-        outcome = decide(self.policy, results)
+        results = state.results
+        outcome = decide(policy, results)
         summary = outcome.classification
         csam = next(iter(results.hash_matches.values()), None)
         if csam is not None and len(csam.scenes) > MAX_LISTED:
@@ -331,13 +318,13 @@ class Pipeline:
         found = [m for matches in results.similarity.values() for m in matches]
         matches = sorted(found, key=lambda m: m.score, reverse=True)[:MAX_LISTED]
         return ModerationVerdict(
-            verdict_id=verdict_id(upload.upload_id, self.policy.version),
+            verdict_id=verdict_id(upload.upload_id, policy.version),
             upload_id=upload.upload_id,
             tenant_id=upload.tenant_id,
             decision=outcome.decision,
             reasons=outcome.reasons,
-            policy_version=self.policy.version,
-            policy_digest=self.policy.digest,
+            policy_version=policy.version,
+            policy_digest=policy.digest,
             source_topic=source.topic,
             source_partition=source.partition,
             source_offset=source.offset,
@@ -345,11 +332,19 @@ class Pipeline:
             csam=csam,
             classification=summary,
             similarity=tuple(matches),
-            checks=tuple(runs),
+            checks=tuple(state.runs),
+            evidence=evidence_of(
+                results, self.policies.evidence_floor, self._skipped(upload.media_type, plan)
+            ),
         )
 
+    def _skipped(self, kind: MediaType, plan: Plan) -> tuple[str, ...]:
+        """Checks that apply to ``kind`` that ``plan`` (a tenant's) leaves out."""
+        full = self._plans[kind]
+        return () if plan is full else tuple(sorted(full.names - plan.names))
 
-async def _together(steps: tuple[_Step, ...], subject: Subject, state: _Runs) -> None:
+
+async def _together(steps: tuple[Step, ...], subject: Subject, state: _Runs) -> None:
     """Runs ``steps`` concurrently; the last one in this task (one task fewer per upload)."""
     if not steps:
         return
@@ -363,29 +358,3 @@ async def _together(steps: tuple[_Step, ...], subject: Subject, state: _Runs) ->
     finally:
         for task in others:
             await task
-
-
-def _plan(
-    checks: tuple[ActiveCheck, ...],
-    kind: MediaType,
-    asynchronous: bool,
-    deadline_s: float,
-    async_deadline_s: float,
-) -> _Plan:
-    """The steps of a media type: async calls (and their deadline) where the deployment checks it
-    through async tasks and the check has them."""
-    first: list[_Step] = []
-    rest: list[_Step] = []
-    live: list[_Step] = []
-    for check in checks:
-        spec, client = check.spec, check.client
-        if kind not in spec.media_types:
-            continue
-        call, deadline = client.call, spec.deadline_s or deadline_s
-        if asynchronous and client.call_async is not None:
-            call, deadline = client.call_async, async_deadline_s
-        step = _Step(spec.name, spec.feeds, call, deadline)
-        (first if spec.first else rest).append(step)
-        if spec.live:
-            live.append(step)
-    return _Plan(tuple(first), tuple(rest), tuple(live))

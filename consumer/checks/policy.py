@@ -1,6 +1,5 @@
-"""Pure decision logic: check results ⇒ decision, reasons and a classification summary.
-
-No I/O here but ``load_policy`` reading the YAML file once at start.
+"""Pure decision logic: one tenant's effective policy, and check results ⇒ decision, reasons and a
+classification summary. No I/O: ``consumer.checks.policies`` reads files, tenants and reloads.
 """
 
 from __future__ import annotations
@@ -11,13 +10,10 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from importlib import resources
-from pathlib import Path
-from typing import Protocol
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from consumer.config import location, read_yaml_file, validation_message
 from consumer.core.records import (
     ClassificationSummary,
     ClassScore,
@@ -27,11 +23,9 @@ from consumer.core.records import (
     SimilarityMatch,
     TimeRange,
 )
-from consumer.errors import ConfigError
 
-__all__ = ["CheckResults", "Frame", "Outcome", "Policy", "PolicyChecks", "decide", "load_policy"]
+__all__ = ["CheckResults", "Frame", "Outcome", "Policy", "Threshold", "decide", "peaks"]
 
-DEFAULT_POLICY = Path(str(resources.files("consumer.checks") / "default_policy.yaml"))  # package data
 TOP_CLASSES = 5
 
 
@@ -45,7 +39,14 @@ class Threshold(BaseModel):
     def _ordered(self) -> Threshold:
         if self.review is not None and self.block is not None and self.block < self.review:
             raise ValueError("block must be >= review")
+        if self.block is not None and self.escalate is not None and self.escalate < self.block:
+            raise ValueError("escalate must be >= block")
+        if self.review is not None and self.escalate is not None and self.escalate < self.review:
+            raise ValueError("escalate must be >= review")
         return self
+
+    def levels(self) -> tuple[float, ...]:
+        return tuple(v for v in (self.review, self.block, self.escalate) if v is not None)
 
     def decision(self, score: float) -> tuple[Decision, float] | None:
         """The most severe level ``score`` reaches, with the threshold it crossed."""
@@ -64,13 +65,41 @@ class SimilarityThresholds(BaseModel):
     review: float | None = Field(default=None, ge=0, le=1)
     block: float | None = Field(default=0.9, ge=0, le=1)
 
+    @model_validator(mode="after")
+    def _ordered(self) -> SimilarityThresholds:
+        if self.review is not None and self.block is not None and self.block < self.review:
+            raise ValueError("block must be >= review")
+        return self
+
+    def levels(self) -> tuple[float, ...]:
+        return tuple(v for v in (self.review, self.block) if v is not None)
+
 
 class Policy(BaseModel):
+    """The rules one upload is decided by: the file's default policy, or a tenant's (the default
+    with that tenant's override merged in)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
-    version: str = Field(min_length=1)
+    version: str = Field(min_length=1, max_length=128)
     classification: dict[str, dict[str, Threshold]] = Field(default_factory=dict)
     similarity: SimilarityThresholds = Field(default_factory=SimilarityThresholds)
     fail_open: frozenset[str] = frozenset()  # checks whose unavailability does not force REVIEW
+    checks: frozenset[str] | None = None  # the checks that run (None: every check the deployment has)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unset_classes(cls, data: Any) -> Any:
+        """A class (or a whole check) set to null is not thresholded: how an override removes one."""
+        if isinstance(data, dict) and isinstance(data.get("classification"), dict):
+            data = dict(data)
+            data["classification"] = {
+                check: {name: t for name, t in classes.items() if t is not None}
+                if isinstance(classes, dict)
+                else classes
+                for check, classes in data["classification"].items()
+                if classes is not None
+            }
+        return data
 
     @cached_property
     def digest(self) -> str:
@@ -78,29 +107,15 @@ class Policy(BaseModel):
         carries it, so it names the exact policy that decided."""
         rules = self.model_dump(mode="json", exclude_none=True)
         rules["fail_open"] = sorted(self.fail_open)
+        if self.checks is not None:
+            rules["checks"] = sorted(self.checks)
         return hashlib.sha256(json.dumps(rules, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
-
-class PolicyChecks(Protocol):
-    """What the policy is checked against at load: the registered checks (``CheckRegistry``)."""
-
-    def check_policy(self, classification: Mapping[str, object], fail_open: frozenset[str]) -> None: ...
-
-
-def load_policy(path: Path | None = None, checks: PolicyChecks | None = None) -> Policy:
-    """The policy at ``path`` (default: the shipped one); with ``checks``, it may name only
-    registered checks, and only those that may fail open in ``fail_open`` (ConfigError)."""
-    source = path or DEFAULT_POLICY
-    raw = read_yaml_file(source, "policy_file")  # ConfigError naming no line of the file
-    try:
-        policy = Policy.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        setting = f"policy {location(tuple(err['loc']))}".rstrip()
-        raise ConfigError(setting, validation_message(err)) from None
-    if checks is not None:
-        checks.check_policy(policy.classification, policy.fail_open)
-    return policy
+    @cached_property
+    def lowest_threshold(self) -> float:
+        """The lowest score any rule of this policy reads (1.0 when none)."""
+        levels = [v for classes in self.classification.values() for t in classes.values() for v in t.levels()]
+        return min([*levels, *self.similarity.levels(), 1.0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +156,8 @@ def decide(policy: Policy, results: CheckResults) -> Outcome:
     flagged: list[TimeRange] = []
     for check, frames in results.classifications.items():
         thresholds = policy.classification.get(check, {})
-        peaks = _peaks(frames)
-        for name, score in peaks.items():
+        peak_scores = peaks(frames)
+        for name, score in peak_scores.items():
             t = thresholds.get(name)
             if t is None:
                 continue
@@ -151,7 +166,9 @@ def decide(policy: Policy, results: CheckResults) -> Outcome:
                 reasons.append((crossed[0], Reason(check, name, score, crossed[1])))
             if len(frames) > 1 and t.review is not None:
                 flagged.extend(_flagged_ranges(frames, name, t.review))
-        summary_classes.extend(ClassScore(name, score) for name, score in peaks.items() if not _benign(name))
+        summary_classes.extend(
+            ClassScore(name, score) for name, score in peak_scores.items() if not _benign(name)
+        )
     sim = policy.similarity
     for check, matches in results.similarity.items():
         if not matches:
@@ -177,13 +194,16 @@ def decide(policy: Policy, results: CheckResults) -> Outcome:
     return Outcome(decision, tuple(r for _, r in ordered), summary)
 
 
-def _peaks(frames: Sequence[Frame]) -> dict[str, float]:
-    peaks: dict[str, float] = {}
+def peaks(frames: Sequence[Frame]) -> dict[str, float]:
+    """Each class's highest score over the frames."""
+    if len(frames) == 1:
+        return dict(frames[0].scores)
+    found: dict[str, float] = {}
     for frame in frames:
         for name, score in frame.scores.items():
-            if score > peaks.get(name, -1.0):
-                peaks[name] = score
-    return peaks
+            if score > found.get(name, -1.0):
+                found[name] = score
+    return found
 
 
 def _benign(name: str) -> bool:

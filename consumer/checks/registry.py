@@ -9,7 +9,7 @@ packages through the ``moderation_consumer.checks`` entry-point group (each entr
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib.metadata import entry_points
@@ -23,6 +23,7 @@ from consumer.errors import ConfigError
 
 if TYPE_CHECKING:
     from consumer.checks.media import Media, MediaFetcher, MediaPolicy
+    from consumer.checks.policy import Policy
     from consumer.checks.providers.http import ProviderGate
     from consumer.checks.retry import RetryPolicy
     from consumer.config import Settings
@@ -102,7 +103,8 @@ class CheckSpec:
     ``require`` raises ``ConfigError`` at start for a secret or choice the check needs. ``first``
     checks run before the rest and a match of theirs decides alone: nothing else sees the content.
     ``live`` checks are asked for every upload, never answered from the result cache (their source
-    changes). ``deadline_s`` overrides ``processing.check_deadline_s``.
+    changes). ``deadline_s`` overrides ``processing.check_deadline_s``. ``classes``: the class names
+    its provider documents, the only ones a policy may threshold (None: any name).
     """
 
     name: str
@@ -116,6 +118,7 @@ class CheckSpec:
     may_fail_open: bool = True
     gated: bool = True
     deadline_s: float | None = None
+    classes: frozenset[str] | None = None
     doc: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -182,16 +185,38 @@ class CheckRegistry:
         chosen = set(names)
         return [spec for spec in self if spec.name in chosen]
 
-    def check_policy(self, classification: Mapping[str, object], fail_open: frozenset[str]) -> None:
-        """A policy names only registered checks, and never lets a check fail open that may not."""
-        for name in classification:
+    def fed(self, feeds: Feeds) -> frozenset[str]:
+        """The names of the checks whose answers are ``feeds``."""
+        return frozenset(spec.name for spec in self if spec.feeds is feeds)
+
+    def check_policy(self, policy: Policy, where: str = "") -> None:
+        """A policy names only registered checks and the classes each documents, lets no check
+        fail open (or go unrun) that may not; ConfigError naming the setting at ``where``."""
+        at = f"policy {where}"
+        for check, classes in policy.classification.items():
+            spec = self._specs.get(check)
+            if spec is None:
+                raise ConfigError(f"{at}classification.{check}", f"no check named {check!r} is registered")
+            if spec.feeds is Feeds.SIMILARITY:
+                raise ConfigError(f"{at}classification.{check}", f"{check} has no classes: see similarity")
+            unknown = sorted(set(classes) - spec.classes) if spec.classes is not None else []
+            if unknown:
+                known = ", ".join(sorted(spec.classes or ()))
+                raise ConfigError(
+                    f"{at}classification.{check}.{unknown[0]}", f"{check} has no such class (it has: {known})"
+                )
+        for name in sorted(policy.fail_open):
             if name not in self._specs:
-                raise ConfigError(f"policy classification.{name}", f"no check named {name!r} is registered")
-        for name in sorted(fail_open):
-            if name not in self._specs:
-                raise ConfigError("policy fail_open", f"no check named {name!r} is registered")
+                raise ConfigError(f"{at}fail_open", f"no check named {name!r} is registered")
             if not self._specs[name].may_fail_open:
-                raise ConfigError("policy fail_open", f"{name} can never fail open")
+                raise ConfigError(f"{at}fail_open", f"{name} can never fail open")
+        if policy.checks is not None:
+            for name in sorted(policy.checks):
+                if name not in self._specs:
+                    raise ConfigError(f"{at}checks", f"no check named {name!r} is registered")
+            for spec in self:
+                if not spec.may_fail_open and spec.name not in policy.checks:
+                    raise ConfigError(f"{at}checks", f"{spec.name} always runs (it can never fail open)")
 
 
 def default_registry() -> CheckRegistry:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "CheckEvidence",
     "CheckRun",
     "ClassScore",
     "ClassificationSummary",
@@ -166,6 +167,18 @@ class CheckRun:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckEvidence:
+    """One check's findings as the policy reads them (``consumer.checks.evidence``)."""
+
+    check: str
+    status: str  # scored | unavailable | rejected | skipped
+    scores: dict[str, float] = field(default_factory=dict)
+    score_floor: float = 0.0
+    hash_match: bool | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ModerationVerdict:
     verdict_id: str
     upload_id: str
@@ -183,6 +196,7 @@ class ModerationVerdict:
     checks: tuple[CheckRun, ...] = ()
     trace_id: str | None = None
     policy_digest: str | None = None  # schema version 2
+    evidence: tuple[CheckEvidence, ...] = ()  # schema version 3
 
     def to_avro(self) -> dict[str, Any]:
         return {
@@ -230,6 +244,17 @@ class ModerationVerdict:
             "processed_at": self.processed_at,
             "trace_id": self.trace_id,
             "policy_digest": self.policy_digest,
+            "evidence": [
+                {
+                    "check": e.check,
+                    "status": e.status,
+                    "scores": e.scores,
+                    "score_floor": e.score_floor,
+                    "hash_match": e.hash_match,
+                    "detail": e.detail,
+                }
+                for e in self.evidence
+            ],
         }
 
     @classmethod
@@ -265,6 +290,7 @@ class ModerationVerdict:
             processed_at=_millis(d["processed_at"]),
             trace_id=d.get("trace_id"),
             policy_digest=d.get("policy_digest"),
+            evidence=tuple(CheckEvidence(**e) for e in d.get("evidence", ())),
         )
 
 

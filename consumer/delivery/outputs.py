@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from confluent_kafka import Message
 
+from consumer.checks.shadow import Shadow
 from consumer.config import KafkaSettings
 from consumer.core.deadletter import DeadLetter, Failure
 from consumer.core.records import Decision, ModerationVerdict, UploadEvent
@@ -68,11 +69,13 @@ class Outputs:
         current: Callable[[Work[Received]], bool],
         fail: Callable[[BaseException], None],
         limit: int = 1_000_000,
+        shadow: Shadow | None = None,
     ) -> None:
         self._kafka, self._codec, self._sink = kafka, codec, sink
         self._exactly_once = exactly_once
         self._release, self._complete, self._current, self._fail = release, complete, current, fail
         self.limit = limit  # the largest record the producer and the dead letter topic accept
+        self._shadow = shadow
         self.processed = 0
         # records whose outputs the broker refused in an aborted transaction: a dead letter answers
         # them when the rewind brings them back (value: the failure, and whether to strip it)
@@ -108,6 +111,8 @@ class Outputs:
             copy_to = k.escalation_topic
         if copy_to is not None:  # encoded per topic: each topic's subject has its own schema id
             outputs.append(Output(copy_to, key, encode("ModerationVerdict", record, topic=copy_to), headers))
+        if self._shadow is not None:
+            outputs.extend(self._shadow_output(verdict, key, record["trace_id"], headers))
 
         def refused(err: DeliveryError) -> None:
             now = _now_ms()
@@ -130,6 +135,28 @@ class Outputs:
                     "reasons": [r.label for r in verdict.reasons],
                 },
             )
+
+    def _shadow_output(
+        self, verdict: ModerationVerdict, key: bytes, trace_id: str | None, headers: Headers | None
+    ) -> list[Output]:
+        """The shadow policy's disagreement record, if any; a failure here never touches the live
+        verdict (it is logged and the comparison skipped)."""
+        assert self._shadow is not None
+        try:
+            found = self._shadow.compare(verdict, trace_id)
+            if found is None:
+                return []
+            topic = self._kafka.shadow_topic
+            return [
+                Output(
+                    topic, key, self._codec.encode("ShadowDecision", found.to_avro(), topic=topic), headers
+                )
+            ]
+        except Exception as exc:
+            log.error(
+                "shadow comparison failed: %s", type(exc).__name__, extra={"upload_id": verdict.upload_id}
+            )
+            return []
 
     def dead_letter(
         self,

@@ -64,9 +64,15 @@ def _supervise(workers: int, worker_args: list[str], stop_grace_s: float, direct
             if w.process and w.process.poll() is None:
                 w.process.send_signal(signal.SIGTERM)
 
+    def forward(signum: int, _: FrameType | None) -> None:
+        for w in pool:  # SIGHUP: every worker reloads its policy files
+            if w.process and w.process.poll() is None:
+                w.process.send_signal(signum)
+
     pool = [_Worker(i) for i in range(workers)]
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, forward)
     for w in pool:
         _start(w, worker_args, shared)
     while not stopping:

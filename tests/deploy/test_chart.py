@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from consumer.checks.policy import load_policy
+from consumer.checks.policies import load_policies
 from consumer.config import load_settings
 from devtools import chart
 
@@ -478,7 +478,7 @@ def test_the_readmes_values_example_renders_validates_and_its_settings_and_polic
     assert settings.callbacks.public_url == "https://moderation.example.com"
     policy = tmp_path / "policy.yaml"
     policy.write_text(one(docs, "ConfigMap", FULLNAME)["data"]["policy.yaml"])
-    assert load_policy(policy).version == "prod-2026.12"
+    assert load_policies(policy).version == "prod-2026.12"
 
 
 # --- the workload ------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ from pydantic import SecretStr
 
 from consumer.checks.media import Media
 from consumer.checks.pipeline import Pipeline, SourcePosition
-from consumer.checks.policy import Frame, load_policy
+from consumer.checks.policies import load_policies
+from consumer.checks.policy import Frame
 from consumer.checks.providers import Checked
 from consumer.checks.providers.hive import HiveHashMatcher, HiveTasks, HiveTransport
 from consumer.checks.retry import RetryPolicy
@@ -44,7 +45,7 @@ class _DownIndex:
 
 
 async def test_a_failed_huawei_similarity_call_is_recorded_as_huawei() -> None:
-    pipeline = Pipeline(active_checks(index=_DownIndex(), provider="huawei"), load_policy())
+    pipeline = Pipeline(active_checks(index=_DownIndex(), provider="huawei"), load_policies())
     verdict = await pipeline.moderate(UploadEvent("u", "t", "u", MediaType.IMAGE, 0, media_bytes=b"x"), SRC)
     (run,) = [r for r in verdict.checks if r.check == "similarity"]  # type: ignore[union-attr]
     assert (run.provider, run.outcome) == ("huawei", "unavailable")
@@ -64,7 +65,7 @@ async def test_check_durations_are_observed() -> None:
         )
 
     before = count()
-    pipeline = Pipeline(active_checks(visual=Visual()), load_policy())
+    pipeline = Pipeline(active_checks(visual=Visual()), load_policies())
     await pipeline.moderate(UploadEvent("u", "t", "u", MediaType.IMAGE, 0, media_bytes=b"x"), SRC)
     assert count() == before + 1
 
@@ -82,7 +83,7 @@ async def test_pending_async_tasks_are_counted_while_they_wait() -> None:
 
 def test_only_the_keys_of_checks_that_run_are_required(tmp_path: Path) -> None:
     settings = load_settings(hive={"text_key": "t-key"}, processing={"checks": ["text"]})
-    assert check_settings(settings).version  # no csam, visual or index key needed
+    assert check_settings(settings).live.version  # no csam, visual or index key needed
     with pytest.raises(ConfigError, match=r"hive\.csam_key"):
         check_settings(load_settings(hive={"text_key": "t-key"}, processing={"checks": ["text", "csam"]}))
 
@@ -92,7 +93,7 @@ def test_the_policy_is_read_once_when_given(tmp_path: Path) -> None:
         hive={"text_key": "t"}, processing={"checks": ["text"]}, policy_file=str(tmp_path / "gone.yaml")
     )
     pipeline = build_pipeline(
-        settings, HttpxClient(httpx.MockTransport(lambda _: httpx.Response(500))), policy=load_policy()
+        settings, HttpxClient(httpx.MockTransport(lambda _: httpx.Response(500))), policy=load_policies()
     )
     assert pipeline.policy.version.startswith("default-")
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from consumer.checks.media import Media
 from consumer.checks.pipeline import Pipeline, Rejected, SourcePosition
-from consumer.checks.policy import Frame, load_policy
+from consumer.checks.policies import load_policies
+from consumer.checks.policy import Frame
 from consumer.checks.providers import Checked, CsamAnswer
 from consumer.core.records import CsamResult, Decision, MediaType, SimilarityMatch, UploadEvent
 from consumer.errors import PermanentError, TransientError
@@ -77,7 +78,7 @@ def pipeline(
         text=text or FakeClassifier(),
         index=index or FakeIndex(),
     )
-    return Pipeline(checks, load_policy(), **kw)  # type: ignore[arg-type]
+    return Pipeline(checks, load_policies(), **kw)  # type: ignore[arg-type]
 
 
 async def test_csam_match_short_circuits_everything_else() -> None:
@@ -142,7 +143,7 @@ async def test_refused_content_gives_a_review_when_dead_letters_are_off() -> Non
         active_checks(
             csam=FakeMatcher(), visual=FakeClassifier(error=refused), text=FakeClassifier(), index=FakeIndex()
         ),
-        load_policy(),
+        load_policies(),
         dead_letter_refused=False,
     )
     v = await p.moderate(image(), SRC)

@@ -6,12 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.checks.policy import CheckResults, Frame, Policy, decide, load_policy
+from consumer.checks.policies import load_policies
+from consumer.checks.policy import CheckResults, Frame, Policy, decide
 from consumer.checks.registry import default_registry
 from consumer.core.records import CsamResult, Decision, SimilarityMatch
 from consumer.errors import ConfigError
 
-POLICY = load_policy()
+POLICY = load_policies().default
 
 
 def visual(**scores: float) -> CheckResults:
@@ -63,14 +64,14 @@ def test_csam_can_never_fail_open(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text("version: x\nfail_open: [csam]\n")
     with pytest.raises(ConfigError, match="policy fail_open: csam can never fail open"):
-        load_policy(path, default_registry())
+        load_policies(path, default_registry())
 
 
 def test_bad_policy_names_the_key(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text("version: x\nclassification:\n  visual:\n    general_nsfw: {review: 0.9, block: 0.5}\n")
     with pytest.raises(ConfigError, match=r"classification\.visual\.general_nsfw: block must be >= review"):
-        load_policy(path)
+        load_policies(path)
 
 
 def test_video_frames_give_flagged_ranges() -> None:
@@ -131,7 +132,7 @@ def test_policy_errors_never_quote_the_file(tmp_path: Path, content: bytes, expe
     path = tmp_path / "p.yaml"
     path.write_bytes(content)
     with pytest.raises(ConfigError, match=expected) as caught:
-        load_policy(path)
+        load_policies(path)
     message = str(caught.value)
     assert message.startswith("invalid setting policy") and "\n" not in message
     if "unknown setting" not in message:  # an unknown key is named: it is the setting, not a value
@@ -140,4 +141,4 @@ def test_policy_errors_never_quote_the_file(tmp_path: Path, content: bytes, expe
 
 def test_a_policy_file_that_is_a_directory(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"policy_file: cannot read .*: not a regular file"):
-        load_policy(tmp_path)
+        load_policies(tmp_path)

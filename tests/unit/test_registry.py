@@ -10,7 +10,8 @@ from pydantic import BaseModel, SecretStr
 
 from consumer.checks.builtin import BUILTIN_CHECKS
 from consumer.checks.pipeline import ActiveCheck, Pipeline, SourcePosition
-from consumer.checks.policy import Frame, load_policy
+from consumer.checks.policies import load_policies
+from consumer.checks.policy import Frame
 from consumer.checks.providers import Checked
 from consumer.checks.redaction import redact
 from consumer.checks.registry import (
@@ -123,9 +124,9 @@ def test_a_checks_options_are_validated_at_start() -> None:
 def test_the_policy_may_name_only_registered_checks(tmp_path: Path) -> None:
     typo = _policy(tmp_path, "version: x\nclassification:\n  visaul:\n    general_nsfw: {review: 0.5}\n")
     with pytest.raises(ConfigError, match=r"policy classification\.visaul: no check named 'visaul'"):
-        load_policy(typo, _registry())
+        load_policies(typo, _registry())
     with pytest.raises(ConfigError, match="policy fail_open: no check named 'nope'"):
-        load_policy(_policy(tmp_path, "version: x\nfail_open: [nope]\n"), _registry())
+        load_policies(_policy(tmp_path, "version: x\nfail_open: [nope]\n"), _registry())
 
 
 def test_a_check_may_refuse_to_fail_open(tmp_path: Path) -> None:
@@ -134,7 +135,7 @@ def test_a_check_may_refuse_to_fail_open(tmp_path: Path) -> None:
     )
     registry = CheckRegistry((strict,))
     with pytest.raises(ConfigError, match="policy fail_open: strict can never fail open"):
-        load_policy(_policy(tmp_path, "version: x\nfail_open: [strict]\n"), registry)
+        load_policies(_policy(tmp_path, "version: x\nfail_open: [strict]\n"), registry)
 
 
 async def test_a_registered_check_is_built_run_and_decided(tmp_path: Path) -> None:
@@ -184,4 +185,4 @@ def test_installed_packages_add_checks_through_entry_points(
 
 def test_an_active_check_keeps_its_gate() -> None:
     check = ActiveCheck(WORDS, CheckClient("local", _no_call))
-    assert Pipeline([check], load_policy()).gates == {}
+    assert Pipeline([check], load_policies()).gates == {}

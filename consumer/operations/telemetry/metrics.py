@@ -39,11 +39,14 @@ __all__ = [
     "IN_FLIGHT_BYTES",
     "PAUSED",
     "PENDING_TASKS",
+    "POLICY_INFO",
+    "POLICY_RELOADS",
     "PROVIDER_DURATION",
     "PROVIDER_REQUESTS",
     "REBALANCES",
     "REGISTRY",
     "RETRIES",
+    "SHADOW_DECISIONS",
     "STALLED",
     "STALLS",
     "TASK_POLLS",
@@ -115,6 +118,26 @@ INDEX_UPDATES = Counter(
 )
 PENDING_TASKS = Gauge(
     "moderation_async_tasks_pending", "Async tasks waiting for a callback.", registry=REGISTRY
+)
+POLICY_RELOADS = Counter(
+    "moderation_policy_reloads_total",
+    "Policy file reloads (file change or SIGHUP), by outcome: applied, refused (invalid: the old"
+    " policy stays), unchanged (same rules).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+POLICY_INFO = Info(
+    "moderation_policy",
+    "The policies in force: version and digest (sha256, 12 hex) of the live and the shadow policy file.",
+    ["role"],
+    registry=REGISTRY,
+)
+SHADOW_DECISIONS = Counter(
+    "moderation_shadow_decisions_total",
+    "Verdicts also decided by the shadow policy, by (live decision, shadow decision); off the"
+    " diagonal: a disagreement, written to the shadow topic.",
+    ["live", "shadow"],
+    registry=REGISTRY,
 )
 
 IN_FLIGHT = Gauge(

@@ -1,0 +1,164 @@
+"""The policy file: a default policy, and per-tenant overrides that inherit from it.
+
+.. code-block:: yaml
+
+    version: 2026.12-1
+    classification: {visual: {general_nsfw: {review: 0.5, block: 0.9}}}
+    similarity: {review: 0.85, block: 0.9}
+    fail_open: []
+    tenants:
+      acme:                              # the default, with these changes
+        classification:
+          visual:
+            general_nsfw: {block: 0.8}   # review stays 0.5
+            yes_drugs: null              # not thresholded for acme
+        checks: [csam, visual]           # no similarity search for acme
+
+An override is merged into the default key by key (mappings merge, anything else replaces, null
+removes a class) and the result is validated like the default, so a tenant's policy is always a
+whole policy. Every policy of the file is checked against the registered checks (``PolicyChecks``):
+``python -m consumer policy check``, the service at start and on every reload run the same checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from consumer.checks.evidence import RECORDED_FLOOR
+from consumer.checks.policy import Policy
+from consumer.config import location, read_yaml_file, validation_message
+from consumer.errors import ConfigError
+
+__all__ = ["DEFAULT_POLICY", "PolicyChecks", "PolicySet", "PolicyStore", "load_policies", "parse_policies"]
+
+DEFAULT_POLICY = Path(str(resources.files("consumer.checks") / "default_policy.yaml"))  # package data
+MAX_TENANT_ID = 256
+
+
+class PolicyChecks(Protocol):
+    """What a policy is checked against: the registered checks (``CheckRegistry``). ``where`` is
+    the policy's place in the file (``""``, or ``tenants.<id>.``) for the error's setting name."""
+
+    def check_policy(self, policy: Policy, where: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """The default policy and each overriding tenant's effective policy; immutable, so the service
+    swaps a whole set at once and a record decides by one set from start to verdict."""
+
+    default: Policy
+    tenants: Mapping[str, Policy] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, policy: Policy) -> PolicySet:
+        return cls(policy)
+
+    def for_tenant(self, tenant_id: str) -> Policy:
+        return self.tenants.get(tenant_id, self.default)
+
+    @property
+    def version(self) -> str:
+        return self.default.version
+
+    @cached_property
+    def digest(self) -> str:
+        """sha256 (hex) of every effective policy of the file: changes when any tenant's does."""
+        parts = [self.default.digest, *(f"{t}={p.digest}" for t, p in sorted(self.tenants.items()))]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+    @cached_property
+    def lowest_threshold(self) -> float:
+        """The lowest score any rule of any of its policies reads."""
+        return min(p.lowest_threshold for p in (self.default, *self.tenants.values()))
+
+
+def load_policies(
+    path: Path | None = None, checks: PolicyChecks | None = None, *, setting: str = "policy_file"
+) -> PolicySet:
+    """The policies in the file at ``path`` (default: the shipped one); ConfigError naming the
+    first bad setting (``policy tenants.acme.classification.visual``), never quoting the file."""
+    raw = read_yaml_file(path or DEFAULT_POLICY, setting)
+    return parse_policies(raw, checks)
+
+
+def parse_policies(raw: Any, checks: PolicyChecks | None = None) -> PolicySet:
+    """The policies of a parsed policy file; with ``checks``, each checked against them."""
+    if not isinstance(raw, dict):
+        raise ConfigError("policy", "the file must hold a mapping (version, classification, ...)")
+    base = {k: v for k, v in raw.items() if k != "tenants"}
+    overrides = raw.get("tenants") or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError("policy tenants", "expected a mapping of tenant id to its override")
+    default = _validated(base, "")
+    tenants: dict[str, Policy] = {}
+    for tenant, override in overrides.items():
+        if not isinstance(tenant, str) or not tenant or len(tenant) > MAX_TENANT_ID:
+            raise ConfigError(
+                "policy tenants",
+                f"tenant ids are strings of 1 to {MAX_TENANT_ID} characters (quote {tenant!r})",
+            )
+        where = f"tenants.{location((tenant,))}."
+        if override is None:
+            override = {}
+        if not isinstance(override, dict):
+            raise ConfigError(f"policy {where}".rstrip("."), "expected a mapping of the settings it changes")
+        if "tenants" in override:
+            raise ConfigError(f"policy {where}tenants", "overrides do not nest")
+        tenants[tenant] = _validated(_merged(base, override), where)
+    if checks is not None:
+        checks.check_policy(default, "")
+        for tenant, policy in tenants.items():
+            checks.check_policy(policy, f"tenants.{location((tenant,))}.")
+    return PolicySet(default, tenants)
+
+
+def _merged(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        inherited = merged.get(key)
+        if isinstance(value, dict) and isinstance(inherited, dict):
+            merged[key] = _merged(inherited, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _validated(raw: dict[str, Any], where: str) -> Policy:
+    try:
+        return Policy.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        setting = f"policy {where}{location(tuple(err['loc']))}".rstrip(" .")
+        raise ConfigError(setting, validation_message(err)) from None
+
+
+@dataclass
+class PolicyStore:
+    """The live policies the service decides by and, optionally, the shadow ones it compares them
+    with. Reloading replaces a whole ``PolicySet``; readers take one set per record."""
+
+    live: PolicySet
+    shadow: PolicySet | None = None
+
+    @classmethod
+    def of(cls, policy: Policy | PolicySet | PolicyStore) -> PolicyStore:
+        if isinstance(policy, PolicyStore):
+            return policy
+        return cls(policy if isinstance(policy, PolicySet) else PolicySet.of(policy))
+
+    @property
+    def evidence_floor(self) -> float:
+        """Scores below this are not recorded: never above a threshold either policy reads."""
+        lowest = self.live.lowest_threshold
+        if self.shadow is not None:
+            lowest = min(lowest, self.shadow.lowest_threshold)
+        return min(RECORDED_FLOOR, lowest)
