@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(
-        dest="command", required=True, metavar="{run,dlq,schemas,simulate,demo,broker}"
+        dest="command", required=True, metavar="{run,dlq,schemas,policy,simulate,demo,broker}"
     )
 
     run = sub.add_parser("run", help="consume uploads and produce verdicts until SIGTERM")
@@ -128,6 +128,32 @@ def main(argv: list[str] | None = None) -> int:
         help="schemas to use instead of the shipped ones (a candidate)",
     )
 
+    policy = sub.add_parser(
+        "policy",
+        help="policy files: check one offline, backtest a candidate on recorded verdicts",
+        description="check: validate a policy file as the service does on start and reload (exit 1"
+        " when invalid). backtest: decide recorded verdicts again with a candidate policy and print"
+        " the transition matrix; no provider is called.",
+    )
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    pc = policy_sub.add_parser("check", help="validate a policy file (deploy pipelines run this)")
+    pc.add_argument("file", type=Path)
+    bt = policy_sub.add_parser("backtest", help="what a candidate policy would have decided")
+    bt.add_argument("--candidate", type=Path, required=True, help="the candidate policy file")
+    bt.add_argument("--config", type=Path, help="YAML settings file (env MODERATION_CONFIG)")
+    bt.add_argument(
+        "--input", type=Path, default=None, help="a file of verdicts (Avro container or JSON lines)"
+    )
+    bt.add_argument("--topic", default=None, help="read this topic (default: kafka.verdict_topic)")
+    bt.add_argument("--last", type=int, default=None, metavar="N", help="the last N verdicts")
+    bt.add_argument("--since", default=None, help="verdicts written from this ISO 8601 time")
+    bt.add_argument("--until", default=None, help="... until this ISO 8601 time")
+    bt.add_argument("--partition", type=int, default=None, help="only this partition (with offsets)")
+    bt.add_argument("--from-offset", type=int, default=None, help="first offset (inclusive)")
+    bt.add_argument("--to-offset", type=int, default=None, help="last offset (inclusive)")
+    bt.add_argument("--examples", type=int, default=3, help="examples shown per changed cell")
+    bt.add_argument("--json", action="store_true", help="print JSON for machines")
+
     broker = sub.add_parser("broker", help="the local single-node Kafka broker")
     broker.add_argument("action", choices=["start", "stop"])
     broker.add_argument("--dir", type=Path, default=Path(".local/kafka"))
@@ -141,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             return _replay(args)
         if args.command == "schemas":
             return _schemas(args)
+        if args.command == "policy":
+            return _policy(args)
         return _developer_command(args)
     except ConfigError as exc:
         return _setting_error(exc)
@@ -197,6 +225,34 @@ def _replay(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(summary.table())
+    return 0
+
+
+def _policy(args: argparse.Namespace) -> int:
+    from consumer.checks.registry import default_registry
+    from consumer.operations import policy_tools as tools
+
+    registry = default_registry()
+    if args.policy_command == "check":
+        try:
+            return tools.check_policy_file(args.file, registry)
+        except ConfigError as exc:
+            _setting_error(exc)
+            return 1
+    if args.input is not None:
+        verdicts = tools.read_verdict_file(args.input)
+    else:
+        from consumer.config import load_settings
+
+        since = None if args.since is None else tools.parse_time(args.since, "--since")
+        until = None if args.until is None else tools.parse_time(args.until, "--until")
+        chosen = tools.VerdictRange(args.last, since, until, args.partition, args.from_offset, args.to_offset)
+        verdicts = tools.read_verdict_topic(load_settings(args.config), chosen, args.topic)
+    try:
+        tools.backtest(verdicts, args.candidate, registry, as_json=args.json, examples=max(0, args.examples))
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

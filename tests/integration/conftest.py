@@ -104,6 +104,7 @@ class Topics:
     deleted: str
     decisions: str
     callbacks: str
+    shadow: str
     group: str
 
     def env(self) -> dict[str, str]:
@@ -116,6 +117,7 @@ class Topics:
             "deleted_topic": self.deleted,
             "review_decision_topic": self.decisions,
             "callback_topic": self.callbacks,
+            "shadow_topic": self.shadow,
         }
 
 
@@ -125,7 +127,10 @@ def make_topics(kafka_bootstrap: str) -> Callable[..., Topics]:
 
     def make(input_partitions: int = 4, other_partitions: int = 4) -> Topics:
         suffix = uuid.uuid4().hex[:8]
-        names = ("uploads", "verdicts", "review", "escalations", "dlq", "deleted", "decisions", "callbacks")
+        names = (
+            *("uploads", "verdicts", "review", "escalations", "dlq"),
+            *("deleted", "decisions", "callbacks", "shadow"),
+        )
         t = Topics(*(f"{n}-{suffix}" for n in names), group=f"group-{suffix}")
         settings = load_settings(kafka={"bootstrap_servers": kafka_bootstrap})
         ensure_topics(settings.kafka, [t.input], partitions=input_partitions)

@@ -1,0 +1,221 @@
+"""``python -m consumer policy check FILE`` and ``policy backtest --candidate FILE``.
+
+``check`` validates a policy file offline exactly as the service does at start and on reload.
+``backtest`` reads recorded verdicts, from the verdict topic (the last N, a time range, or one
+partition's offset range; never past the end the topic had when it started) or from a file of them
+(an Avro container file, or JSON lines as ``ModerationVerdict.to_avro`` writes them), and decides
+each again with the candidate. It calls no provider: verdicts carry their evidence.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from consumer.checks.backtest import Backtest
+from consumer.checks.policies import load_policies
+from consumer.checks.registry import CheckRegistry, Feeds
+from consumer.config import Settings
+from consumer.core.records import ModerationVerdict
+from consumer.errors import ConfigError, RegistryUnavailable, SerializationError
+from consumer.kafka.common import base_config
+from consumer.schema_registry import codec_for
+from consumer.serde import decode_blocking
+
+__all__ = [
+    "VerdictRange",
+    "backtest",
+    "check_policy_file",
+    "parse_time",
+    "read_verdict_file",
+    "read_verdict_topic",
+]
+
+_IDLE_S = 5.0
+_AVRO_MAGIC = b"Obj\x01"
+MAX_FILE_BYTES = 1 << 30
+
+
+def check_policy_file(path: Path, registry: CheckRegistry, echo: Callable[[str], None] = print) -> int:
+    """0 and a summary when valid; ConfigError (naming the setting) when not."""
+    policies = load_policies(path, registry, setting="policy file")
+    tenants = sorted(policies.tenants)
+    shown = ", ".join(tenants[:10]) + (" ..." if len(tenants) > 10 else "")
+    echo(
+        f"{path}: valid policy {policies.version} (digest {policies.digest[:12]}),"
+        f" {len(tenants)} tenant override{'s' if len(tenants) != 1 else ''}{': ' + shown if tenants else ''}"
+    )
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictRange:
+    """Which verdicts of the topic: the last ``last`` (over all partitions), those written from
+    ``since`` until ``until`` (epoch ms), or ``partition``'s offsets ``first``..``final``."""
+
+    last: int | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
+    partition: int | None = None
+    first: int | None = None
+    final: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.last is not None and self.last < 1:
+            raise ConfigError("--last", "must be at least 1")
+        if (self.first is not None or self.final is not None) and self.partition is None:
+            raise ConfigError("--from-offset/--to-offset", "need --partition")
+        if self.first is not None and self.final is not None and self.first > self.final:
+            raise ConfigError("--from-offset/--to-offset", f"empty range {self.first}..{self.final}")
+        if self.since_ms is not None and self.until_ms is not None and self.since_ms > self.until_ms:
+            raise ConfigError("--since/--until", "--since is after --until")
+
+
+def parse_time(value: str, option: str) -> int:
+    """Epoch milliseconds of an ISO 8601 time (UTC when it names no zone)."""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(option, "expected an ISO 8601 time such as 2026-12-04T10:00:00Z") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def read_verdict_file(path: Path) -> Iterator[ModerationVerdict]:
+    """Verdicts from an Avro container file or JSON lines; ConfigError naming the bad line."""
+    import fastavro
+
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+            f.seek(0)
+            if magic == _AVRO_MAGIC:
+                for record in fastavro.reader(f):
+                    yield ModerationVerdict.from_avro(record)  # type: ignore[arg-type]
+                return
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield ModerationVerdict.from_avro(json.loads(line))
+                except (ValueError, KeyError, TypeError):
+                    raise ConfigError("--input", f"{path} line {number} is not a verdict") from None
+    except OSError as exc:
+        raise ConfigError("--input", f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    except (ValueError, KeyError, TypeError, EOFError) as exc:
+        raise ConfigError("--input", f"{path} is not a file of verdicts ({type(exc).__name__})") from None
+
+
+def read_verdict_topic(
+    settings: Settings, chosen: VerdictRange, topic: str | None = None
+) -> Iterator[ModerationVerdict]:
+    """Verdicts of the verdict topic (either framing) in the chosen range; a record that is not a
+    verdict is passed over."""
+    k = settings.kafka
+    topic = topic or k.verdict_topic
+    codec = codec_for(settings)
+    consumer = Consumer(
+        {
+            **base_config(k),
+            "group.id": f"{k.group_id}.backtest",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    try:
+        ends = _assign(consumer, topic, chosen)
+        found: list[ModerationVerdict] = []
+        idle_since = time.monotonic()
+        while ends and time.monotonic() - idle_since < _IDLE_S:
+            for msg in consumer.consume(500, 0.5):
+                if msg.error():
+                    continue
+                idle_since = time.monotonic()
+                partition, offset = msg.partition() or 0, msg.offset() or 0
+                if offset >= ends.get(partition, 0) or (chosen.final is not None and offset > chosen.final):
+                    continue
+                stamp = msg.timestamp()[1]
+                if chosen.until_ms is not None and stamp > chosen.until_ms:
+                    continue
+                try:
+                    verdict = ModerationVerdict.from_avro(
+                        decode_blocking(codec, msg.value(), "ModerationVerdict", topic)
+                    )
+                except RegistryUnavailable as exc:
+                    raise RuntimeError(f"backtest stopped: {exc}") from None
+                except (SerializationError, KeyError, TypeError, ValueError):
+                    continue  # not a verdict: nothing to decide
+                if chosen.last is None:
+                    yield verdict
+                else:
+                    found.append(verdict)
+            _drop_finished(consumer, topic, ends, chosen.final)
+        if chosen.last is not None:
+            found.sort(key=lambda v: (v.processed_at, v.source_partition, v.source_offset))
+            yield from found[-chosen.last :]
+    except KafkaException as exc:
+        raise RuntimeError(f"cannot read {topic}: {exc.args[0].str()}") from None
+    finally:
+        consumer.close()
+        codec.close()
+
+
+def _assign(consumer: Consumer, topic: str, chosen: VerdictRange) -> dict[int, int]:
+    meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
+    if meta is None or meta.error is not None:
+        raise RuntimeError(f"topic {topic} does not exist")
+    partitions = sorted(p for p in meta.partitions if chosen.partition is None or p == chosen.partition)
+    starts: dict[int, int] = {}
+    if chosen.since_ms is not None:
+        wanted = [TopicPartition(topic, p, chosen.since_ms) for p in partitions]
+        starts = {tp.partition: tp.offset for tp in consumer.offsets_for_times(wanted, timeout=30)}
+    ends: dict[int, int] = {}
+    assignment = []
+    for partition in partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+        start = low
+        if chosen.first is not None:
+            start = max(low, chosen.first)
+        if chosen.last is not None:  # the last N overall are among the last N of each partition
+            start = max(low, high - chosen.last)
+        if chosen.since_ms is not None:
+            start = high if starts.get(partition, -1) < 0 else max(low, starts[partition])
+        if start < high:
+            ends[partition] = high
+            assignment.append(TopicPartition(topic, partition, start))
+    consumer.assign(assignment)
+    return ends
+
+
+def _drop_finished(consumer: Consumer, topic: str, ends: dict[int, int], final: int | None) -> None:
+    for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
+        if tp.offset >= ends[tp.partition] or (final is not None and tp.offset > final):
+            ends.pop(tp.partition)
+
+
+def backtest(
+    verdicts: Iterator[ModerationVerdict],
+    candidate: Path,
+    registry: CheckRegistry,
+    *,
+    as_json: bool = False,
+    examples: int = 3,
+    echo: Callable[[str], None] = print,
+) -> Backtest:
+    """Decide ``verdicts`` again with the policies in ``candidate`` (checked first, as the service
+    would check them) and print the result."""
+    policies = load_policies(candidate, registry, setting="--candidate")
+    result = Backtest(policies, registry.fed(Feeds.SIMILARITY), examples)
+    for verdict in verdicts:
+        result.add(verdict)
+    document: Any = result.to_json() if as_json else None
+    echo(json.dumps(document, indent=2) if as_json else result.table())
+    return result
