@@ -75,9 +75,10 @@ _APP_VERSION = re.compile(r'^appVersion: "[^"]*"$', re.M)
 
 def chart_owned_settings() -> dict[str, set[str]]:
     """Settings the chart sets itself, by section ("" for top-level ones): each secret and its
-    ``*_file`` (from the mounted Secret), ``policy_file`` (from ``policy``) and, in exactly-once
+    ``*_file`` (from the mounted Secret), ``policy_file`` and ``shadow_policy_file`` (from ``policy``
+    and ``shadowPolicy``) and, in exactly-once
     mode, ``kafka.transactional_id`` (the pod's name)."""
-    owned: dict[str, set[str]] = {"": {"policy_file"}, "kafka": {"transactional_id"}}
+    owned: dict[str, set[str]] = {"": {"policy_file", "shadow_policy_file"}, "kafka": {"transactional_id"}}
     for section, info in Settings.model_fields.items():
         model = info.annotation
         if not (isinstance(model, type) and issubclass(model, BaseModel)):

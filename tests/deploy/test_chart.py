@@ -477,7 +477,7 @@ def test_the_readmes_values_example_renders_validates_and_its_settings_and_polic
     settings = load_settings(**settings_file(docs))
     assert settings.callbacks.public_url == "https://moderation.example.com"
     policy = tmp_path / "policy.yaml"
-    policy.write_text(one(docs, "ConfigMap", FULLNAME)["data"]["policy.yaml"])
+    policy.write_text(one(docs, "ConfigMap", f"{FULLNAME}-policy")["data"]["policy.yaml"])
     assert load_policies(policy).version == "prod-2026.12"
 
 
@@ -510,19 +510,25 @@ def test_workers_run_as_arguments_and_count_against_the_partitions() -> None:
     assert container(docs)["args"] == ["--workers", "3"]
 
 
-def test_settings_and_policy_come_from_the_configmap_and_a_change_rolls_the_pods() -> None:
-    docs = render(EVERYTHING)
-    config = one(docs, "ConfigMap", FULLNAME)
+def test_settings_and_policies_come_from_configmaps_and_only_a_settings_change_rolls_the_pods() -> None:
+    docs = render(with_values(EVERYTHING, shadowPolicy={"version": "candidate"}))
+    config, policies = one(docs, "ConfigMap", FULLNAME), one(docs, "ConfigMap", f"{FULLNAME}-policy")
     assert settings_file(docs)["kafka"]["client_config"]["sasl.mechanism"] == "SCRAM-SHA-512"
     assert settings_file(docs)["processing"]["max_in_flight"] == 512
-    assert config["data"]["policy.yaml"].strip() == POLICY_TEXT.strip()  # the text, comments and all
+    assert "policy.yaml" not in config["data"]
+    assert policies["data"]["policy.yaml"].strip() == POLICY_TEXT.strip()  # the text, comments and all
+    assert policies["data"]["shadow.yaml"].strip() == "version: candidate"
     env = env_of(docs)
     assert env["MODERATION_CONFIG"] == "/etc/moderation/settings.yaml"
-    assert env["MODERATION_POLICY_FILE"] == "/etc/moderation/policy.yaml"
+    assert env["MODERATION_POLICY_FILE"] == "/etc/moderation-policy/policy.yaml"
+    assert env["MODERATION_SHADOW_POLICY_FILE"] == "/etc/moderation-policy/shadow.yaml"
     mounts = {m["name"]: m for m in container(docs)["volumeMounts"]}
     assert mounts["config"]["mountPath"] == "/etc/moderation" and mounts["config"]["readOnly"]
+    # a directory, never subPath: the kubelet's symlink swap reaches the running pod (hot reload)
+    assert mounts["policy"]["mountPath"] == "/etc/moderation-policy" and "subPath" not in mounts["policy"]
     volumes = {v["name"]: v for v in workload(docs)["spec"]["template"]["spec"]["volumes"]}
     assert volumes["config"]["configMap"]["name"] == FULLNAME
+    assert volumes["policy"]["configMap"]["name"] == f"{FULLNAME}-policy"
 
     def checksum(values: dict[str, Any]) -> str:
         annotations = workload(render(values))["spec"]["template"]["metadata"]["annotations"]
@@ -530,9 +536,10 @@ def test_settings_and_policy_come_from_the_configmap_and_a_change_rolls_the_pods
 
     base = checksum(EVERYTHING)
     assert checksum(with_values(EVERYTHING, **{"settings.log_level": "DEBUG"})) != base
-    assert checksum(with_values(EVERYTHING, policy=POLICY_TEXT.replace("0.85", "0.8"))) != base
+    assert checksum(with_values(EVERYTHING, policy=POLICY_TEXT.replace("0.85", "0.8"))) == base  # reloaded
     assert checksum(with_values(EVERYTHING, priorityClassName="low")) == base
     assert "MODERATION_POLICY_FILE" not in env_of(render())  # no policy: the image's own
+    assert f"{FULLNAME}-policy" not in {d["metadata"]["name"] for d in render() if d["kind"] == "ConfigMap"}
 
 
 def test_keys_are_files_from_the_existing_secret_and_the_chart_renders_none() -> None:
