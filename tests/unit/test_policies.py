@@ -307,3 +307,11 @@ def test_the_policy_file_round_trips_through_yaml(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump({**BASE, "tenants": {"acme": {"checks": ["csam", "visual"]}}}))
     assert load_policies(path, REGISTRY).digest == policies(acme={"checks": ["csam", "visual"]}).digest
+
+
+def test_the_readmes_policy_example_passes_the_check() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("```yaml", readme.index("### Policy operations")) + len("```yaml")
+    found = parse_policies(yaml.safe_load(readme[start : readme.index("```", start)]), REGISTRY)
+    assert set(found.tenants) == {"kids-app", "stock-photos"}
+    assert found.for_tenant("kids-app").classification["visual"]["general_nsfw"].review == 0.5
