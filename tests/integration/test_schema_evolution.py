@@ -220,7 +220,7 @@ def test_an_incompatible_change_is_refused_by_schemas_check_and_by_the_registry(
 
     shipped = cli("check")
     assert shipped.returncode == 0, shipped.stdout + shipped.stderr
-    assert shipped.stdout.count("ok ") == 7  # three topics read, four written
+    assert shipped.stdout.count("ok ") == 8  # three topics read, five written (with the shadow topic)
     refused = cli("check", "--schema-dir", str(candidate))
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert f"refused {topics.input}-value: UploadEvent is not BACKWARD-compatible" in refused.stdout
