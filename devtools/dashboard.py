@@ -234,6 +234,47 @@ def panels() -> list[tuple[str, list[Panel]]]:
             ],
         ),
         (
+            "Policy",
+            [
+                Panel(
+                    "Policy in force",
+                    [
+                        (
+                            f"max by (role, version, digest) (moderation_policy_info{{{SEL}}})",
+                            "{{role}} {{version}} {{digest}}",
+                        )
+                    ],
+                    width=8,
+                    description="The live (and shadow) policy file's version and digest;"
+                    " two lines of one role: the instances disagree.",
+                ),
+                Panel(
+                    "Policy reloads",
+                    [
+                        (
+                            f"sum by (outcome) (increase(moderation_policy_reloads_total{{{SEL}}}[{RATE}]))",
+                            "{{outcome}}",
+                        )
+                    ],
+                    width=8,
+                    description="Applied, refused (invalid: the old policy stays) and unchanged reloads.",
+                ),
+                Panel(
+                    "Shadow policy decisions",
+                    [
+                        (
+                            f"sum by (live, shadow) ({rate('moderation_shadow_decisions_total')})",
+                            "{{live}} -> {{shadow}}",
+                        )
+                    ],
+                    unit="reqps",
+                    width=8,
+                    description="Every verdict as the shadow policy decides it;"
+                    " live and shadow differ: a disagreement.",
+                ),
+            ],
+        ),
+        (
             "Process",
             [
                 Panel(

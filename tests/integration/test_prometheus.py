@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from consumer.checks.policies import DEFAULT_POLICY
 from consumer.core.records import MediaType
 from consumer.operations.telemetry import metrics
 from devtools.prometheus import ALERTS, PrometheusServer, alert_rules, dashboard_targets, data_queries
@@ -76,7 +77,11 @@ async def test_dashboard_and_alerts_return_data_from_a_real_prometheus(
 ) -> None:
     sim.admin("/_admin/latency", json={"median_ms": 5, "p99_ms": 20})
     sim.admin("/_admin/faults", json={"429": 0.08, "500": 0.04})
-    settings = settings_for(topics, delivery="exactly_once", similarity="huawei")
+    shadow = tmp_path / "shadow.yaml"  # a shadow policy: its decisions are series too
+    shadow.write_text(DEFAULT_POLICY.read_text().replace("version: default", "version: shadow"))
+    settings = settings_for(topics, delivery="exactly_once", similarity="huawei").model_copy(
+        update={"shadow_policy_file": shadow}
+    )
     uploads = [upload(MediaType.TEXT, text=f"hello {i}") for i in range(60)]
     uploads += [
         upload(MediaType.IMAGE, data=image_bytes(make_image(i)), content_type="image/png") for i in range(20)

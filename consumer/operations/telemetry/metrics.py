@@ -126,6 +126,8 @@ POLICY_RELOADS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+for _outcome in ("applied", "refused", "unchanged"):  # at 0 from the start: a rate needs a series
+    POLICY_RELOADS.labels(_outcome)
 POLICY_INFO = Info(
     "moderation_policy",
     "The policies in force: version and digest (sha256, 12 hex) of the live and the shadow policy file.",
