@@ -105,7 +105,8 @@ class RecordHandler:
         try:
             handle = self._begin(work)
             if handle is not None:
-                self._spawn(work, _ending(handle, span))  # the task copies the current context
+                # the task copies the current context; a span the sampler dropped needs no end
+                self._spawn(work, _ending(handle, span) if span.is_recording() else handle)
         finally:
             context.detach(token)
             if handle is None:

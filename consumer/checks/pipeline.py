@@ -68,7 +68,7 @@ class _Runs:
             self.refused = exc
 
     async def run(self, step: Step, subject: Subject) -> None:
-        if not tracing.enabled():
+        if not tracing.traced():
             await self._run(step, subject)
             return
         with tracing.check_span(step.name, self._providers.get(step.name, "unknown")) as span:

@@ -164,3 +164,29 @@ def test_a_giant_record_key_is_bounded_in_the_span(spans: InMemorySpanExporter) 
     span.end()
     (record,) = spans.get_finished_spans()
     assert len(str((record.attributes or {})["messaging.kafka.message.key"])) <= 256
+
+
+def test_a_trace_the_sampler_drops_makes_no_child_spans_but_still_propagates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    exporter = InMemorySpanExporter()
+    assert tracing.configure_tracing(SimpleSpanProcessor(exporter))
+    try:
+        started = tracing.start_process("uploads", 0, 1, b"k", None, "g")
+        assert started is not None
+        span, token = started
+        try:
+            assert not span.is_recording() and not tracing.traced()
+            with tracing.check_span("visual", "hive") as check:
+                assert check is None
+            out = dict(tracing.output_headers(None) or [])
+            assert not int(out["traceparent"][-2:], 16) & 1  # downstream sees "not sampled"
+            assert tracing.current_ids() is not None
+        finally:
+            context.detach(token)
+            span.end()
+        assert tracing.traced()  # no record: a span made here is a root, sampled on its own
+        assert exporter.get_finished_spans() == ()
+    finally:
+        tracing.shutdown_tracing()

@@ -151,7 +151,7 @@ async def send(
     transient; the caller maps the response."""
     if gate is not None:
         await gate.enter()
-    if not tracing.enabled():
+    if not tracing.traced():
         return await _attempt(http, method, url, check, provider, gate, None, kwargs)
     with tracing.client_span(method, url, resend_count) as span:
         return await _attempt(http, method, url, check, provider, gate, span, kwargs)

@@ -47,6 +47,7 @@ __all__ = [
     "server_span",
     "shutdown_tracing",
     "start_process",
+    "traced",
 ]
 
 TRACE_HEADERS = ("traceparent", "tracestate")
@@ -125,13 +126,19 @@ def start_process(
     if tracer is None:
         return None
     parent = _PROPAGATOR.extract(_carrier(headers)) if headers else None
+    # at creation, what the conventions name for sampling decisions; the rest only on a span the
+    # sampler keeps (most are dropped at a low ratio: they build nothing more)
     attributes = _processing(topic)
-    attributes["messaging.destination.partition.id"] = str(partition)
-    attributes["messaging.kafka.offset"] = offset
     attributes["messaging.consumer.group.name"] = group
-    if key is not None:  # the sender's bytes: bounded before they become an attribute
-        attributes["messaging.kafka.message.key"] = key[:_MAX_KEY_BYTES].decode("utf-8", "replace")
     span = tracer.start_span(f"process {topic}", parent, SpanKind.CONSUMER, attributes)
+    if span.is_recording():
+        more: dict[str, Any] = {
+            "messaging.destination.partition.id": str(partition),
+            "messaging.kafka.offset": offset,
+        }
+        if key is not None:  # the sender's bytes: bounded before they become an attribute
+            more["messaging.kafka.message.key"] = key[:_MAX_KEY_BYTES].decode("utf-8", "replace")
+        span.set_attributes(more)
     return span, context.attach(trace.set_span_in_context(span))
 
 
@@ -192,6 +199,12 @@ def failed(error_type: str, span: Span | None = None) -> None:
         span.set_attribute("error.type", error_type)
 
 
+def traced() -> bool:
+    """True when a span made here would be recorded: tracing is on and the current trace, if
+    any, was kept by the sampler. Callers skip all span work otherwise."""
+    return _child_tracer() is not None
+
+
 def _child_tracer() -> Tracer | None:
     """The tracer for a child of the current span; None when tracing is off or inside a trace the
     sampler dropped (its children would be dropped too: the samplers are parent-based; dropped
@@ -239,7 +252,9 @@ def check_span(check: str, provider: str) -> Iterator[Span | None]:
         yield None
         return
     attributes = {"moderation.check": check, "moderation.provider": provider}
-    with tracer.start_as_current_span(f"check {check}", attributes=attributes) as span:
+    # what ``start_as_current_span`` does, one context manager fewer (this runs per check)
+    span = tracer.start_span(f"check {check}", attributes=attributes)
+    with trace.use_span(span, end_on_exit=True):
         yield span
 
 
@@ -261,11 +276,12 @@ def client_span(method: str, url: str, resend_count: int) -> Iterator[Span | Non
         attributes["server.port"] = where.port
     if resend_count:
         attributes["http.request.resend_count"] = resend_count
-    with tracer.start_as_current_span(
+    span = tracer.start_span(
         method,
         kind=SpanKind.CLIENT,
         attributes=attributes,
         record_exception=False,
         set_status_on_exception=False,
-    ) as span:
+    )
+    with trace.use_span(span, end_on_exit=True, record_exception=False, set_status_on_exception=False):
         yield span
