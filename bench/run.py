@@ -352,8 +352,8 @@ def tracing_runs(
 ) -> dict[str, Any]:
     """The engine with tracing off, at 10 % and at 100 % sampling, spans exported over OTLP/HTTP to
     a receiver in this process (its decoding is not the consumer's CPU); ``BENCH_TRACING_ROUNDS``
-    (2) interleaved rounds, the best of each."""
-    rounds = int(os.environ.get("BENCH_TRACING_ROUNDS", "2"))
+    (3) interleaved rounds, the best of each."""
+    rounds = int(os.environ.get("BENCH_TRACING_ROUNDS", "3"))
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in TRACING}
     with OtlpReceiver() as receiver:
         for i in range(rounds):
