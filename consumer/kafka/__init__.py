@@ -1,6 +1,7 @@
 """A thin typed layer over confluent-kafka: the service's consumer (``Source``), producers
-(``Sink``, ``TransactionalSink``) and topic administration. The callback relay's listener and the
-dead-letter replay tool also use confluent-kafka's clients directly."""
+(``Sink``, ``TransactionalSink``), topic administration, and the tools' one pass over a topic
+(``scan``: dead letter replay, policy backtest). The callback relay's listener also uses
+confluent-kafka's clients directly."""
 
 from consumer.kafka.admin import ensure_topics, output_limit
 from consumer.kafka.sink import Sink

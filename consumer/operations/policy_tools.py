@@ -10,7 +10,6 @@ each again with the candidate. It calls no provider: verdicts carry their eviden
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,9 +24,9 @@ from consumer.checks.registry import CheckRegistry, Feeds
 from consumer.config import Settings
 from consumer.core.records import ModerationVerdict
 from consumer.errors import ConfigError, RegistryUnavailable, SerializationError
-from consumer.kafka.common import base_config
+from consumer.kafka.scan import scan, watermarks
 from consumer.schema_registry import codec_for
-from consumer.serde import decode_blocking
+from consumer.serde import AvroCodec, decode_blocking
 
 __all__ = [
     "VerdictRange",
@@ -38,9 +37,8 @@ __all__ = [
     "read_verdict_topic",
 ]
 
-_IDLE_S = 5.0
 _AVRO_MAGIC = b"Obj\x01"
-MAX_FILE_BYTES = 1 << 30
+MAX_LINE_BYTES = 1 << 20  # a verdict lists at most 100 of anything: far below this
 
 
 def check_policy_file(path: Path, registry: CheckRegistry, echo: Callable[[str], None] = print) -> int:
@@ -77,6 +75,25 @@ class VerdictRange:
         if self.since_ms is not None and self.until_ms is not None and self.since_ms > self.until_ms:
             raise ConfigError("--since/--until", "--since is after --until")
 
+    def bounds(self, consumer: Consumer, topic: str, partitions: list[int]) -> dict[int, tuple[int, int]]:
+        """Each partition's (first, end) offsets for this range."""
+        since: dict[int, int] = {}
+        if self.since_ms is not None:
+            wanted = [TopicPartition(topic, p, self.since_ms) for p in partitions]
+            since = {tp.partition: tp.offset for tp in consumer.offsets_for_times(wanted, timeout=30)}
+        found = {}
+        for partition in partitions:
+            low, high = watermarks(consumer, topic, partition)
+            start, end = max(low, self.first or 0), high
+            if self.final is not None:
+                end = min(end, self.final + 1)
+            if self.last is not None:  # the last N overall are among the last N of each partition
+                start = max(low, high - self.last)
+            if self.since_ms is not None:  # no record at or after the time: -1
+                start = high if since.get(partition, -1) < 0 else max(low, since[partition])
+            found[partition] = (start, end)
+        return found
+
 
 def parse_time(value: str, option: str) -> int:
     """Epoch milliseconds of an ISO 8601 time (UTC when it names no zone)."""
@@ -90,24 +107,37 @@ def parse_time(value: str, option: str) -> int:
 
 
 def read_verdict_file(path: Path) -> Iterator[ModerationVerdict]:
-    """Verdicts from an Avro container file or JSON lines; ConfigError naming the bad line."""
+    """Verdicts from an Avro container file or JSON lines, each checked against the verdict schema
+    (a file is input like any other: a wrong type or a giant line is refused, naming the record)."""
     import fastavro
+    from fastavro.validation import validate
+
+    schema = AvroCodec().schema("ModerationVerdict").parsed
+
+    def verdict(record: object, where: str) -> ModerationVerdict:
+        if not validate(record, schema, raise_errors=False):
+            raise ConfigError("--input", f"{path} {where} is not a verdict")
+        return ModerationVerdict.from_avro(record)  # type: ignore[arg-type]
 
     try:
         with path.open("rb") as f:
             magic = f.read(4)
             f.seek(0)
             if magic == _AVRO_MAGIC:
-                for record in fastavro.reader(f):
-                    yield ModerationVerdict.from_avro(record)  # type: ignore[arg-type]
+                for number, record in enumerate(fastavro.reader(f), 1):
+                    yield verdict(record, f"record {number}")
                 return
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield ModerationVerdict.from_avro(json.loads(line))
-                except (ValueError, KeyError, TypeError):
-                    raise ConfigError("--input", f"{path} line {number} is not a verdict") from None
+            for number, line in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
+                if len(line) > MAX_LINE_BYTES:
+                    raise ConfigError(
+                        "--input", f"{path} line {number} is longer than {MAX_LINE_BYTES} bytes"
+                    )
+                if line.strip():
+                    try:
+                        record = json.loads(line)
+                    except ValueError:
+                        raise ConfigError("--input", f"{path} line {number} is not JSON") from None
+                    yield verdict(record, f"line {number}")
     except OSError as exc:
         raise ConfigError("--input", f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
     except (ValueError, KeyError, TypeError, EOFError) as exc:
@@ -122,28 +152,11 @@ def read_verdict_topic(
     k = settings.kafka
     topic = topic or k.verdict_topic
     codec = codec_for(settings)
-    consumer = Consumer(
-        {
-            **base_config(k),
-            "group.id": f"{k.group_id}.backtest",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
-    )
+    found: list[ModerationVerdict] = []
     try:
-        ends = _assign(consumer, topic, chosen)
-        found: list[ModerationVerdict] = []
-        idle_since = time.monotonic()
-        while ends and time.monotonic() - idle_since < _IDLE_S:
-            for msg in consumer.consume(500, 0.5):
-                if msg.error():
-                    continue
-                idle_since = time.monotonic()
-                partition, offset = msg.partition() or 0, msg.offset() or 0
-                if offset >= ends.get(partition, 0) or (chosen.final is not None and offset > chosen.final):
-                    continue
-                stamp = msg.timestamp()[1]
-                if chosen.until_ms is not None and stamp > chosen.until_ms:
+        with scan(k, topic, "backtest", chosen.bounds, chosen.partition) as records:
+            for msg in records:
+                if chosen.until_ms is not None and msg.timestamp()[1] > chosen.until_ms:
                     continue
                 try:
                     verdict = ModerationVerdict.from_avro(
@@ -157,48 +170,13 @@ def read_verdict_topic(
                     yield verdict
                 else:
                     found.append(verdict)
-            _drop_finished(consumer, topic, ends, chosen.final)
-        if chosen.last is not None:
-            found.sort(key=lambda v: (v.processed_at, v.source_partition, v.source_offset))
-            yield from found[-chosen.last :]
     except KafkaException as exc:
         raise RuntimeError(f"cannot read {topic}: {exc.args[0].str()}") from None
     finally:
-        consumer.close()
         codec.close()
-
-
-def _assign(consumer: Consumer, topic: str, chosen: VerdictRange) -> dict[int, int]:
-    meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
-    if meta is None or meta.error is not None:
-        raise RuntimeError(f"topic {topic} does not exist")
-    partitions = sorted(p for p in meta.partitions if chosen.partition is None or p == chosen.partition)
-    starts: dict[int, int] = {}
-    if chosen.since_ms is not None:
-        wanted = [TopicPartition(topic, p, chosen.since_ms) for p in partitions]
-        starts = {tp.partition: tp.offset for tp in consumer.offsets_for_times(wanted, timeout=30)}
-    ends: dict[int, int] = {}
-    assignment = []
-    for partition in partitions:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
-        start = low
-        if chosen.first is not None:
-            start = max(low, chosen.first)
-        if chosen.last is not None:  # the last N overall are among the last N of each partition
-            start = max(low, high - chosen.last)
-        if chosen.since_ms is not None:
-            start = high if starts.get(partition, -1) < 0 else max(low, starts[partition])
-        if start < high:
-            ends[partition] = high
-            assignment.append(TopicPartition(topic, partition, start))
-    consumer.assign(assignment)
-    return ends
-
-
-def _drop_finished(consumer: Consumer, topic: str, ends: dict[int, int], final: int | None) -> None:
-    for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
-        if tp.offset >= ends[tp.partition] or (final is not None and tp.offset > final):
-            ends.pop(tp.partition)
+    if chosen.last is not None:
+        found.sort(key=lambda v: (v.processed_at, v.source_partition, v.source_offset))
+        yield from found[-chosen.last :]
 
 
 def backtest(

@@ -10,16 +10,16 @@ stops at the end the topic had when the replay started, so replays never chase t
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer
 
 from consumer.config import Settings
 from consumer.core.deadletter import DeadLetter
 from consumer.errors import RegistryUnavailable, SerializationError
 from consumer.kafka.common import base_config
+from consumer.kafka.scan import scan, watermarks
 from consumer.schema_registry import codec_for
 from consumer.serde import decode_blocking
 
@@ -27,7 +27,6 @@ __all__ = ["REPLAYED_FROM", "ReplaySummary", "Selection", "replay"]
 
 log = logging.getLogger("consumer.replay")
 REPLAYED_FROM = "dlq.replayed.from"
-_IDLE_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,27 +79,20 @@ def replay(
 ) -> ReplaySummary:
     k = settings.kafka
     codec = codec_for(settings)  # dead letters in either framing
-    consumer = Consumer(
-        {
-            **base_config(k),
-            "group.id": f"{k.group_id}.dlq-replay",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
-    )
     producer = None if dry_run else Producer({**base_config(k), "acks": "all", "enable.idempotence": True})
     summary = ReplaySummary()
+
+    def bounds(consumer: Consumer, topic: str, partitions: list[int]) -> dict[int, tuple[int, int]]:
+        found = {}
+        for partition in partitions:
+            low, high = watermarks(consumer, topic, partition)
+            found[partition] = (max(low, selection.first or 0), high)
+        return found
+
     try:
-        ends = _assign(consumer, k.dlq_topic, selection)
-        idle_since = time.monotonic()
-        while ends and time.monotonic() - idle_since < _IDLE_S:
-            for msg in consumer.consume(500, 0.5):
-                if msg.error():
-                    continue
-                idle_since = time.monotonic()
+        with scan(k, k.dlq_topic, "dlq-replay", bounds, selection.partition) as records:
+            for msg in records:
                 partition, offset = msg.partition() or 0, msg.offset() or 0
-                if offset >= ends.get(partition, 0):
-                    continue  # written after the replay started
                 if not selection.covers(partition, offset):
                     continue
                 summary.scanned += 1
@@ -129,39 +121,10 @@ def replay(
                     producer.produce(target, letter.original_value, key, headers=[(REPLAYED_FROM, origin)])
                     producer.poll(0)
                     summary.replayed += 1
-            _drop_finished(consumer, k.dlq_topic, ends)
         if producer is not None and producer.flush(30):
             raise RuntimeError("replayed records were not acknowledged by the broker within 30s")
     except KafkaException as exc:
         raise RuntimeError(f"replay failed: {exc.args[0].str()}") from None
     finally:
-        consumer.close()
         codec.close()
     return summary
-
-
-def _assign(consumer: Consumer, topic: str, selection: Selection) -> dict[int, int]:
-    """Assign the covered partitions from the selection's first offset; returns their end offsets."""
-    meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
-    if meta is None or meta.error is not None:
-        raise RuntimeError(f"dead letter topic {topic} does not exist")
-    ends: dict[int, int] = {}
-    assignment = []
-    for partition in sorted(meta.partitions):
-        if selection.partition is not None and partition != selection.partition:
-            continue
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
-        start = max(low, selection.first or 0)
-        if start < high:
-            ends[partition] = high
-            assignment.append(TopicPartition(topic, partition, start))
-    consumer.assign(assignment)
-    return ends
-
-
-def _drop_finished(consumer: Consumer, topic: str, ends: dict[int, int]) -> None:
-    """Forget partitions whose position reached the end they had at the start (transaction
-    markers take offsets too, so the position says it, not the last record's offset)."""
-    for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
-        if tp.offset >= ends[tp.partition]:
-            ends.pop(tp.partition)

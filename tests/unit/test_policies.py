@@ -315,3 +315,23 @@ def test_the_readmes_policy_example_passes_the_check() -> None:
     found = parse_policies(yaml.safe_load(readme[start : readme.index("```", start)]), REGISTRY)
     assert set(found.tenants) == {"kids-app", "stock-photos"}
     assert found.for_tenant("kids-app").classification["visual"]["general_nsfw"].review == 0.5
+
+
+def test_a_file_of_verdicts_is_checked_against_the_schema(tmp_path: Path) -> None:
+    import json
+
+    from consumer.operations.policy_tools import MAX_LINE_BYTES, read_verdict_file
+
+    record = verdict_for(policies().default, visual(general_nsfw=0.7)).to_avro()
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps(record) + "\n\n")
+    assert [v.decision for v in read_verdict_file(good)] == [Decision.REVIEW]
+    record["evidence"][0]["scores"]["general_nsfw"] = "high"  # a wrong type would crash the decision
+    wrong = tmp_path / "wrong.jsonl"
+    wrong.write_text(json.dumps(record) + "\n")
+    with pytest.raises(ConfigError, match="line 1 is not a verdict"):
+        list(read_verdict_file(wrong))
+    giant = tmp_path / "giant.jsonl"
+    giant.write_bytes(b"[" + b" " * MAX_LINE_BYTES + b"]\n")
+    with pytest.raises(ConfigError, match="line 1 is longer than"):
+        list(read_verdict_file(giant))
