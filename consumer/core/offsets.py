@@ -27,7 +27,9 @@ class _Partition:
     done: set[int] = field(default_factory=set)
     next_commit: int | None = None  # first offset not yet known finished
     committed: Position | None = None
-    restored: set[int] = field(default_factory=set)  # finished by a previous owner, beyond its commit
+    # finished by a previous owner beyond its commit: [start, end) intervals, ascending (the commit
+    # metadata is outside input: as intervals its cost is its size, never the range it claims)
+    restored: deque[offsetmap.Interval] = field(default_factory=deque)
     cut: int | None = None  # the metadata no longer covers completions after this offset
 
     def advance(self) -> None:
@@ -49,11 +51,12 @@ class OffsetTracker:
         self._limit = metadata_limit
 
     def restore(self, tp: TopicPartition, committed: int, metadata: str | None) -> int:
-        """On assignment: remember what the previous owner finished beyond its commit."""
+        """On assignment: remember what the previous owner finished beyond its commit; returns how
+        many offsets that is."""
         part = self._parts.setdefault(tp, _Partition())
-        part.restored = offsetmap.decode(committed, metadata)
+        part.restored = deque(offsetmap.decode_runs(committed, metadata))
         part.committed = Position(committed, metadata or "")
-        return len(part.restored)
+        return sum(end - start for start, end in part.restored)
 
     def track(self, tp: TopicPartition, offset: int) -> bool:
         """Record a dispatched offset; False when it was already finished (skip it)."""
@@ -63,8 +66,13 @@ class OffsetTracker:
         if not part.pending and part.next_commit is None:
             part.next_commit = offset
         part.pending.append(offset)
-        if offset in part.restored:
-            part.restored.discard(offset)
+        restored = part.restored
+        while restored and restored[0][1] <= offset:
+            restored.popleft()  # offsets not read again (compacted, transaction markers)
+        if restored and restored[0][0] <= offset:
+            restored[0] = (offset + 1, restored[0][1])
+            if restored[0][0] >= restored[0][1]:
+                restored.popleft()
             part.done.add(offset)
             part.advance()
             return False
@@ -85,7 +93,7 @@ class OffsetTracker:
         for tp, p in self._parts.items():
             if p.next_commit is None:
                 continue
-            metadata, p.cut = offsetmap.encode(p.next_commit, p.done | p.restored, self._limit)
+            metadata, p.cut = offsetmap.encode(p.next_commit, p.done, self._limit, p.restored)
             position = Position(p.next_commit, metadata)
             if position != p.committed:
                 found[tp] = position
