@@ -10,6 +10,7 @@ each again with the candidate. It calls no provider: verdicts carry their eviden
 from __future__ import annotations
 
 import json
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -112,7 +113,9 @@ def read_verdict_file(path: Path) -> Iterator[ModerationVerdict]:
     import fastavro
     from fastavro.validation import validate
 
-    schema = AvroCodec().schema("ModerationVerdict").parsed
+    codec = AvroCodec()
+    schema = codec.schema("ModerationVerdict").parsed
+    ours = {entry.canonical for entry in codec.versions("ModerationVerdict")}
 
     def verdict(record: object, where: str) -> ModerationVerdict:
         if not validate(record, schema, raise_errors=False):
@@ -120,11 +123,18 @@ def read_verdict_file(path: Path) -> Iterator[ModerationVerdict]:
         return ModerationVerdict.from_avro(record)  # type: ignore[arg-type]
 
     try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise ConfigError("--input", f"{path} is not a regular file")
         with path.open("rb") as f:
             magic = f.read(4)
             f.seek(0)
             if magic == _AVRO_MAGIC:
-                for number, record in enumerate(fastavro.reader(f), 1):
+                container = fastavro.reader(f)
+                # the container names its own writer schema: only a version of ours is read (a
+                # look-alike with an array of nulls declaring 2^40 items held fastavro's reader forever)
+                if _canonical(container.metadata.get("avro.schema")) not in ours:
+                    raise ConfigError("--input", f"{path} is an Avro file of another schema (not a verdict)")
+                for number, record in enumerate(container, 1):
                     yield verdict(record, f"record {number}")
                 return
             for number, line in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
@@ -140,8 +150,20 @@ def read_verdict_file(path: Path) -> Iterator[ModerationVerdict]:
                     yield verdict(record, f"line {number}")
     except OSError as exc:
         raise ConfigError("--input", f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
-    except (ValueError, KeyError, TypeError, EOFError) as exc:
+    except (ValueError, KeyError, TypeError, EOFError, RecursionError) as exc:
         raise ConfigError("--input", f"{path} is not a file of verdicts ({type(exc).__name__})") from None
+
+
+def _canonical(schema_json: object) -> str | None:
+    """The parsing canonical form of a container's writer schema (None when it is not one)."""
+    from fastavro.schema import to_parsing_canonical_form
+
+    if not isinstance(schema_json, str) or len(schema_json) > MAX_LINE_BYTES:
+        return None
+    try:
+        return str(to_parsing_canonical_form(json.loads(schema_json)))
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return None
 
 
 def read_verdict_topic(

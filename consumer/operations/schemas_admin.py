@@ -23,6 +23,7 @@ from consumer.config import KafkaSettings, Settings
 from consumer.errors import ConfigError
 from consumer.schema_registry import UNREACHABLE, output_schemas, registry_client, subject_for
 from consumer.serde import AvroCodec
+from consumer.settings_sections import UnreadableFile, os_reason, read_text
 
 __all__ = ["EXIT_INCOMPATIBLE", "EXIT_UNREACHABLE", "SubjectPlan", "check", "plan", "register"]
 
@@ -56,6 +57,8 @@ def topic_schemas(kafka: KafkaSettings) -> dict[str, str]:
 def plan(settings: Settings, schema_dir: Path | None = None) -> list[SubjectPlan]:
     """The subjects of our topics under the configured naming strategy (several topics share one
     subject under the record strategy) with the schemas of ``schema_dir`` (default: the shipped ones)."""
+    if schema_dir is not None:
+        _check_schema_files(schema_dir)
     codec = AvroCodec(schema_dir)
     strategy = settings.schema_registry.subject_name_strategy
     topics_of: dict[tuple[str, str], list[str]] = {}
@@ -66,6 +69,27 @@ def plan(settings: Settings, schema_dir: Path | None = None) -> list[SubjectPlan
         SubjectPlan(subject, name, tuple(topics), Schema(json.dumps(codec.raw(name)), "AVRO"))
         for (subject, name), topics in sorted(topics_of.items())
     ]
+
+
+MAX_SCHEMA_FILE_BYTES = 1 << 20  # the shipped schemas are a few KB each
+
+
+def _check_schema_files(schema_dir: Path) -> None:
+    """A candidate schema directory is outside input: each ``.avsc`` (and ``history/*.avsc``) must be
+    a regular file of bounded size holding JSON of bounded depth, before the codec reads it whole.
+    ConfigError naming ``--schema-dir`` (never the contents) otherwise."""
+    for path in sorted([*schema_dir.glob("*.avsc"), *(schema_dir / "history").glob("*.avsc")]):
+        try:
+            text = read_text(path, MAX_SCHEMA_FILE_BYTES)
+            json.loads(text)
+        except OSError as exc:
+            raise ConfigError("--schema-dir", f"cannot read {path}: {os_reason(exc)}") from None
+        except UnreadableFile as exc:
+            raise ConfigError("--schema-dir", f"cannot read {path}: {exc}") from None
+        except ValueError:
+            raise ConfigError("--schema-dir", f"{path} is not JSON") from None
+        except RecursionError:
+            raise ConfigError("--schema-dir", f"{path} is not JSON: nested too deeply") from None
 
 
 def _client(settings: Settings) -> SchemaRegistryClient:
