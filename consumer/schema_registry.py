@@ -9,6 +9,16 @@ deployment can switch its writers without a gap. The registry is asked only off 
 process has not seen yet is decoded through ``resolve`` in a worker thread, retried while the
 registry is unreachable (``RegistryUnavailable``, transient) and dead-lettered when the registry
 does not know the id (``SerializationError``).
+
+A schema id is chosen by whoever wrote the record, and a schema by whoever registered it, so a
+writer schema is admitted before any body written with it is decoded (``core.writer_schemas``):
+one of our published schemas; or a registered version of the topic's subject (or of a subject in
+``schema_registry.accepted_subjects``) that our reader schema can read and that passes the
+structural checks (no recursion, no arrays of items that take no bytes, bounded size and depth).
+Any other id is refused, and refused and unknown ids are remembered for
+``schema_registry.refused_id_ttl_s``: a storm of records carrying one costs one lookup. Lookups of
+one id are single-flight. Bodies are then read by fastavro with the admitted writer schema, as
+``AvroDeserializer`` reads them (which has no hook to refuse a writer schema before decoding).
 """
 
 from __future__ import annotations
@@ -18,9 +28,11 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import fastavro
+from cachetools import TTLCache
 from confluent_kafka.schema_registry import (
     Schema,
     SchemaRegistryClient,
@@ -28,13 +40,20 @@ from confluent_kafka.schema_registry import (
     record_subject_name_strategy,
     topic_subject_name_strategy,
 )
-from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.schema_registry.common._httpx_compat import httpx as _client_http
 from confluent_kafka.serialization import MessageField, SerializationContext
 from confluent_kafka.serialization import SerializationError as ClientSerializationError
 from fastavro.schema import to_parsing_canonical_form
 
 from consumer.config import KafkaSettings, SchemaRegistrySettings, Settings
+from consumer.core.writer_schemas import (
+    BodyLimits,
+    check_writer_schema,
+    full_name,
+    parse_writer_schema,
+    reader_gap,
+)
 from consumer.errors import ConfigError, RegistryUnavailable, SerializationError
 from consumer.serde import SINGLE_OBJECT_MAGIC, AvroCodec, Codec, SchemaEntry
 
@@ -43,6 +62,7 @@ __all__ = [
     "UNREACHABLE",
     "RegistryCodec",
     "codec_for",
+    "input_schemas",
     "output_schemas",
     "prepare_outputs",
     "registry_client",
@@ -56,6 +76,7 @@ UNREACHABLE: tuple[type[Exception], ...] = (_client_http.TransportError, OSError
 _REGISTRY_FAILURES: tuple[type[Exception], ...] = (SchemaRegistryError, *UNREACHABLE)
 log = logging.getLogger("consumer.schema_registry")
 _NOT_FOUND = 404
+_REFUSED_IDS = 10_000  # refused or unknown schema ids remembered at once
 
 
 def codec_for(settings: Settings) -> Codec:
@@ -74,7 +95,18 @@ def codec_for(settings: Settings) -> Codec:
         auto_register=registry.auto_register,
         strategy=registry.subject_name_strategy,
         write_confluent=writes == "confluent",
+        accepted_subjects=registry.accepted_subjects,
+        refused_ttl_s=registry.refused_id_ttl_s,
     )
+
+
+def input_schemas(kafka: KafkaSettings) -> dict[str, str]:
+    """What the service reads: topic -> record name (the uploads and the index maintenance inputs)."""
+    return {
+        kafka.input_topic: "UploadEvent",
+        kafka.deleted_topic: "UploadDeleted",
+        kafka.review_decision_topic: "ReviewDecision",
+    }
 
 
 def output_schemas(kafka: KafkaSettings, *, shadow: bool = True) -> dict[str, str]:
@@ -149,9 +181,13 @@ class RegistryCodec:
         auto_register: bool = False,
         strategy: str = "topic",
         write_confluent: bool = True,
+        accepted_subjects: Sequence[str] = (),
+        refused_ttl_s: float = 300.0,
     ) -> None:
         """``write_confluent=False``: write single-object encoding still (reading both), the first
-        step of a migration whose readers must all accept the new framing first."""
+        step of a migration whose readers must all accept the new framing first.
+        ``accepted_subjects``: subjects whose registered versions are admitted as writer schemas of
+        any topic, besides the topic's own subject."""
         self._client = client
         self._write_confluent = write_confluent
         self._local = local
@@ -169,13 +205,13 @@ class RegistryCodec:
         # one serializer per (record, topic): a serializer keeps the schema id of the last subject
         # it learnt, and each topic's subject has its own
         self._serializers: dict[tuple[str, str], AvroSerializer] = {}
-        self._deserializers: dict[str, AvroDeserializer] = {}
         for name in local.names():
-            schema = self._schemas[name] = Schema(json.dumps(local.raw(name)), "AVRO")
-            self._deserializers[name] = AvroDeserializer(client, schema.schema_str)
+            self._schemas[name] = Schema(json.dumps(local.raw(name)), "AVRO")
         self._contexts: dict[str, SerializationContext] = {}
-        self._known_ids: set[int] = set()
-        self._shipped: dict[int, SchemaEntry] = {}
+        self._accepted_subjects = tuple(accepted_subjects)
+        self._writers: dict[int, SchemaEntry] = {}  # admitted writer schemas by id
+        self._refused: TTLCache[int, str] = TTLCache(maxsize=_REFUSED_IDS, ttl=refused_ttl_s)
+        self._resolving: dict[int, threading.Lock] = {}
         self._lock = threading.Lock()
 
     # --- writing ---------------------------------------------------------------------------------
@@ -206,16 +242,14 @@ class RegistryCodec:
                 self._learn(registered.schema_id, schema.schema_str)
 
     def _learn(self, schema_id: int, schema_str: str | None) -> None:
-        """Remember a schema id as resolved; when its schema is one of ours (any published
-        version), its records' bodies are read as ``AvroCodec`` reads them (see ``decode``)."""
+        """Admit a schema id we registered or looked up for an output: one of our published schemas."""
         try:
             entry = self._local.writer_of(to_parsing_canonical_form(json.loads(schema_str or "")))
         except (ValueError, TypeError, KeyError, AttributeError):
-            entry = None  # not JSON Avro we can read: the library's deserializer keeps reading it
-        with self._lock:
-            if entry is not None:
-                self._shipped[schema_id] = entry
-            self._known_ids.add(schema_id)
+            entry = None
+        if entry is not None:
+            with self._lock:
+                self._writers[schema_id] = entry
 
     def _context(self, topic: str) -> SerializationContext:
         context = self._contexts.get(topic)
@@ -252,31 +286,125 @@ class RegistryCodec:
         return int.from_bytes(data[1:5], "big")
 
     def needs_registry(self, data: bytes | None) -> bool:
-        """True when decoding ``data`` would ask the registry (an id this process has not seen):
-        decode it with ``resolve`` in a worker thread, never on the event loop."""
+        """True when decoding ``data`` would ask the registry (an id this process has neither
+        admitted nor refused lately): decode it with ``resolve`` in a worker thread, never on the
+        event loop."""
         schema_id = self.schema_id(data)
-        return schema_id is not None and schema_id not in self._known_ids
+        if schema_id is None or schema_id in self._writers:
+            return False
+        with self._lock:
+            return schema_id not in self._refused
 
     def resolve(self, data: bytes, expected: str, *, topic: str) -> dict[str, Any]:
-        """``decode`` for a record whose schema id is new here: asks the registry (blocking)."""
+        """``decode`` for a record whose schema id is new here: asks the registry (blocking) whether
+        its writer schema is admitted, once per id however many records carry it at once."""
         schema_id = self.schema_id(data)
         if schema_id is None:
             raise SerializationError("not a Confluent-framed record (magic byte 0 + schema id)")
+        with self._lock:
+            lock = self._resolving.setdefault(schema_id, threading.Lock())
+        with lock:
+            if schema_id not in self._writers and self._refusal(schema_id) is None:
+                try:
+                    entry = self._admit(schema_id, expected, topic)
+                except SerializationError as exc:
+                    with self._lock:
+                        self._refused[schema_id] = str(exc)
+                    raise
+                finally:
+                    with self._lock:
+                        self._resolving.pop(schema_id, None)
+                with self._lock:
+                    self._writers[schema_id] = entry
+        return self.decode(data, expected, topic=topic)
+
+    def _refusal(self, schema_id: int) -> str | None:
+        with self._lock:
+            refusal: str | None = self._refused.get(schema_id)
+        return refusal
+
+    def _admit(self, schema_id: int, expected: str, topic: str) -> SchemaEntry:
+        """The writer schema of ``schema_id`` if it may be read as ``expected`` on ``topic``;
+        SerializationError (remembered) if not, RegistryUnavailable (not remembered) when the
+        registry cannot be asked."""
+        registered = self._registry_call(f"reading schema id {schema_id}", self._client.get_schema, schema_id)
+        if (registered.schema_type or "AVRO") != "AVRO" or registered.references:
+            raise SerializationError(
+                f"schema id {schema_id} refused: not a self-contained Avro schema"
+                f" ({registered.schema_type or 'AVRO'}, {len(registered.references or [])} references)"
+            )
         try:
-            value = self._deserialize(data, expected, topic)
-            writer = self._client.get_schema(schema_id).schema_str  # cached by the deserializer's lookup
+            raw = parse_writer_schema(registered.schema_str or "")
+            canonical = to_parsing_canonical_form(raw)
+        except SerializationError as exc:
+            raise SerializationError(f"schema id {schema_id} refused: {exc}") from None
+        except Exception as exc:  # fastavro's schema errors: not a valid Avro schema
+            raise SerializationError(
+                f"schema id {schema_id} refused: not a valid Avro schema ({type(exc).__name__})"
+            ) from None
+        shipped = self._local.writer_of(canonical)
+        if shipped is not None:
+            return shipped
+        reader = self._local.raw(expected)
+        try:
+            check_writer_schema(raw)
+        except SerializationError as exc:
+            raise SerializationError(f"schema id {schema_id} refused: {exc}") from None
+        gap = reader_gap(raw, reader)
+        if gap is not None:
+            raise SerializationError(f"schema id {schema_id} refused: cannot be read as {expected}: {gap}")
+        subjects = (
+            subject_for(self._strategy, topic, self._local.full_name(expected)),
+            *self._accepted_subjects,
+        )
+        if not any(self._registered_under(subject, registered.schema_str or "") for subject in subjects):
+            raise SerializationError(
+                f"schema id {schema_id} refused: not a registered version of {', '.join(subjects)}"
+            )
+        try:
+            parsed = fastavro.parse_schema(raw)
+            limits = BodyLimits(raw)
+        except Exception as exc:  # fastavro's schema errors
+            raise SerializationError(
+                f"schema id {schema_id} refused: not a valid Avro schema ({type(exc).__name__})"
+            ) from None
+        name = str(raw["name"]).rsplit(".", 1)[-1]
+        return SchemaEntry(
+            name,
+            parsed,
+            canonical,
+            b"",
+            raw=raw,
+            full_name=full_name(raw["name"], raw.get("namespace")),
+            limits=limits,
+        )
+
+    def _registered_under(self, subject: str, schema_str: str) -> bool:
+        try:
+            self._client.lookup_schema(subject, Schema(schema_str, "AVRO"))
         except SchemaRegistryError as exc:
             if exc.http_status_code == _NOT_FOUND:
-                raise SerializationError(f"schema id {schema_id} is unknown to the schema registry") from None
+                return False
             if exc.http_status_code >= 500:
-                raise _unavailable(f"reading schema id {schema_id}", exc) from None
+                raise _unavailable(f"looking up {subject}", exc) from None
+            return False
+        except UNREACHABLE as exc:
+            raise _unavailable(f"looking up {subject}", exc) from None
+        return True
+
+    def _registry_call(self, what: str, call: Any, *args: Any) -> Any:
+        try:
+            return call(*args)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == _NOT_FOUND:
+                raise SerializationError(f"{what}: unknown to the schema registry") from None
+            if exc.http_status_code >= 500:
+                raise _unavailable(what, exc) from None
             raise SerializationError(
-                f"the schema registry refused schema id {schema_id} (HTTP {exc.http_status_code})"
+                f"{what}: the schema registry refused (HTTP {exc.http_status_code})"
             ) from None
         except UNREACHABLE as exc:
-            raise _unavailable(f"reading schema id {schema_id}", exc) from None
-        self._learn(schema_id, writer)
-        return value
+            raise _unavailable(what, exc) from None
 
     def decode(self, data: bytes | None, expected: str, *, topic: str = "") -> dict[str, Any]:
         """A record of schema ``expected``, from either framing. A Confluent-framed record of an id
@@ -291,32 +419,18 @@ class RegistryCodec:
                 "neither Confluent framing (magic byte 0 + schema id) nor Avro single-object encoding "
                 f"(first bytes {data[:4].hex()})"
             )
-        shipped = self._shipped.get(schema_id)
-        if shipped is not None:
-            # One of our schemas wrote it: the body is read by fastavro with that parsed schema,
-            # as AvroDeserializer would, without its per-record expansion of the reader schema
-            # (for data-contract rules, which run only with a context: 11 of its 17 us a record).
-            return self._local.read_body(data, 5, shipped, expected)
-        if schema_id not in self._known_ids:
-            raise SerializationError(f"schema id {schema_id} not resolved yet (call resolve off the loop)")
-        return self._deserialize(data, expected, topic)
-
-    def _deserialize(self, data: bytes, expected: str, topic: str) -> dict[str, Any]:
-        deserializer = self._deserializers.get(expected)
-        if deserializer is None:
-            raise SerializationError(f"unknown schema {expected!r}")
-        try:
-            value = deserializer(data, None)
-        except _REGISTRY_FAILURES:
-            raise
-        except Exception as exc:  # fastavro and the client raise many kinds for a body that breaks its schema
-            raise SerializationError(f"corrupt {expected} body: {type(exc).__name__}: {exc}") from None
-        if not isinstance(value, dict):
-            raise SerializationError(f"{expected} did not decode to a record")
-        return value
+        writer = self._writers.get(schema_id)
+        if writer is not None:
+            # read by fastavro with the admitted writer schema, as AvroDeserializer would, without
+            # its per-record expansion of the reader schema (for data-contract rules we do not use)
+            return self._local.read_body(data, 5, writer, expected)
+        refusal = self._refusal(schema_id)
+        if refusal is not None:
+            raise SerializationError(refusal)
+        raise SerializationError(f"schema id {schema_id} not resolved yet (call resolve off the loop)")
 
     def known_ids(self) -> Iterable[int]:
-        return tuple(self._known_ids)
+        return tuple(self._writers)
 
     def close(self) -> None:
         """Close the registry client's HTTP connections."""

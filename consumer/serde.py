@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import fastavro
 from fastavro.schema import to_parsing_canonical_form
 
+from consumer.core.writer_schemas import BodyLimits, check_writer_schema
 from consumer.errors import SerializationError
 
 __all__ = [
@@ -73,6 +74,7 @@ class SchemaEntry:
     fingerprint: bytes  # 8 bytes, little-endian, as written after the magic
     raw: Any = None  # the schema as shipped (JSON), what a registry is given
     full_name: str = ""  # namespace.name: the subject under RecordNameStrategy
+    limits: BodyLimits | None = None  # the walk that bounds a body before fastavro reads it
 
 
 class Codec(Protocol):
@@ -191,6 +193,8 @@ class AvroCodec:
         reader = self.schema(expected)
         if writer.name != reader.name:
             raise SerializationError(f"record is a {writer.name}, expected {expected}")
+        if writer.limits is not None:
+            writer.limits.check(data, start)
         buf = io.BytesIO(data)
         buf.seek(start)
         resolve = None if writer is reader else reader.parsed
@@ -209,9 +213,12 @@ class AvroCodec:
 
 def _load(path: Path) -> SchemaEntry:
     raw = json.loads(path.read_text())
+    check_writer_schema(raw)  # what we read must pass what we ask of others' schemas
     parsed = fastavro.parse_schema(raw)  # keeps the parsed marker: no re-parse per record
     canonical = to_parsing_canonical_form(raw)
     fingerprint = struct.pack("<Q", crc64_avro(canonical.encode()))
     namespace = raw.get("namespace")
     full_name = f"{namespace}.{raw['name']}" if namespace else raw["name"]
-    return SchemaEntry(raw["name"], parsed, canonical, fingerprint, raw=raw, full_name=full_name)
+    return SchemaEntry(
+        raw["name"], parsed, canonical, fingerprint, raw=raw, full_name=full_name, limits=BodyLimits(raw)
+    )

@@ -220,6 +220,18 @@ class SchemaRegistrySettings(_Section):
     retry_max_delay_s: float = Field(
         default=10.0, gt=0, le=600, description="longest wait between tries while the registry is unreachable"
     )
+    accepted_subjects: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="subjects whose registered versions are also accepted as writer schemas of our inputs"
+        " (besides each input topic's own subject)",
+    )
+    refused_id_ttl_s: float = Field(
+        default=300.0,
+        ge=0,
+        le=86_400,
+        description="how long a schema id the registry does not know, or that is refused, is remembered",
+    )
 
     _url = field_validator("url")(classmethod(lambda cls, v: v if v is None else _http_url(v)))
 
@@ -288,7 +300,21 @@ class ProcessingSettings(_Section):
     )
     transaction_interval_ms: int = Field(default=100, ge=10, le=60_000)
     max_record_bytes: int = Field(
-        default=1 << 20, ge=1, description="input records larger than this are dead letters"
+        default=1 << 20,
+        ge=1,
+        description="input records larger than this (key, value and headers) are dead letters",
+    )
+    max_header_count: int = Field(
+        default=64,
+        ge=0,
+        le=100_000,
+        description="input records with more headers are dead letters, their headers cut",
+    )
+    max_header_bytes: int = Field(
+        default=64 << 10,
+        ge=0,
+        description="input records whose headers (names and values) weigh more are dead letters,"
+        " their headers cut",
     )
     dead_letter_refused: bool = Field(
         default=True,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "INPUT_RECORDS",
     "CheckEvidence",
     "CheckRun",
     "ClassScore",
@@ -385,3 +387,11 @@ class ReviewDecision:
             "note": self.note,
             "decided_at": self.decided_at,
         }
+
+
+# The records the service reads, by schema name: how each is built from its decoded Avro.
+INPUT_RECORDS: dict[str, Callable[[dict[str, Any]], UploadEvent | UploadDeleted | ReviewDecision]] = {
+    "UploadEvent": UploadEvent.from_avro,
+    "UploadDeleted": UploadDeleted.from_avro,
+    "ReviewDecision": ReviewDecision.from_avro,
+}

@@ -21,7 +21,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, Schema
 
 from consumer.config import KafkaSettings, Settings
 from consumer.errors import ConfigError
-from consumer.schema_registry import UNREACHABLE, output_schemas, registry_client, subject_for
+from consumer.schema_registry import UNREACHABLE, input_schemas, output_schemas, registry_client, subject_for
 from consumer.serde import AvroCodec
 from consumer.settings_sections import UnreadableFile, os_reason, read_text
 
@@ -46,12 +46,7 @@ class SubjectPlan:
 
 def topic_schemas(kafka: KafkaSettings) -> dict[str, str]:
     """Every topic the service reads or writes -> its record name."""
-    return {
-        kafka.input_topic: "UploadEvent",
-        kafka.deleted_topic: "UploadDeleted",
-        kafka.review_decision_topic: "ReviewDecision",
-        **output_schemas(kafka),
-    }
+    return {**input_schemas(kafka), **output_schemas(kafka)}
 
 
 def plan(settings: Settings, schema_dir: Path | None = None) -> list[SubjectPlan]:
