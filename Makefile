@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install jars prometheus helm chart deploy demo test unit integration chaos lint typecheck format clean bench
+.PHONY: install jars prometheus helm chart deploy demo test unit integration chaos lint typecheck format clean bench fuzz
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
@@ -40,6 +40,7 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/mypy examples
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/bandit -q -r consumer -c pyproject.toml
 
 test: install jars prometheus helm lint
 	$(BIN)/pytest -p no:cacheprovider
@@ -55,6 +56,12 @@ deploy: install helm
 
 chaos: install jars
 	$(BIN)/pytest -s tests/chaos
+
+# Coverage-guided fuzzing (atheris) of every decoder of outside bytes for FUZZ_SECONDS each (a short
+# run of each is part of `make test`); learns into .local/fuzz/corpus, crashes go to .local/fuzz/crashes
+FUZZ_SECONDS ?= 60
+fuzz: install
+	$(BIN)/python -m tests.fuzz --all --seconds $(FUZZ_SECONDS)
 
 format: install
 	$(BIN)/ruff check --fix consumer simulator devtools tests bench examples

@@ -366,7 +366,7 @@ class CallbackServer:
         await self._web.setup()
         await web.TCPSite(self._web, c.host, c.port if self._worker == 0 else 0).start()
         port = c.port if self._worker > 0 and c.port else int(self._web.addresses[0][1])
-        base = c.public_url or f"http://{'127.0.0.1' if c.host in ('0.0.0.0', '::') else c.host}:{port}"
+        base = c.public_url or f"http://{'127.0.0.1' if c.host in ('0.0.0.0', '::') else c.host}:{port}"  # nosec B104  # compares with the wildcard to build a loopback URL; binds nothing
         self.url = f"{base.rstrip('/')}/callbacks/{token}"
         self._relay = RelayListener(k, self.correlator, loop)
         self._relay.start()

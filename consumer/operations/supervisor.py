@@ -10,7 +10,7 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
+import subprocess  # nosec B404  # starts its own worker processes: fixed argv, never a shell
 import sys
 import tempfile
 import time
@@ -111,6 +111,6 @@ def _supervise(workers: int, worker_args: list[str], stop_grace_s: float, direct
 
 def _start(w: _Worker, worker_args: list[str], shared: dict[str, str]) -> None:
     env = {**os.environ, **shared, WORKER_INDEX_ENV: str(w.index)}
-    w.process = subprocess.Popen([sys.executable, "-m", "consumer", "run", *worker_args], env=env)
+    w.process = subprocess.Popen([sys.executable, "-m", "consumer", "run", *worker_args], env=env)  # nosec B603  # this interpreter; arguments from the operator's own command line; no shell
     w.started_at = time.monotonic()
     log.info("worker started", extra={"worker": w.index, "pid": w.process.pid})

@@ -42,7 +42,7 @@ def announce(index: int, host: str, port: int | None) -> None:
     directory = _directory()
     if directory is None or index == 0 or port is None:
         return
-    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # nosec B104  # maps a wildcard bind to loopback for a local client; binds nothing
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     temporary = directory / f".worker-{index}.url.{os.getpid()}"
     temporary.write_text(url)
