@@ -23,6 +23,7 @@ from typing import Any, Self
 import httpx
 from confluent_kafka import Consumer, Message, Producer
 
+from consumer.core import index_metadata
 from consumer.core.deadletter import DeadLetter
 from consumer.core.records import MediaType, ModerationVerdict, UploadEvent
 from consumer.serde import AvroCodec, Codec, decode_blocking
@@ -162,7 +163,7 @@ class SimulatorProcess:
         resp = httpx.post(
             self.url + "/api/v2/custom_index/add/sync",
             headers={"authorization": f"token {DEFAULT_KEYS['index']}"},
-            data={"metadata": f"tenant={tenant};{metadata}"},
+            data={"metadata": index_metadata.encode(tenant, metadata)},
             files={"media": ("seed.png", data, "image/png")},
             timeout=30,
         )

@@ -19,10 +19,12 @@ from consumer.checks.providers.hive import (
     parse_csam,
 )
 from consumer.checks.retry import RetryPolicy
+from consumer.core import index_metadata
 from consumer.errors import PermanentError, RateLimitedError, TransientError
 from consumer.transports.httpclient import HttpxClient
 
 KEY = "hive-secret-key"
+META = index_metadata.encode
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
@@ -207,16 +209,31 @@ async def test_custom_index_scopes_matches_to_the_tenant() -> None:
         "response": {
             "output": {
                 "matches": [
-                    {"id": "1", "similarity_score": 0.99, "metadata": "tenant=other;theirs"},
-                    {"id": "2", "similarity_score": 0.97, "metadata": "tenant=mine;banned"},
+                    {
+                        "id": "1",
+                        "similarity_score": 0.99,
+                        "metadata": index_metadata.encode("other", "theirs"),
+                    },
+                    {
+                        "id": "2",
+                        "similarity_score": 0.97,
+                        "metadata": index_metadata.encode("mine", "banned"),
+                    },
                     {"id": "3", "similarity_score": 0.91, "metadata": "untagged"},
+                    {"id": "4", "similarity_score": 0.95, "metadata": "tenant=mine;old format, forgeable"},
+                    {"id": "5", "similarity_score": 0.93, "metadata": index_metadata.encode("mine2", "x")},
+                    {
+                        "id": "6",
+                        "similarity_score": 0.92,
+                        "metadata": '{"v":1,"tenant":"mine","note":"a","x":1}',
+                    },
                 ]
             }
         },
     }
     handler, seen = sequence(httpx.Response(200, json=body))
     checked = await HiveCustomIndex(transport(handler, check="similarity")).query(Media(data=b"x"), "mine")
-    assert [(m.match_id, m.metadata) for m in checked.value] == [("2", "banned"), ("3", "untagged")]
+    assert [(m.match_id, m.metadata) for m in checked.value] == [("2", "banned")]
     assert seen[0].url.path == "/api/v2/custom_index/query/sync"
 
 
@@ -233,7 +250,51 @@ async def test_custom_index_add_tags_the_tenant() -> None:
     )
     sha = await HiveCustomIndex(transport(handler)).add(Media(data=b"x"), "t1", "confirmed BLOCK")
     assert sha == "abc"
-    assert b"tenant=t1;confirmed BLOCK" in seen[0].content
+    assert index_metadata.encode("t1", "confirmed BLOCK").encode() in seen[0].content
+
+
+def _query_answer(*owners: str | None) -> httpx.Response:
+    matches = [
+        {"id": str(i), "similarity_score": 0.99, "metadata": index_metadata.encode(o, "n") if o else "x"}
+        for i, o in enumerate(owners)
+    ]
+    return httpx.Response(200, json={"task_id": "q", "response": {"output": {"matches": matches}}})
+
+
+QUERY = "/api/v2/custom_index/query/sync"
+_REMOVED = httpx.Response(
+    200, json=task_body({"status": "Success", "id": "r1", "shaHash": "abc", "message": "removed"})
+)
+
+
+async def test_custom_index_remove_touches_only_the_tenants_own_entry() -> None:
+    handler, seen = sequence(_query_answer("mine"), _REMOVED)
+    assert (
+        await HiveCustomIndex(transport(handler, check="similarity")).remove(Media(data=b"x"), "mine") == "r1"
+    )
+    assert [r.url.path for r in seen] == [
+        "/api/v2/custom_index/query/sync",
+        "/api/v2/custom_index/remove/sync",
+    ]
+
+
+@pytest.mark.parametrize("owners", [(), ("other",), (None,), ("other", None)])
+async def test_custom_index_remove_of_an_image_the_tenant_does_not_own_removes_nothing(
+    owners: tuple[str | None, ...],
+) -> None:
+    handler, seen = sequence(_query_answer(*owners), _REMOVED)
+    assert (
+        await HiveCustomIndex(transport(handler, check="similarity")).remove(Media(data=b"x"), "mine") is None
+    )
+    assert [r.url.path for r in seen] == [QUERY]
+
+
+async def test_custom_index_remove_of_an_image_another_tenant_also_owns_is_refused() -> None:
+    """Hive removes by image, whoever added it: removing ours could remove theirs."""
+    handler, seen = sequence(_query_answer("mine", "other"), _REMOVED)
+    with pytest.raises(PermanentError, match="another tenant"):
+        await HiveCustomIndex(transport(handler, check="similarity")).remove(Media(data=b"x"), "mine")
+    assert [r.url.path for r in seen] == [QUERY]
 
 
 # --- answers of the right status and the wrong shape ------------------------------------------------

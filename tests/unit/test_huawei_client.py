@@ -223,13 +223,29 @@ async def test_a_null_error_code_on_success_is_no_error() -> None:
 
 
 async def test_a_malformed_answer_is_retried_and_a_good_one_wins() -> None:
-    answers = [b'{"result": "oops"}', b'{"result": [{"path": "p", "sim": 0.9}]}']
+    answers = [
+        b'{"result": "oops"}',
+        b'{"result": [{"path": "p", "sim": 0.9, "tags": {"tenant": "t"}}, {"path": "q", "sim": 0.8}]}',
+    ]
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=answers.pop(0))
 
     checked = await client(handler, attempts=2).query(Media(data=b"x"), "t")
     assert checked.attempts == 2 and [m.score for m in checked.value] == [0.9]
+
+
+async def test_a_match_counts_only_when_its_tenant_tag_is_the_uploads_exactly() -> None:
+    """The provider's tag filter is not trusted: another tenant's (or an untagged) result is dropped."""
+    result = [
+        {"path": "a", "sim": 0.99, "tags": {"tenant": "victim;attacker", "note": "forged"}},
+        {"path": "b", "sim": 0.98, "tags": {"tenant": "other", "note": "theirs"}},
+        {"path": "c", "sim": 0.97},
+        {"path": "d", "sim": 0.96, "tags": {"tenant": "victim", "note": "banned"}},
+    ]
+    body = json.dumps({"count": 4, "result": result}).encode()
+    checked = await client(answering(200, body)).query(Media(data=b"x"), "victim")
+    assert [(m.match_id, m.metadata) for m in checked.value] == [("d", "banned")]
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.operations.replay import Selection
+from consumer.errors import RegistryUnavailable, SerializationError
+from consumer.operations.replay import Selection, refusal
 
 
 def test_everything_by_default() -> None:
@@ -30,3 +31,42 @@ def test_an_empty_range_is_refused() -> None:
 def test_range_is_inclusive(first: int, span: int, offset: int) -> None:
     s = Selection(first=first, last=first + span)
     assert s.covers(0, offset) == (first <= offset <= first + span)
+
+
+INPUTS = {"uploads": "UploadEvent", "uploads.deleted": "UploadDeleted"}
+
+
+def _decodes(topic: str, record: str) -> object:
+    return {"topic": topic, "record": record}
+
+
+def _garbage(topic: str, record: str) -> object:
+    raise SerializationError("not an Avro single-object encoded record")
+
+
+@pytest.mark.parametrize("target", ["moderation.verdicts", "uploads.dlq", "unknown", "", "uploads "])
+def test_replay_target_must_be_an_input(target: str) -> None:
+    """A letter naming an output, the dead letter topic itself or an unknown topic is refused."""
+    reason = refusal(target, INPUTS, _decodes)
+    assert reason is not None and "not an input" in reason
+    assert refusal("uploads", INPUTS, _decodes) is None
+    assert refusal("uploads.deleted", INPUTS, _decodes) is None
+
+
+def test_a_value_that_does_not_decode_as_the_inputs_record_is_refused() -> None:
+    seen: list[tuple[str, str]] = []
+
+    def decode(topic: str, record: str) -> object:
+        seen.append((topic, record))
+        return _garbage(topic, record)
+
+    reason = refusal("uploads", INPUTS, decode)
+    assert reason is not None and "not a UploadEvent" in reason and seen == [("uploads", "UploadEvent")]
+
+
+def test_an_unreachable_registry_stops_the_replay_instead_of_refusing() -> None:
+    def decode(topic: str, record: str) -> object:
+        raise RegistryUnavailable("schema registry unreachable")
+
+    with pytest.raises(RegistryUnavailable):
+        refusal("uploads", INPUTS, decode)

@@ -5,7 +5,6 @@ then the check fails closed."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import SecretStr
@@ -14,8 +13,9 @@ from consumer.checks.media import Media, MediaPolicy
 from consumer.checks.policy import Frame
 from consumer.checks.redaction import register_secret
 from consumer.checks.retry import RetryPolicy
+from consumer.core import index_metadata
 from consumer.core.records import SimilarityMatch
-from consumer.errors import ProviderAnswerError
+from consumer.errors import PermanentError, ProviderAnswerError
 from consumer.transports.httpclient import Answer, HttpClient
 
 if TYPE_CHECKING:
@@ -231,8 +231,10 @@ class HiveHashMatcher:
 class HiveCustomIndex:
     """Custom index add / query / remove (``/api/v2/custom_index/*/{sync,async}``).
 
-    Hive's index has no tenant scoping; the tenant is carried in the metadata string and matches
-    of other tenants are filtered out on query.
+    Hive's index has no tenant scoping: the owning tenant is carried in the metadata string
+    (``core.index_metadata``), and a match counts only when its stored tenant is the upload's
+    exactly. Hive removes by image whoever added it, so ``remove`` asks first and removes only
+    when this tenant has an entry for the image and no other tenant does (else a PermanentError).
     """
 
     def __init__(self, tasks: HiveTasks, *, asynchronous: bool = False) -> None:
@@ -252,12 +254,7 @@ class HiveCustomIndex:
         found, attempts = await self._tasks.run(
             "/api/v2/custom_index/query", media, self._matches, asynchronous=self._async
         )
-        matches = [
-            replace(m, metadata=_strip_tenant(m.metadata))
-            for m in found
-            if _tenant_of(m.metadata) in (None, tenant)
-        ]
-        return Checked(matches, PROVIDER, attempts=attempts)
+        return Checked(index_metadata.own_matches(found, tenant), PROVIDER, attempts=attempts)
 
     async def add(self, media: Media, tenant: str, metadata: str) -> str:
         sha, _ = await self._tasks.run(
@@ -265,24 +262,26 @@ class HiveCustomIndex:
             media,
             self.added_id,
             asynchronous=self._async,
-            extra={"metadata": f"tenant={tenant};{metadata}"},
+            extra={"metadata": index_metadata.encode(tenant, metadata)},
         )
         return sha
 
     async def remove(self, media: Media, tenant: str) -> str | None:
+        found, _ = await self._tasks.run(
+            "/api/v2/custom_index/query", media, self._matches, asynchronous=self._async
+        )
+        owners = {(meta.tenant if (meta := index_metadata.parse(m.metadata)) else None) for m in found}
+        if tenant not in owners:
+            return None
+        if owners != {tenant}:
+            raise PermanentError(
+                f"{self._tasks.check}: another tenant's index entry matches this image too;"
+                " Hive removes by image, so nothing was removed",
+                check=self._tasks.check,
+                code="shared_entry",
+                content=False,
+            )
         removed, _ = await self._tasks.run(
             "/api/v2/custom_index/remove", media, self.removed_id, asynchronous=self._async
         )
         return removed
-
-
-def _strip_tenant(metadata: str | None) -> str | None:
-    if metadata and metadata.startswith("tenant="):
-        return metadata.split(";", 1)[1] if ";" in metadata else ""
-    return metadata
-
-
-def _tenant_of(metadata: str | None) -> str | None:
-    if metadata and metadata.startswith("tenant="):
-        return metadata.split(";", 1)[0].removeprefix("tenant=")
-    return None

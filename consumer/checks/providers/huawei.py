@@ -2,7 +2,9 @@
 
 Searches send the image as base64 ``file`` (``path`` names an image already in the library, so a
 new upload's URL media is downloaded first). The tenant travels as a tag and every search is
-scoped to it. Images are shrunk to the API's 2048-pixel long-side limit before sending, on the
+scoped to it; a result counts only when its tenant tag is the upload's exactly (the provider's
+filter is not trusted), and entries' paths are scoped by tenant, so a tenant removes only its own.
+Images are shrunk to the API's 2048-pixel long-side limit before sending, on the
 ``ImageWorkers`` threads (never on the event loop), and images over the pixel limit are refused.
 
 Errors map through the ``HUAWEI_ERRORS`` table (HTTP status and ImageSearch/APIGW error code).
@@ -18,6 +20,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from pydantic import SecretStr
 
@@ -39,7 +42,9 @@ from consumer.checks.providers.answers import (
 from consumer.checks.providers.http import ProviderEndpoint, ProviderGate
 from consumer.checks.redaction import register_secret
 from consumer.checks.retry import RetryPolicy
+from consumer.core import index_metadata
 from consumer.core.records import SimilarityMatch
+from consumer.core.validation import TENANT_ID
 from consumer.errors import PermanentError, ProviderAnswerError
 from consumer.transports.httpclient import HttpClient
 
@@ -182,14 +187,18 @@ def _match(item: Any, check: str, index: int) -> SimilarityMatch:
         raise _bad(check, f"result[{index}].path", "is not a string")
     if sim is None:
         raise _bad(check, f"result[{index}].sim", "is not a number in [0, 1]")
-    note = None
+    note = owner = None
     if tags is not None:
         if not isinstance(tags, dict):
             raise _bad(check, f"result[{index}].tags", "is not an object")
-        note = tags.get("note")
+        note, owner = tags.get("note"), tags.get("tenant")
         if note is not None and not (note == "" or is_text(note, _TEXT_LIMIT, non_empty=True)):
             raise _bad(check, f"result[{index}].tags.note", "is not a string")
-    return SimilarityMatch(match_id=path, score=sim, metadata=note, url=path)
+    # the owner and note in the structured form every similarity index is filtered by
+    stored = None
+    if isinstance(owner, str) and TENANT_ID.fullmatch(owner):
+        stored = index_metadata.encode(owner, note or "")
+    return SimilarityMatch(match_id=path, score=sim, metadata=stored, url=path)
 
 
 def parse_exists(body: Mapping[str, Any], check: str = "") -> bool:
@@ -245,10 +254,10 @@ class HuaweiImageSearch:
             },
             self._parse_search,
         )
-        return Checked(matches, PROVIDER, attempts=attempts)
+        return Checked(index_metadata.own_matches(matches, tenant), PROVIDER, attempts=attempts)
 
     async def add(self, media: Media, tenant: str, metadata: str, path: str | None = None) -> str:
-        index_path = path or media.url or f"moderation://{tenant}/{media.filename}"
+        index_path = path or _path(tenant, media)
         await self._t.call(
             "POST",
             "",
@@ -261,7 +270,7 @@ class HuaweiImageSearch:
         return index_path
 
     async def remove(self, media: Media, tenant: str, path: str | None = None) -> str | None:
-        index_path = path or media.url or f"moderation://{tenant}/{media.filename}"
+        index_path = path or _path(tenant, media)
         try:
             await self._t.call("DELETE", "", {"path": index_path})
         except PermanentError as exc:
@@ -276,3 +285,9 @@ class HuaweiImageSearch:
 
     async def set_tags(self, path: str, tags: Mapping[str, str]) -> None:
         await self._t.call("PUT", "", {"path": path, "tags": dict(tags)})
+
+
+def _path(tenant: str, media: Media) -> str:
+    """An entry's path, scoped by its tenant: two tenants' entries for one URL never collide, and
+    a tenant can remove only its own (the tenant id's grammar has no ``/``)."""
+    return f"moderation://{tenant}/{quote(media.filename, safe='')}"
