@@ -216,6 +216,16 @@ log_level: INFO
     yield b"{}\n"
 
 
+def index_metadata() -> Iterator[bytes]:
+    from consumer.core.index_metadata import encode
+
+    yield b"\x04" + encode("acme", "known scam image, case 4411").encode()
+    yield b"\x06" + encode("victim", 'a "quoted" note; tenant=attacker').encode()
+    yield b"\x04acmeplain note"
+    yield b"\x00tenant=victim;attacker's note"
+    yield b'\x00{"v": 1, "tenant": "victim;x", "note": ""}'
+
+
 SEEDS: dict[str, Callable[[], Iterator[bytes]]] = {
     "upload_single": upload_single,
     "upload_confluent": upload_confluent,
@@ -227,6 +237,7 @@ SEEDS: dict[str, Callable[[], Iterator[bytes]]] = {
     "huawei_answer": huawei_answer,
     "policy_file": policy_file,
     "settings_file": settings_file,
+    "index_metadata": index_metadata,
 }
 
 

@@ -19,4 +19,5 @@ TARGETS: dict[str, int] = {
     "huawei_answer": 4096,
     "policy_file": 8192,
     "settings_file": 4096,
+    "index_metadata": 8192,  # a note of 1,000 characters, escaped
 }
