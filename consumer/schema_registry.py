@@ -327,7 +327,7 @@ class RegistryCodec:
         """The writer schema of ``schema_id`` if it may be read as ``expected`` on ``topic``;
         SerializationError (remembered) if not, RegistryUnavailable (not remembered) when the
         registry cannot be asked."""
-        registered = self._registry_call(f"reading schema id {schema_id}", self._client.get_schema, schema_id)
+        registered = self._fetch(schema_id)
         if (registered.schema_type or "AVRO") != "AVRO" or registered.references:
             raise SerializationError(
                 f"schema id {schema_id} refused: not a self-contained Avro schema"
@@ -392,19 +392,20 @@ class RegistryCodec:
             raise _unavailable(f"looking up {subject}", exc) from None
         return True
 
-    def _registry_call(self, what: str, call: Any, *args: Any) -> Any:
+    def _fetch(self, schema_id: int) -> Any:
+        """The registered schema of ``schema_id`` (the client caches it)."""
         try:
-            return call(*args)
+            return self._client.get_schema(schema_id)
         except SchemaRegistryError as exc:
             if exc.http_status_code == _NOT_FOUND:
-                raise SerializationError(f"{what}: unknown to the schema registry") from None
+                raise SerializationError(f"schema id {schema_id} is unknown to the schema registry") from None
             if exc.http_status_code >= 500:
-                raise _unavailable(what, exc) from None
+                raise _unavailable(f"reading schema id {schema_id}", exc) from None
             raise SerializationError(
-                f"{what}: the schema registry refused (HTTP {exc.http_status_code})"
+                f"the schema registry refused schema id {schema_id} (HTTP {exc.http_status_code})"
             ) from None
         except UNREACHABLE as exc:
-            raise _unavailable(what, exc) from None
+            raise _unavailable(f"reading schema id {schema_id}", exc) from None
 
     def decode(self, data: bytes | None, expected: str, *, topic: str = "") -> dict[str, Any]:
         """A record of schema ``expected``, from either framing. A Confluent-framed record of an id

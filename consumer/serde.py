@@ -194,7 +194,10 @@ class AvroCodec:
         if writer.name != reader.name:
             raise SerializationError(f"record is a {writer.name}, expected {expected}")
         if writer.limits is not None:
-            writer.limits.check(data, start)
+            try:
+                writer.limits.check(data, start)
+            except SerializationError as exc:
+                raise SerializationError(f"corrupt {expected} body: {exc}") from None
         buf = io.BytesIO(data)
         buf.seek(start)
         resolve = None if writer is reader else reader.parsed

@@ -186,18 +186,18 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
         try:
             b = data[pos]
         except IndexError:
-            raise SerializationError("corrupt body: it ends inside a number") from None
+            raise SerializationError("it ends inside a number") from None
         pos += 1
         result |= (b & 0x7F) << shift
         if b < 0x80:
             return (result >> 1) ^ -(result & 1), pos
         shift += 7
         if shift > 63:
-            raise SerializationError("corrupt body: a number longer than ten bytes")
+            raise SerializationError("a number longer than ten bytes")
 
 
 def _over(what: str, n: int, data: bytes, pos: int) -> SerializationError:
-    return SerializationError(f"corrupt body: {what} of {n} where {len(data) - pos} bytes remain")
+    return SerializationError(f"{what} of {n} where {len(data) - pos} bytes remain")
 
 
 def _skip_null(data: bytes, pos: int, count: _Count) -> int:
@@ -247,7 +247,7 @@ def _union(branches: list[_Skip]) -> _Skip:
         else:
             index, pos = _varint(data, pos)
         if not 0 <= index < len(branches):
-            raise SerializationError(f"corrupt body: union branch {index} of {len(branches)}")
+            raise SerializationError(f"union branch {index} of {len(branches)}")
         return branches[index](data, pos, count)
 
     return skip
@@ -257,7 +257,7 @@ def _enum(symbols: int) -> _Skip:
     def skip(data: bytes, pos: int, count: _Count) -> int:
         index, pos = _varint(data, pos)
         if not 0 <= index < symbols:
-            raise SerializationError(f"corrupt body: enum symbol {index} of {symbols}")
+            raise SerializationError(f"enum symbol {index} of {symbols}")
         return pos
 
     return skip
@@ -276,7 +276,7 @@ def _blocks(item: _Skip, is_map: bool) -> _Skip:
                 raise _over("a block of items", n, data, pos)
             count.items += n
             if count.items > count.limit:
-                raise SerializationError(f"record holds more than {count.limit} array items and map entries")
+                raise SerializationError(f"more than {count.limit} array items and map entries")
             for _ in range(n):
                 if is_map:
                     pos = _skip_sized(data, pos, count)

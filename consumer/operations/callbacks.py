@@ -14,11 +14,17 @@ bodies nested deeper than ``MAX_CALLBACK_DEPTH`` answer 400, and only the fields
 read are relayed (``reduce_task_body``, same shape). A reduced body still over the relay limit
 (below Kafka's 1 MB message limit) is relayed as a marker ``{"task_id": ..., "too_large": true}``
 and its waiter polls the task at once. The early-callback buffer is bounded in count and bytes.
+
+Whoever can write the callback topic could otherwise complete a pending task with a forged result,
+so the receiver signs each relayed body (``RELAY_SIGNATURE``: HMAC-SHA256 of the value, keyed by the
+callback token every process shares) and a listener drops, and counts as ``forged``, any record
+without a valid signature.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import logging
 import secrets
@@ -58,6 +64,7 @@ __all__ = [
     "MAX_CALLBACK_DEPTH",
     "MAX_TASK_ID_LENGTH",
     "RELAY_LIMIT_BYTES",
+    "RELAY_SIGNATURE",
     "AsyncTasks",
     "CallbackReceiver",
     "CallbackServer",
@@ -71,6 +78,24 @@ __all__ = [
 ]
 
 log = logging.getLogger("consumer.callbacks")
+RELAY_SIGNATURE = "moderation.callback.signature"
+
+
+def relay_signature(key: bytes, value: bytes) -> bytes:
+    """The signature a relayed callback carries: hex HMAC-SHA256 of its value under ``key``."""
+    return hmac.new(key, value, hashlib.sha256).hexdigest().encode()
+
+
+def signed(key: bytes, value: bytes | None, headers: Any) -> bool:
+    """Whether a relayed record carries ``relay_signature`` of its value (exactly one such header)."""
+    if value is None or not headers:
+        return False
+    found = [v for name, v in headers if name == RELAY_SIGNATURE]
+    return (
+        len(found) == 1
+        and isinstance(found[0], bytes)
+        and hmac.compare_digest(found[0], relay_signature(key, value))
+    )
 
 
 class Correlator:
@@ -273,9 +298,14 @@ class CallbackReceiver:
         return await asyncio.to_thread(decide)  # a few MB take a few hundred ms: not on the loop
 
 
-def kafka_relay(sink: Sink, topic: str) -> Callable[[bytes, str | None, Headers | None], Awaitable[None]]:
+def kafka_relay(
+    sink: Sink, topic: str, key: bytes
+) -> Callable[[bytes, str | None, Headers | None], Awaitable[None]]:
     async def relay(raw: bytes, task_id: str | None, headers: Headers | None) -> None:
-        await sink.send(topic, None if task_id is None else task_id.encode(), raw, headers)
+        signature: Headers = [(RELAY_SIGNATURE, relay_signature(key, raw))]
+        await sink.send(
+            topic, None if task_id is None else task_id.encode(), raw, [*(headers or []), *signature]
+        )
 
     return relay
 
@@ -284,8 +314,9 @@ class RelayListener:
     """Reads the whole callback topic (a group of its own) and delivers bodies to the correlator."""
 
     def __init__(
-        self, settings: KafkaSettings, correlator: Correlator, loop: asyncio.AbstractEventLoop
+        self, settings: KafkaSettings, correlator: Correlator, loop: asyncio.AbstractEventLoop, key: bytes
     ) -> None:
+        self._key = key
         self._correlator = correlator
         self._loop = loop
         self._topic = settings.callback_topic
@@ -311,6 +342,9 @@ class RelayListener:
                     value = msg.value()
                     if msg.error() or value is None:
                         continue
+                    if not signed(self._key, value, msg.headers()):
+                        self._loop.call_soon_threadsafe(self._forged)
+                        continue
                     try:
                         body = orjson.loads(value)
                     except orjson.JSONDecodeError:
@@ -319,6 +353,10 @@ class RelayListener:
                         self._loop.call_soon_threadsafe(self._deliver, body, len(value), msg.headers())
         finally:
             self._consumer.close()
+
+    def _forged(self) -> None:
+        metrics.CALLBACK_DELIVERIES.labels("forged").inc()
+        log.warning("relayed callback without a valid signature dropped", extra={"topic": self._topic})
 
     def _deliver(self, body: Body, size: int, headers: Any = None) -> None:
         outcome = self._correlator.deliver(body, size)
@@ -360,7 +398,7 @@ class CallbackServer:
                 " process lives; give every process of the group the same token"
             )
         app = web.Application(client_max_size=MAX_CALLBACK_BYTES)
-        CallbackReceiver(token, kafka_relay(self._sink, k.callback_topic)).routes(app)
+        CallbackReceiver(token, kafka_relay(self._sink, k.callback_topic, token.encode())).routes(app)
         app.router.add_get("/metrics", metrics_handler)
         self._web = web.AppRunner(app, access_log=None)
         await self._web.setup()
@@ -368,7 +406,7 @@ class CallbackServer:
         port = c.port if self._worker > 0 and c.port else int(self._web.addresses[0][1])
         base = c.public_url or f"http://{'127.0.0.1' if c.host in ('0.0.0.0', '::') else c.host}:{port}"  # nosec B104  # compares with the wildcard to build a loopback URL; binds nothing
         self.url = f"{base.rstrip('/')}/callbacks/{token}"
-        self._relay = RelayListener(k, self.correlator, loop)
+        self._relay = RelayListener(k, self.correlator, loop, token.encode())
         self._relay.start()
         if not await asyncio.to_thread(self._relay.assigned.wait, 60):
             raise RuntimeError(f"callback relay topic {k.callback_topic} was not assigned within 60s")

@@ -330,3 +330,36 @@ async def test_the_early_buffer_is_bounded_in_bytes() -> None:
     assert c.early_bytes == 0
     c.deliver({"id": "estimated", "pad": "x" * 2_000})  # its size estimated: larger than the bound
     assert c.early_bytes == 0 and not c.expect("estimated").done()
+
+
+def test_a_relayed_callback_counts_only_with_the_receivers_signature() -> None:
+    """Whoever can write the callback topic cannot complete a task: the listener checks the HMAC
+    the receiver put on each relayed body."""
+    from consumer.operations.callbacks import RELAY_SIGNATURE, relay_signature, signed
+
+    key, value = b"shared-callback-token", b'{"task_id": "t1", "status": []}'
+    good = relay_signature(key, value)
+    assert signed(key, value, [("traceparent", b"00-x"), (RELAY_SIGNATURE, good)])
+    assert not signed(key, value, None)
+    assert not signed(key, value, [("traceparent", b"00-x")])
+    assert not signed(key, value, [(RELAY_SIGNATURE, relay_signature(b"another token", value))])
+    assert not signed(key, value + b" ", [(RELAY_SIGNATURE, good)])  # a tampered body
+    assert not signed(key, value, [(RELAY_SIGNATURE, good), (RELAY_SIGNATURE, good)])
+    assert not signed(key, value, [(RELAY_SIGNATURE, None)])
+    assert not signed(key, None, [(RELAY_SIGNATURE, good)])
+
+
+async def test_the_receivers_relay_signs_what_it_publishes() -> None:
+    from consumer.operations.callbacks import RELAY_SIGNATURE, kafka_relay, signed
+
+    sent: list[tuple[str, bytes | None, bytes, Any]] = []
+
+    class RecordingSink:
+        async def send(self, topic: str, key: bytes | None, value: bytes, headers: Any = None) -> None:
+            sent.append((topic, key, value, headers))
+
+    relay = kafka_relay(RecordingSink(), "moderation.callbacks", b"k")  # type: ignore[arg-type]
+    await relay(b'{"task_id": "t1"}', "t1", [("traceparent", b"00-x")])
+    (topic, key, value, headers) = sent[0]
+    assert (topic, key) == ("moderation.callbacks", b"t1")
+    assert signed(b"k", value, headers) and [n for n, _ in headers] == ["traceparent", RELAY_SIGNATURE]

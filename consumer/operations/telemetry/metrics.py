@@ -103,7 +103,7 @@ CALLBACKS = Counter(
 )
 CALLBACK_DELIVERIES = Counter(
     "moderation_callback_deliveries_total",
-    "Relayed callbacks by what they did here: completed, duplicate, early, unknown.",
+    "Relayed callbacks by what they did here: completed, duplicate, early, unknown, forged (unsigned).",
     ["outcome"],
     registry=REGISTRY,
 )
