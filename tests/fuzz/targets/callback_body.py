@@ -14,20 +14,27 @@ from consumer.operations.callback_bodies import (
     reduce_task_body,
     task_id_of,
 )
+from consumer.operations.callbacks import RELAY_SIGNATURE, relay_signature, signed
 
 __all__ = ["test_one_input"]
 
 _OUTCOMES = {"relayed", "reduced", "too_large", "invalid", "too_deep", "no_task_id"}
+_KEY = b"callback-token"
 
 
 def test_one_input(data: bytes) -> None:
+    # a record on the callback topic that the receiver did not sign is refused, whatever it holds
+    assert not signed(_KEY, data, [(RELAY_SIGNATURE, data[:64]), ("other", None)])
     decision = prepare_relay(data)
     assert decision.outcome in _OUTCOMES, decision.outcome
     if not decision.relay:
         return
     assert decision.task_id is not None and 0 < len(decision.task_id) <= MAX_TASK_ID_LENGTH
     assert len(decision.payload) <= RELAY_LIMIT_BYTES
-    body = orjson.loads(decision.payload)  # the relay listener's side
+    headers = [(RELAY_SIGNATURE, relay_signature(_KEY, decision.payload))]
+    assert signed(_KEY, decision.payload, headers)  # the relay listener's side
+    assert not signed(_KEY, decision.payload, headers * 2)
+    body = orjson.loads(decision.payload)
     assert isinstance(body, dict)
     assert task_id_of(body) == decision.task_id
     if not is_too_large(body):
