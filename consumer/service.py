@@ -16,6 +16,7 @@ from consumer.checks.registry import CheckRegistry, Feeds, default_registry
 from consumer.checks.shadow import Shadow
 from consumer.config import Settings
 from consumer.core.epochs import Epochs
+from consumer.core.headers import measure
 from consumer.core.offsets import OffsetTracker, Position, TopicPartition
 from consumer.core.scheduler import Scheduler, Work
 from consumer.core.stalls import CommitWatch
@@ -135,6 +136,8 @@ class ModerationService:
             fail=self._fail,
             limit=await asyncio.to_thread(output_limit, k, [k.dlq_topic]),
             shadow=Shadow(policy, self.registry.fed(Feeds.SIMILARITY)) if policy.shadow else None,
+            max_header_count=self.settings.processing.max_header_count,
+            max_header_bytes=self.settings.processing.max_header_bytes,
         )
         self.policies = PolicyReloader(self.settings, policy, self.registry)
         loop = self._loop = asyncio.get_running_loop()
@@ -217,8 +220,12 @@ class ModerationService:
             return  # revoked while this batch was in hand
         if not self.tracker.track(tp, msg.offset()):
             return  # finished by the previous owner (commit metadata): not redone
-        size = len(msg.value() or b"") + len(msg.key() or b"")
-        self.scheduler.offer(Work(tp, msg.offset(), msg.key(), size, Received(msg, self.epochs.of(tp))))
+        headers = msg.headers()  # a new list of copies on every call: once per record
+        count, header_bytes = measure(headers) if headers else (0, 0)
+        key = msg.key()
+        size = len(msg.value() or b"") + len(key or b"") + header_bytes  # every byte counts
+        received = Received(msg, self.epochs.of(tp), count, header_bytes)
+        self.scheduler.offer(Work(tp, msg.offset(), key, size, received))
 
     def _kick(self) -> None:
         """Dispatch on the next loop turn; completions in one turn share one pass."""

@@ -3,13 +3,17 @@
 
 A dead letter must always be writable, or the record it stands for could neither be answered nor
 skipped: ``bounded`` cuts an oversize key or value to fit the producer's and the topic's limits and
-puts the original's size and SHA-256 in headers (``dlq.original.<part>.size`` / ``.sha256``)."""
+puts the original's size and SHA-256 in headers (``dlq.original.<part>.size`` / ``.sha256``); the
+headers the letter carries count against the same limit. A record whose headers broke the intake's
+caps keeps none of them: their count and size are recorded instead (``consumer.core.headers``)."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+from consumer.core.headers import CUT_COUNT, CUT_SIZE
 
 __all__ = ["HEADERS", "OVERHEAD_BYTES", "DeadLetter", "Failure"]
 
@@ -57,10 +61,12 @@ class DeadLetter:
     failure: Failure
     upload_id: str | None = None
     truncated: dict[str, tuple[int, str]] = field(default_factory=dict)  # part -> (size, sha256)
+    headers_cut: tuple[int, int] | None = None  # (count, size) of the input's headers, not kept
 
-    def bounded(self, max_bytes: int) -> DeadLetter:
-        """This letter with its original key and value cut so the whole fits ``max_bytes``."""
-        room = max(0, max_bytes - OVERHEAD_BYTES - 2 * _MAX_KAFKA_KEY)
+    def bounded(self, max_bytes: int, header_bytes: int = 0) -> DeadLetter:
+        """This letter with its original key and value cut so the whole fits ``max_bytes``, with
+        ``header_bytes`` of the input's headers copied onto it besides its own."""
+        room = max(0, max_bytes - OVERHEAD_BYTES - 2 * _MAX_KAFKA_KEY - header_bytes)
         key, value = self.original_key or b"", self.original_value or b""
         if len(key) + len(value) <= room:
             return self
@@ -135,6 +141,9 @@ class DeadLetter:
         for part, (size, digest) in sorted(self.truncated.items()):
             headers += [(f"dlq.original.{part}.size", str(size).encode())]
             headers += [(f"dlq.original.{part}.sha256", digest.encode())]
+        if self.headers_cut is not None:
+            headers += [(CUT_COUNT, str(self.headers_cut[0]).encode())]
+            headers += [(CUT_SIZE, str(self.headers_cut[1]).encode())]
         return headers
 
 

@@ -20,6 +20,7 @@ from confluent_kafka import Message
 from consumer.checks.shadow import Shadow
 from consumer.config import KafkaSettings
 from consumer.core.deadletter import DeadLetter, Failure
+from consumer.core.headers import measure, over_caps
 from consumer.core.records import Decision, ModerationVerdict, UploadEvent
 from consumer.core.scheduler import Work
 from consumer.kafka.sink import DeliveryError, Headers, Sink
@@ -46,16 +47,20 @@ class Output(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """The scheduler's payload: a consumed record and the assignment epoch it was read under."""
+    """The scheduler's payload: a consumed record, the assignment epoch it was read under, and its
+    headers' count and size (measured once, at intake: each ``message.headers()`` call copies them)."""
 
     message: Message
     epoch: int | None
+    header_count: int = 0
+    header_bytes: int = 0
 
 
 class Outputs:
     """``release(work)``: the record's scheduler slot is free (the key's next record may start);
     ``complete(work)``: its offset is done; ``current(work)``: its result still counts (not stale);
-    ``fail(exc)``: the process must stop."""
+    ``fail(exc)``: the process must stop. ``max_header_count`` / ``max_header_bytes``: the intake's
+    caps; the dead letter of a record over them keeps none of its headers."""
 
     def __init__(
         self,
@@ -70,12 +75,15 @@ class Outputs:
         fail: Callable[[BaseException], None],
         limit: int = 1_000_000,
         shadow: Shadow | None = None,
+        max_header_count: int = 64,
+        max_header_bytes: int = 64 << 10,
     ) -> None:
         self._kafka, self._codec, self._sink = kafka, codec, sink
         self._exactly_once = exactly_once
         self._release, self._complete, self._current, self._fail = release, complete, current, fail
         self.limit = limit  # the largest record the producer and the dead letter topic accept
         self._shadow = shadow
+        self._max_header_count, self._max_header_bytes = max_header_count, max_header_bytes
         self.processed = 0
         # records whose outputs the broker refused in an aborted transaction: a dead letter answers
         # them when the rewind brings them back (value: the failure, and whether to strip it)
@@ -170,15 +178,30 @@ class Outputs:
         """The record with its provenance to the dead letter topic, cut to fit the output limits
         (``strip``: without its key and value, when even that was refused); the partition goes on.
         ``release=False``: the record's scheduler slot was released already (a refused output)."""
-        msg = work.payload.message
-        whole = DeadLetter(msg.key(), msg.value(), work.tp[0], work.tp[1], work.offset, failure, upload_id)
-        letter = whole.bounded(0 if strip else self.limit)
+        received = work.payload
+        msg = received.message
+        count, size = received.header_count, received.header_bytes
+        cut = over_caps(count, size, self._max_header_count, self._max_header_bytes)
+        # trace headers (the input's, bounded by the propagator, or our span's): none of the input's
+        # when its headers are cut
+        copied = tracing.output_headers(None if cut else msg.headers()) or []
+        whole = DeadLetter(
+            msg.key(),
+            msg.value(),
+            work.tp[0],
+            work.tp[1],
+            work.offset,
+            failure,
+            upload_id,
+            headers_cut=(count, size) if cut else None,
+        )
+        letter = whole.bounded(0 if strip else self.limit, measure(copied)[1])
         value = self._codec.encode("DeadLetter", letter.to_avro(), topic=self._kafka.dlq_topic)
 
         def refused(err: DeliveryError) -> None:
             self.dead_letter(work, failure, upload_id, False, strip=True)
 
-        headers = letter.headers() + (tracing.output_headers(msg.headers()) or [])
+        headers = letter.headers() + copied
         tracing.failed(failure.error_class)
         outputs = [Output(self._kafka.dlq_topic, letter.kafka_key(), value, headers)]
         if not self._output(work, outputs, upload_id, None if strip else refused, release, dead_letter=True):
