@@ -46,6 +46,8 @@ from consumer.settings_sections import (
 __all__ = [
     "ENV_PREFIX",
     "MAX_CONFIG_FILE_BYTES",
+    "MAX_YAML_DEPTH",
+    "MAX_YAML_VALUES",
     "CallbackSettings",
     "HealthSettings",
     "HiveSettings",
@@ -65,6 +67,11 @@ __all__ = [
 ]
 
 MAX_CONFIG_FILE_BYTES = 1 << 20  # settings and policy files
+# A settings or policy file's document is bounded before anything is built from it: no anchors or
+# aliases (a few bytes naming a large part again: 1 MB of them grew to 3 GB once merged and
+# validated), at most this many values (scalars, mappings and lists, keys included) and this depth.
+MAX_YAML_VALUES = 100_000
+MAX_YAML_DEPTH = 32
 _UNIONS = (Union, UnionType)
 
 
@@ -122,8 +129,10 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
     data: dict[str, Any] = {}
     if path:
         loaded = read_yaml_file(path, "config file")
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError("config file", f"{path} must hold a mapping of sections")
+        if loaded is not None and (
+            not isinstance(loaded, dict) or not all(isinstance(key, str) for key in loaded)
+        ):
+            raise ConfigError("config file", f"{path} must hold a mapping of sections (by name)")
         data = loaded or {}
     data.update(overrides)
     try:
@@ -146,6 +155,8 @@ def read_yaml_file(path: Path | str, setting: str) -> Any:
         raise ConfigError(setting, f"cannot read {path}: {exc}") from None
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)
+    except _Refused as exc:
+        raise ConfigError(setting, f"{path} is refused: {_yaml_problem(exc)}") from None
     except yaml.MarkedYAMLError as exc:
         raise ConfigError(setting, f"{path} is not valid YAML: {_yaml_problem(exc)}") from None
     except yaml.reader.ReaderError as exc:
@@ -286,9 +297,36 @@ def _json_problem(value: str) -> str | None:
     return None
 
 
+class _Refused(yaml.composer.ComposerError):
+    """A document over the loader's bounds (an anchor or alias, too many values, too deep)."""
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """The safe loader, refusing a mapping that repeats a key (PyYAML keeps the last silently: a
-    tenant listed twice in a policy, or a setting given twice, would lose one without a word)."""
+    tenant listed twice in a policy, or a setting given twice, would lose one without a word), and
+    a document over its bounds, as it is composed (before any object is built): an anchor or an
+    alias (``&x``, ``*x``, so ``<<: *x`` merge keys too), more than ``MAX_YAML_VALUES`` values or
+    more than ``MAX_YAML_DEPTH`` levels."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._values = 0
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _Refused(None, None, "YAML anchors and aliases (&, *) are not accepted", event.start_mark)
+        self._values += 1
+        if self._values > MAX_YAML_VALUES:
+            raise _Refused(None, None, f"more than {MAX_YAML_VALUES} values", event.start_mark)
+        if self._depth >= MAX_YAML_DEPTH:
+            raise _Refused(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", event.start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()

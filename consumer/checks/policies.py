@@ -18,6 +18,12 @@ An override is merged into the default key by key (mappings merge, anything else
 removes a class) and the result is validated like the default, so a tenant's policy is always a
 whole policy. Every policy of the file is checked against the registered checks (``PolicyChecks``):
 ``python -m consumer policy check``, the service at start and on every reload run the same checks.
+
+The file is bounded before anything is merged or validated: the YAML loader refuses anchors and
+aliases and bounds values and depth (``consumer.config``); then at most ``MAX_TENANTS`` tenants,
+``MAX_ENTRIES`` entries in any mapping or list, ``MAX_DEPTH`` levels, and ``MAX_POLICY_VALUES``
+values over every effective policy (each tenant's is the default's size plus its override's), so
+what is built from a file is bounded whatever it holds.
 """
 
 from __future__ import annotations
@@ -37,10 +43,25 @@ from consumer.checks.policy import Policy
 from consumer.config import location, read_yaml_file, validation_message
 from consumer.errors import ConfigError
 
-__all__ = ["DEFAULT_POLICY", "PolicyChecks", "PolicySet", "PolicyStore", "load_policies", "parse_policies"]
+__all__ = [
+    "DEFAULT_POLICY",
+    "MAX_DEPTH",
+    "MAX_ENTRIES",
+    "MAX_POLICY_VALUES",
+    "MAX_TENANTS",
+    "PolicyChecks",
+    "PolicySet",
+    "PolicyStore",
+    "load_policies",
+    "parse_policies",
+]
 
 DEFAULT_POLICY = Path(str(resources.files("consumer.checks") / "default_policy.yaml"))  # package data
 MAX_TENANT_ID = 256
+MAX_TENANTS = 5_000  # tenants with an override in one file
+MAX_ENTRIES = 256  # keys of any mapping, items of any list (a check's classes, a tenant's override)
+MAX_DEPTH = 6  # levels under the file's top (classification.visual.general_nsfw.block is 4)
+MAX_POLICY_VALUES = 500_000  # values of every effective policy together (about 45 MB validated)
 
 
 class PolicyChecks(Protocol):
@@ -98,6 +119,18 @@ def parse_policies(raw: Any, checks: PolicyChecks | None = None) -> PolicySet:
     overrides = raw.get("tenants") or {}
     if not isinstance(overrides, dict):
         raise ConfigError("policy tenants", "expected a mapping of tenant id to its override")
+    if len(overrides) > MAX_TENANTS:
+        raise ConfigError("policy tenants", f"{len(overrides)} tenants, over the limit of {MAX_TENANTS}")
+    base_values = _values(base, "")
+    total = base_values * (1 + len(overrides))  # each tenant's policy: the default, merged
+    for tenant, override in overrides.items():
+        total += _values(override, f"tenants.{location((str(tenant),))}.", 1)
+    if total > MAX_POLICY_VALUES:
+        raise ConfigError(
+            "policy",
+            f"{total} values over its {1 + len(overrides)} effective policies (the default's"
+            f" {base_values} in each), over the limit of {MAX_POLICY_VALUES}",
+        )
     default = _validated(base, "")
     tenants: dict[str, Policy] = {}
     for tenant, override in overrides.items():
@@ -119,6 +152,22 @@ def parse_policies(raw: Any, checks: PolicyChecks | None = None) -> PolicySet:
         for tenant, policy in tenants.items():
             checks.check_policy(policy, f"tenants.{location((tenant,))}.")
     return PolicySet(default, tenants)
+
+
+def _values(value: Any, where: str, depth: int = 0) -> int:
+    """How many values ``value`` holds (itself, keys and items included); ConfigError naming
+    ``where`` for a mapping or list of more than ``MAX_ENTRIES`` or nested over ``MAX_DEPTH``."""
+    if not isinstance(value, dict | list):
+        return 1
+    setting = f"policy {where}".rstrip(" .") or "policy"
+    if depth >= MAX_DEPTH:
+        raise ConfigError(setting, f"nested deeper than {MAX_DEPTH} levels")
+    if len(value) > MAX_ENTRIES:
+        raise ConfigError(
+            setting, f"a mapping or list of {len(value)} entries, over the limit of {MAX_ENTRIES}"
+        )
+    items = value.values() if isinstance(value, dict) else value
+    return 1 + len(value) * isinstance(value, dict) + sum(_values(item, where, depth + 1) for item in items)
 
 
 def _merged(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

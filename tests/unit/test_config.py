@@ -206,10 +206,11 @@ def test_dlq_replay_settings_errors_take_the_same_path(tmp_path: Path) -> None:
         (f"hive: {SECRET}\n", r"hive \(MODERATION_HIVE\): Input should be a valid dictionary"),
         (f"kafka:\n  bootstrap_servers: {SECRET}\n", r"expected host:port"),
         (f"a: !{SECRET} x\n", r"could not determine a constructor for the tag '…' at line 1"),
-        (f"a: *{SECRET}\n", r"found undefined alias '…' at line 1"),
+        (f"a: *{SECRET}\n", r"is refused: YAML anchors and aliases \(&, \*\) are not accepted at line 1"),
+        (f"a: &{SECRET} x\n", r"is refused: YAML anchors and aliases \(&, \*\) are not accepted at line 1"),
         (f"a: '{SECRET}\x00'\n", r"unacceptable character #x0000 at line 1"),
         ("a: 2020-13-45\n", r"a value cannot be converted"),
-        ("[" * 1500, r"nested too deeply"),
+        ("[" * 1500, r"is refused: nested deeper than 32 levels at line 1"),
     ],
 )
 def test_settings_errors_never_show_the_value(tmp_path: Path, yaml_text: str, expected: str) -> None:
@@ -321,3 +322,10 @@ def test_validation_messages_never_repeat_a_validator_quoted_value(
     with pytest.raises(ValidationError) as caught:
         _Echoing.model_validate(data)
     assert validation_message(caught.value.errors()[0]) == expected
+
+
+def test_a_settings_file_whose_top_level_keys_are_not_names(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("? null\n: null\n1: {}\n")
+    with pytest.raises(ConfigError, match=r"must hold a mapping of sections \(by name\)"):
+        load_settings(path)
