@@ -22,12 +22,7 @@ SMOKE_SECONDS = int(os.environ.get("FUZZ_SMOKE_SECONDS", "5"))
 # Crashes found whose fix is in a file being changed by other work right now: target -> regression
 # file -> what is wrong. Strict xfail, so the fix landing turns them into failures: then delete the
 # entry. (The smoke of such a target crashes at once on its own regression file: xfail too.)
-PENDING: dict[str, dict[str, str]] = {
-    "settings_file": {
-        "non-string-top-level-key": "load_settings: a settings file whose top-level mapping has a non-string"
-        " key ('?' is {None: None}) raises TypeError from Settings(**data), not ConfigError",
-    },
-}
+PENDING: dict[str, dict[str, str]] = {}
 
 
 def _case(target: str, path: Path) -> object:
