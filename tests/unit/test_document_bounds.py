@@ -149,7 +149,7 @@ def test_a_large_default_times_many_tenants_is_refused_before_merging() -> None:
     two checks and 2,000 one-line tenants would be over a million values once merged."""
     classes = {f"c{i}": {"review": 0.5, "block": 0.9} for i in range(250)}
     big = base(classification={"visual": classes, "text": dict(classes)})
-    tenants = {f"t{i}": {} for i in range(2_000)}
+    tenants: dict[str, Any] = {f"t{i}": {} for i in range(2_000)}
     with pytest.raises(ConfigError, match=f"policy: .* over the limit of {MAX_POLICY_VALUES}"):
         parse_policies({**big, "tenants": tenants})
 
