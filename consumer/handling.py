@@ -18,10 +18,17 @@ from consumer.checks.maintenance import IndexMaintenance
 from consumer.checks.pipeline import Pipeline, Rejected, SourcePosition
 from consumer.config import ProcessingSettings
 from consumer.core.deadletter import Failure
+from consumer.core.headers import check_headers
 from consumer.core.offsets import TopicPartition
-from consumer.core.records import ReviewDecision, UploadDeleted, UploadEvent
+from consumer.core.records import INPUT_RECORDS, ReviewDecision, UploadDeleted, UploadEvent
 from consumer.core.scheduler import Work
-from consumer.core.validation import check_record_size, validate_upload
+from consumer.core.validation import (
+    MAX_ID_LENGTH,
+    check_record_size,
+    validate_deleted,
+    validate_review,
+    validate_upload,
+)
 from consumer.delivery.outputs import Outputs, Received
 from consumer.errors import RegistryUnavailable, SerializationError
 from consumer.operations.telemetry import tracing
@@ -31,11 +38,7 @@ __all__ = ["RecordHandler"]
 
 log = logging.getLogger("consumer.handling")
 
-_RECORDS: dict[str, Callable[[dict[str, Any]], object]] = {
-    "UploadEvent": UploadEvent.from_avro,
-    "UploadDeleted": UploadDeleted.from_avro,
-    "ReviewDecision": ReviewDecision.from_avro,
-}
+_RECORDS = INPUT_RECORDS
 
 
 _REGISTRY_FIRST_DELAY_S = 0.5
@@ -113,9 +116,16 @@ class RecordHandler:
                 span.end()
 
     def _begin(self, work: Work[Received]) -> Coroutine[Any, Any, None] | None:
-        msg = work.payload.message
-        try:
-            check_record_size(work.size, self._processing.max_record_bytes)
+        received, processing = work.payload, self._processing
+        msg = received.message
+        try:  # headers first: a record over their caps is dead-lettered with its headers cut
+            check_headers(
+                received.header_count,
+                received.header_bytes,
+                processing.max_header_count,
+                processing.max_header_bytes,
+            )
+            check_record_size(work.size, processing.max_record_bytes)
             if self._codec.needs_registry(msg.value()):
                 return self._resolve(work)
             event = self._decode(msg, work.tp)
@@ -130,15 +140,21 @@ class RecordHandler:
         msg = work.payload.message
         upload_id: str | None = None
         try:
+            inline_limit = self._processing.inline_media_limit_bytes
+            if isinstance(event, UploadEvent | ReviewDecision | UploadDeleted):
+                upload_id = event.upload_id[:MAX_ID_LENGTH]
             if isinstance(event, UploadEvent):
-                upload_id = event.upload_id
                 tracing.annotate(upload_id=upload_id, tenant_id=event.tenant_id)
-                validate_upload(event, msg.key(), inline_limit=self._processing.inline_media_limit_bytes)
+                validate_upload(event, msg.key(), inline_limit=inline_limit)
                 source = SourcePosition(work.tp[0], work.tp[1], work.offset)
                 verdict = self._pipeline.decide_now(event, source)
                 if verdict is not None:
                     self._outputs.verdict(work, event, verdict)
                     return None
+            elif isinstance(event, ReviewDecision):
+                validate_review(event, inline_limit=inline_limit)
+            elif isinstance(event, UploadDeleted):
+                validate_deleted(event, inline_limit=inline_limit)
         except Exception as exc:  # InvalidRecordError, or anything unforeseen
             self._record_failed(work, exc, upload_id)
             return None

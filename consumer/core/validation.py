@@ -65,7 +65,7 @@ _SHOWN_PREFIX = 24
 
 
 def check_record_size(size: int, limit: int) -> None:
-    """``size``: the record's key and value bytes together."""
+    """``size``: the record's key, value and header bytes together."""
     if size > limit:
         raise InvalidRecordError(f"record of {size} bytes is over the {limit}-byte limit")
 
