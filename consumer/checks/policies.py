@@ -41,6 +41,7 @@ from pydantic import ValidationError
 from consumer.checks.evidence import RECORDED_FLOOR
 from consumer.checks.policy import Policy
 from consumer.config import location, read_yaml_file, validation_message
+from consumer.core.validation import MAX_TENANT_LENGTH, TENANT_ID
 from consumer.errors import ConfigError
 
 __all__ = [
@@ -57,7 +58,6 @@ __all__ = [
 ]
 
 DEFAULT_POLICY = Path(str(resources.files("consumer.checks") / "default_policy.yaml"))  # package data
-MAX_TENANT_ID = 256
 MAX_TENANTS = 5_000  # tenants with an override in one file
 MAX_ENTRIES = 256  # keys of any mapping, items of any list (a check's classes, a tenant's override)
 MAX_DEPTH = 6  # levels under the file's top (classification.visual.general_nsfw.block is 4)
@@ -134,10 +134,12 @@ def parse_policies(raw: Any, checks: PolicyChecks | None = None) -> PolicySet:
     default = _validated(base, "")
     tenants: dict[str, Policy] = {}
     for tenant, override in overrides.items():
-        if not isinstance(tenant, str) or not tenant or len(tenant) > MAX_TENANT_ID:
+        if not isinstance(tenant, str) or TENANT_ID.fullmatch(tenant) is None:
+            shown = ascii(tenant)[:40] if isinstance(tenant, str) else type(tenant).__name__
             raise ConfigError(
                 "policy tenants",
-                f"tenant ids are strings of 1 to {MAX_TENANT_ID} characters (quote {tenant!r})",
+                f"tenant id {shown} is outside the tenant-id grammar (1-{MAX_TENANT_LENGTH} of"
+                " A-Z a-z 0-9 . _ -, first a letter or digit): no upload could ever carry it",
             )
         where = f"tenants.{location((tenant,))}."
         if override is None:

@@ -3,14 +3,18 @@ tenant ids have a grammar (``consumer.core.index_metadata``, ``consumer.core.val
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from consumer.checks.policies import load_policies
 from consumer.core import index_metadata
 from consumer.core.records import Decision, ReviewDecision, SimilarityMatch
 from consumer.core.validation import MAX_NOTE_LENGTH, TENANT_ID, check_tenant_id, validate_review
-from consumer.errors import InvalidRecordError
+from consumer.errors import ConfigError, InvalidRecordError
 
 tenants = st.from_regex(TENANT_ID, fullmatch=True)
 
@@ -110,3 +114,12 @@ def test_review_decisions_are_validated_like_uploads(changes: dict[str, object],
     validate_review(_review(), inline_limit=1000)
     with pytest.raises(InvalidRecordError, match=message):
         validate_review(_review(**changes), inline_limit=1000)
+
+
+@pytest.mark.parametrize("tenant", ["victim;attacker", "a b", "-x", "x" * 129])
+def test_a_policy_tenant_outside_the_grammar_is_refused(tenant: str, tmp_path: Path) -> None:
+    """No upload could carry it: an override for it would silently never apply."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(json.dumps({"version": "t", "tenants": {tenant: {}}}))
+    with pytest.raises(ConfigError, match="tenant-id grammar"):
+        load_policies(path)

@@ -124,7 +124,7 @@ def test_the_shipped_policy_passes_its_own_check() -> None:
         ({"acme": {"thresholds": {}}}, r"policy tenants\.acme\.thresholds: unknown setting"),
         ({"acme": {"tenants": {}}}, r"policy tenants\.acme\.tenants: overrides do not nest"),
         ({"acme": [1]}, r"policy tenants\.acme: expected a mapping"),
-        ({7: {}}, r"policy tenants: tenant ids are strings"),
+        ({7: {}}, r"policy tenants: tenant id int is outside the tenant-id grammar"),
     ],
 )
 def test_a_bad_override_is_refused_naming_the_setting(tenants: dict[Any, Any], message: str) -> None:
