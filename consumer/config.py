@@ -154,7 +154,7 @@ def read_yaml_file(path: Path | str, setting: str) -> Any:
     except UnreadableFile as exc:
         raise ConfigError(setting, f"cannot read {path}: {exc}") from None
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # nosec B506  # _UniqueKeyLoader is a yaml.SafeLoader subclass: builds no arbitrary objects
     except _Refused as exc:
         raise ConfigError(setting, f"{path} is refused: {_yaml_problem(exc)}") from None
     except yaml.MarkedYAMLError as exc:

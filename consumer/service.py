@@ -170,6 +170,7 @@ class ModerationService:
             on_assign=partitions.on_assign,
             on_revoke=partitions.on_revoke,
             on_lost=partitions.on_lost,
+            prefetch_bytes=self.settings.processing.max_buffered_bytes,
         )
         await asyncio.gather(self.watch.start(), self.policies.start())
         committer = asyncio.create_task(commit_periodically(self.delivery, self.watch.check, self._fail))

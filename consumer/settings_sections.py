@@ -256,14 +256,14 @@ class HealthSettings(_Section):
     """``/healthz``, ``/readyz`` and ``/metrics`` on a small HTTP server (port 0: any free port)."""
 
     enabled: bool = True
-    host: str = "0.0.0.0"
+    host: str = "0.0.0.0"  # nosec B104  # listens on the pod's interfaces by design (probes, scrapes, callbacks); set host to narrow
     port: int = Field(default=8080, ge=0, le=65535)
 
 
 class CallbackSettings(_Section):
     """The receiver of Hive async task callbacks (used for videos)."""
 
-    host: str = "0.0.0.0"
+    host: str = "0.0.0.0"  # nosec B104  # listens on the pod's interfaces by design (probes, scrapes, callbacks); set host to narrow
     port: int = Field(default=8081, ge=0, le=65535)
     public_url: str | None = Field(
         default=None, description="Base URL providers call back, e.g. https://moderation.example.com"

@@ -29,7 +29,14 @@ class Source:
         on_assign: PartitionsCallback | None = None,
         on_revoke: PartitionsCallback | None = None,
         on_lost: PartitionsCallback | None = None,
+        prefetch_bytes: int | None = None,
     ) -> None:
+        """``prefetch_bytes``: the most librdkafka may fetch ahead of us (its queue is memory outside
+        our own byte bounds; its default is 64 MiB): ``queued.max.messages.kbytes``, at least 2 MiB
+        (a fetch must hold one whole record); ``kafka.client_config`` still wins."""
+        self._prefetch_kbytes = (
+            None if prefetch_bytes is None else max(2048, min(65536, prefetch_bytes // 1024))
+        )
         self._settings = settings
         self._topics = topics or [settings.input_topic]
         self._consumer: Consumer | None = None
@@ -51,6 +58,8 @@ class Source:
                 "partition.assignment.strategy": "cooperative-sticky",
                 "enable.partition.eof": False,
             }
+            if self._prefetch_kbytes is not None:
+                config["queued.max.messages.kbytes"] = self._prefetch_kbytes
             config.update(self._settings.client_config)
             self._consumer = Consumer(config)
             self._consumer.subscribe(

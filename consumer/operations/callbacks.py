@@ -57,6 +57,7 @@ from consumer.operations.callback_bodies import (
 )
 from consumer.operations.health import metrics_handler
 from consumer.operations.telemetry import metrics, tracing
+from consumer.operations.workers import local_url
 
 __all__ = [
     "EARLY_LIMIT_BYTES",
@@ -404,7 +405,7 @@ class CallbackServer:
         await self._web.setup()
         await web.TCPSite(self._web, c.host, c.port if self._worker == 0 else 0).start()
         port = c.port if self._worker > 0 and c.port else int(self._web.addresses[0][1])
-        base = c.public_url or f"http://{'127.0.0.1' if c.host in ('0.0.0.0', '::') else c.host}:{port}"  # nosec B104  # compares with the wildcard to build a loopback URL; binds nothing
+        base = c.public_url or local_url(c.host, port)
         self.url = f"{base.rstrip('/')}/callbacks/{token}"
         self._relay = RelayListener(k, self.correlator, loop, token.encode())
         self._relay.start()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +27,7 @@ from prometheus_client.registry import Collector
 from consumer.operations.supervisor import WORKER_COUNT_ENV, WORKERS_DIR_ENV, worker_index
 from consumer.operations.telemetry import metrics
 
-__all__ = ["PEER_TIMEOUT_S", "announce", "exposition", "merge", "peers"]
+__all__ = ["PEER_TIMEOUT_S", "announce", "exposition", "local_url", "merge", "peers"]
 
 PEER_TIMEOUT_S = 2.0
 
@@ -36,14 +37,25 @@ def _directory() -> Path | None:
     return Path(found) if found else None
 
 
+def local_url(host: str, port: int) -> str:
+    """``http://host:port`` as a client on this machine reaches a server bound to ``host`` (a
+    wildcard bind, such as all IPv4 or IPv6 interfaces, is reached on loopback)."""
+    try:
+        wildcard = not host or ipaddress.ip_address(host).is_unspecified
+    except ValueError:  # a name
+        wildcard = False
+    if wildcard:
+        host = "::1" if ":" in host else "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def announce(index: int, host: str, port: int | None) -> None:
     """Under ``--workers``: worker ``index`` (not 0) serves ``/metrics`` on ``host:port`` (a
     wildcard host is reached on loopback)."""
     directory = _directory()
     if directory is None or index == 0 or port is None:
         return
-    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # nosec B104  # maps a wildcard bind to loopback for a local client; binds nothing
-    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    url = local_url(host, port)
     temporary = directory / f".worker-{index}.url.{os.getpid()}"
     temporary.write_text(url)
     temporary.replace(directory / f"worker-{index}.url")  # atomic: a reader sees old or new
