@@ -226,6 +226,36 @@ def index_metadata() -> Iterator[bytes]:
     yield b'\x00{"v": 1, "tenant": "victim;x", "note": ""}'
 
 
+def writer_schema() -> Iterator[bytes]:
+    from consumer.serde import AvroCodec
+
+    codec = AvroCodec()
+    for name, record in (
+        ("UploadEvent", _uploads()[0].to_avro()),
+        ("ReviewDecision", _reviews()[0].to_avro()),
+    ):
+        text = json.dumps(codec.raw(name)).encode()
+        body = codec.encode(name, record)[10:]
+        yield len(text).to_bytes(2, "big") + text + body
+    recursive = {
+        "type": "record",
+        "name": "N",
+        "fields": [
+            {"name": "next", "type": ["null", "N"]},
+            {"name": "xs", "type": {"type": "array", "items": "long"}},
+        ],
+    }
+    text = json.dumps(recursive).encode()
+    yield len(text).to_bytes(2, "big") + text + b"\x02\x02\x00"
+    nulls = {
+        "type": "record",
+        "name": "A",
+        "fields": [{"name": "xs", "type": {"type": "array", "items": "null"}}],
+    }
+    text = json.dumps(nulls).encode()
+    yield len(text).to_bytes(2, "big") + text + b"\xfe\xff\xff\xff\xff\xff\xff\xff\x7f"
+
+
 SEEDS: dict[str, Callable[[], Iterator[bytes]]] = {
     "upload_single": upload_single,
     "upload_confluent": upload_confluent,
@@ -238,6 +268,7 @@ SEEDS: dict[str, Callable[[], Iterator[bytes]]] = {
     "policy_file": policy_file,
     "settings_file": settings_file,
     "index_metadata": index_metadata,
+    "writer_schema": writer_schema,
 }
 
 

@@ -20,4 +20,5 @@ TARGETS: dict[str, int] = {
     "policy_file": 8192,
     "settings_file": 4096,
     "index_metadata": 8192,  # a note of 1,000 characters, escaped
+    "writer_schema": 8192,  # a registry's schema text and a body
 }
