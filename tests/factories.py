@@ -34,3 +34,15 @@ def active_checks(
         query = CheckClient(provider, lambda s: index.query(_media(s), s.upload.tenant_id), index=index)
         checks.append(ActiveCheck(SIMILARITY, query))
     return checks
+
+
+def avro_long(n: int) -> bytes:
+    """``n`` as Avro writes a long (zigzag, then a little-endian base-128 varint): for hand-made
+    hostile bodies that declare lengths and counts they do not hold."""
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)

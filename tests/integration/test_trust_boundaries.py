@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -48,8 +46,10 @@ from devtools.stack import (
     wait_until,
 )
 from simulator.state import DEFAULT_KEYS
+from tests.factories import avro_long
 
 from .conftest import Topics
+from .test_dlq_replay import replay_cli
 from .test_hostile import HealthWatch, Outcomes, _committed_to_end
 from .test_media_and_maintenance import index_updates, produce, wait_for
 
@@ -67,17 +67,6 @@ def _letter(
     failure = Failure(error_class, "forged", 1, 1, 1)
     letter = DeadLetter(upload_id.encode(), value, source_topic, 0, 7, failure, upload_id=upload_id)
     return CODEC.encode("DeadLetter", letter.to_avro())
-
-
-def _replay(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "consumer", "dlq", "replay", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def _end_offsets(bootstrap: str, topic: str, partitions: int = 4) -> int:
@@ -108,16 +97,16 @@ def test_replay_refuses_forged_letters(kafka_bootstrap: str, topics: Topics, sim
     produce_uploads(kafka_bootstrap, topics.dlq, [], raw=[(b"k", letter) for letter in letters])
     env = consumer_env(kafka_bootstrap, sim.url, group=topics.group, topics=topics.env())
 
-    dry = _replay(env, "--error-class", "InvalidRecordError", "--dry-run")
+    dry = replay_cli(env, "--error-class", "InvalidRecordError", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.count("refused") >= 6 and dry.stdout.count("would replay") == 1, dry.stdout
     assert f"-> {topics.input}: 1" in dry.stdout  # the targets, listed
 
-    to_output = _replay(env, "--to-topic", topics.verdicts)
+    to_output = replay_cli(env, "--to-topic", topics.verdicts)
     assert to_output.returncode == 2 and "not an input topic" in to_output.stderr
     assert "Traceback" not in to_output.stderr
 
-    done = _replay(env, "--error-class", "InvalidRecordError")
+    done = replay_cli(env, "--error-class", "InvalidRecordError")
     assert done.returncode == 0, done.stderr
     assert "matched 7, replayed 1, refused 6" in done.stdout, done.stdout
     for name in ("to-verdicts", "to-review", "to-dlq", "to-unknown", "verdict-as-upload", "junk-as-upload"):
@@ -294,16 +283,6 @@ class CountingProxy:
         self._server.server_close()
 
 
-def _zigzag(n: int) -> bytes:
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _upload_body(upload_id: str) -> bytes:
     """The Avro body of a TEXT upload in the current UploadEvent schema (no framing)."""
     return CODEC.encode("UploadEvent", upload(TEXT, upload_id=upload_id, text="hi").to_avro())[10:]
@@ -389,7 +368,7 @@ def test_lookalike_schema_costs_one_dead_letter(
         )
     finally:
         client.close()
-    freeze = _upload_body("freeze") + _zigzag(1 << 62) + b"\x00"
+    freeze = _upload_body("freeze") + avro_long(1 << 62) + b"\x00"
     deep = _upload_body("deep") + b"\x02" + b"\x02" * 400_000 + b"\x00"
     good = [upload(TEXT, upload_id=f"good-{i}", text=f"hello {i}") for i in range(4)]
     produce_uploads(kafka_bootstrap, topics.input, good[:1])

@@ -24,6 +24,7 @@ from consumer.core.writer_schemas import (
 )
 from consumer.errors import SerializationError
 from consumer.serde import AvroCodec, default_schema_dir
+from tests.factories import avro_long
 
 CODEC = AvroCodec()
 UPLOAD: dict[str, Any] = json.loads((default_schema_dir() / "UploadEvent.avsc").read_text())
@@ -33,16 +34,6 @@ def _with_field(field: dict[str, Any]) -> dict[str, Any]:
     schema = copy.deepcopy(UPLOAD)
     schema["fields"].append(field)
     return schema
-
-
-def _zigzag(n: int) -> bytes:
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def test_every_shipped_schema_passes() -> None:
@@ -136,20 +127,20 @@ def test_body_limits_cap_items_and_check_lengths() -> None:
     with pytest.raises(SerializationError, match="more than"):
         limits.check(_upload_body(MAX_COLLECTION_ITEMS + 1), 0)
     # a map declaring 2^40 entries in a body of a few kilobytes
-    head = b"".join([_zigzag(1) + b"u", _zigzag(1) + b"t", _zigzag(1) + b"u", _zigzag(0)])
-    nulls = _zigzag(0) * 6 + _zigzag(2)  # six null branches, created_at
-    hostile = head + nulls + _zigzag(1 << 40) + b"\x00" * 5000
+    head = b"".join([avro_long(1) + b"u", avro_long(1) + b"t", avro_long(1) + b"u", avro_long(0)])
+    nulls = avro_long(0) * 6 + avro_long(2)  # six null branches, created_at
+    hostile = head + nulls + avro_long(1 << 40) + b"\x00" * 5000
     with pytest.raises(SerializationError, match="block of items"):
         limits.check(hostile, 0)
-    long_string = _zigzag(1) + b"u" + _zigzag(1 << 50) + b"\x00" * 5000
+    long_string = avro_long(1) + b"u" + avro_long(1 << 50) + b"\x00" * 5000
     with pytest.raises(SerializationError, match="length"):
         limits.check(long_string, 0)
 
 
 def test_a_hostile_map_is_refused_before_fastavro() -> None:
     """500,000 empty map entries in one megabyte: fastavro alone loops for about half a second."""
-    head = b"".join([_zigzag(1) + b"u", _zigzag(1) + b"t", _zigzag(1) + b"u", _zigzag(0)])
-    body = head + _zigzag(0) * 6 + _zigzag(2) + _zigzag(500_000) + b"\x00\x00" * 500_000 + _zigzag(0)
+    head = b"".join([avro_long(1) + b"u", avro_long(1) + b"t", avro_long(1) + b"u", avro_long(0)])
+    body = head + avro_long(0) * 6 + avro_long(2) + avro_long(500_000) + b"\x00\x00" * 500_000 + avro_long(0)
     data = b"\xc3\x01" + CODEC.schema("UploadEvent").fingerprint + body
     with pytest.raises(SerializationError, match="more than 1024"):
         CODEC.decode(data, "UploadEvent")
