@@ -55,7 +55,7 @@ from consumer.operations.callback_bodies import (
     reduce_task_body,
     task_id_of,
 )
-from consumer.operations.health import metrics_handler
+from consumer.operations.health import KEEPALIVE_S, metrics_handler
 from consumer.operations.telemetry import metrics, tracing
 from consumer.operations.workers import local_url
 
@@ -401,7 +401,7 @@ class CallbackServer:
         app = web.Application(client_max_size=MAX_CALLBACK_BYTES)
         CallbackReceiver(token, kafka_relay(self._sink, k.callback_topic, token.encode())).routes(app)
         app.router.add_get("/metrics", metrics_handler)
-        self._web = web.AppRunner(app, access_log=None)
+        self._web = web.AppRunner(app, access_log=None, keepalive_timeout=KEEPALIVE_S)
         await self._web.setup()
         await web.TCPSite(self._web, c.host, c.port if self._worker == 0 else 0).start()
         port = c.port if self._worker > 0 and c.port else int(self._web.addresses[0][1])

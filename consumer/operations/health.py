@@ -12,7 +12,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from consumer.operations.workers import exposition
 
-__all__ = ["HealthServer", "Probe", "metrics_handler"]
+__all__ = ["KEEPALIVE_S", "HealthServer", "Probe", "metrics_handler"]
+
+# An idle keep-alive connection is closed after this (aiohttp's default is an hour, so a client
+# could hold sockets open for that long); probes and scrapers reconnect at no cost.
+KEEPALIVE_S = 75.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +37,15 @@ class HealthServer:
     """Answers on the service's own event loop: an answer at all proves the loop is responsive."""
 
     def __init__(
-        self, host: str, port: int, *, alive: Callable[[], Probe], ready: Callable[[], Probe]
+        self,
+        host: str,
+        port: int,
+        *,
+        alive: Callable[[], Probe],
+        ready: Callable[[], Probe],
+        keepalive_s: float = KEEPALIVE_S,
     ) -> None:
-        self._host, self._port = host, port
+        self._host, self._port, self._keepalive_s = host, port, keepalive_s
         self._alive, self._ready = alive, ready
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -45,7 +55,7 @@ class HealthServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", metrics_handler)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self._keepalive_s)
         await self._runner.setup()
         await web.TCPSite(self._runner, self._host, self._port).start()
         self.port = int(self._runner.addresses[0][1])

@@ -55,3 +55,23 @@ async def test_hostile_requests_are_refused_and_the_probe_answers() -> None:
         assert _status(unknown) in (400, 404)
     finally:
         await server.stop()
+
+
+async def test_an_idle_keep_alive_connection_is_closed() -> None:
+    """A client cannot hold the port's sockets open for aiohttp's default hour."""
+    server = HealthServer(
+        "127.0.0.1", 0, alive=lambda: Probe(True), ready=lambda: Probe(True), keepalive_s=0.2
+    )
+    port = await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        answered = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert _status(answered) == 200
+        # kept alive, then closed by the server once idle: the read ends (EOF) well within the deadline
+        rest = await asyncio.wait_for(reader.read(), 10)
+        assert b"HTTP/1.1" not in rest
+        writer.close()
+    finally:
+        await server.stop()
