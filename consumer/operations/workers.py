@@ -27,9 +27,10 @@ from prometheus_client.registry import Collector
 from consumer.operations.supervisor import WORKER_COUNT_ENV, WORKERS_DIR_ENV, worker_index
 from consumer.operations.telemetry import metrics
 
-__all__ = ["PEER_TIMEOUT_S", "announce", "exposition", "local_url", "merge", "peers"]
+__all__ = ["PEER_MAX_BYTES", "PEER_TIMEOUT_S", "announce", "exposition", "local_url", "merge", "peers"]
 
 PEER_TIMEOUT_S = 2.0
+PEER_MAX_BYTES = 16 << 20  # a peer's exposition; a longer answer counts as no answer (worker_up 0)
 
 
 def _directory() -> Path | None:
@@ -94,10 +95,15 @@ async def exposition() -> bytes:
     return merge(texts)
 
 
-async def _scrape(session: aiohttp.ClientSession, url: str) -> str:
+async def _scrape(session: aiohttp.ClientSession, url: str, limit: int = PEER_MAX_BYTES) -> str:
     async with session.get(f"{url}/metrics") as response:
         response.raise_for_status()
-        return await response.text()
+        body = bytearray()
+        async for chunk in response.content.iter_chunked(1 << 16):
+            body += chunk
+            if len(body) > limit:
+                raise ValueError(f"a worker's exposition is over {limit} bytes")
+        return body.decode("utf-8", "replace")
 
 
 class _Families(Collector):

@@ -256,3 +256,32 @@ async def test_alone_the_exposition_is_this_process_unlabelled(monkeypatch: pyte
     monkeypatch.delenv(WORKERS_DIR_ENV, raising=False)
     text = (await workers.exposition()).decode()
     assert "worker=" not in text and "moderation_worker_up" not in text
+
+
+async def test_a_peer_answering_an_endless_exposition_counts_as_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker 0 reads at most PEER_MAX_BYTES of a peer's answer; past that, the peer is down."""
+    from aiohttp import web
+
+    big = b"# filler\n" * (workers.PEER_MAX_BYTES // 9 + 2)
+
+    async def peer_metrics(_: web.Request) -> web.Response:
+        return web.Response(body=big, content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/metrics", peer_metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = int(runner.addresses[0][1])
+    try:
+        monkeypatch.setenv(WORKERS_DIR_ENV, str(tmp_path))
+        monkeypatch.setenv(WORKER_COUNT_ENV, "2")
+        workers.announce(1, "127.0.0.1", port)
+        monkeypatch.setenv(WORKER_INDEX_ENV, "0")
+        families = {f.name: f for f in text_string_to_metric_families((await workers.exposition()).decode())}
+    finally:
+        await runner.cleanup()
+    up = {s.labels["worker"]: s.value for s in families["moderation_worker_up"].samples}
+    assert up == {"0": 1.0, "1": 0.0}
