@@ -28,7 +28,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import fastavro
@@ -429,9 +429,6 @@ class RegistryCodec:
         if refusal is not None:
             raise SerializationError(refusal)
         raise SerializationError(f"schema id {schema_id} not resolved yet (call resolve off the loop)")
-
-    def known_ids(self) -> Iterable[int]:
-        return tuple(self._writers)
 
     def close(self) -> None:
         """Close the registry client's HTTP connections."""

@@ -11,7 +11,7 @@ from typing import Any
 from consumer.checks.evidence import results_of
 from consumer.checks.policies import PolicyStore
 from consumer.checks.policy import decide
-from consumer.core.records import Decision, ModerationVerdict, Reason
+from consumer.core.records import Decision, ModerationVerdict, Reason, epoch_millis
 from consumer.operations.telemetry import metrics
 
 __all__ = ["Shadow", "ShadowDecision"]
@@ -59,8 +59,7 @@ class ShadowDecision:
         fields["live_decision"] = Decision(d["live_decision"])
         fields["shadow_decision"] = Decision(d["shadow_decision"])
         fields["shadow_reasons"] = tuple(Reason(**r) for r in d["shadow_reasons"])
-        decided = d["decided_at"]
-        fields["decided_at"] = decided if isinstance(decided, int) else int(decided.timestamp() * 1000)
+        fields["decided_at"] = epoch_millis(d["decided_at"])
         return cls(**fields)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from consumer.core.headers import CUT_COUNT, CUT_SIZE
+from consumer.core.records import epoch_millis
 
 __all__ = ["HEADERS", "OVERHEAD_BYTES", "DeadLetter", "Failure"]
 
@@ -120,8 +121,8 @@ class DeadLetter:
                 d["error_class"],
                 d["error_message"],
                 d["attempts"],
-                _millis(d["first_failure_at"]),
-                _millis(d["last_failure_at"]),
+                epoch_millis(d["first_failure_at"]),
+                epoch_millis(d["last_failure_at"]),
             ),
         )
 
@@ -145,9 +146,3 @@ class DeadLetter:
             headers += [(CUT_COUNT, str(self.headers_cut[0]).encode())]
             headers += [(CUT_SIZE, str(self.headers_cut[1]).encode())]
         return headers
-
-
-def _millis(value: Any) -> int:
-    if isinstance(value, int):
-        return value
-    return int(value.timestamp() * 1000)  # fastavro reads timestamp-millis as datetime

@@ -24,6 +24,7 @@ __all__ = [
     "TimeRange",
     "UploadDeleted",
     "UploadEvent",
+    "epoch_millis",
     "verdict_id",
 ]
 
@@ -78,7 +79,7 @@ class UploadEvent:
             tenant_id=d["tenant_id"],
             user_id=d["user_id"],
             media_type=MediaType(d["media_type"]),
-            created_at=_millis(d["created_at"]),
+            created_at=epoch_millis(d["created_at"]),
             media_url=d.get("media_url"),
             media_bytes=d.get("media_bytes"),
             text=d.get("text"),
@@ -105,7 +106,7 @@ class UploadEvent:
         }
 
 
-def _millis(value: Any) -> int:
+def epoch_millis(value: Any) -> int:
     """fastavro turns timestamp-millis into datetime on read; keep epoch millis in our records."""
     if isinstance(value, int):
         return value
@@ -289,7 +290,7 @@ class ModerationVerdict:
             source_topic=d["source_topic"],
             source_partition=d["source_partition"],
             source_offset=d["source_offset"],
-            processed_at=_millis(d["processed_at"]),
+            processed_at=epoch_millis(d["processed_at"]),
             trace_id=d.get("trace_id"),
             policy_digest=d.get("policy_digest"),
             evidence=tuple(CheckEvidence(**e) for e in d.get("evidence", ())),
@@ -330,7 +331,7 @@ class UploadDeleted:
         return cls(
             upload_id=d["upload_id"],
             tenant_id=d["tenant_id"],
-            deleted_at=_millis(d["deleted_at"]),
+            deleted_at=epoch_millis(d["deleted_at"]),
             media_url=d.get("media_url"),
             media_bytes=d.get("media_bytes"),
             content_sha256=d.get("content_sha256"),
@@ -368,7 +369,7 @@ class ReviewDecision:
             upload_id=d["upload_id"],
             tenant_id=d["tenant_id"],
             decision=Decision(d["decision"]),
-            decided_at=_millis(d["decided_at"]),
+            decided_at=epoch_millis(d["decided_at"]),
             reviewer=d.get("reviewer"),
             media_url=d.get("media_url"),
             media_bytes=d.get("media_bytes"),

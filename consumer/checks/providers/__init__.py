@@ -10,7 +10,7 @@ from consumer.checks.media import Media
 from consumer.checks.policy import Frame
 from consumer.core.records import CsamResult, SimilarityMatch
 
-__all__ = ["Checked", "Classifier", "CsamAnswer", "HashMatcher", "SimilarityIndex"]
+__all__ = ["Checked", "CsamAnswer", "SimilarityIndex"]
 
 T = TypeVar("T")
 
@@ -32,14 +32,6 @@ class CsamAnswer:
 
     result: CsamResult
     classes: Sequence[Frame] = ()
-
-
-class Classifier(Protocol):
-    async def classify(self, content: Media | str) -> Checked[Sequence[Frame]]: ...
-
-
-class HashMatcher(Protocol):
-    async def match(self, media: Media) -> Checked[CsamAnswer]: ...
 
 
 class SimilarityIndex(Protocol):

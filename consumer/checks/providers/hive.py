@@ -78,11 +78,6 @@ class HiveTransport:
     def _headers(self) -> dict[str, str]:
         return {"authorization": f"token {self._key.get_secret_value()}", "accept": "application/json"}
 
-    async def post(
-        self, path: str, fields: Mapping[str, str], files: Mapping[str, tuple[str, bytes, str]] | None = None
-    ) -> tuple[dict[str, Any], int]:
-        return await self.post_parsed(path, fields, files, as_is)
-
     async def post_parsed(
         self,
         path: str,
