@@ -38,7 +38,7 @@ __all__ = ["RecordHandler"]
 
 log = logging.getLogger("consumer.handling")
 
-_RECORDS = INPUT_RECORDS
+_INPUT_TYPES = (UploadEvent, ReviewDecision, UploadDeleted)  # each names its upload
 
 
 _REGISTRY_FIRST_DELAY_S = 0.5
@@ -141,7 +141,7 @@ class RecordHandler:
         upload_id: str | None = None
         try:
             inline_limit = self._processing.inline_media_limit_bytes
-            if isinstance(event, UploadEvent | ReviewDecision | UploadDeleted):
+            if isinstance(event, _INPUT_TYPES):
                 upload_id = event.upload_id[:MAX_ID_LENGTH]
             if isinstance(event, UploadEvent):
                 tracing.annotate(upload_id=upload_id, tenant_id=event.tenant_id)
@@ -170,7 +170,7 @@ class RecordHandler:
         while True:
             try:
                 record = await asyncio.to_thread(self._codec.resolve, value, schema, topic=topic)
-                event = _RECORDS[schema](record)
+                event = INPUT_RECORDS[schema](record)
             except RegistryUnavailable as exc:
                 if not self.registry_down:
                     log.warning("%s; intake held, retrying", exc)
@@ -207,7 +207,7 @@ class RecordHandler:
     def _decode(self, msg: Any, tp: TopicPartition) -> object:
         schema = self._schemas.get(tp[0], "UploadEvent")
         try:
-            return _RECORDS[schema](self._codec.decode(msg.value(), schema, topic=tp[0]))
+            return INPUT_RECORDS[schema](self._codec.decode(msg.value(), schema, topic=tp[0]))
         except Exception as exc:
             raise _as_serialization_error(exc, schema) from None
 

@@ -307,15 +307,15 @@ class RegistryCodec:
             if schema_id not in self._writers and self._refusal(schema_id) is None:
                 try:
                     entry = self._admit(schema_id, expected, topic)
+                    with self._lock:
+                        self._writers[schema_id] = entry
                 except SerializationError as exc:
                     with self._lock:
                         self._refused[schema_id] = str(exc)
                     raise
-                finally:
+                finally:  # the answer is stored before the lock is dropped: no second lookup
                     with self._lock:
                         self._resolving.pop(schema_id, None)
-                with self._lock:
-                    self._writers[schema_id] = entry
         return self.decode(data, expected, topic=topic)
 
     def _refusal(self, schema_id: int) -> str | None:

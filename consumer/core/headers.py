@@ -46,7 +46,7 @@ def over_caps(count: int, size: int, max_count: int, max_bytes: int) -> bool:
 
 def check_headers(count: int, size: int, max_count: int, max_bytes: int) -> None:
     """InvalidRecordError (one line, no header quoted) when the headers break either cap."""
-    if count > max_count or size > max_bytes:
+    if over_caps(count, size, max_count, max_bytes):
         raise InvalidRecordError(
             f"record headers over the limit: {count} headers of {size} bytes"
             f" (at most {max_count} headers of {max_bytes} bytes); the headers are not kept"

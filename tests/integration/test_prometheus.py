@@ -115,9 +115,16 @@ async def test_dashboard_and_alerts_return_data_from_a_real_prometheus(
             # the dashboard's variables, as Grafana fills them (label_values of moderation_build_info)
             variables = {}
             for name in ("namespace", "instance"):
-                values = await asyncio.to_thread(
-                    prometheus.api, f"label/{name}/values", **{"match[]": "moderation_build_info"}
-                )
+
+                def label_values(name: str = name) -> list[str]:
+                    found: list[str] = prometheus.api(
+                        f"label/{name}/values", **{"match[]": "moderation_build_info"}
+                    )
+                    return found
+
+                # the series exists once Prometheus has scraped the service at least once
+                await wait_until_async(lambda: bool(label_values()), 30, 0.5)
+                values = await asyncio.to_thread(label_values)
                 assert values, f"the {name} variable has no values"
                 variables[name] = "|".join(values)
             assert variables == {"namespace": NAMESPACE, "instance": target}

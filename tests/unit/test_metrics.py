@@ -4,10 +4,12 @@ verdicts counted when a verdict is acknowledged; one exposition for every ``--wo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,33 +208,38 @@ def test_workers_expositions_merge_with_a_worker_label_and_worker_up() -> None:
     assert run.returncode == 0, run.stdout.decode() + run.stderr.decode()
 
 
-async def test_worker_zero_serves_every_announced_worker(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Worker 1 announces its port; worker 0's exposition reads it (here: a server that answers
-    like a worker), and reports worker 2, which never announced, as down."""
+@contextlib.asynccontextmanager
+async def _peer(body: bytes) -> AsyncIterator[int]:
+    """A server on a free loopback port answering ``/metrics`` like a worker, with ``body``."""
     from aiohttp import web
 
     async def peer_metrics(_: web.Request) -> web.Response:
-        return web.Response(
-            text="# TYPE moderation_in_flight_records gauge\nmoderation_in_flight_records 3\n"
-        )
+        return web.Response(body=body, content_type="text/plain")
 
     app = web.Application()
     app.router.add_get("/metrics", peer_metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = int(runner.addresses[0][1])
     try:
+        yield int(runner.addresses[0][1])
+    finally:
+        await runner.cleanup()
+
+
+async def test_worker_zero_serves_every_announced_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker 1 announces its port; worker 0's exposition reads it (here: a server that answers
+    like a worker), and reports worker 2, which never announced, as down."""
+    body = b"# TYPE moderation_in_flight_records gauge\nmoderation_in_flight_records 3\n"
+    async with _peer(body) as port:
         monkeypatch.setenv(WORKERS_DIR_ENV, str(tmp_path))
         monkeypatch.setenv(WORKER_COUNT_ENV, "3")
         workers.announce(1, "0.0.0.0", port)
         assert workers.peers(tmp_path) == {1: f"http://127.0.0.1:{port}"}
         monkeypatch.setenv(WORKER_INDEX_ENV, "0")
         families = {f.name: f for f in text_string_to_metric_families((await workers.exposition()).decode())}
-    finally:
-        await runner.cleanup()
     in_flight = {s.labels["worker"]: s.value for s in families["moderation_in_flight_records"].samples}
     assert in_flight["1"] == 3 and "0" in in_flight
     up = {s.labels["worker"]: s.value for s in families["moderation_worker_up"].samples}
@@ -262,26 +269,11 @@ async def test_a_peer_answering_an_endless_exposition_counts_as_down(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Worker 0 reads at most PEER_MAX_BYTES of a peer's answer; past that, the peer is down."""
-    from aiohttp import web
-
-    big = b"# filler\n" * (workers.PEER_MAX_BYTES // 9 + 2)
-
-    async def peer_metrics(_: web.Request) -> web.Response:
-        return web.Response(body=big, content_type="text/plain")
-
-    app = web.Application()
-    app.router.add_get("/metrics", peer_metrics)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = int(runner.addresses[0][1])
-    try:
+    async with _peer(b"# filler\n" * (workers.PEER_MAX_BYTES // 9 + 2)) as port:
         monkeypatch.setenv(WORKERS_DIR_ENV, str(tmp_path))
         monkeypatch.setenv(WORKER_COUNT_ENV, "2")
         workers.announce(1, "127.0.0.1", port)
         monkeypatch.setenv(WORKER_INDEX_ENV, "0")
         families = {f.name: f for f in text_string_to_metric_families((await workers.exposition()).decode())}
-    finally:
-        await runner.cleanup()
     up = {s.labels["worker"]: s.value for s in families["moderation_worker_up"].samples}
     assert up == {"0": 1.0, "1": 0.0}
