@@ -9,8 +9,8 @@ import time
 import httpx
 from confluent_kafka import Consumer, Producer
 
-from consumer.checks.policies import load_policies
 from consumer.core.records import Decision, ModerationVerdict, UploadEvent, verdict_id
+from consumer.policy.tenants import load_policies
 from consumer.serde import AvroCodec
 from simulator.state import DEFAULT_KEYS
 

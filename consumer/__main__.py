@@ -1,3 +1,3 @@
-from consumer.cli import main
+from consumer.cli.main import main
 
 raise SystemExit(main())

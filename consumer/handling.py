@@ -31,8 +31,8 @@ from consumer.core.validation import (
 )
 from consumer.delivery.outputs import Outputs, Received
 from consumer.errors import RegistryUnavailable, SerializationError
-from consumer.operations.telemetry import tracing
 from consumer.serde import Codec
+from consumer.telemetry import tracing
 
 __all__ = ["RecordHandler"]
 

@@ -10,10 +10,9 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from consumer.callbacks.receiver import CallbackServer, Correlator
 from consumer.checks.maintenance import IndexMaintenance
-from consumer.checks.policies import PolicyStore
 from consumer.checks.registry import CheckRegistry, Feeds, default_registry
-from consumer.checks.shadow import Shadow
 from consumer.config import Settings
 from consumer.core.epochs import Epochs
 from consumer.core.headers import measure
@@ -26,13 +25,14 @@ from consumer.delivery.partitions import Partitions
 from consumer.delivery.strategies import commit_periodically, delivery_for
 from consumer.handling import RecordHandler
 from consumer.kafka import Sink, Source, ensure_topics, output_limit
-from consumer.operations.callbacks import CallbackServer, Correlator
-from consumer.operations.policy_reload import PolicyReloader
-from consumer.operations.supervisor import worker_index
-from consumer.operations.telemetry import metrics
-from consumer.operations.watch import Watch
+from consumer.policy.reload import PolicyReloader
+from consumer.policy.shadow import Shadow
+from consumer.policy.tenants import PolicyStore
+from consumer.runtime.supervisor import worker_index
+from consumer.runtime.watch import Watch
 from consumer.schema_registry import codec_for, output_schemas, prepare_outputs
 from consumer.serde import Codec
+from consumer.telemetry import metrics
 from consumer.transports.httpclient import HttpClient
 from consumer.wiring import build_pipeline, check_settings, media_client
 

@@ -6,11 +6,10 @@ import logging
 
 from pydantic import BaseModel, SecretStr
 
+from consumer.callbacks.receiver import AsyncTasks
 from consumer.checks.limits import AimdLimit, CircuitBreaker, TokenBucket
 from consumer.checks.media import MediaFetcher, MediaPolicy
 from consumer.checks.pipeline import ActiveCheck, Pipeline
-from consumer.checks.policies import PolicySet, PolicyStore, load_policies
-from consumer.checks.policy import Policy
 from consumer.checks.providers.http import ProviderGate
 from consumer.checks.redaction import register_secret
 from consumer.checks.registry import BuildContext, CheckRegistry, default_registry
@@ -18,7 +17,8 @@ from consumer.checks.retry import RetryPolicy
 from consumer.config import Settings
 from consumer.core.records import MediaType
 from consumer.errors import ConfigError
-from consumer.operations.callbacks import AsyncTasks
+from consumer.policy.decision import Policy
+from consumer.policy.tenants import PolicySet, PolicyStore, load_policies
 from consumer.transports.egress import EgressPolicy
 from consumer.transports.httpclient import AiohttpClient, HttpClient
 

@@ -9,7 +9,7 @@ from consumer.checks.media import Media
 from consumer.checks.providers import SimilarityIndex
 from consumer.core.records import Decision, ReviewDecision, UploadDeleted
 from consumer.errors import PermanentError, TransientError
-from consumer.operations.telemetry import metrics
+from consumer.telemetry import metrics
 
 __all__ = ["IndexMaintenance"]
 

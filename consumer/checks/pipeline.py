@@ -11,11 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from consumer.checks.evidence import evidence_of
 from consumer.checks.media import MediaPolicy, content_key, media_of, verify_declared_hash
 from consumer.checks.plans import ActiveCheck, Plan, Step, plan_for
-from consumer.checks.policies import PolicySet, PolicyStore
-from consumer.checks.policy import CheckResults, Policy, decide
 from consumer.checks.providers import Checked, SimilarityIndex
 from consumer.checks.providers.http import deadline_scope
 from consumer.checks.registry import Feeds, Subject
@@ -28,7 +25,10 @@ from consumer.core.records import (
     verdict_id,
 )
 from consumer.errors import InvalidRecordError, ModerationError, PermanentError, TransientError
-from consumer.operations.telemetry import metrics, tracing
+from consumer.policy.decision import CheckResults, Policy, decide
+from consumer.policy.evidence import evidence_of
+from consumer.policy.tenants import PolicySet, PolicyStore
+from consumer.telemetry import metrics, tracing
 
 __all__ = ["ActiveCheck", "Pipeline", "Rejected", "SourcePosition"]
 

@@ -22,13 +22,13 @@ from consumer.core.records import MediaType
 from consumer.errors import ConfigError
 
 if TYPE_CHECKING:
+    from consumer.callbacks.receiver import AsyncTasks
     from consumer.checks.media import Media, MediaFetcher, MediaPolicy
-    from consumer.checks.policy import Policy
     from consumer.checks.providers.http import ProviderGate
     from consumer.checks.retry import RetryPolicy
     from consumer.config import Settings
     from consumer.core.records import UploadEvent
-    from consumer.operations.callbacks import AsyncTasks
+    from consumer.policy.decision import Policy
     from consumer.transports.httpclient import HttpClient
 
 __all__ = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from consumer.checks.policy import CheckResults
+from consumer.policy.decision import CheckResults
 
 __all__ = ["ResultCache"]
 

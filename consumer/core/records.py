@@ -171,7 +171,7 @@ class CheckRun:
 
 @dataclass(frozen=True, slots=True)
 class CheckEvidence:
-    """One check's findings as the policy reads them (``consumer.checks.evidence``)."""
+    """One check's findings as the policy reads them (``consumer.policy.evidence``)."""
 
     check: str
     status: str  # scored | unavailable | rejected | skipped

@@ -18,7 +18,7 @@ from consumer.core.offsets import OffsetTracker, Position, TopicPartition
 from consumer.core.scheduler import Scheduler, Work
 from consumer.core.stalls import CommitWatch
 from consumer.delivery.strategies import Delivery
-from consumer.operations.telemetry import metrics
+from consumer.telemetry import metrics
 
 __all__ = ["Partitions", "Rebalanced"]
 

@@ -19,7 +19,7 @@ from consumer.core.offsets import OffsetTracker, Position, TopicPartition
 from consumer.core.scheduler import Scheduler
 from consumer.kafka.sink import Sink
 from consumer.kafka.transactions import TransactionalSink, TransactionLost
-from consumer.operations.telemetry import metrics
+from consumer.telemetry import metrics
 
 __all__ = [
     "AtLeastOnce",

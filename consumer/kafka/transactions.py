@@ -21,7 +21,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from consumer.config import KafkaSettings
 from consumer.core.offsets import Position
 from consumer.kafka.sink import DeliveryCallback, DeliveryError, Headers, Sink
-from consumer.operations.telemetry import metrics
+from consumer.telemetry import metrics
 
 __all__ = ["TransactionLost", "TransactionalSink", "TransactionsBroken"]
 

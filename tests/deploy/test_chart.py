@@ -14,8 +14,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from consumer.checks.policies import load_policies
 from consumer.config import load_settings
+from consumer.policy.tenants import load_policies
 from devtools import chart
 
 pytestmark = pytest.mark.deploy

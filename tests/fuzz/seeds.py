@@ -178,7 +178,7 @@ def huawei_answer() -> Iterator[bytes]:
     yield bytes([13, 0x81]) + b'{"error_code": "APIGW.0308", "error_msg": "throttled"}'
 
 
-_POLICY = (CORPUS.parent.parent.parent / "consumer" / "checks" / "default_policy.yaml").read_bytes()
+_POLICY = (CORPUS.parent.parent.parent / "consumer" / "policy" / "default_policy.yaml").read_bytes()
 
 
 def policy_file() -> Iterator[bytes]:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from consumer.core.records import MediaType
-from consumer.operations.telemetry import metrics
+from consumer.telemetry import metrics
 from devtools.stack import SimulatorProcess, produce_uploads, read_verdicts, upload, wait_until_async
 
 from .conftest import Topics

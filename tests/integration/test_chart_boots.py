@@ -63,7 +63,7 @@ def chart_values(
     delivery: str,
     health_port: int,
 ) -> dict[str, Any]:
-    shipped = Path(__file__).resolve().parents[2] / "consumer" / "checks" / "default_policy.yaml"
+    shipped = Path(__file__).resolve().parents[2] / "consumer" / "policy" / "default_policy.yaml"
     policy = "\n".join(
         f"version: {POLICY_VERSION}" if line.startswith("version:") else line
         for line in shipped.read_text().splitlines()

@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import Producer
 
 from consumer.core.records import MediaType
-from consumer.operations.telemetry import metrics
+from consumer.telemetry import metrics
 from devtools.stack import VerdictCollector, produce_uploads, upload, wait_until_async
 
 from .conftest import Topics

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from consumer.core.records import MediaType
-from consumer.operations.telemetry import metrics
+from consumer.telemetry import metrics
 from devtools.stack import SimulatorProcess, produce_uploads, upload, wait_until_async
 
 from .conftest import Topics

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from consumer.core.records import MediaType
-from consumer.operations import watch
-from consumer.operations.telemetry import metrics
+from consumer.runtime import watch
+from consumer.telemetry import metrics
 from devtools.stack import SimulatorProcess, produce_uploads, upload, wait_until_async
 
 from .conftest import Topics

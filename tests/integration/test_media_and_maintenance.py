@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from consumer.core.records import Decision, MediaType, ReviewDecision, UploadDeleted
-from consumer.operations.telemetry import metrics
 from consumer.serde import AvroCodec
+from consumer.telemetry import metrics
 from devtools.samples import image_bytes, make_gif, make_image, reencoded
 from devtools.stack import SimulatorProcess, produce_uploads, read_verdicts, upload, wait_until_async
 

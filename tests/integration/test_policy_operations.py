@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 from consumer.checks.registry import Feeds, default_registry
-from consumer.checks.shadow import ShadowDecision
+from consumer.cli import policy as policy_tools
 from consumer.config import Settings
 from consumer.core.records import Decision, MediaType, ModerationVerdict, UploadEvent
-from consumer.operations import policy_tools
+from consumer.policy.shadow import ShadowDecision
 from consumer.serde import AvroCodec
 from devtools.samples import image_bytes, make_image
 from devtools.stack import (

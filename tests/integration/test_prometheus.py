@@ -23,9 +23,9 @@ from typing import Any
 import httpx
 import pytest
 
-from consumer.checks.policies import DEFAULT_POLICY
 from consumer.core.records import MediaType
-from consumer.operations.telemetry import metrics
+from consumer.policy.tenants import DEFAULT_POLICY
+from consumer.telemetry import metrics
 from devtools.prometheus import ALERTS, PrometheusServer, alert_rules, dashboard_targets, data_queries
 from devtools.samples import image_bytes, make_image
 from devtools.stack import SimulatorProcess, produce_uploads, upload, wait_until, wait_until_async

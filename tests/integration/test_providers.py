@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
+from consumer.callbacks.receiver import AsyncTasks, CallbackReceiver, Correlator
 from consumer.checks.media import Media, MediaFetcher
 from consumer.checks.providers.hive import (
     HiveClassifier,
@@ -27,7 +28,6 @@ from consumer.checks.providers.hive import (
 from consumer.checks.providers.huawei import HuaweiImageSearch, HuaweiTransport
 from consumer.checks.retry import RetryPolicy
 from consumer.errors import PermanentError, RateLimitedError, TransientError
-from consumer.operations.callbacks import AsyncTasks, CallbackReceiver, Correlator
 from consumer.transports.egress import EgressPolicy
 from consumer.transports.httpclient import AiohttpClient, HttpClient
 from devtools.samples import image_bytes, make_image, make_video, reencoded

@@ -14,12 +14,12 @@ from aiohttp import web
 from pydantic import BaseModel, SecretStr
 
 from consumer.checks.media import MediaFetcher
-from consumer.checks.policy import Frame
 from consumer.checks.providers import Checked
 from consumer.checks.providers.http import ProviderEndpoint
 from consumer.checks.registry import BuildContext, CheckClient, CheckSpec, Feeds, Subject, default_registry
 from consumer.core.records import Decision, MediaType, ModerationVerdict
 from consumer.errors import PermanentError, ProviderAnswerError, TransientError
+from consumer.policy.decision import Frame
 from consumer.transports.httpclient import Answer
 from devtools.samples import image_bytes, make_image
 from devtools.stack import produce_uploads, read_verdicts, upload

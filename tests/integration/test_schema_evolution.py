@@ -19,10 +19,10 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, Schema
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from consumer.cli import schemas as schemas_admin
 from consumer.config import Settings
 from consumer.core.records import MediaType, ModerationVerdict
 from consumer.errors import SerializationError
-from consumer.operations import schemas_admin
 from consumer.schema_registry import codec_for, registry_client
 from consumer.serde import AvroCodec, Codec, decode_blocking, default_schema_dir
 from consumer.service import ModerationService

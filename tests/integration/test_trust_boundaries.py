@@ -20,6 +20,8 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from consumer.checks.providers.hive_answers import parse_matches
+from consumer.cli import schemas as schemas_admin
+from consumer.cli.replay import REPLAYED_ERROR_CLASS, REPLAYED_FROM, REPLAYED_SOURCE
 from consumer.config import Settings
 from consumer.core import index_metadata
 from consumer.core.deadletter import DeadLetter, Failure
@@ -30,8 +32,6 @@ from consumer.core.records import (
     ReviewDecision,
     UploadDeleted,
 )
-from consumer.operations import schemas_admin
-from consumer.operations.replay import REPLAYED_ERROR_CLASS, REPLAYED_FROM, REPLAYED_SOURCE
 from consumer.serde import AvroCodec
 from devtools.broker import free_port
 from devtools.samples import image_bytes, make_image, reencoded

@@ -12,9 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from consumer.checks.providers.hive import parse_classification, parse_csam, parse_matches, raise_task_error
-from consumer.errors import ModerationError
-from consumer.operations.callbacks import (
+from consumer.callbacks.receiver import (
     MAX_CALLBACK_BYTES,
     AsyncTasks,
     CallbackReceiver,
@@ -22,7 +20,9 @@ from consumer.operations.callbacks import (
     prepare_relay,
     reduce_task_body,
 )
-from consumer.operations.telemetry.metrics import REGISTRY
+from consumer.checks.providers.hive import parse_classification, parse_csam, parse_matches, raise_task_error
+from consumer.errors import ModerationError
+from consumer.telemetry.metrics import REGISTRY
 
 
 async def test_first_callback_completes_and_resends_are_duplicates() -> None:
@@ -335,7 +335,7 @@ async def test_the_early_buffer_is_bounded_in_bytes() -> None:
 def test_a_relayed_callback_counts_only_with_the_receivers_signature() -> None:
     """Whoever can write the callback topic cannot complete a task: the listener checks the HMAC
     the receiver put on each relayed body."""
-    from consumer.operations.callbacks import RELAY_SIGNATURE, relay_signature, signed
+    from consumer.callbacks.receiver import RELAY_SIGNATURE, relay_signature, signed
 
     key, value = b"shared-callback-token", b'{"task_id": "t1", "status": []}'
     good = relay_signature(key, value)
@@ -350,7 +350,7 @@ def test_a_relayed_callback_counts_only_with_the_receivers_signature() -> None:
 
 
 async def test_the_receivers_relay_signs_what_it_publishes() -> None:
-    from consumer.operations.callbacks import RELAY_SIGNATURE, kafka_relay, signed
+    from consumer.callbacks.receiver import RELAY_SIGNATURE, kafka_relay, signed
 
     sent: list[tuple[str, bytes | None, bytes, Any]] = []
 

@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel, ValidationError, field_validator
 
 from consumer import config
-from consumer.cli import main
+from consumer.cli.main import main
 from consumer.config import Settings, load_settings, validation_message
 from consumer.errors import ConfigError
 

@@ -11,19 +11,19 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from consumer.callbacks.receiver import AsyncTasks, Correlator
 from consumer.checks.media import Media
 from consumer.checks.pipeline import Pipeline, SourcePosition
-from consumer.checks.policies import load_policies
-from consumer.checks.policy import Frame
 from consumer.checks.providers import Checked
 from consumer.checks.providers.hive import HiveHashMatcher, HiveTasks, HiveTransport
 from consumer.checks.retry import RetryPolicy
 from consumer.config import load_settings
 from consumer.core.records import Decision, MediaType, SimilarityMatch, UploadEvent
 from consumer.errors import ConfigError, ProviderAnswerError, TransientError
-from consumer.operations import supervisor
-from consumer.operations.callbacks import AsyncTasks, Correlator
-from consumer.operations.telemetry import metrics
+from consumer.policy.decision import Frame
+from consumer.policy.tenants import load_policies
+from consumer.runtime import supervisor
+from consumer.telemetry import metrics
 from consumer.transports.httpclient import HttpxClient
 from consumer.wiring import build_pipeline, check_settings
 from tests.factories import active_checks

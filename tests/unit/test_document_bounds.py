@@ -14,7 +14,10 @@ from typing import Any
 import pytest
 
 from consumer import config
-from consumer.checks.policies import (
+from consumer.checks.registry import default_registry
+from consumer.config import MAX_CONFIG_FILE_BYTES, MAX_YAML_DEPTH, MAX_YAML_VALUES, load_settings
+from consumer.errors import ConfigError
+from consumer.policy.tenants import (
     DEFAULT_POLICY,
     MAX_DEPTH,
     MAX_ENTRIES,
@@ -23,9 +26,6 @@ from consumer.checks.policies import (
     load_policies,
     parse_policies,
 )
-from consumer.checks.registry import default_registry
-from consumer.config import MAX_CONFIG_FILE_BYTES, MAX_YAML_DEPTH, MAX_YAML_VALUES, load_settings
-from consumer.errors import ConfigError
 
 REGISTRY = default_registry()
 DEFAULT_TEXT = DEFAULT_POLICY.read_text()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from consumer.operations.health import HealthServer, Probe
+from consumer.runtime.health import HealthServer, Probe
 
 
 async def _exchange(port: int, request: bytes) -> bytes:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from consumer.cli import main
+from consumer.cli.main import main
 from devtools.broker import free_port
 from devtools.stack import SimulatorProcess
 from simulator import HostileLimits, HostileServer, SimulatorState, serve

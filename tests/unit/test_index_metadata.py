@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.checks.policies import load_policies
 from consumer.core import index_metadata
 from consumer.core.records import Decision, ReviewDecision, SimilarityMatch
 from consumer.core.validation import MAX_NOTE_LENGTH, TENANT_ID, check_tenant_id, validate_review
 from consumer.errors import ConfigError, InvalidRecordError
+from consumer.policy.tenants import load_policies
 
 tenants = st.from_regex(TENANT_ID, fullmatch=True)
 

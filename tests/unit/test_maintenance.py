@@ -10,7 +10,7 @@ from consumer.checks.media import Media
 from consumer.checks.providers import Checked
 from consumer.core.records import Decision, ReviewDecision, SimilarityMatch, UploadDeleted
 from consumer.errors import TransientError
-from consumer.operations.telemetry import metrics
+from consumer.telemetry import metrics
 
 
 @dataclass

@@ -24,10 +24,10 @@ from consumer.core.records import Decision, MediaType, Reason
 from consumer.core.scheduler import Scheduler, Work
 from consumer.delivery.outputs import Outputs, Received
 from consumer.kafka.lag import lag
-from consumer.operations import workers
-from consumer.operations.supervisor import WORKER_COUNT_ENV, WORKER_INDEX_ENV, WORKERS_DIR_ENV
-from consumer.operations.telemetry import metrics
+from consumer.runtime import workers
+from consumer.runtime.supervisor import WORKER_COUNT_ENV, WORKER_INDEX_ENV, WORKERS_DIR_ENV
 from consumer.serde import AvroCodec
+from consumer.telemetry import metrics
 
 from .test_serde import a_verdict, an_upload
 

@@ -10,7 +10,7 @@ import re
 import shutil
 import subprocess
 
-from consumer.operations.telemetry import metrics
+from consumer.telemetry import metrics
 from devtools import dashboard
 from devtools.prometheus import ALERTS, DASHBOARD, RUNBOOK, alert_rules, dashboard_targets, metric_names
 

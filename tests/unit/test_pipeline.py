@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 
 from consumer.checks.media import Media
 from consumer.checks.pipeline import Pipeline, Rejected, SourcePosition
-from consumer.checks.policies import load_policies
-from consumer.checks.policy import Frame
 from consumer.checks.providers import Checked, CsamAnswer
 from consumer.core.records import CsamResult, Decision, MediaType, SimilarityMatch, UploadEvent
 from consumer.errors import PermanentError, TransientError
+from consumer.policy.decision import Frame
+from consumer.policy.tenants import load_policies
 from tests.factories import active_checks
 
 SRC = SourcePosition("uploads", 0, 1)

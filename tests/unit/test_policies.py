@@ -11,14 +11,14 @@ import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from consumer.checks.backtest import Backtest
-from consumer.checks.evidence import RECORDED_FLOOR, evidence_of, missing_scores, results_of
-from consumer.checks.policies import PolicySet, PolicyStore, load_policies, parse_policies
-from consumer.checks.policy import CheckResults, Frame, Policy, decide
 from consumer.checks.registry import default_registry
-from consumer.checks.shadow import Shadow
 from consumer.core.records import CheckRun, CsamResult, Decision, ModerationVerdict, SimilarityMatch
 from consumer.errors import ConfigError
+from consumer.policy.backtest import Backtest
+from consumer.policy.decision import CheckResults, Frame, Policy, decide
+from consumer.policy.evidence import RECORDED_FLOOR, evidence_of, missing_scores, results_of
+from consumer.policy.shadow import Shadow
+from consumer.policy.tenants import PolicySet, PolicyStore, load_policies, parse_policies
 
 REGISTRY = default_registry()
 SIMILARITY = frozenset({"similarity"})
@@ -320,7 +320,7 @@ def test_the_readmes_policy_example_passes_the_check() -> None:
 def test_a_file_of_verdicts_is_checked_against_the_schema(tmp_path: Path) -> None:
     import json
 
-    from consumer.operations.policy_tools import MAX_LINE_BYTES, read_verdict_file
+    from consumer.cli.policy import MAX_LINE_BYTES, read_verdict_file
 
     record = verdict_for(policies().default, visual(general_nsfw=0.7)).to_avro()
     good = tmp_path / "good.jsonl"

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.checks.policies import load_policies
-from consumer.checks.policy import CheckResults, Frame, Policy, decide
 from consumer.checks.registry import default_registry
 from consumer.core.records import CsamResult, Decision, SimilarityMatch
 from consumer.errors import ConfigError
+from consumer.policy.decision import CheckResults, Frame, Policy, decide
+from consumer.policy.tenants import load_policies
 
 POLICY = load_policies().default
 

@@ -10,8 +10,6 @@ from pydantic import BaseModel, SecretStr
 
 from consumer.checks.builtin import BUILTIN_CHECKS
 from consumer.checks.pipeline import ActiveCheck, Pipeline, SourcePosition
-from consumer.checks.policies import load_policies
-from consumer.checks.policy import Frame
 from consumer.checks.providers import Checked
 from consumer.checks.redaction import redact
 from consumer.checks.registry import (
@@ -27,6 +25,8 @@ from consumer.checks.registry import (
 from consumer.config import load_settings
 from consumer.core.records import Decision, MediaType, UploadEvent
 from consumer.errors import ConfigError
+from consumer.policy.decision import Frame
+from consumer.policy.tenants import load_policies
 from consumer.transports.httpclient import HttpClient
 from consumer.wiring import build_pipeline, check_settings
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from consumer.cli.replay import Selection, refusal
 from consumer.errors import RegistryUnavailable, SerializationError
-from consumer.operations.replay import Selection, refusal
 
 
 def test_everything_by_default() -> None:

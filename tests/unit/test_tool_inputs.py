@@ -13,8 +13,8 @@ from typing import Any
 import fastavro
 import pytest
 
+from consumer.cli.policy import read_verdict_file
 from consumer.errors import ConfigError
-from consumer.operations.policy_tools import read_verdict_file
 from consumer.serde import AvroCodec
 from tests.unit.test_policies import policies, verdict_for, visual
 
@@ -105,7 +105,7 @@ def _schema_dir(tmp_path: Path) -> Path:
 def test_schemas_check_refuses_a_hostile_schema_dir_in_one_line(
     tmp_path: Path, spoil: object, reason: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from consumer.cli import main
+    from consumer.cli.main import main
 
     root = _schema_dir(tmp_path)
     spoil(root / "UploadEvent.avsc")  # type: ignore[operator]

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from consumer.checks.media import Media
-from consumer.checks.policy import Frame
 from consumer.core.records import CsamResult, SimilarityMatch
+from consumer.policy.decision import Frame
 
 __all__ = ["Checked", "CsamAnswer", "SimilarityIndex"]
 

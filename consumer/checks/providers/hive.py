@@ -10,16 +10,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import SecretStr
 
 from consumer.checks.media import Media, MediaPolicy
-from consumer.checks.policy import Frame
 from consumer.checks.redaction import register_secret
 from consumer.checks.retry import RetryPolicy
 from consumer.core import index_metadata
 from consumer.core.records import SimilarityMatch
 from consumer.errors import PermanentError, ProviderAnswerError
+from consumer.policy.decision import Frame
 from consumer.transports.httpclient import Answer, HttpClient
 
 if TYPE_CHECKING:
-    from consumer.operations.callbacks import AsyncTasks
+    from consumer.callbacks.receiver import AsyncTasks
 from consumer.checks.providers import Checked, CsamAnswer
 from consumer.checks.providers.hive_answers import (
     added_id,

@@ -15,7 +15,6 @@ import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from consumer.checks.policy import Frame
 from consumer.checks.providers import CsamAnswer
 from consumer.checks.providers.answers import (
     HttpAnswer,
@@ -30,6 +29,7 @@ from consumer.checks.providers.answers import (
 from consumer.checks.providers.hive_errors import HIVE_ERRORS
 from consumer.core.records import CsamResult, SimilarityMatch, TimeRange
 from consumer.errors import ProviderAnswerError
+from consumer.policy.decision import Frame
 
 __all__ = [
     "HIVE_ERRORS",

@@ -16,7 +16,7 @@ from opentelemetry.trace import Span
 from consumer.checks.limits import AimdLimit, BreakerState, CircuitBreaker, TokenBucket
 from consumer.checks.retry import RetryPolicy, retrying
 from consumer.errors import ProviderAnswerError, ProviderTimeout, TransientError
-from consumer.operations.telemetry import metrics, tracing
+from consumer.telemetry import metrics, tracing
 from consumer.transports.httpclient import Answer, HttpClient
 
 __all__ = ["ProviderEndpoint", "ProviderGate", "count_retry", "deadline_scope", "send"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import orjson
 
-from consumer.operations.callback_bodies import (
+from consumer.callbacks.bodies import (
     MAX_TASK_ID_LENGTH,
     RELAY_LIMIT_BYTES,
     is_too_large,
@@ -14,7 +14,7 @@ from consumer.operations.callback_bodies import (
     reduce_task_body,
     task_id_of,
 )
-from consumer.operations.callbacks import RELAY_SIGNATURE, relay_signature, signed
+from consumer.callbacks.receiver import RELAY_SIGNATURE, relay_signature, signed
 
 __all__ = ["test_one_input"]
 

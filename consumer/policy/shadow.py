@@ -8,11 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from consumer.checks.evidence import results_of
-from consumer.checks.policies import PolicyStore
-from consumer.checks.policy import decide
 from consumer.core.records import Decision, ModerationVerdict, Reason, epoch_millis
-from consumer.operations.telemetry import metrics
+from consumer.policy.decision import decide
+from consumer.policy.evidence import results_of
+from consumer.policy.tenants import PolicyStore
+from consumer.telemetry import metrics
 
 __all__ = ["Shadow", "ShadowDecision"]
 

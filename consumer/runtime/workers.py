@@ -24,8 +24,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from consumer.operations.supervisor import WORKER_COUNT_ENV, WORKERS_DIR_ENV, worker_index
-from consumer.operations.telemetry import metrics
+from consumer.runtime.supervisor import WORKER_COUNT_ENV, WORKERS_DIR_ENV, worker_index
+from consumer.telemetry import metrics
 
 __all__ = ["PEER_MAX_BYTES", "PEER_TIMEOUT_S", "announce", "exposition", "local_url", "merge", "peers"]
 

@@ -19,10 +19,10 @@ import os
 import signal
 from pathlib import Path
 
-from consumer.checks.policies import DEFAULT_POLICY, PolicyChecks, PolicySet, PolicyStore, load_policies
 from consumer.config import Settings
 from consumer.errors import ConfigError
-from consumer.operations.telemetry import metrics
+from consumer.policy.tenants import DEFAULT_POLICY, PolicyChecks, PolicySet, PolicyStore, load_policies
+from consumer.telemetry import metrics
 
 __all__ = ["PolicyReloader", "publish_policy_info"]
 

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from consumer.operations.workers import exposition
+from consumer.runtime.workers import exposition
 
 __all__ = ["KEEPALIVE_S", "HealthServer", "Probe", "metrics_handler"]
 

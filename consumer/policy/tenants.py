@@ -38,11 +38,11 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from consumer.checks.evidence import RECORDED_FLOOR
-from consumer.checks.policy import Policy
 from consumer.config import location, read_yaml_file, validation_message
 from consumer.core.validation import MAX_TENANT_LENGTH, TENANT_ID
 from consumer.errors import ConfigError
+from consumer.policy.decision import Policy
+from consumer.policy.evidence import RECORDED_FLOOR
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -57,7 +57,7 @@ __all__ = [
     "parse_policies",
 ]
 
-DEFAULT_POLICY = Path(str(resources.files("consumer.checks") / "default_policy.yaml"))  # package data
+DEFAULT_POLICY = Path(str(resources.files("consumer.policy") / "default_policy.yaml"))  # package data
 MAX_TENANTS = 5_000  # tenants with an override in one file
 MAX_ENTRIES = 256  # keys of any mapping, items of any list (a check's classes, a tenant's override)
 MAX_DEPTH = 6  # levels under the file's top (classification.visual.general_nsfw.block is 4)

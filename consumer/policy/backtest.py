@@ -1,5 +1,5 @@
 """What a candidate policy would have decided for recorded verdicts (pure: the verdicts come from
-``consumer.operations.policy_tools``). Each verdict is decided again from its evidence; a verdict
+``consumer.cli.policy``). Each verdict is decided again from its evidence; a verdict
 lacking a score the candidate needs is set aside and named, never guessed."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumer.checks.evidence import missing_scores, results_of
-from consumer.checks.policies import PolicySet
-from consumer.checks.policy import decide
 from consumer.core.records import Decision, ModerationVerdict, Reason
+from consumer.policy.decision import decide
+from consumer.policy.evidence import missing_scores, results_of
+from consumer.policy.tenants import PolicySet
 
 __all__ = ["Backtest", "Change"]
 

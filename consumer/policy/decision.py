@@ -1,5 +1,5 @@
 """Pure decision logic: one tenant's effective policy, and check results ⇒ decision, reasons and a
-classification summary. No I/O: ``consumer.checks.policies`` reads files, tenants and reloads.
+classification summary. No I/O: ``consumer.policy.tenants`` reads files, tenants and reloads.
 """
 
 from __future__ import annotations

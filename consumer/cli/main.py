@@ -16,8 +16,8 @@ from consumer import __version__
 from consumer.errors import ConfigError
 
 if TYPE_CHECKING:
-    from consumer.checks.policies import PolicyStore
     from consumer.config import Settings
+    from consumer.policy.tenants import PolicyStore
 
 __all__ = ["main"]
 
@@ -211,8 +211,8 @@ def _setting_error(exc: ConfigError) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from consumer.cli.replay import Selection, replay
     from consumer.config import load_settings
-    from consumer.operations.replay import Selection, replay
 
     settings = load_settings(args.config)
     try:
@@ -230,7 +230,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _policy(args: argparse.Namespace) -> int:
     from consumer.checks.registry import default_registry
-    from consumer.operations import policy_tools as tools
+    from consumer.cli import policy as tools
 
     registry = default_registry()
     if args.policy_command == "check":
@@ -259,9 +259,9 @@ def _policy(args: argparse.Namespace) -> int:
 def _schemas(args: argparse.Namespace) -> int:
     from fastavro.schema import SchemaParseException
 
+    from consumer.cli import schemas as schemas_admin
     from consumer.config import load_settings
     from consumer.errors import SerializationError
-    from consumer.operations import schemas_admin
 
     settings = load_settings(args.config)
     action = schemas_admin.register if args.action == "register" else schemas_admin.check
@@ -273,7 +273,7 @@ def _schemas(args: argparse.Namespace) -> int:
 
 def _run(config: Path | None, workers: int = 1) -> int:
     from consumer.config import load_settings
-    from consumer.operations.telemetry.logging import configure_logging
+    from consumer.telemetry.logging import configure_logging
     from consumer.wiring import check_settings
 
     settings = load_settings(config)
@@ -282,7 +282,7 @@ def _run(config: Path | None, workers: int = 1) -> int:
     if workers < 1:
         raise ConfigError("--workers", "must be at least 1")
     if workers > 1:
-        from consumer.operations.supervisor import supervise
+        from consumer.runtime.supervisor import supervise
 
         args = ["--config", str(config)] if config else []
         return supervise(workers, args, stop_grace_s=settings.processing.drain_timeout_s + 15)
@@ -304,7 +304,7 @@ _GC_THRESHOLD_0 = 20_000
 async def _serve(settings: Settings, policy: PolicyStore) -> int:
     import gc
 
-    from consumer.operations.telemetry.tracing import configure_tracing, shutdown_tracing
+    from consumer.telemetry.tracing import configure_tracing, shutdown_tracing
 
     gc.set_threshold(_GC_THRESHOLD_0, *gc.get_threshold()[1:])
     if configure_tracing():  # OTEL_* variables: on only with an OTLP endpoint

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from consumer.checks.policy import CheckResults, Frame, Policy, peaks
 from consumer.core.records import CheckEvidence, CsamResult, ModerationVerdict, SimilarityMatch
+from consumer.policy.decision import CheckResults, Frame, Policy, peaks
 
 __all__ = ["INDEX_MATCH", "RECORDED_FLOOR", "evidence_of", "missing_scores", "results_of"]
 

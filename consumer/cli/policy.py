@@ -19,13 +19,13 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from consumer.checks.backtest import Backtest
-from consumer.checks.policies import load_policies
 from consumer.checks.registry import CheckRegistry, Feeds
 from consumer.config import Settings
 from consumer.core.records import ModerationVerdict
 from consumer.errors import ConfigError, RegistryUnavailable, SerializationError
 from consumer.kafka.scan import scan, watermarks
+from consumer.policy.backtest import Backtest
+from consumer.policy.tenants import load_policies
 from consumer.schema_registry import codec_for
 from consumer.serde import AvroCodec, decode_blocking
 

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from consumer.operations.telemetry import tracing
+from consumer.telemetry import tracing
 
 __all__ = ["JsonFormatter", "configure_logging"]
 

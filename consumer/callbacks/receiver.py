@@ -38,10 +38,7 @@ import orjson
 from aiohttp import web
 from confluent_kafka import Consumer
 
-from consumer.config import KafkaSettings, Settings
-from consumer.kafka.common import base_config
-from consumer.kafka.sink import Headers, Sink
-from consumer.operations.callback_bodies import (
+from consumer.callbacks.bodies import (
     EARLY_LIMIT_BYTES,
     INLINE_PARSE_BYTES,
     MAX_CALLBACK_BYTES,
@@ -55,9 +52,12 @@ from consumer.operations.callback_bodies import (
     reduce_task_body,
     task_id_of,
 )
-from consumer.operations.health import KEEPALIVE_S, metrics_handler
-from consumer.operations.telemetry import metrics, tracing
-from consumer.operations.workers import local_url
+from consumer.config import KafkaSettings, Settings
+from consumer.kafka.common import base_config
+from consumer.kafka.sink import Headers, Sink
+from consumer.runtime.health import KEEPALIVE_S, metrics_handler
+from consumer.runtime.workers import local_url
+from consumer.telemetry import metrics, tracing
 
 __all__ = [
     "EARLY_LIMIT_BYTES",

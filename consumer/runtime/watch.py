@@ -17,9 +17,9 @@ from consumer.core.offsets import OffsetTracker, TopicPartition
 from consumer.core.scheduler import Scheduler
 from consumer.core.stalls import CommitWatch, StallDetector
 from consumer.kafka.lag import LogOffsets, lag
-from consumer.operations import workers
-from consumer.operations.health import HealthServer, Probe
-from consumer.operations.telemetry import metrics
+from consumer.runtime import workers
+from consumer.runtime.health import HealthServer, Probe
+from consumer.telemetry import metrics
 
 __all__ = ["OBSERVE_INTERVAL_S", "Watch", "Watched"]
 

@@ -1,0 +1,1 @@
+"""Provider callbacks: the receiver, the body rules and the relay between workers."""

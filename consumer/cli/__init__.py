@@ -1,0 +1,2 @@
+"""The command line: the service and its tools (replay, schemas, policy), thin commands over
+library functions."""

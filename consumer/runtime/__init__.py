@@ -1,0 +1,1 @@
+"""The process runtime: worker supervisor, workers, health server and watch."""
