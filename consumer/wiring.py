@@ -7,7 +7,7 @@ import logging
 from pydantic import BaseModel, SecretStr
 
 from consumer.callbacks.receiver import AsyncTasks
-from consumer.checks.limits import AimdLimit, CircuitBreaker, TokenBucket
+from consumer.core.limits import AimdLimit, CircuitBreaker, TokenBucket
 from consumer.checks.media import MediaFetcher, MediaPolicy
 from consumer.checks.pipeline import ActiveCheck, Pipeline
 from consumer.checks.providers.http import ProviderGate

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from consumer.checks.limits import TokenBucket
+from consumer.core.limits import TokenBucket
 
 __all__ = ["FAULT_NAMES", "Faults", "TokenBucket"]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.checks.limits import AimdLimit, BreakerState, CircuitBreaker, TokenBucket
+from consumer.core.limits import AimdLimit, BreakerState, CircuitBreaker, TokenBucket
 
 
 def test_token_bucket_allows_burst_then_rate() -> None:

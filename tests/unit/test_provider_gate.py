@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from consumer.checks.limits import AimdLimit, BreakerState, CircuitBreaker
+from consumer.core.limits import AimdLimit, BreakerState, CircuitBreaker
 from consumer.checks.providers.http import ProviderGate, deadline_scope, send
 from consumer.transports.httpclient import HttpxClient
 

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import httpx
 from opentelemetry.trace import Span
 
-from consumer.checks.limits import AimdLimit, BreakerState, CircuitBreaker, TokenBucket
+from consumer.core.limits import AimdLimit, BreakerState, CircuitBreaker, TokenBucket
 from consumer.checks.retry import RetryPolicy, retrying
 from consumer.errors import ProviderAnswerError, ProviderTimeout, TransientError
 from consumer.telemetry import metrics, tracing

@@ -1,5 +1,5 @@
 """Pure provider etiquette: a token bucket, an adaptive (AIMD) concurrency limit and a circuit
-breaker. The caller passes the clock; ``providers.http.ProviderGate`` puts them on the wire."""
+breaker. The caller passes the clock; ``consumer.checks.providers.http.ProviderGate`` puts them on the wire."""
 
 from __future__ import annotations
 
