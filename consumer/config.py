@@ -25,7 +25,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from consumer.errors import ConfigError
+from consumer.errors import ConfigError, UnreadableFile
 from consumer.settings_sections import (
     ENV_PREFIX,
     CallbackSettings,
@@ -38,7 +38,6 @@ from consumer.settings_sections import (
     ProcessingSettings,
     SchemaRegistrySettings,
     SerializationSettings,
-    UnreadableFile,
     os_reason,
     read_text,
 )

@@ -2,37 +2,64 @@
 
 ```
 ModerationError
-├── ConfigError               a setting is missing or invalid; the process stops at start
+├── ConfigError               a setting or option is missing or invalid; the process (or tool) stops
+├── UnreadableFile            a file opens but is no usable text; the caller names its setting
 ├── SerializationError        bytes that are not a valid record of a known schema (poison input)
 │   └── InvalidRecordError    decoded, but breaks the input contract (missing field, null key, size...)
-├── TransientError            worth retrying: 429, 5xx, timeouts, connection errors, Hive 2xxx
-│   ├── RateLimitedError      429; carries Retry-After when the provider sent one
-│   ├── ProviderTimeout       no (complete) answer within the attempt's timeout
-│   ├── ProviderAnswerError   a 200 answer whose body does not have the documented shape
-│   └── RegistryUnavailable   the schema registry cannot be reached: intake waits, nothing is lost
-└── PermanentError            retrying cannot help: 400, 403, 404, 405, Hive 3xxx, unsupported media
+├── ProviderError             reported by, or on the way to, a remote provider
+│   ├── TransientError        worth retrying: 429, 5xx, timeouts, connection errors, Hive 2xxx
+│   │   ├── RateLimitedError      429; carries Retry-After when the provider sent one
+│   │   ├── ProviderTimeout       no (complete) answer within the attempt's timeout
+│   │   ├── ProviderAnswerError   a 200 answer whose body does not have the documented shape
+│   │   └── RegistryUnavailable   the schema registry cannot be reached: intake waits, nothing is lost
+│   └── PermanentError        retrying cannot help: 400, 403, 404, 405, Hive 3xxx, unsupported media
+│       └── MediaTooLarge         URL media over the download bound
+├── ExchangeRefused           our HTTP client refused an exchange by its own rule (httpx.TransportError too)
+│   ├── EgressRefused         the destination resolves only to addresses the egress policy refuses
+│   └── ResponseTooLarge      an answer's body (declared or streamed) over the caller's bound
+├── BrokerError               Kafka refused or failed what was asked (a topic missing, not created...)
+│   ├── DeliveryError         the broker did not acknowledge a record
+│   ├── TransactionLost       the open transaction was aborted: rewind to the committed offsets
+│   └── TransactionsBroken    no transactional producer could be had: the process must stop
+└── ToolError                 an operator tool (dlq replay, policy backtest) stopped before finishing
 ```
 
 Transient errors are retried with bounded backoff and, once exhausted, give a fail-closed verdict.
 Serialization errors and permanent errors about the content (``PermanentError.concerns_content``)
 go to the dead letter topic; other permanent errors (a bad key, no balance) give a fail-closed
 verdict carrying the reason, since dead-lettering every upload would flood the topic.
-Messages never contain API keys or other secrets.
+The two ``ExchangeRefused`` errors are also httpx transport errors (``EgressRefused`` an
+``httpx.ConnectError`` and an ``OSError``, which aiohttp's resolver path requires), so code that
+maps httpx's vocabulary maps them without knowing them. The command line maps the branches to exit
+codes (``consumer.cli.main``). Messages never contain API keys or other secrets.
 """
 
 from __future__ import annotations
 
+import httpx
+
 __all__ = [
+    "BrokerError",
     "ConfigError",
+    "DeliveryError",
+    "EgressRefused",
+    "ExchangeRefused",
     "InvalidRecordError",
+    "MediaTooLarge",
     "ModerationError",
     "PermanentError",
     "ProviderAnswerError",
+    "ProviderError",
     "ProviderTimeout",
     "RateLimitedError",
     "RegistryUnavailable",
+    "ResponseTooLarge",
     "SerializationError",
+    "ToolError",
+    "TransactionLost",
+    "TransactionsBroken",
     "TransientError",
+    "UnreadableFile",
 ]
 
 
@@ -47,6 +74,10 @@ class ConfigError(ModerationError):
         super().__init__(f"invalid setting {setting}: {problem}")
         self.setting = setting
         self.problem = problem
+
+
+class UnreadableFile(ModerationError):
+    """A file that opens but cannot be used as text; ``str()`` is safe to show after its path."""
 
 
 class SerializationError(ModerationError):
@@ -131,3 +162,56 @@ class PermanentError(ProviderError):
         if self.check in ("media", "pipeline"):
             return True
         return self.code is not None or self.status in self._CONTENT_STATUSES
+
+
+class MediaTooLarge(PermanentError):
+    """URL media over the download bound."""
+
+
+class ExchangeRefused(ModerationError):
+    """Our HTTP client refused an exchange by a rule of its own. Each subclass is also an httpx
+    transport error, so callers that map httpx's exceptions map these without knowing them."""
+
+
+class EgressRefused(ExchangeRefused, httpx.ConnectError, OSError):
+    """A media URL resolves (or is written as) only addresses the egress policy refuses. An
+    ``OSError`` too: raised in aiohttp's resolver, which hands only OSErrors on as connect errors."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+class ResponseTooLarge(ExchangeRefused, httpx.TransportError):
+    """The answer's body (declared or streamed) is over the caller's bound."""
+
+    def __init__(self, limit: int, declared: int | None = None) -> None:
+        said = f" (Content-Length {declared})" if declared is not None else ""
+        super().__init__(f"response body over the {limit}-byte limit{said}")
+        self.limit = limit
+        self.declared = declared
+
+
+class BrokerError(ModerationError):
+    """Kafka refused or failed what was asked: a topic missing or not created, a client error."""
+
+
+class DeliveryError(BrokerError):
+    """The broker did not acknowledge a record (delivery timeout, authorization, fatal error).
+    ``record_refused``: the record itself was refused (too large, invalid), not the producer."""
+
+    def __init__(self, message: str, *, record_refused: bool = False) -> None:
+        super().__init__(message)
+        self.record_refused = record_refused
+
+
+class TransactionLost(BrokerError):
+    """The open transaction was aborted (or its producer replaced): rewind to the committed offsets."""
+
+
+class TransactionsBroken(BrokerError):
+    """No transactional producer could be registered within the deadline: the process must stop."""
+
+
+class ToolError(ModerationError):
+    """An operator tool (``dlq replay``, ``policy backtest``) stopped before it finished; the
+    message says why (the registry away, the broker refusing)."""

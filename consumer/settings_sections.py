@@ -20,7 +20,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from consumer.core.scheduler import Mode
-from consumer.errors import ConfigError
+from consumer.errors import ConfigError, UnreadableFile
 
 __all__ = [
     "ENV_PREFIX",
@@ -34,7 +34,6 @@ __all__ = [
     "LimitSettings",
     "MediaSettings",
     "ProcessingSettings",
-    "UnreadableFile",
     "os_reason",
     "read_text",
 ]
@@ -357,10 +356,6 @@ class ProcessingSettings(_Section):
         default_factory=lambda: list[AsyncMedia](["VIDEO"]),
         description="media types checked through async tasks + callbacks",
     )
-
-
-class UnreadableFile(Exception):
-    """A file that opens but cannot be used as text; ``str()`` is safe to show after its path."""
 
 
 def read_text(path: Path, limit: int) -> str:

@@ -17,25 +17,27 @@ import httpx
 
 from consumer.core.records import MediaType, UploadEvent
 from consumer.core.validation import normalized_content_type
-from consumer.errors import InvalidRecordError, PermanentError, TransientError
-from consumer.transports.egress import EgressPolicy, EgressRefused
-from consumer.transports.httpclient import Answer, EgressDenied, HttpClient, ResponseTooLarge
+from consumer.errors import (
+    EgressRefused,
+    InvalidRecordError,
+    MediaTooLarge,
+    PermanentError,
+    ResponseTooLarge,
+    TransientError,
+)
+from consumer.transports.egress import EgressPolicy
+from consumer.transports.httpclient import Answer, HttpClient
 
 __all__ = [
     "Media",
     "MediaFetcher",
     "MediaPolicy",
-    "MediaTooLarge",
     "content_key",
     "media_of",
     "verify_declared_hash",
 ]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-
-
-class MediaTooLarge(PermanentError):
-    """URL media over the download bound."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +153,7 @@ class MediaFetcher:
         try:
             self._egress.check_host(host)
             return await self._http.request("GET", url, timeout=self._timeout, max_bytes=self._max)
-        except (EgressRefused, EgressDenied) as exc:
+        except EgressRefused as exc:
             raise PermanentError(f"media URL refused by the egress policy: {exc}", check="media") from None
         except ResponseTooLarge:
             raise MediaTooLarge(f"media larger than {self._max} bytes", check="media") from None

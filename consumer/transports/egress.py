@@ -22,15 +22,13 @@ from dataclasses import dataclass, field
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
-__all__ = ["EgressPolicy", "EgressRefused", "EgressResolver"]
+from consumer.errors import EgressRefused
+
+__all__ = ["EgressPolicy", "EgressResolver"]
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-
-
-class EgressRefused(OSError):
-    """A media URL resolves to an address the egress policy refuses."""
 
 
 def _embedded_v4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:

@@ -30,36 +30,21 @@ import aiohttp
 import httpx
 import orjson
 
-from consumer.transports.egress import EgressPolicy, EgressRefused, EgressResolver
+from consumer.errors import EgressRefused, ResponseTooLarge
+from consumer.transports.egress import EgressPolicy, EgressResolver
 
 __all__ = [
     "DEFAULT_MAX_ANSWER_BYTES",
     "AiohttpClient",
     "Answer",
-    "EgressDenied",
     "Files",
     "HttpClient",
     "HttpxClient",
-    "ResponseTooLarge",
 ]
 
 Files = Mapping[str, tuple[str, bytes, str]]
 DEFAULT_MAX_ANSWER_BYTES = 4 << 20  # provider answers are JSON of a few KB; a video's a few hundred
 _BOUNDARY = secrets.token_hex(16)  # one per process: aiohttp would draw a uuid4 per request
-
-
-class ResponseTooLarge(httpx.TransportError):
-    """The answer's body (declared or streamed) is over the caller's bound."""
-
-    def __init__(self, limit: int, declared: int | None = None) -> None:
-        said = f" (Content-Length {declared})" if declared is not None else ""
-        super().__init__(f"response body over the {limit}-byte limit{said}")
-        self.limit = limit
-        self.declared = declared
-
-
-class EgressDenied(httpx.ConnectError):
-    """The destination resolved only to addresses the egress policy refuses."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +213,7 @@ class AiohttpClient(HttpClient):
             raise httpx.ReadTimeout(f"no complete answer within {limit_s:g}s") from None
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.__cause__, EgressRefused):
-                raise EgressDenied(str(exc.__cause__)) from None
+                raise EgressRefused(str(exc.__cause__)) from None
             raise httpx.ConnectError(f"cannot connect ({type(exc.os_error).__name__})") from None
         except aiohttp.InvalidURL:
             raise httpx.UnsupportedProtocol("invalid URL") from None

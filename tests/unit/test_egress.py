@@ -11,7 +11,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.transports.egress import EgressPolicy, EgressRefused, EgressResolver
+from consumer.errors import EgressRefused
+from consumer.transports.egress import EgressPolicy, EgressResolver
 
 REFUSED = [
     "127.0.0.1",

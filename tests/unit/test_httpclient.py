@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 
+from consumer.errors import EgressRefused, ResponseTooLarge
 from consumer.transports.egress import EgressPolicy
-from consumer.transports.httpclient import AiohttpClient, EgressDenied, HttpxClient, ResponseTooLarge
+from consumer.transports.httpclient import AiohttpClient, HttpxClient
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -130,7 +131,7 @@ async def test_loopback_is_refused_without_an_allow_list(
     url = await raw_server(answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2", b"ok"))
     port = url.rsplit(":", 1)[1]
     async with AiohttpClient(4, egress=EgressPolicy()) as http:
-        with pytest.raises(EgressDenied, match="loopback"):
+        with pytest.raises(EgressRefused, match="loopback"):
             await http.request("GET", f"http://localhost:{port}/")
 
 

@@ -13,13 +13,12 @@ from consumer.checks.media import (
     Media,
     MediaFetcher,
     MediaPolicy,
-    MediaTooLarge,
     content_key,
     media_of,
     verify_declared_hash,
 )
 from consumer.core.records import MediaType, UploadEvent
-from consumer.errors import InvalidRecordError, PermanentError, TransientError
+from consumer.errors import InvalidRecordError, MediaTooLarge, PermanentError, TransientError
 from consumer.transports.egress import EgressPolicy
 from consumer.transports.httpclient import HttpxClient
 
