@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Message
 
 from consumer.config import Settings, load_settings
 from consumer.kafka import ensure_topics
@@ -22,7 +23,7 @@ from consumer.service import ModerationService
 from consumer.wiring import provider_client
 from devtools.broker import LocalKafka
 from devtools.registry import LocalRegistry
-from devtools.stack import SimulatorProcess
+from devtools.stack import SimulatorProcess, iter_messages
 from simulator.state import DEFAULT_HUAWEI_TOKEN, DEFAULT_KEYS
 
 
@@ -146,6 +147,37 @@ def make_topics(kafka_bootstrap: str) -> Callable[..., Topics]:
 def topics(make_topics: Callable[..., Topics]) -> Topics:
     """Fresh topics of 4 partitions each and a fresh group for one test."""
     return make_topics()
+
+
+ReadTopic = Callable[..., list[Any]]
+
+
+@pytest.fixture
+def read_topic(kafka_bootstrap: str) -> ReadTopic:
+    """``read_topic(topic, count=None, *, decode=None, until=None, timeout=30, isolation=...)``:
+    records of ``topic`` from its beginning (each passed through ``decode(message)`` if given),
+    until ``count`` are read, ``until(records so far)`` holds, or ``timeout`` seconds pass (with
+    neither given: everything written within the timeout). The reading consumer is closed on return."""
+
+    def read(
+        topic: str,
+        count: int | None = None,
+        *,
+        decode: Callable[[Message], Any] | None = None,
+        until: Callable[[list[Any]], bool] | None = None,
+        timeout: float = 30.0,
+        isolation: str = "read_committed",
+    ) -> list[Any]:
+        found: list[Any] = []
+        messages = iter_messages(kafka_bootstrap, topic, timeout=timeout, isolation=isolation)
+        with contextlib.closing(messages):
+            for msg in messages:
+                found.append(msg if decode is None else decode(msg))
+                if (count is not None and len(found) >= count) or (until is not None and until(found)):
+                    break
+        return found
+
+    return read
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ from devtools.stack import (
     ConsumerProcess,
     SimulatorProcess,
     consumer_env,
-    iter_messages,
     json_log_lines,
     produce_uploads,
     read_verdicts,
@@ -34,7 +33,7 @@ from devtools.stack import (
     wait_until,
 )
 
-from .conftest import Topics
+from .conftest import ReadTopic, Topics
 
 pytestmark = pytest.mark.integration
 
@@ -171,6 +170,7 @@ def test_shadow_decisions_and_a_backtest_match_the_candidate_deciding_live(
     make_topics: Callable[..., Topics],
     settings_for: Callable[..., Settings],
     running_service: Callable[..., Any],
+    read_topic: ReadTopic,
     tmp_path: Path,
 ) -> None:
     import asyncio
@@ -217,11 +217,11 @@ def test_shadow_decisions_and_a_backtest_match_the_candidate_deciding_live(
 
     disagreements = {u: truth[u] for u in ids if truth[u] is not live[u].decision}
     codec = AvroCodec()
-    shadows: list[ShadowDecision] = []
-    for msg in iter_messages(kafka_bootstrap, first.shadow, timeout=30):
-        shadows.append(ShadowDecision.from_avro(codec.decode(msg.value(), "ShadowDecision")))
-        if len(shadows) == len(disagreements):
-            break
+    shadows: list[ShadowDecision] = read_topic(
+        first.shadow,
+        len(disagreements),
+        decode=lambda m: ShadowDecision.from_avro(codec.decode(m.value(), "ShadowDecision")),
+    )
     assert {s.upload_id: s.shadow_decision for s in shadows} == disagreements
     assert all(s.live_decision is live[s.upload_id].decision for s in shadows)
     assert {s.shadow_policy_version for s in shadows} == {"candidate-1"}

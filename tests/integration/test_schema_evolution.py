@@ -31,13 +31,12 @@ from devtools.broker import free_port
 from devtools.stack import (
     SimulatorProcess,
     consumer_env,
-    iter_messages,
     produce_uploads,
     read_verdicts,
     upload,
 )
 
-from .conftest import Topics, newer_upload_event
+from .conftest import ReadTopic, Topics, newer_upload_event
 
 pytestmark = pytest.mark.integration
 HISTORY = default_schema_dir() / "history"
@@ -116,6 +115,7 @@ async def test_a_new_verdict_is_read_by_a_downstream_reader_pinned_to_the_previo
     registered: Callable[..., Settings],
     running_service: Callable[..., Any],
     stack: contextlib.ExitStack,
+    read_topic: ReadTopic,
 ) -> None:
     settings = registered()
     uploads = [upload(MediaType.TEXT, text=f"Lovely sunset number {i}") for i in range(3)]
@@ -128,9 +128,7 @@ async def test_a_new_verdict_is_read_by_a_downstream_reader_pinned_to_the_previo
     pinned = AvroDeserializer(client, v1)
     context = SerializationContext(topics.verdicts, MessageField.VALUE)
     old_fields = {f["name"] for f in json.loads(v1)["fields"]}
-    read = [pinned(m.value(), context) for m in iter_messages(kafka_bootstrap, topics.verdicts, timeout=10)][
-        :3
-    ]
+    read = read_topic(topics.verdicts, 3, decode=lambda m: pinned(m.value(), context), timeout=10)
     assert len(read) == 3
     assert all(set(r) == old_fields and "policy_digest" not in r for r in read)
     assert {r["upload_id"] for r in read} == {u.upload_id for u in uploads}

@@ -25,14 +25,13 @@ from devtools.stack import (
     ConsumerProcess,
     SimulatorProcess,
     consumer_env,
-    iter_messages,
     json_log_lines,
     produce_uploads,
     upload,
     wait_until,
 )
 
-from .conftest import Topics
+from .conftest import ReadTopic, Topics
 
 pytestmark = pytest.mark.integration
 
@@ -57,13 +56,19 @@ def send_with_trace(receiver: OtlpReceiver, bootstrap: str, topic: str, item: Up
     return producer
 
 
-def verdict_message(bootstrap: str, topic: str, upload_id: str) -> tuple[ModerationVerdict, dict[str, bytes]]:
+def verdict_message(
+    read_topic: ReadTopic, topic: str, upload_id: str
+) -> tuple[ModerationVerdict, dict[str, bytes]]:
     codec = AvroCodec()
-    for msg in iter_messages(bootstrap, topic, timeout=120):
-        verdict = ModerationVerdict.from_avro(codec.decode(msg.value(), "ModerationVerdict"))
-        if verdict.upload_id == upload_id:
-            return verdict, headers_of(msg)
-    raise AssertionError(f"no verdict for {upload_id}")
+
+    def decode(msg: Message) -> tuple[ModerationVerdict, dict[str, bytes]]:
+        return ModerationVerdict.from_avro(codec.decode(msg.value(), "ModerationVerdict")), headers_of(msg)
+
+    found = read_topic(
+        topic, decode=decode, until=lambda read: read[-1][0].upload_id == upload_id, timeout=120
+    )
+    assert found and found[-1][0].upload_id == upload_id, f"no verdict for {upload_id}"
+    return found[-1]
 
 
 def headers_of(msg: Message) -> dict[str, bytes]:
@@ -88,6 +93,7 @@ def test_one_trace_runs_from_the_upload_producer_through_the_checks_to_the_verdi
     make_topics: Callable[..., Topics],
     sim: SimulatorProcess,
     receiver: OtlpReceiver,
+    read_topic: ReadTopic,
     tmp_path: Path,
 ) -> None:
     topics = make_topics()
@@ -104,7 +110,7 @@ def test_one_trace_runs_from_the_upload_producer_through_the_checks_to_the_verdi
     log = tmp_path / "consumer.log"
     process = ConsumerProcess(env, log_path=log).start()
     try:
-        verdict, headers = verdict_message(kafka_bootstrap, topics.verdicts, item.upload_id)
+        verdict, headers = verdict_message(read_topic, topics.verdicts, item.upload_id)
         trace_id = producer.trace_id
 
         def complete() -> bool:
@@ -149,6 +155,7 @@ def test_an_async_video_trace_survives_the_callback_relay_to_another_process(
     make_topics: Callable[..., Topics],
     sim: SimulatorProcess,
     receiver: OtlpReceiver,
+    read_topic: ReadTopic,
     tmp_path: Path,
 ) -> None:
     """Each process advertises the other's callback receiver, so whichever owns the video, its
@@ -179,7 +186,7 @@ def test_an_async_video_trace_survives_the_callback_relay_to_another_process(
             MediaType.VIDEO, data=make_video([4201, 4202], size=(320, 240)), content_type="video/mp4"
         )
         producer = send_with_trace(receiver, kafka_bootstrap, topics.input, video)
-        verdict, _ = verdict_message(kafka_bootstrap, topics.verdicts, video.upload_id)
+        verdict, _ = verdict_message(read_topic, topics.verdicts, video.upload_id)
         trace_id = producer.trace_id
 
         def relayed() -> bool:

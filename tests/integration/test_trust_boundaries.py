@@ -39,7 +39,6 @@ from devtools.stack import (
     ConsumerProcess,
     SimulatorProcess,
     consumer_env,
-    iter_messages,
     produce_uploads,
     read_verdicts,
     upload,
@@ -48,7 +47,7 @@ from devtools.stack import (
 from simulator.state import DEFAULT_KEYS
 from tests.factories import avro_long
 
-from .conftest import Topics
+from .conftest import ReadTopic, Topics
 from .test_dlq_replay import replay_cli
 from .test_hostile import HealthWatch, Outcomes, _committed_to_end
 from .test_media_and_maintenance import index_updates, produce, wait_for
@@ -77,7 +76,9 @@ def _end_offsets(bootstrap: str, topic: str, partitions: int = 4) -> int:
         probe.close()
 
 
-def test_replay_refuses_forged_letters(kafka_bootstrap: str, topics: Topics, sim: SimulatorProcess) -> None:
+def test_replay_refuses_forged_letters(
+    kafka_bootstrap: str, topics: Topics, sim: SimulatorProcess, read_topic: ReadTopic
+) -> None:
     """Whoever can write the dead-letter topic cannot write verdicts (or anything but an input) by
     way of a routine replay; a genuine letter still goes back to the uploads topic."""
     forged_allow = ModerationVerdict(
@@ -115,7 +116,7 @@ def test_replay_refuses_forged_letters(kafka_bootstrap: str, topics: Topics, sim
     for topic in (topics.verdicts, topics.review, topics.escalations):
         assert _end_offsets(kafka_bootstrap, topic) == 0, f"something reached {topic}"
     assert _end_offsets(kafka_bootstrap, topics.dlq) == len(letters)  # nothing written back
-    replayed = list(iter_messages(kafka_bootstrap, topics.input, timeout=10))
+    replayed = read_topic(topics.input, timeout=10)  # all there is: exactly one
     assert len(replayed) == 1
     headers = dict(replayed[0].headers() or [])
     assert CODEC.decode(replayed[0].value(), "UploadEvent")["upload_id"] == "genuine"
@@ -154,6 +155,7 @@ async def test_tenant_isolation_in_index(
     sim: SimulatorProcess,
     settings_for: Callable[..., Any],
     running_service: Callable[..., Any],
+    read_topic: ReadTopic,
 ) -> None:
     """Tenant ``victim`` never matches another tenant's entries, whatever the attacker files."""
     victims, attackers, legacy = make_image(701), make_image(702), make_image(703)
@@ -210,10 +212,9 @@ async def test_tenant_isolation_in_index(
         assert all(
             "attacker" not in (r.detail or "") for r in verdict.reasons if verdict.tenant_id == "victim"
         )
-    letters = [
-        DeadLetter.from_avro(CODEC.decode(m.value(), "DeadLetter"))
-        for m in iter_messages(kafka_bootstrap, topics.dlq, timeout=10)
-    ]
+    letters = read_topic(
+        topics.dlq, decode=lambda m: DeadLetter.from_avro(CODEC.decode(m.value(), "DeadLetter")), timeout=10
+    )
     assert [(d.upload_id, d.failure.error_class) for d in letters] == [("up-r-forged", "InvalidRecordError")]
     assert "malformed tenant_id" in letters[0].failure.message
 

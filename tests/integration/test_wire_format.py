@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from confluent_kafka import Message
 from confluent_kafka.schema_registry import Schema
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -24,7 +25,6 @@ from devtools.registry import LocalRegistry
 from devtools.samples import image_bytes, make_image, reencoded
 from devtools.stack import (
     SimulatorProcess,
-    iter_messages,
     produce_uploads,
     read_dead_letters,
     read_verdicts,
@@ -32,7 +32,7 @@ from devtools.stack import (
     wait_until,
 )
 
-from .conftest import Topics, newer_upload_event
+from .conftest import ReadTopic, Topics, newer_upload_event
 
 pytestmark = pytest.mark.integration
 POLL_S = 0.05
@@ -44,18 +44,17 @@ def registry_settings(
     return settings_for(topics, schema_registry={"url": registry_url, "auto_register": True, **registry})
 
 
-def confluent_records(bootstrap: str, topic: str, url: str, count: int) -> list[dict[str, Any]]:
+def confluent_records(read_topic: ReadTopic, topic: str, url: str, count: int) -> list[dict[str, Any]]:
     """``count`` records of ``topic`` read with confluent-kafka's AvroDeserializer alone."""
-    records = []
     with registry_client(Settings().schema_registry.model_copy(update={"url": url})) as client:
         deserializer = AvroDeserializer(client)
-        for msg in iter_messages(bootstrap, topic, timeout=30):
+
+        def decode(msg: Message) -> dict[str, Any]:
             value = msg.value()
             assert value is not None and value[0] == CONFLUENT_MAGIC, f"{topic}: not Confluent-framed"
-            records.append(deserializer(value, SerializationContext(topic, MessageField.VALUE)))
-            if len(records) >= count:
-                break
-    return records
+            return deserializer(value, SerializationContext(topic, MessageField.VALUE))
+
+        return read_topic(topic, count, decode=decode)
 
 
 async def test_every_topic_is_written_in_the_confluent_format_and_both_framings_are_read(
@@ -66,6 +65,7 @@ async def test_every_topic_is_written_in_the_confluent_format_and_both_framings_
     running_service: Callable[..., Any],
     sim: SimulatorProcess,
     stack: contextlib.ExitStack,
+    read_topic: ReadTopic,
 ) -> None:
     settings = registry_settings(settings_for, topics, registry_url)
     codec = stack.enter_context(contextlib.closing(codec_for(settings)))
@@ -89,16 +89,14 @@ async def test_every_topic_is_written_in_the_confluent_format_and_both_framings_
         verdicts = await asyncio.to_thread(read_verdicts, kafka_bootstrap, topics.verdicts, ids, codec=codec)
     assert {v.upload_id for v in verdicts} == ids  # both framings were read
     url = registry_url
-    by_id = {r["upload_id"]: r for r in confluent_records(kafka_bootstrap, topics.verdicts, url, 4)}
+    by_id = {r["upload_id"]: r for r in confluent_records(read_topic, topics.verdicts, url, 4)}
     assert by_id[allowed.upload_id]["decision"] == Decision.ALLOW.value
     assert by_id[legacy.upload_id]["decision"] == Decision.ALLOW.value
-    (review,) = confluent_records(kafka_bootstrap, topics.review, url, 1)
+    (review,) = confluent_records(read_topic, topics.review, url, 1)
     assert review["upload_id"] == spam.upload_id and review["decision"] == Decision.REVIEW.value
-    (escalation,) = confluent_records(kafka_bootstrap, topics.escalations, url, 1)
+    (escalation,) = confluent_records(read_topic, topics.escalations, url, 1)
     assert escalation["upload_id"] == escalated.upload_id
-    (letter,) = confluent_records(
-        kafka_bootstrap, topics.dlq, url, 1
-    )  # only the poison: the deletion was read
+    (letter,) = confluent_records(read_topic, topics.dlq, url, 1)  # only the poison: the deletion was read
     assert letter["original_key"] == b"poison" and "Confluent" in letter["error_message"]
 
 
