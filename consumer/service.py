@@ -11,8 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from consumer.callbacks.receiver import CallbackServer, Correlator
+from consumer.checks.builtin import default_registry
 from consumer.checks.maintenance import IndexMaintenance
-from consumer.checks.registry import CheckRegistry, Feeds, default_registry
+from consumer.checks.registry import CheckRegistry, Feeds
 from consumer.config import Settings
 from consumer.core.epochs import Epochs
 from consumer.core.headers import measure

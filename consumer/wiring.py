@@ -8,11 +8,12 @@ from pydantic import BaseModel, SecretStr
 
 from consumer.callbacks.receiver import AsyncTasks
 from consumer.core.limits import AimdLimit, CircuitBreaker, TokenBucket
+from consumer.checks.builtin import default_registry
 from consumer.checks.media import MediaFetcher, MediaPolicy
 from consumer.checks.pipeline import ActiveCheck, Pipeline
 from consumer.checks.providers.http import ProviderGate
 from consumer.checks.redaction import register_secret
-from consumer.checks.registry import BuildContext, CheckRegistry, default_registry
+from consumer.checks.registry import BuildContext, CheckRegistry
 from consumer.checks.retry import RetryPolicy
 from consumer.config import Settings
 from consumer.core.records import MediaType

@@ -1,5 +1,6 @@
 """The checks the service ships: CSAM hash matching, visual and text classification (Hive), and
-similarity against a custom index (Hive, or Huawei ImageSearch). One declaration each."""
+similarity against a custom index (Hive, or Huawei ImageSearch). One declaration each; and the
+registry a deployment starts from: these, then the checks installed packages declare."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from consumer.checks.registry import (
     VISUAL_MEDIA,
     BuildContext,
     CheckClient,
+    CheckRegistry,
     CheckSpec,
     Feeds,
     Subject,
@@ -39,6 +41,7 @@ __all__ = [
     "TEXT_CLASSES",
     "VISUAL",
     "VISUAL_CLASSES",
+    "default_registry",
 ]
 
 # The class names Hive documents, head by head (each head's scores sum to 1); a policy may
@@ -196,3 +199,8 @@ SIMILARITY = CheckSpec(
     doc="matches in the tenant's custom index (Hive, or Huawei ImageSearch: processing.similarity)",
 )
 BUILTIN_CHECKS = (CSAM, VISUAL, TEXT, SIMILARITY)
+
+
+def default_registry() -> CheckRegistry:
+    """The shipped checks, then those installed packages declare (entry points)."""
+    return CheckRegistry(BUILTIN_CHECKS).add_installed()

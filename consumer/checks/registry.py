@@ -2,9 +2,10 @@
 to, what its answer feeds in the policy, how it is built from settings); the pipeline, the policy
 checks and the wiring iterate a ``CheckRegistry`` and name no check themselves.
 
-The shipped checks are declared in ``consumer.checks.builtin``. Others come from installed
-packages through the ``moderation_consumer.checks`` entry-point group (each entry point names a
-``CheckSpec``), or from ``CheckRegistry.register`` in code that builds the service itself.
+The shipped checks are declared in ``consumer.checks.builtin`` (whose ``default_registry`` holds
+them and the installed ones). Others come from installed packages through the
+``moderation_consumer.checks`` entry-point group (each entry point names a ``CheckSpec``), or from
+``CheckRegistry.register`` in code that builds the service itself. This module names no check.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ __all__ = [
     "CheckSpec",
     "Feeds",
     "Subject",
-    "default_registry",
 ]
 
 ENTRY_POINT_GROUP = "moderation_consumer.checks"
@@ -218,21 +218,18 @@ class CheckRegistry:
                 if not spec.may_fail_open and spec.name not in policy.checks:
                     raise ConfigError(f"{at}checks", f"{spec.name} always runs (it can never fail open)")
 
+    def add_installed(self) -> CheckRegistry:
+        """Registers the checks installed packages declare (entry points); returns itself."""
+        for point in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                spec = point.load()
+            except Exception as exc:  # a broken plugin is a configuration error, not a traceback
+                raise ConfigError(f"entry point {point.name}", f"cannot load {point.value} ({exc})") from None
+            if not isinstance(spec, CheckSpec):
+                raise ConfigError(f"entry point {point.name}", f"{point.value} is not a CheckSpec")
+            try:
+                self.register(spec)
+            except ValueError as exc:
+                raise ConfigError(f"entry point {point.name}", str(exc)) from None
+        return self
 
-def default_registry() -> CheckRegistry:
-    """The shipped checks, then those installed packages declare (entry points)."""
-    from consumer.checks.builtin import BUILTIN_CHECKS
-
-    registry = CheckRegistry(BUILTIN_CHECKS)
-    for point in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            spec = point.load()
-        except Exception as exc:  # a broken plugin is a configuration error, not a traceback
-            raise ConfigError(f"entry point {point.name}", f"cannot load {point.value} ({exc})") from None
-        if not isinstance(spec, CheckSpec):
-            raise ConfigError(f"entry point {point.name}", f"{point.value} is not a CheckSpec")
-        try:
-            registry.register(spec)
-        except ValueError as exc:
-            raise ConfigError(f"entry point {point.name}", str(exc)) from None
-    return registry

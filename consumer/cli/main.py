@@ -229,7 +229,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _policy(args: argparse.Namespace) -> int:
-    from consumer.checks.registry import default_registry
+    from consumer.checks.builtin import default_registry
     from consumer.cli import policy as tools
 
     registry = default_registry()

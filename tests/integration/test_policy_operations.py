@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from consumer.checks.registry import Feeds, default_registry
+from consumer.checks.builtin import default_registry
+from consumer.checks.registry import Feeds
 from consumer.cli import policy as policy_tools
 from consumer.config import Settings
 from consumer.core.records import Decision, MediaType, ModerationVerdict, UploadEvent

@@ -13,10 +13,11 @@ import pytest
 from aiohttp import web
 from pydantic import BaseModel, SecretStr
 
+from consumer.checks.builtin import default_registry
 from consumer.checks.media import MediaFetcher
 from consumer.checks.providers import Checked
 from consumer.checks.providers.http import ProviderEndpoint
-from consumer.checks.registry import BuildContext, CheckClient, CheckSpec, Feeds, Subject, default_registry
+from consumer.checks.registry import BuildContext, CheckClient, CheckSpec, Feeds, Subject
 from consumer.core.records import Decision, MediaType, ModerationVerdict
 from consumer.errors import PermanentError, ProviderAnswerError, TransientError
 from consumer.policy.decision import Frame

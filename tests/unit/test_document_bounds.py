@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from consumer import config
-from consumer.checks.registry import default_registry
+from consumer.checks.builtin import default_registry
 from consumer.config import MAX_CONFIG_FILE_BYTES, MAX_YAML_DEPTH, MAX_YAML_VALUES, load_settings
 from consumer.errors import ConfigError
 from consumer.policy.tenants import (

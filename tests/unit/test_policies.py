@@ -11,7 +11,7 @@ import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from consumer.checks.registry import default_registry
+from consumer.checks.builtin import default_registry
 from consumer.core.records import CheckRun, CsamResult, Decision, ModerationVerdict, SimilarityMatch
 from consumer.errors import ConfigError
 from consumer.policy.backtest import Backtest

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.checks.registry import default_registry
+from consumer.checks.builtin import default_registry
 from consumer.core.records import CsamResult, Decision, SimilarityMatch
 from consumer.errors import ConfigError
 from consumer.policy.decision import CheckResults, Frame, Policy, decide

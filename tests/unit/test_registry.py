@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, SecretStr
 
-from consumer.checks.builtin import BUILTIN_CHECKS
+from consumer.checks.builtin import BUILTIN_CHECKS, default_registry
 from consumer.checks.pipeline import ActiveCheck, Pipeline, SourcePosition
 from consumer.checks.providers import Checked
 from consumer.checks.redaction import redact
@@ -20,7 +20,6 @@ from consumer.checks.registry import (
     CheckSpec,
     Feeds,
     Subject,
-    default_registry,
 )
 from consumer.config import load_settings
 from consumer.core.records import Decision, MediaType, UploadEvent

@@ -5,7 +5,7 @@ against the registered checks; then what the service reads of the result. Docume
 
 from __future__ import annotations
 
-from consumer.checks.registry import default_registry
+from consumer.checks.builtin import default_registry
 from consumer.errors import ConfigError
 from consumer.policy.tenants import PolicyStore, load_policies
 from tests.fuzz.targets._scratch import scratch_file
