@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from bench import codecs, http_clients
-from consumer.config import KafkaSettings, load_settings
+from consumer.config import load_settings
 from consumer.core.records import MediaType, UploadEvent
 from consumer.kafka import ensure_topics
 from consumer.schema_registry import codec_for
 from consumer.serde import AvroCodec, Codec, decode_blocking
+from consumer.settings_sections import KafkaSettings
 from devtools.broker import LocalKafka, ensure_jars
 from devtools.otlp import OtlpReceiver
 from devtools.registry import LocalRegistry

@@ -1,5 +1,5 @@
 """One validated settings object, from environment variables and an optional YAML file (the
-sections it gathers are in ``settings_sections``).
+sections it gathers are in ``settings_sections``: import a section's class from there).
 
 Environment variables are ``MODERATION_<SECTION>__<FIELD>`` (e.g. ``MODERATION_KAFKA__BOOTSTRAP_SERVERS``);
 the YAML file (``MODERATION_CONFIG`` or ``--config``) has the same nesting. Environment wins over YAML.
@@ -43,20 +43,9 @@ from consumer.settings_sections import (
 )
 
 __all__ = [
-    "ENV_PREFIX",
     "MAX_CONFIG_FILE_BYTES",
     "MAX_YAML_DEPTH",
     "MAX_YAML_VALUES",
-    "CallbackSettings",
-    "HealthSettings",
-    "HiveSettings",
-    "HuaweiSettings",
-    "KafkaSettings",
-    "LimitSettings",
-    "MediaSettings",
-    "ProcessingSettings",
-    "SchemaRegistrySettings",
-    "SerializationSettings",
     "Settings",
     "config_error_from",
     "load_settings",

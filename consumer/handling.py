@@ -16,7 +16,6 @@ from opentelemetry.trace import Span
 
 from consumer.checks.maintenance import IndexMaintenance
 from consumer.checks.pipeline import Pipeline, Rejected, SourcePosition
-from consumer.config import ProcessingSettings
 from consumer.core.deadletter import Failure
 from consumer.core.headers import check_headers
 from consumer.core.offsets import TopicPartition
@@ -32,6 +31,7 @@ from consumer.core.validation import (
 from consumer.delivery.outputs import Outputs, Received
 from consumer.errors import RegistryUnavailable, SerializationError
 from consumer.serde import Codec
+from consumer.settings_sections import ProcessingSettings
 from consumer.telemetry import tracing
 
 __all__ = ["RecordHandler"]

@@ -46,7 +46,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from confluent_kafka.serialization import SerializationError as ClientSerializationError
 from fastavro.schema import to_parsing_canonical_form
 
-from consumer.config import KafkaSettings, SchemaRegistrySettings, Settings
+from consumer.config import Settings
 from consumer.core.writer_schemas import (
     BodyLimits,
     check_writer_schema,
@@ -56,6 +56,7 @@ from consumer.core.writer_schemas import (
 )
 from consumer.errors import ConfigError, RegistryUnavailable, SerializationError
 from consumer.serde import SINGLE_OBJECT_MAGIC, AvroCodec, Codec, SchemaEntry
+from consumer.settings_sections import KafkaSettings, SchemaRegistrySettings
 
 __all__ = [
     "CONFLUENT_MAGIC",

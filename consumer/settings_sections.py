@@ -34,6 +34,8 @@ __all__ = [
     "LimitSettings",
     "MediaSettings",
     "ProcessingSettings",
+    "SchemaRegistrySettings",
+    "SerializationSettings",
     "os_reason",
     "read_text",
 ]

@@ -17,7 +17,6 @@ from typing import Any, NamedTuple
 
 from confluent_kafka import Message
 
-from consumer.config import KafkaSettings
 from consumer.core.deadletter import DeadLetter, Failure
 from consumer.core.headers import measure, over_caps
 from consumer.core.records import Decision, ModerationVerdict, UploadEvent
@@ -25,6 +24,7 @@ from consumer.core.scheduler import Work
 from consumer.kafka.sink import DeliveryError, Headers, Sink
 from consumer.policy.shadow import Shadow
 from consumer.serde import Codec
+from consumer.settings_sections import KafkaSettings
 from consumer.telemetry import metrics, tracing
 
 __all__ = ["Output", "Outputs", "Received"]

@@ -10,8 +10,8 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource
 from confluent_kafka.cimpl import NewTopic
 
-from consumer.config import KafkaSettings
 from consumer.kafka.common import base_config
+from consumer.settings_sections import KafkaSettings
 
 __all__ = ["PRODUCER_MESSAGE_MAX_BYTES", "ensure_topics", "output_limit"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from consumer.config import KafkaSettings
+from consumer.settings_sections import KafkaSettings
 
 __all__ = ["base_config", "error_callback"]
 

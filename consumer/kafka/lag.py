@@ -16,9 +16,9 @@ from confluent_kafka import TopicPartition as KafkaPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import OffsetSpec
 
-from consumer.config import KafkaSettings
 from consumer.core.offsets import TopicPartition
 from consumer.kafka.common import base_config
+from consumer.settings_sections import KafkaSettings
 
 __all__ = ["LogOffsets", "lag"]
 

@@ -10,8 +10,8 @@ from contextlib import contextmanager
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from consumer.config import KafkaSettings
 from consumer.kafka.common import base_config
+from consumer.settings_sections import KafkaSettings
 
 __all__ = ["Bounds", "scan", "watermarks"]
 

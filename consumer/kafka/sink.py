@@ -14,8 +14,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from consumer.config import KafkaSettings
 from consumer.kafka.common import base_config
+from consumer.settings_sections import KafkaSettings
 
 __all__ = ["DeliveryCallback", "DeliveryError", "Sink"]
 

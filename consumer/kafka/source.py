@@ -8,9 +8,9 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
-from consumer.config import KafkaSettings
 from consumer.core.offsets import Position
 from consumer.kafka.common import base_config
+from consumer.settings_sections import KafkaSettings
 
 __all__ = ["Source"]
 

@@ -18,9 +18,9 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from consumer.config import KafkaSettings
 from consumer.core.offsets import Position
 from consumer.kafka.sink import DeliveryCallback, DeliveryError, Headers, Sink
+from consumer.settings_sections import KafkaSettings
 from consumer.telemetry import metrics
 
 __all__ = ["TransactionLost", "TransactionalSink", "TransactionsBroken"]
