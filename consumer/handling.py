@@ -5,7 +5,6 @@ or a fail-closed verdict: it never stops the service."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -30,6 +29,7 @@ from consumer.core.validation import (
 )
 from consumer.delivery.outputs import Outputs, Received
 from consumer.errors import RegistryUnavailable, SerializationError
+from consumer.schema_registry import registry_retrying
 from consumer.serde import Codec
 from consumer.settings_sections import ProcessingSettings
 from consumer.telemetry import tracing
@@ -39,9 +39,6 @@ __all__ = ["RecordHandler"]
 log = logging.getLogger("consumer.handling")
 
 _INPUT_TYPES = (UploadEvent, ReviewDecision, UploadDeleted)  # each names its upload
-
-
-_REGISTRY_FIRST_DELAY_S = 0.5
 
 
 def _as_serialization_error(exc: Exception, schema: str) -> SerializationError:
@@ -166,29 +163,28 @@ class RecordHandler:
         ``registry_down``), then handled like any other record."""
         msg, topic = work.payload.message, work.tp[0]
         schema, value = self._schemas.get(topic, "UploadEvent"), msg.value() or b""
-        delay = _REGISTRY_FIRST_DELAY_S
-        while True:
-            try:
-                record = await asyncio.to_thread(self._codec.resolve, value, schema, topic=topic)
-                event = INPUT_RECORDS[schema](record)
-            except RegistryUnavailable as exc:
-                if not self.registry_down:
-                    log.warning("%s; intake held, retrying", exc)
-                self.registry_down = True
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._registry_max_delay_s)
-                continue
-            except Exception as exc:  # unknown schema id, or a body no registered schema reads
-                self.registry_down = False
-                self._record_failed(work, _as_serialization_error(exc, schema), None)
-                return
-            if self.registry_down:
-                log.info("schema registry reachable again: intake resumes")
+        try:
+            record = await registry_retrying(
+                lambda: self._codec.resolve(value, schema, topic=topic),
+                self._registry_max_delay_s,
+                self._registry_unavailable,
+            )
+            event = INPUT_RECORDS[schema](record)
+        except Exception as exc:  # unknown schema id, or a body no registered schema reads
             self.registry_down = False
-            break
+            self._record_failed(work, _as_serialization_error(exc, schema), None)
+            return
+        if self.registry_down:
+            log.info("schema registry reachable again: intake resumes")
+        self.registry_down = False
         handle = self._accept(work, event)
         if handle is not None:
             await handle
+
+    def _registry_unavailable(self, exc: RegistryUnavailable, _delay: float) -> None:
+        if not self.registry_down:
+            log.warning("%s; intake held, retrying", exc)
+        self.registry_down = True
 
     def _record_failed(
         self, work: Work[Received], exc: Exception, upload_id: str | None, started_ms: int = 0

@@ -28,8 +28,8 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import fastavro
 from cachetools import TTLCache
@@ -67,6 +67,7 @@ __all__ = [
     "output_schemas",
     "prepare_outputs",
     "registry_client",
+    "registry_retrying",
     "subject_for",
 ]
 
@@ -78,6 +79,8 @@ _REGISTRY_FAILURES: tuple[type[Exception], ...] = (SchemaRegistryError, *UNREACH
 log = logging.getLogger("consumer.schema_registry")
 _NOT_FOUND = 404
 _REFUSED_IDS = 10_000  # refused or unknown schema ids remembered at once
+_FIRST_DELAY_S = 0.5  # the first wait while the registry is unreachable (then doubled)
+T = TypeVar("T")
 
 
 def codec_for(settings: Settings) -> Codec:
@@ -119,21 +122,48 @@ def output_schemas(kafka: KafkaSettings, *, shadow: bool = True) -> dict[str, st
     return found
 
 
+async def registry_retrying(
+    call: Callable[[], T],
+    max_delay_s: float,
+    on_unavailable: Callable[[RegistryUnavailable, float], None],
+    *,
+    stop: asyncio.Event | None = None,
+) -> T:
+    """The registry's one backoff: ``call()`` in a worker thread, tried again after 0.5 s, 1 s,
+    2 s ... (at most ``max_delay_s``; 0 never waits) for as long as it raises
+    ``RegistryUnavailable``, with ``on_unavailable(error, delay)`` told before each wait. There is
+    no bound on tries: an unreachable registry holds intake, it does not fail records. Any other
+    error is the caller's. ``stop``: a wait ends when it is set, and the last
+    ``RegistryUnavailable`` is raised."""
+    delay = min(_FIRST_DELAY_S, max_delay_s)
+    while True:
+        try:
+            return await asyncio.to_thread(call)
+        except RegistryUnavailable as exc:
+            on_unavailable(exc, delay)
+            if stop is None:
+                await asyncio.sleep(delay)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    raise
+        delay = min(delay * 2, max_delay_s)
+
+
 async def prepare_outputs(
     codec: Codec, outputs: Mapping[str, str], stop: asyncio.Event, max_delay_s: float
 ) -> None:
     """``codec.prepare(outputs)`` in a thread, retried with backoff while the registry is
     unreachable (the service does not take records meanwhile) until it answers or ``stop`` is set."""
-    delay = 0.5
-    while not stop.is_set():
-        try:
-            await asyncio.to_thread(codec.prepare, outputs)
-            return
-        except RegistryUnavailable as exc:
-            log.warning("%s; retrying in %.1fs before consuming", exc, delay)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
-        delay = min(delay * 2, max_delay_s)
+
+    def unavailable(exc: RegistryUnavailable, delay: float) -> None:
+        log.warning("%s; retrying in %.1fs before consuming", exc, delay)
+
+    if stop.is_set():
+        return
+    with contextlib.suppress(RegistryUnavailable):  # only once stopped
+        await registry_retrying(lambda: codec.prepare(outputs), max_delay_s, unavailable, stop=stop)
 
 
 def registry_client(settings: SchemaRegistrySettings) -> SchemaRegistryClient:

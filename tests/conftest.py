@@ -1,20 +1,13 @@
-"""Fixtures shared by every test: retries without waiting, sample media factories."""
+"""Fixtures shared by every test: sample media factories. (Retries without waiting are a
+``RetryPolicy`` with zero delays, passed where a test builds its clients or settings.)"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
-from consumer.checks import retry
-from devtools.samples import image_bytes, make_image
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _retries_without_waiting() -> Iterator[None]:
-    retry.testing(True)
-    yield
-    retry.testing(False)
+from moderation_devtools.samples import image_bytes, make_image
 
 
 @pytest.fixture

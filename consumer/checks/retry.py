@@ -1,7 +1,7 @@
 """Declarative, bounded retries with full-jitter exponential backoff.
 
-``testing(True)`` removes every wait (as stamina's testing switch does) so tests of retry paths
-run instantly and deterministically.
+The policy is a value passed down from the settings (``processing.retry_*``); a policy with zero
+delays (``RetryPolicy(n, 0, 0)``) never waits, which is how tests run retry paths instantly.
 """
 
 from __future__ import annotations
@@ -14,16 +14,9 @@ from typing import TypeVar
 
 from consumer.errors import RateLimitedError, TransientError
 
-__all__ = ["RetryPolicy", "retrying", "testing"]
+__all__ = ["RetryPolicy", "retrying"]
 
 T = TypeVar("T")
-_testing = False
-
-
-def testing(enabled: bool) -> None:
-    """Switch waiting off (True) or on (False) for every retry in the process."""
-    global _testing
-    _testing = enabled
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +40,10 @@ async def retrying(
     """Run ``call`` until it succeeds or raises a non-transient error or attempts run out.
 
     Returns the result and the number of attempts made. Only ``TransientError`` is retried; a
-    ``RateLimitedError`` waits at least its Retry-After. A failure while ``outage()`` holds (the
-    provider's circuit is open) spends no attempt: the next one waits for the circuit anyway, so a
-    provider outage holds the upload instead of failing it closed.
+    ``RateLimitedError`` waits at least its Retry-After (at most four times the policy's longest
+    wait, so a policy without waits has none). A failure while ``outage()`` holds (the provider's
+    circuit is open) spends no attempt: the next one waits for the circuit anyway, so a provider
+    outage holds the upload instead of failing it closed.
     """
     attempt = 1
     spent = 0
@@ -67,6 +61,6 @@ async def retrying(
             delay = policy.backoff(attempt)
             if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
                 delay = max(delay, min(exc.retry_after, policy.max_delay_s * 4))
-            if not _testing and delay > 0:
+            if delay > 0:
                 await asyncio.sleep(delay)
             attempt += 1

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
@@ -7,7 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consumer.checks.retry import RetryPolicy, retrying
-from consumer.errors import PermanentError, TransientError
+from consumer.errors import PermanentError, RateLimitedError, TransientError
+
+NO_WAIT = RetryPolicy(attempts=5, base_delay_s=0, max_delay_s=0)
 
 
 @given(attempt=st.integers(min_value=1, max_value=30), seed=st.integers())
@@ -27,7 +30,7 @@ async def test_retries_transient_until_success() -> None:
             raise TransientError("try again")
         return "ok"
 
-    assert await retrying(RetryPolicy(attempts=5), flaky) == ("ok", 3)
+    assert await retrying(NO_WAIT, flaky) == ("ok", 3)
 
 
 async def test_permanent_errors_are_not_retried() -> None:
@@ -39,7 +42,7 @@ async def test_permanent_errors_are_not_retried() -> None:
         raise PermanentError("no")
 
     with pytest.raises(PermanentError):
-        await retrying(RetryPolicy(attempts=5), broken)
+        await retrying(NO_WAIT, broken)
     assert calls == 1
 
 
@@ -56,9 +59,24 @@ async def test_failures_during_an_outage_spend_no_attempt() -> None:
         return "ok"
 
     # two attempts only, yet five failures while the circuit is open do not fail the call
-    assert await retrying(RetryPolicy(attempts=2), down_then_up, outage=lambda: circuit_open) == ("ok", 6)
+    assert await retrying(RetryPolicy(2, 0, 0), down_then_up, outage=lambda: circuit_open) == ("ok", 6)
     circuit_open = False
     calls = 0
     with pytest.raises(TransientError):  # outside an outage the bound holds
-        await retrying(RetryPolicy(attempts=2), down_then_up, outage=lambda: circuit_open)
+        await retrying(RetryPolicy(2, 0, 0), down_then_up, outage=lambda: circuit_open)
     assert calls == 2
+
+
+async def test_a_policy_without_waits_never_waits_even_for_retry_after() -> None:
+    """Tests choose instant retries by the policy they pass: there is no process-wide switch."""
+    calls = 0
+
+    async def limited() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise RateLimitedError("429", retry_after=3600)
+        return "ok"
+
+    async with asyncio.timeout(5):  # an hour's Retry-After, honoured, would blow this deadline
+        assert await retrying(RetryPolicy(3, 0, 0), limited) == ("ok", 3)
