@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from consumer.checks.providers.answers import MAX_NOTE, ErrorTable, Outcome, Rule, error_for
+from consumer.checks.providers.answers import HTTP_STATUSES, MAX_NOTE, ErrorTable, Outcome, Rule, error_for
 from consumer.checks.providers.hive_answers import HIVE_ERRORS, check_response, raise_task_error
 from consumer.checks.providers.huawei import HUAWEI_ERRORS, check_huawei_response
 from consumer.checks.redaction import register_secret
@@ -69,6 +69,11 @@ HUAWEI_STATUSES: dict[int, type[ProviderError] | None] = {
     401: PermanentError,
     403: PermanentError,
     404: PermanentError,
+    408: TransientError,
+    413: PermanentError,
+    415: PermanentError,
+    422: PermanentError,
+    425: TransientError,
     429: RateLimitedError,
     500: TransientError,
     502: TransientError,
@@ -105,7 +110,7 @@ def class_of(error: ProviderError | None) -> type[ProviderError] | None:
 
 
 def status_classes(table: ErrorTable) -> dict[int, type[ProviderError] | None]:
-    return {s: class_of(error_for(table, "c", status=s, message="m")) for s in table.statuses}
+    return {s: class_of(error_for(table, "c", status=s, message="m")) for s in table.listed_statuses}
 
 
 def code_classes(table: ErrorTable) -> dict[str, type[ProviderError] | None]:
@@ -154,7 +159,7 @@ def test_every_listed_entry_maps_to_its_documented_class(
     assert code_classes(table) == codes
 
 
-@pytest.mark.parametrize(("status", "rule"), sorted(HIVE_ERRORS.statuses.items()))
+@pytest.mark.parametrize(("status", "rule"), sorted(HIVE_ERRORS.listed_statuses.items()))
 def test_hive_statuses_through_the_mapper(status: int, rule: Rule) -> None:
     error = raised(check_response, hive_answer(status), "visual")
     assert class_of(error) is HIVE_STATUSES[status]
@@ -187,7 +192,7 @@ def test_unlisted_hive_task_codes_follow_their_family(code: str, expected: type[
     assert error is not None and error.code == code
 
 
-@pytest.mark.parametrize(("status", "rule"), sorted(HUAWEI_ERRORS.statuses.items()))
+@pytest.mark.parametrize(("status", "rule"), sorted(HUAWEI_ERRORS.listed_statuses.items()))
 def test_huawei_statuses_through_the_mapper(status: int, rule: Rule) -> None:
     answer = huawei_answer(status) if status != 200 else httpx.Response(200, json={"result": []})
     error = raised(check_huawei_response, answer, "similarity")
@@ -215,6 +220,20 @@ def test_an_unknown_huawei_code_is_permanent() -> None:
     assert type(error) is PermanentError and error.code == "IS.9999"
 
 
+@pytest.mark.parametrize("name", TABLES)
+def test_a_vendor_table_holds_only_what_is_its_own(name: str) -> None:
+    """The generic HTTP rules are kept once: a vendor lists a status only to say more about it."""
+    table = TABLES[name]
+    assert all(HTTP_STATUSES.get(status) != rule for status, rule in table.statuses.items())
+    assert {**HTTP_STATUSES, **table.statuses} == dict(table.listed_statuses)
+    assert all(table.for_status(status) == rule for status, rule in table.listed_statuses.items())
+
+
+def test_a_vendor_meaning_wins_over_the_generic_one() -> None:
+    assert HIVE_ERRORS.for_status(405).note == "insufficient account balance"
+    assert HUAWEI_ERRORS.for_status(405) == Rule(Outcome.PERMANENT)  # HTTP gives it no entry
+
+
 # --- the default rule for statuses no table lists --------------------------------------------------
 
 
@@ -222,7 +241,7 @@ def test_an_unknown_huawei_code_is_permanent() -> None:
 @pytest.mark.parametrize("status", UNKNOWN_5XX)
 def test_an_unknown_5xx_is_transient(name: str, status: int) -> None:
     table = TABLES[name]
-    assert status not in table.statuses
+    assert status not in table.listed_statuses
     error = error_for(table, "visual", status=status, message="down")
     assert type(error) is TransientError and error.status == status
     mapper = check_response if name == "hive" else check_huawei_response
@@ -233,7 +252,7 @@ def test_an_unknown_5xx_is_transient(name: str, status: int) -> None:
 @pytest.mark.parametrize("status", UNKNOWN_OTHERS)
 def test_any_other_unknown_status_is_permanent(name: str, status: int) -> None:
     table = TABLES[name]
-    assert status not in table.statuses
+    assert status not in table.listed_statuses
     error = error_for(table, "visual", status=status, message="odd")
     assert type(error) is PermanentError and error.status == status
     assert not error.concerns_content  # no code, not a content status: about the caller
@@ -298,7 +317,7 @@ def test_no_message_carries_a_registered_secret(name: str) -> None:
     table = TABLES[name]
     echo = f"Authorization: token {SECRET}; X-Auth-Token: {SECRET}; you sent {SECRET.upper()} {SECRET}"
     answers: list[tuple[int | None, str | None]] = [
-        (s, None) for s in [*table.statuses, *UNKNOWN_5XX, *UNKNOWN_OTHERS]
+        (s, None) for s in [*table.listed_statuses, *UNKNOWN_5XX, *UNKNOWN_OTHERS]
     ]
     answers += [(None, c) for c in table.codes] + [(400, c) for c in table.codes]
     for status, code in answers:
@@ -309,7 +328,7 @@ def test_no_message_carries_a_registered_secret(name: str) -> None:
 @pytest.mark.parametrize("name", TABLES)
 def test_notes_are_short_and_messages_bounded(name: str) -> None:
     table = TABLES[name]
-    rules = [*table.statuses.values(), *table.codes.values(), *table.code_prefixes.values()]
+    rules = [*table.listed_statuses.values(), *table.codes.values(), *table.code_prefixes.values()]
     assert all(rule.note and len(rule.note) <= MAX_NOTE for rule in rules)
     error = error_for(table, "visual", status=400, message="x" * 100_000)
     assert error is not None and len(str(error)) < 400

@@ -2,8 +2,11 @@
 answer to an error (driven by a vendor's ``ErrorTable``), the error for a field of the wrong shape,
 and the checks of the numbers and strings a verdict may carry (pure).
 
-A vendor declares what its HTTP statuses and its own error codes mean in an ``ErrorTable``; its
-mapper parses the body, finds the status, code and message, and raises what ``error_for`` returns.
+The generic HTTP rules (``HTTP_STATUSES``: 429 rate limited, 408, 425 and 5xx transient, other 4xx
+permanent, 413/415/422 refusing the upload) are kept once, here. A vendor declares in an
+``ErrorTable`` only what is its own: the statuses its documents give another meaning, and its error
+codes; its mapper parses the body, finds the status, code and message, and raises what
+``error_for`` returns.
 Callers branch on the error's type and attributes (``status``, ``code``, ``retry_after``), never on
 its message.
 """
@@ -23,6 +26,7 @@ from consumer.checks.redaction import redact
 from consumer.errors import PermanentError, ProviderAnswerError, RateLimitedError, TransientError
 
 __all__ = [
+    "HTTP_STATUSES",
     "MAX_NOTE",
     "ErrorTable",
     "HttpAnswer",
@@ -87,25 +91,48 @@ _TRANSIENT = Rule(Outcome.TRANSIENT)
 _PERMANENT = Rule(Outcome.PERMANENT)
 _OK = Rule(Outcome.OK)
 
+# What an HTTP status means whoever answers it (RFC 9110 and the usual gateway statuses); a status
+# listed nowhere is TRANSIENT from 500 on and PERMANENT otherwise.
+HTTP_STATUSES: Mapping[int, Rule] = MappingProxyType(
+    {
+        200: Rule(Outcome.OK, "success"),
+        400: Rule(Outcome.PERMANENT, "bad request"),
+        401: Rule(Outcome.PERMANENT, "unauthorized"),
+        403: Rule(Outcome.PERMANENT, "forbidden"),
+        404: Rule(Outcome.PERMANENT, "not found"),
+        408: Rule(Outcome.TRANSIENT, "request timeout"),
+        413: Rule(Outcome.PERMANENT, "payload too large", content=True),
+        415: Rule(Outcome.PERMANENT, "unsupported media type", content=True),
+        422: Rule(Outcome.PERMANENT, "unprocessable content", content=True),
+        425: Rule(Outcome.TRANSIENT, "too early"),
+        429: Rule(Outcome.RATE_LIMITED, "too many requests"),
+        500: Rule(Outcome.TRANSIENT, "internal server error"),
+        502: Rule(Outcome.TRANSIENT, "bad gateway"),
+        503: Rule(Outcome.TRANSIENT, "service unavailable"),
+        504: Rule(Outcome.TRANSIENT, "gateway timeout"),
+    }
+)
+
 
 @dataclass(frozen=True, eq=False, slots=True)
 class ErrorTable:
     """One vendor's answers, declared (pure data).
 
-    ``statuses`` maps HTTP statuses; one not listed is TRANSIENT from 500 on and PERMANENT otherwise
-    (so a table lists its success statuses as OK). ``codes`` maps the vendor's own error codes
-    exactly; ``code_prefixes`` covers families of codes (the longest matching prefix wins); any other
-    code is ``unknown_code``. RATE_LIMITED is for statuses only (``RateLimitedError`` is HTTP 429).
-    ``vendor`` names the provider in messages; ``code_label`` names a code that comes without a
-    status (``task error 2001``)."""
+    ``statuses`` holds the HTTP statuses the vendor's documents give a meaning of their own (they
+    win over ``HTTP_STATUSES``, which holds the rest; ``listed_statuses`` is both). ``codes`` maps
+    the vendor's own error codes exactly; ``code_prefixes`` covers families of codes (the longest
+    matching prefix wins); any other code is ``unknown_code``. RATE_LIMITED is for statuses only
+    (``RateLimitedError`` is HTTP 429). ``vendor`` names the provider in messages; ``code_label``
+    names a code that comes without a status (``task error 2001``)."""
 
     vendor: str
-    statuses: Mapping[int, Rule]
+    statuses: Mapping[int, Rule] = field(default_factory=dict)
     codes: Mapping[str, Rule] = field(default_factory=dict)
     code_prefixes: Mapping[str, Rule] = field(default_factory=dict)
     unknown_code: Rule = _PERMANENT
     code_label: str = ""
     _prefixes: tuple[tuple[str, Rule], ...] = field(init=False, repr=False)
+    _statuses: Mapping[int, Rule] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         coded = [*self.codes.values(), *self.code_prefixes.values(), self.unknown_code]
@@ -116,13 +143,19 @@ class ErrorTable:
         if "" in self.code_prefixes:
             raise ValueError(f"{self.vendor}: an empty code prefix (use unknown_code)")
         object.__setattr__(self, "statuses", MappingProxyType(dict(self.statuses)))
+        object.__setattr__(self, "_statuses", MappingProxyType({**HTTP_STATUSES, **self.statuses}))
         object.__setattr__(self, "codes", MappingProxyType(dict(self.codes)))
         object.__setattr__(self, "code_prefixes", MappingProxyType(dict(self.code_prefixes)))
         longest_first = sorted(self.code_prefixes.items(), key=lambda item: -len(item[0]))
         object.__setattr__(self, "_prefixes", tuple(longest_first))
 
+    @property
+    def listed_statuses(self) -> Mapping[int, Rule]:
+        """Every status with an entry: the vendor's own, then the generic HTTP rules."""
+        return self._statuses
+
     def for_status(self, status: int) -> Rule:
-        rule = self.statuses.get(status)
+        rule = self._statuses.get(status)
         if rule is not None:
             return rule
         return _TRANSIENT if status >= 500 else _PERMANENT

@@ -65,7 +65,8 @@ _TEXT_LIMIT = 8192  # index paths and tag values
 
 # ImageSearch answers errors as HTTP 400 ``{"error_code": "IS.00xx", "error_msg": ...}`` (seed
 # huawei-imagesearch-search.txt: IS.0003; DESIGN.md section 2: IS.0004 token, IS.0012 timeout); the
-# meanings are Huawei's ImageSearch error code table (IS.0001-IS.0016), which the seed refers to.
+# meanings are Huawei's ImageSearch error code table (IS.0001-IS.0016), which the seed refers to;
+# its HTTP statuses mean what they mean anywhere (``answers.HTTP_STATUSES``).
 # Codes starting with APIGW come from Huawei's API gateway in front of it: the two listed are the
 # ones this project meets (docs/simulator.md, the unit tests). Any other code is permanent; a 5xx or
 # a 429 wins over the code. Note: the simulator reads IS.0008, IS.0010 and IS.0011 differently (an
@@ -73,18 +74,6 @@ _TEXT_LIMIT = 8192  # index paths and tag values
 # both readings, and ``remove`` relies on the simulator's IS.0010.
 HUAWEI_ERRORS = ErrorTable(
     vendor="ImageSearch",
-    statuses={
-        200: Rule(Outcome.OK, "successful response"),
-        400: Rule(Outcome.PERMANENT, "failed response"),
-        401: Rule(Outcome.PERMANENT, "unauthorized"),
-        403: Rule(Outcome.PERMANENT, "forbidden"),
-        404: Rule(Outcome.PERMANENT, "not found"),
-        429: Rule(Outcome.RATE_LIMITED, "too many requests"),
-        500: Rule(Outcome.TRANSIENT, "internal server error"),
-        502: Rule(Outcome.TRANSIENT, "bad gateway"),
-        503: Rule(Outcome.TRANSIENT, "service unavailable"),
-        504: Rule(Outcome.TRANSIENT, "gateway timeout"),
-    },
     codes={
         "IS.0001": Rule(Outcome.PERMANENT, "a request parameter is missing or empty", content=True),
         "IS.0002": Rule(Outcome.PERMANENT, "a request parameter's type is not supported", content=True),
