@@ -120,10 +120,13 @@ class Policy(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """Class scores of one sampled frame (time 0 for images and text)."""
+    """Class scores of one sampled frame (time 0 for images and text). ``benign``: the classes
+    that say a head found nothing (the provider knows which: its naming), left out of the
+    classification summary; they are scored and thresholded like any other."""
 
     time: float
     scores: Mapping[str, float]
+    benign: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -166,8 +169,9 @@ def decide(policy: Policy, results: CheckResults) -> Outcome:
                 reasons.append((crossed[0], Reason(check, name, score, crossed[1])))
             if len(frames) > 1 and t.review is not None:
                 flagged.extend(_flagged_ranges(frames, name, t.review))
+        benign = frames[0].benign if len(frames) == 1 else frozenset().union(*(f.benign for f in frames))
         summary_classes.extend(
-            ClassScore(name, score) for name, score in peak_scores.items() if not _benign(name)
+            ClassScore(name, score) for name, score in peak_scores.items() if name not in benign
         )
     sim = policy.similarity
     for check, matches in results.similarity.items():
@@ -204,10 +208,6 @@ def peaks(frames: Sequence[Frame]) -> dict[str, float]:
             if score > found.get(name, -1.0):
                 found[name] = score
     return found
-
-
-def _benign(name: str) -> bool:
-    return name.startswith("no_") or "_not_" in name or name.startswith("not_")
 
 
 def _flagged_ranges(frames: Sequence[Frame], name: str, threshold: float) -> list[TimeRange]:

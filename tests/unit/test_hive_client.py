@@ -18,9 +18,12 @@ from consumer.checks.providers.hive import (
     HiveTransport,
     parse_csam,
 )
+from consumer.checks.providers.hive_answers import parse_classification
 from consumer.checks.retry import RetryPolicy
 from consumer.core import index_metadata
 from consumer.errors import PermanentError, RateLimitedError, TransientError
+from consumer.policy.decision import CheckResults, decide
+from consumer.policy.tenants import load_policies
 from consumer.transports.httpclient import HttpxClient
 
 KEY = "hive-secret-key"
@@ -191,6 +194,27 @@ def test_parse_csam_takes_the_closest_match_and_scenes() -> None:
     result = parse_csam(body).result
     assert (result.matched, result.hash_type, result.match_distance) == (True, "md5", 0)
     assert [(s.start_seconds, s.end_seconds) for s in result.scenes] == [(1.5, 4.0)]
+
+
+def test_hive_marks_the_classes_that_say_nothing_was_found() -> None:
+    """Hive's naming (no_x, not_x, x_not_y) is read here: the policy is told which classes are
+    benign and keeps them out of the summary, knowing nothing of any vendor's names."""
+    frames = parse_classification(
+        task_body(
+            [
+                {
+                    "time": 0,
+                    "classes": [{"class": "no_gun", "score": 0.9}, {"class": "gun_in_hand", "score": 0.1}],
+                },
+                {"time": 1, "classes": [{"class": "general_not_nsfw_not_suggestive", "score": 0.8}]},
+            ]
+        )
+    )
+    assert all(f.benign == {"no_gun", "general_not_nsfw_not_suggestive"} for f in frames)
+    summary = decide(load_policies().default, CheckResults(classifications={"visual": frames})).classification
+    assert summary is not None and [c.class_name for c in summary.top_classes] == ["gun_in_hand"]
+    combined = task_body([{"time": 0, "classes": [{"class": "csam", "score": 0.1}]}])
+    assert parse_csam(combined).classes[0].benign == frozenset()
 
 
 async def test_hash_matcher_uses_the_csam_key_transport() -> None:

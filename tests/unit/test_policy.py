@@ -24,6 +24,18 @@ def test_benign_scores_allow() -> None:
     assert out.decision is Decision.ALLOW and out.reasons == ()
 
 
+def test_the_summary_leaves_out_only_the_classes_a_provider_marked_benign() -> None:
+    """The policy reads no vendor's naming: an unmarked ``no_gun`` is a class like any other."""
+    scores = {"no_gun": 0.9, "gun_in_hand": 0.1}
+    for benign, listed in (
+        (frozenset(), ["no_gun", "gun_in_hand"]),
+        (frozenset({"no_gun"}), ["gun_in_hand"]),
+    ):
+        out = decide(POLICY, CheckResults(classifications={"visual": [Frame(0.0, scores, benign)]}))
+        assert out.classification is not None
+        assert [c.class_name for c in out.classification.top_classes] == listed
+
+
 @pytest.mark.parametrize(
     ("score", "decision"),
     [(0.49, Decision.ALLOW), (0.5, Decision.REVIEW), (0.89, Decision.REVIEW), (0.9, Decision.BLOCK)],

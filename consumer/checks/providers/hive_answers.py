@@ -233,7 +233,17 @@ def parse_classification(body: Mapping[str, Any], *, check: str = "") -> list[Fr
     for i, frame in enumerate(frames):
         if not frame.scores:
             raise _bad(check, f"{_item_path(where, i, listed)}.classes", "holds no class scores")
-    return frames
+    return _marked(frames)
+
+
+def _marked(frames: list[Frame]) -> list[Frame]:
+    """``frames`` with their benign classes marked: Hive names the class that says a head found
+    nothing ``no_<x>``, ``not_<x>`` or ``<x>_not_<y>`` (``no_gun``, ``general_not_nsfw_not_suggestive``)."""
+    names = frames[0].scores if len(frames) == 1 else set().union(*(f.scores for f in frames))
+    benign = frozenset(n for n in names if n.startswith(("no_", "not_")) or "_not_" in n)
+    if not benign:
+        return frames
+    return [Frame(f.time, f.scores, benign) for f in frames]
 
 
 def parse_csam(body: Mapping[str, Any], *, check: str = "") -> CsamAnswer:
@@ -255,7 +265,7 @@ def parse_csam(body: Mapping[str, Any], *, check: str = "") -> CsamAnswer:
         if item.get("classes"):
             classes.append(_frame(item, check, path))
     if best is None:
-        return CsamAnswer(CsamResult(matched=False), tuple(classes))
+        return CsamAnswer(CsamResult(matched=False), tuple(_marked(classes)) if classes else ())
     return CsamAnswer(
         CsamResult(matched=True, hash_type=best[1], match_distance=best[0], scenes=tuple(scenes))
     )
