@@ -17,23 +17,16 @@ from consumer.checks.providers import Checked, SimilarityIndex
 from consumer.checks.providers.http import deadline_scope
 from consumer.checks.registry import Feeds, Subject
 from consumer.checks.result_cache import ResultCache
-from consumer.core.records import (
-    CheckRun,
-    MediaType,
-    ModerationVerdict,
-    UploadEvent,
-    verdict_id,
-)
+from consumer.core.records import CheckRun, MediaType, ModerationVerdict, UploadEvent
 from consumer.errors import InvalidRecordError, ModerationError, PermanentError, TransientError
-from consumer.policy.decision import CheckResults, Policy, decide
-from consumer.policy.evidence import evidence_of
+from consumer.policy.decision import CheckResults, Policy
+from consumer.policy.evidence import evidence_of, verdict_of
 from consumer.policy.tenants import PolicySet, PolicyStore
 from consumer.telemetry import metrics, tracing
 
 __all__ = ["ActiveCheck", "Pipeline", "Rejected", "SourcePosition"]
 
 log = logging.getLogger(__name__)
-MAX_LISTED = 100  # scenes, flagged ranges, matches on one verdict: a provider's flood stays off it
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,34 +300,18 @@ class Pipeline:
     def _verdict(
         self, upload: UploadEvent, source: SourcePosition, state: _Runs, policy: Policy, plan: Plan
     ) -> ModerationVerdict:
-        results = state.results
-        outcome = decide(policy, results)
-        summary = outcome.classification
-        csam = next(iter(results.hash_matches.values()), None)
-        if csam is not None and len(csam.scenes) > MAX_LISTED:
-            csam = replace(csam, scenes=csam.scenes[:MAX_LISTED])
-        if summary is not None and len(summary.flagged_ranges) > MAX_LISTED:
-            summary = replace(summary, flagged_ranges=summary.flagged_ranges[:MAX_LISTED])
-        found = [m for matches in results.similarity.values() for m in matches]
-        matches = sorted(found, key=lambda m: m.score, reverse=True)[:MAX_LISTED]
-        return ModerationVerdict(
-            verdict_id=verdict_id(upload.upload_id, policy.version),
+        return verdict_of(
+            policy,
+            state.results,
             upload_id=upload.upload_id,
             tenant_id=upload.tenant_id,
-            decision=outcome.decision,
-            reasons=outcome.reasons,
-            policy_version=policy.version,
-            policy_digest=policy.digest,
             source_topic=source.topic,
             source_partition=source.partition,
             source_offset=source.offset,
             processed_at=int(time.time() * 1000),
-            csam=csam,
-            classification=summary,
-            similarity=tuple(matches),
             checks=tuple(state.runs),
             evidence=evidence_of(
-                results, self.policies.evidence_floor, self._skipped(upload.media_type, plan)
+                state.results, self.policies.evidence_floor, self._skipped(upload.media_type, plan)
             ),
         )
 

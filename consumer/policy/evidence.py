@@ -6,20 +6,85 @@ provider. Pure: no I/O.
 Classes scoring below the entry's ``score_floor`` are left out (a provider returns every class of
 every head, most near 0). A rule whose lowest threshold is at or above the floor is decided exactly;
 one below it needs a score that was not recorded, and ``missing_scores`` says so.
+
+``verdict_of`` assembles the decision record itself, once: the pipeline's verdicts and the shadow
+policy's are built by it alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
-from consumer.core.records import CheckEvidence, CsamResult, ModerationVerdict, SimilarityMatch
-from consumer.policy.decision import CheckResults, Frame, Policy, peaks
+from consumer.core.records import (
+    CheckEvidence,
+    CheckRun,
+    CsamResult,
+    ModerationVerdict,
+    SimilarityMatch,
+    verdict_id,
+)
+from consumer.policy.decision import CheckResults, Frame, Policy, decide, peaks
 
-__all__ = ["INDEX_MATCH", "RECORDED_FLOOR", "evidence_of", "missing_scores", "results_of"]
+__all__ = [
+    "INDEX_MATCH",
+    "MAX_LISTED",
+    "RECORDED_FLOOR",
+    "evidence_of",
+    "missing_scores",
+    "results_of",
+    "verdict_of",
+]
 
 RECORDED_FLOOR = 0.01  # classes scoring less are not recorded (unless a policy reads lower)
 INDEX_MATCH = "index_match"  # a similarity check's one score: its best match's
 SCORED, UNAVAILABLE, REJECTED, SKIPPED = "scored", "unavailable", "rejected", "skipped"
+MAX_LISTED = 100  # scenes, flagged ranges, matches on one verdict: a provider's flood stays off it
+
+
+def verdict_of(
+    policy: Policy,
+    results: CheckResults,
+    *,
+    upload_id: str,
+    tenant_id: str,
+    source_topic: str,
+    source_partition: int,
+    source_offset: int,
+    processed_at: int,
+    checks: tuple[CheckRun, ...] = (),
+    evidence: tuple[CheckEvidence, ...] = (),
+) -> ModerationVerdict:
+    """What ``policy`` decides from ``results``, as the record of the decision: the upload and its
+    source, the decision and its reasons, the policy's version and digest, and what the checks found
+    (at most ``MAX_LISTED`` of each list); ``checks`` and ``evidence`` as the caller recorded them."""
+    outcome = decide(policy, results)
+    summary = outcome.classification
+    csam = next(iter(results.hash_matches.values()), None)
+    if csam is not None and len(csam.scenes) > MAX_LISTED:
+        csam = replace(csam, scenes=csam.scenes[:MAX_LISTED])
+    if summary is not None and len(summary.flagged_ranges) > MAX_LISTED:
+        summary = replace(summary, flagged_ranges=summary.flagged_ranges[:MAX_LISTED])
+    found = [m for matches in results.similarity.values() for m in matches]
+    matches = sorted(found, key=lambda m: m.score, reverse=True)[:MAX_LISTED]
+    return ModerationVerdict(
+        verdict_id=verdict_id(upload_id, policy.version),
+        upload_id=upload_id,
+        tenant_id=tenant_id,
+        decision=outcome.decision,
+        reasons=outcome.reasons,
+        policy_version=policy.version,
+        policy_digest=policy.digest,
+        source_topic=source_topic,
+        source_partition=source_partition,
+        source_offset=source_offset,
+        processed_at=processed_at,
+        csam=csam,
+        classification=summary,
+        similarity=tuple(matches),
+        checks=checks,
+        evidence=evidence,
+    )
 
 
 def evidence_of(

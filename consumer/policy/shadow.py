@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from consumer.core.records import Decision, ModerationVerdict, Reason, epoch_millis
-from consumer.policy.decision import decide
-from consumer.policy.evidence import results_of
+from consumer.policy.evidence import results_of, verdict_of
 from consumer.policy.tenants import PolicyStore
 from consumer.telemetry import metrics
 
@@ -36,6 +35,29 @@ class ShadowDecision:
     source_offset: int
     decided_at: int
     trace_id: str | None = None
+
+    @classmethod
+    def between(
+        cls, live: ModerationVerdict, shadow: ModerationVerdict, trace_id: str | None = None
+    ) -> ShadowDecision:
+        """The record of ``shadow`` (the shadow policy's verdict) deciding otherwise than ``live``."""
+        return cls(
+            upload_id=live.upload_id,
+            tenant_id=live.tenant_id,
+            verdict_id=live.verdict_id,
+            live_decision=live.decision,
+            shadow_decision=shadow.decision,
+            live_policy_version=live.policy_version,
+            live_policy_digest=live.policy_digest or "",
+            shadow_policy_version=shadow.policy_version,
+            shadow_policy_digest=shadow.policy_digest or "",
+            shadow_reasons=shadow.reasons,
+            source_topic=live.source_topic,
+            source_partition=live.source_partition,
+            source_offset=live.source_offset,
+            decided_at=live.processed_at,
+            trace_id=trace_id,
+        )
 
     def to_avro(self) -> dict[str, Any]:
         record = {name: getattr(self, name) for name in self.__slots__}
@@ -76,24 +98,17 @@ class Shadow:
         if shadow is None:
             return None
         policy = shadow.for_tenant(verdict.tenant_id)
-        outcome = decide(policy, results_of(verdict, self._similarity, policy.checks))
-        metrics.child(metrics.SHADOW_DECISIONS, verdict.decision.value, outcome.decision.value).inc()
-        if outcome.decision is verdict.decision:
-            return None
-        return ShadowDecision(
+        decided = verdict_of(  # built as the live verdict was, from what the live one recorded
+            policy,
+            results_of(verdict, self._similarity, policy.checks),
             upload_id=verdict.upload_id,
             tenant_id=verdict.tenant_id,
-            verdict_id=verdict.verdict_id,
-            live_decision=verdict.decision,
-            shadow_decision=outcome.decision,
-            live_policy_version=verdict.policy_version,
-            live_policy_digest=verdict.policy_digest or "",
-            shadow_policy_version=policy.version,
-            shadow_policy_digest=policy.digest,
-            shadow_reasons=outcome.reasons,
             source_topic=verdict.source_topic,
             source_partition=verdict.source_partition,
             source_offset=verdict.source_offset,
-            decided_at=verdict.processed_at,
-            trace_id=trace_id,
+            processed_at=verdict.processed_at,
         )
+        metrics.child(metrics.SHADOW_DECISIONS, verdict.decision.value, decided.decision.value).inc()
+        if decided.decision is verdict.decision:
+            return None
+        return ShadowDecision.between(verdict, decided, trace_id)
