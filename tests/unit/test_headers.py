@@ -3,7 +3,6 @@ keeps none of them, with their count and size recorded (issue 22, "every byte co
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from consumer.core.scheduler import Work
 from consumer.delivery.outputs import Outputs, Received
 from consumer.errors import InvalidRecordError
 from consumer.serde import AvroCodec
+from tests.factories import RecordingSink, recording_outputs
 
 TRACEPARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -78,29 +78,8 @@ def test_headers_a_letter_carries_count_against_its_limit() -> None:
 # --- the dead letter a record over the caps gets ---------------------------------------------------
 
 
-@dataclass
-class RecordingSink:
-    produced: list[tuple[str, Any, bytes, Any]] = field(default_factory=list)
-
-    def produce(
-        self, topic: str, key: Any, value: bytes, headers: Any = None, on_delivery: Any = None
-    ) -> None:
-        self.produced.append((topic, key, value, headers))
-
-
 def outputs(sink: RecordingSink) -> Outputs:
-    return Outputs(
-        load_settings().kafka,
-        AvroCodec(),
-        sink,  # type: ignore[arg-type]
-        exactly_once=False,
-        release=lambda work: None,
-        complete=lambda work: None,
-        current=lambda work: True,
-        fail=lambda exc: None,
-        max_header_count=4,
-        max_header_bytes=1000,
-    )
+    return recording_outputs(sink, max_header_count=4, max_header_bytes=1000)
 
 
 def letter_for(headers: list[tuple[str, bytes | None]]) -> dict[str, Any]:
