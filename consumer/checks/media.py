@@ -4,17 +4,24 @@ and the download of URL media when a provider needs the bytes.
 Nothing the sender asserts is trusted: the result cache is keyed by the SHA-256 computed here from
 the bytes that are sent, and a declared ``content_sha256`` that differs from them makes the upload
 an ``InvalidRecordError``. Downloads follow at most ``max_redirects`` redirects, each hop checked
-against the egress policy, with the body bounded while it streams.
+against the egress policy, with the body bounded while it streams. Each hop goes out as provider
+calls do (``providers.http.ProviderEndpoint``, provider and check ``media``): bounded retries of
+transient failures (connection errors, timeouts, 5xx), a concurrency bound, request metrics and a
+client span. What retrying cannot change (404, the egress policy, the size bound) is not retried.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass, field, replace
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from consumer.checks.providers.http import ProviderEndpoint, ProviderGate
+from consumer.checks.retry import RetryPolicy
+from consumer.core.limits import AimdLimit, CircuitBreaker
 from consumer.core.records import MediaType, UploadEvent
 from consumer.core.validation import normalized_content_type
 from consumer.errors import (
@@ -29,15 +36,18 @@ from consumer.transports.egress import EgressPolicy
 from consumer.transports.httpclient import Answer, HttpClient
 
 __all__ = [
+    "DOWNLOAD_CONCURRENCY",
     "Media",
     "MediaFetcher",
     "MediaPolicy",
     "content_key",
+    "download_gate",
     "media_of",
     "verify_declared_hash",
 ]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+DOWNLOAD_CONCURRENCY = 32  # downloads at once per pipeline (the media client's pool holds as many)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +109,29 @@ def content_key(upload: UploadEvent, media: Media | None) -> str | None:
     return None if media is None else media.sha256
 
 
+def download_gate(concurrency: int = DOWNLOAD_CONCURRENCY) -> ProviderGate:
+    """Downloads' etiquette: at most ``concurrency`` at once, a fixed bound with no circuit breaker.
+    Media hosts are the uploaders' choice: one host's timeouts must not shrink the bound (AIMD) nor
+    its failures open a circuit that would hold every other upload's media."""
+    fixed = float(concurrency)
+    return ProviderGate("media", AimdLimit(fixed, fixed, fixed), None, CircuitBreaker(sys.maxsize))
+
+
+def _hop(answer: Answer) -> Answer:
+    """A 200 or a redirect is the fetcher's to read; 404 and 410 are final; any other error status
+    is transient (retried)."""
+    status = answer.status_code
+    if status in (404, 410):
+        raise PermanentError(f"media URL answered HTTP {status}", check="media", status=status)
+    if status >= 400:
+        raise TransientError(f"media URL answered HTTP {status}", check="media", status=status)
+    return answer
+
+
 class MediaFetcher:
-    """Downloads URL media when a provider needs the bytes (Huawei search, ``media_mode: upload``)."""
+    """Downloads URL media when a provider needs the bytes (Huawei search, ``media_mode: upload``).
+    ``retry``: the attempts of each hop (default ``RetryPolicy()``); ``gate``: the concurrency
+    bound (default a ``download_gate()`` of its own)."""
 
     def __init__(
         self,
@@ -110,12 +141,21 @@ class MediaFetcher:
         *,
         egress: EgressPolicy | None = None,
         max_redirects: int = 3,
+        retry: RetryPolicy | None = None,
+        gate: ProviderGate | None = None,
     ) -> None:
-        self._http = http
         self._max = max_bytes
-        self._timeout = timeout_s
         self._egress = egress or EgressPolicy()
         self._max_redirects = max_redirects
+        self._endpoint = ProviderEndpoint(
+            http,
+            check="media",
+            provider="media",
+            retry=retry or RetryPolicy(),
+            gate=gate or download_gate(),
+            timeout_s=timeout_s,
+            refusals=(EgressRefused, ResponseTooLarge, httpx.UnsupportedProtocol),
+        )
 
     async def bytes_of(self, media: Media) -> bytes:
         if media.data is not None:
@@ -130,10 +170,6 @@ class MediaFetcher:
                     raise PermanentError("media URL redirected without a location", check="media")
                 url = urljoin(url, location)
                 continue
-            if answer.status_code in (404, 410):
-                raise PermanentError(f"media URL answered HTTP {answer.status_code}", check="media")
-            if answer.status_code >= 400:
-                raise TransientError(f"media URL answered HTTP {answer.status_code}", check="media")
             if answer.status_code != 200:
                 raise PermanentError(f"media URL answered HTTP {answer.status_code}", check="media")
             if not answer.content:
@@ -152,17 +188,14 @@ class MediaFetcher:
             raise PermanentError("media URL is not an http(s) URL with a host", check="media")
         try:
             self._egress.check_host(host)
-            return await self._http.request("GET", url, timeout=self._timeout, max_bytes=self._max)
+            answer, _ = await self._endpoint.call("GET", url, _hop, max_bytes=self._max)
+            return answer
         except EgressRefused as exc:
             raise PermanentError(f"media URL refused by the egress policy: {exc}", check="media") from None
         except ResponseTooLarge:
             raise MediaTooLarge(f"media larger than {self._max} bytes", check="media") from None
         except (httpx.InvalidURL, httpx.UnsupportedProtocol):
             raise PermanentError("malformed media URL", check="media") from None
-        except httpx.TimeoutException:
-            raise TransientError(f"media download took over {self._timeout:g}s", check="media") from None
-        except httpx.TransportError as exc:
-            raise TransientError(f"cannot download media ({type(exc).__name__})", check="media") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from consumer.checks.media import (
     media_of,
     verify_declared_hash,
 )
+from consumer.checks.retry import RetryPolicy
 from consumer.core.records import MediaType, UploadEvent
 from consumer.errors import InvalidRecordError, MediaTooLarge, PermanentError, TransientError
 from consumer.transports.egress import EgressPolicy
@@ -26,7 +27,8 @@ PUBLIC = "http://93.184.216.34"
 
 
 def fetcher(handler: Callable[[httpx.Request], httpx.Response], **kw: int) -> MediaFetcher:
-    return MediaFetcher(HttpxClient(httpx.MockTransport(handler)), egress=EgressPolicy(), **kw)
+    http = HttpxClient(httpx.MockTransport(handler))
+    return MediaFetcher(http, egress=EgressPolicy(), retry=RetryPolicy(4, 0, 0), **kw)
 
 
 async def test_follows_a_bounded_number_of_redirects() -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
-from consumer.checks.media import Media
 from consumer.core.records import CsamResult, SimilarityMatch
 from consumer.policy.decision import Frame
+
+if TYPE_CHECKING:  # checks.media downloads through providers.http, which imports this package
+    from consumer.checks.media import Media
 
 __all__ = ["Checked", "CsamAnswer", "SimilarityIndex"]
 

@@ -1,5 +1,6 @@
-"""The one place provider HTTP calls go out: etiquette per check (adaptive concurrency, rate limit,
-circuit breaker) around each attempt, and transport failures as TransientError."""
+"""The one place provider HTTP calls (and media downloads, ``checks.media``) go out: etiquette per
+check (adaptive concurrency, rate limit, circuit breaker) around each attempt, bounded retries,
+request metrics and client spans, and transport failures as TransientError."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from typing import Any, TypeVar
 import httpx
 from opentelemetry.trace import Span
 
-from consumer.core.limits import AimdLimit, BreakerState, CircuitBreaker, TokenBucket
 from consumer.checks.retry import RetryPolicy, retrying
+from consumer.core.limits import AimdLimit, BreakerState, CircuitBreaker, TokenBucket
 from consumer.errors import ProviderAnswerError, ProviderTimeout, TransientError
 from consumer.telemetry import metrics, tracing
 from consumer.transports.httpclient import Answer, HttpClient
@@ -145,16 +146,17 @@ async def send(
     provider: str,
     gate: ProviderGate | None = None,
     resend_count: int = 0,
+    refusals: tuple[type[Exception], ...] = (),
     **kwargs: Any,
 ) -> Answer:
     """One attempt (``resend_count``: the retries before it). Timeouts and connection errors are
-    transient; the caller maps the response."""
+    transient, except ``refusals``, raised as they are; the caller maps the response."""
     if gate is not None:
         await gate.enter()
     if not tracing.traced():
-        return await _attempt(http, method, url, check, provider, gate, None, kwargs)
+        return await _attempt(http, method, url, check, provider, gate, None, refusals, kwargs)
     with tracing.client_span(method, url, resend_count) as span:
-        return await _attempt(http, method, url, check, provider, gate, span, kwargs)
+        return await _attempt(http, method, url, check, provider, gate, span, refusals, kwargs)
 
 
 async def _attempt(
@@ -165,6 +167,7 @@ async def _attempt(
     provider: str,
     gate: ProviderGate | None,
     span: Span | None,
+    refusals: tuple[type[Exception], ...],
     kwargs: dict[str, Any],
 ) -> Answer:
     started = time.monotonic()
@@ -178,6 +181,10 @@ async def _attempt(
             if resp.status_code >= 400:
                 tracing.failed(str(resp.status_code), span)
         return resp
+    except refusals as exc:  # the caller's to map (``except ()`` catches nothing)
+        if span is not None:
+            tracing.failed(type(exc).__name__, span)
+        raise
     except httpx.TimeoutException as exc:
         outcome = "overload"
         if span is not None:
@@ -203,7 +210,8 @@ class ProviderEndpoint:
     gate (``send``), transient errors retried within ``retry`` (a failure while the circuit is open
     spends no attempt), and the answer mapped by the vendor's ``map_answer`` (its status and error
     codes to the error tree, its body to a result), itself retried when it raises a transient error
-    (a malformed answer)."""
+    (a malformed answer). ``refusals``: client exceptions that are not the far end failing (a bound
+    or an egress rule of our own), raised as they are for the caller to map, never retried."""
 
     def __init__(
         self,
@@ -214,6 +222,7 @@ class ProviderEndpoint:
         retry: RetryPolicy,
         gate: ProviderGate | None = None,
         timeout_s: float = 10.0,
+        refusals: tuple[type[Exception], ...] = (),
     ) -> None:
         self._http = http
         self.check = check
@@ -221,6 +230,7 @@ class ProviderEndpoint:
         self._retry = retry
         self._gate = gate
         self._timeout = timeout_s
+        self._refusals = refusals
 
     def _outage(self) -> bool:
         return self._gate is not None and self._gate.is_open
@@ -243,6 +253,7 @@ class ProviderEndpoint:
                 provider=self._provider,
                 gate=self._gate,
                 resend_count=attempts - 1,
+                refusals=self._refusals,
                 timeout=self._timeout,
                 **request,
             )
