@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -60,10 +59,8 @@ def crc64_avro(data: bytes) -> int:
 
 
 def default_schema_dir() -> Path:
-    env = os.environ.get("MODERATION_SCHEMA_DIR")
-    if env:
-        return Path(env)
-    return Path(str(resources.files("consumer") / "schemas"))  # package data: works from a wheel
+    """The schemas shipped as package data (built from the repository's ``schemas/``)."""
+    return Path(str(resources.files("consumer") / "schemas"))  # works from a wheel
 
 
 @dataclass(frozen=True)

@@ -2,28 +2,52 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from pydantic import BaseModel, SecretStr
 
-from consumer.callbacks.receiver import AsyncTasks
-from consumer.core.limits import AimdLimit, CircuitBreaker, TokenBucket
+from consumer.callbacks.receiver import AsyncTasks, Correlator
+from consumer.callbacks.server import CallbackServer
 from consumer.checks.builtin import default_registry
-from consumer.checks.media import MediaFetcher, MediaPolicy
+from consumer.checks.maintenance import IndexMaintenance
+from consumer.checks.media import DOWNLOAD_CONCURRENCY, MediaFetcher, MediaPolicy, download_gate
 from consumer.checks.pipeline import ActiveCheck, Pipeline
 from consumer.checks.providers.http import ProviderGate
 from consumer.checks.redaction import register_secret
-from consumer.checks.registry import BuildContext, CheckRegistry
+from consumer.checks.registry import BuildContext, CheckRegistry, Feeds
 from consumer.checks.retry import RetryPolicy
 from consumer.config import Settings
+from consumer.core.limits import AimdLimit, CircuitBreaker, TokenBucket
 from consumer.core.records import MediaType
+from consumer.core.scheduler import Scheduler
+from consumer.core.stalls import CommitWatch
+from consumer.delivery.outputs import Outputs
+from consumer.delivery.partitions import Partitions
+from consumer.delivery.progress import Progress
+from consumer.delivery.strategies import delivery_for
 from consumer.errors import ConfigError
+from consumer.handling import RecordHandler
+from consumer.kafka import Sink, Source, ensure_topics, output_limit
 from consumer.policy.decision import Policy
+from consumer.policy.reload import PolicyReloader
+from consumer.policy.shadow import Shadow
 from consumer.policy.tenants import PolicySet, PolicyStore, load_policies
+from consumer.runtime.health import metrics_handler
+from consumer.runtime.watch import Watch
+from consumer.runtime.workers import Worker
+from consumer.schema_registry import codec_for, output_schemas, prepare_outputs
+from consumer.serde import Codec
+from consumer.service import ModerationService
 from consumer.transports.egress import EgressPolicy
 from consumer.transports.httpclient import AiohttpClient, HttpClient
 
 __all__ = [
+    "Assembled",
+    "assembled",
     "build_pipeline",
     "check_settings",
     "media_client",
@@ -98,7 +122,7 @@ def media_client(settings: Settings) -> HttpClient:
     """The client media downloads use: its own pool, and the egress policy on every address."""
     m = settings.media
     return AiohttpClient(
-        32,
+        DOWNLOAD_CONCURRENCY,  # as many connections as the download gate lets run at once
         m.download_timeout_s,
         egress=egress_policy(settings),
         max_answer_bytes=settings.hive.max_upload_bytes,
@@ -129,6 +153,8 @@ def build_pipeline(
         m.download_timeout_s,
         egress=egress_policy(settings),
         max_redirects=m.max_redirects,
+        retry=retry,
+        gate=download_gate(DOWNLOAD_CONCURRENCY),
     )
     media = MediaPolicy(h.media_mode, fetcher)
     active: list[ActiveCheck] = []
@@ -164,3 +190,140 @@ def register_option_secrets(options: object) -> None:
             value = getattr(options, name)
             if isinstance(value, SecretStr) and value.get_secret_value():
                 register_secret(value)
+
+
+# --- the composition root: one process of the service, from Settings -----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Assembled:
+    """The parts of one running process, for its owner (the CLI, tests): the loop, and what can be
+    looked at while it runs."""
+
+    service: ModerationService
+    progress: Progress
+    outputs: Outputs
+    watch: Watch
+    callbacks: CallbackServer | None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.service.run(stop)
+
+    @property
+    def processed(self) -> int:
+        return self.outputs.processed
+
+    @property
+    def callback_url(self) -> str | None:
+        return None if self.callbacks is None else self.callbacks.url
+
+
+@contextlib.asynccontextmanager
+async def assembled(
+    settings: Settings,
+    http: HttpClient,
+    stop: asyncio.Event,
+    *,
+    worker: Worker | None = None,
+    codec: Codec | None = None,
+    policy: PolicyStore | None = None,
+    registry: CheckRegistry | None = None,
+) -> AsyncIterator[Assembled]:
+    """Every part of one process built from ``settings`` and started, in dependency order; on exit
+    each is closed in the reverse order. ``http`` calls the providers (``provider_client``);
+    ``worker``: this process's place under ``--workers``; ``codec``: the caller's (default: the one
+    the settings ask for, closed here); ``policy``: what ``check_settings`` returned, if the caller
+    checked already; ``registry``: the checks there are (default: shipped and installed). Waits for
+    the schema registry (until ``stop``) before anything reads a record."""
+    worker = worker or Worker()
+    registry = registry or default_registry()
+    policy = policy or check_settings(settings, registry)
+    k, p = settings.kafka, settings.processing
+    async with contextlib.AsyncExitStack() as closing:
+        if codec is None:
+            codec = codec_for(settings)
+            closing.callback(codec.close)
+        if k.create_topics:
+            await asyncio.to_thread(ensure_topics, k, k.all_topics())
+        outputs_of = output_schemas(k, shadow=policy.shadow is not None)
+        await prepare_outputs(codec, outputs_of, stop, settings.schema_registry.retry_max_delay_s)
+
+        scheduler = Scheduler(
+            p.ordering,
+            max_records=p.max_in_flight,
+            max_bytes=p.max_in_flight_bytes,
+            pause_at=p.partition_buffer,
+            max_buffered_bytes=p.max_buffered_bytes,
+        )
+        progress = Progress(scheduler, CommitWatch(p.stall_after_s))
+        inputs = [k.input_topic, k.deleted_topic, k.review_decision_topic]
+        source = Source(k, inputs, prefetch_bytes=p.max_buffered_bytes)
+        closing.callback(source.shutdown)
+        closing.push_async_callback(source.in_thread, source.close)  # when the loop never ran
+        delivery = delivery_for(settings, progress, source, worker.index)
+        await delivery.start()
+        closing.push_async_callback(delivery.close)
+        relay_sink = Sink(k) if p.delivery == "exactly_once" else delivery.sink  # outside transactions
+        if relay_sink is not delivery.sink:
+            closing.push_async_callback(relay_sink.close)
+        relay_sink.start()
+        outputs = Outputs(
+            k,
+            codec,
+            delivery.sink,
+            exactly_once=p.delivery == "exactly_once",
+            release=progress.release,
+            complete=progress.complete,
+            current=progress.current,
+            fail=progress.fail,
+            limit=await asyncio.to_thread(output_limit, k, [k.dlq_topic]),
+            shadow=Shadow(policy, registry.fed(Feeds.SIMILARITY)) if policy.shadow else None,
+            max_header_count=p.max_header_count,
+            max_header_bytes=p.max_header_bytes,
+        )
+        loop = asyncio.get_running_loop()
+        callbacks, tasks = None, None
+        if p.async_media:
+            callbacks = CallbackServer(
+                settings, relay_sink, Correlator(), worker.index, metrics_handler(worker)
+            )
+            closing.push_async_callback(callbacks.stop)
+            tasks = await callbacks.start(loop)
+        media_http = media_client(settings)
+        closing.push_async_callback(media_http.aclose)
+        pipeline = build_pipeline(
+            settings, http, tasks, media_http=media_http, policy=policy, registry=registry
+        )
+        handler = RecordHandler(
+            p,
+            codec,
+            pipeline,
+            IndexMaintenance(pipeline.index),
+            outputs,
+            {k.deleted_topic: "UploadDeleted", k.review_decision_topic: "ReviewDecision"},
+            finished=progress.finished,
+            spawn=progress.spawn,
+            registry_max_delay_s=settings.schema_registry.retry_max_delay_s,
+            group=k.group_id,
+        )
+        source.listen(Partitions(progress, source, delivery, loop, p.revoke_drain_s))
+        watch = Watch(settings, progress, worker)
+        policies = PolicyReloader(settings, policy, registry)
+        closing.push_async_callback(watch.stop)
+        closing.push_async_callback(policies.stop)
+        await asyncio.gather(watch.start(), policies.start())
+
+        def held_by() -> str | None:
+            return pipeline.open_circuit() or ("schema_registry" if handler.registry_down else None)
+
+        service = ModerationService(
+            p,
+            progress,
+            source,
+            delivery,
+            handler,
+            held_by=held_by,
+            after_commit=watch.check,
+            description={"topic": k.input_topic, "group": k.group_id, "delivery": p.delivery},
+        )
+        yield Assembled(service, progress, outputs, watch, callbacks)

@@ -15,28 +15,18 @@ read are relayed (``reduce_task_body``, same shape). A reduced body still over t
 (below Kafka's 1 MB message limit) is relayed as a marker ``{"task_id": ..., "too_large": true}``
 and its waiter polls the task at once. The early-callback buffer is bounded in count and bytes.
 
-Whoever can write the callback topic could otherwise complete a pending task with a forged result,
-so the receiver signs each relayed body (``RELAY_SIGNATURE``: HMAC-SHA256 of the value, keyed by the
-callback token every process shares) and a listener drops, and counts as ``forged``, any record
-without a valid signature.
-"""
+Relayed bodies are signed (``callbacks.relay``)."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import logging
-import secrets
-import threading
-import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import orjson
 from aiohttp import web
-from confluent_kafka import Consumer
 
 from consumer.callbacks.bodies import (
     EARLY_LIMIT_BYTES,
@@ -52,11 +42,7 @@ from consumer.callbacks.bodies import (
     reduce_task_body,
     task_id_of,
 )
-from consumer.config import KafkaSettings, Settings
-from consumer.kafka.common import base_config
-from consumer.kafka.sink import Headers, Sink
-from consumer.runtime.health import KEEPALIVE_S, metrics_handler
-from consumer.runtime.workers import local_url
+from consumer.kafka.sink import Headers
 from consumer.telemetry import metrics, tracing
 
 __all__ = [
@@ -65,13 +51,10 @@ __all__ = [
     "MAX_CALLBACK_DEPTH",
     "MAX_TASK_ID_LENGTH",
     "RELAY_LIMIT_BYTES",
-    "RELAY_SIGNATURE",
     "AsyncTasks",
     "CallbackReceiver",
-    "CallbackServer",
     "Correlator",
     "RelayDecision",
-    "RelayListener",
     "is_too_large",
     "prepare_relay",
     "reduce_task_body",
@@ -79,24 +62,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("consumer.callbacks")
-RELAY_SIGNATURE = "moderation.callback.signature"
-
-
-def relay_signature(key: bytes, value: bytes) -> bytes:
-    """The signature a relayed callback carries: hex HMAC-SHA256 of its value under ``key``."""
-    return hmac.new(key, value, hashlib.sha256).hexdigest().encode()
-
-
-def signed(key: bytes, value: bytes | None, headers: Any) -> bool:
-    """Whether a relayed record carries ``relay_signature`` of its value (exactly one such header)."""
-    if value is None or not headers:
-        return False
-    found = [v for name, v in headers if name == RELAY_SIGNATURE]
-    return (
-        len(found) == 1
-        and isinstance(found[0], bytes)
-        and hmac.compare_digest(found[0], relay_signature(key, value))
-    )
 
 
 class Correlator:
@@ -297,127 +262,3 @@ class CallbackReceiver:
         if len(raw) <= INLINE_PARSE_BYTES:
             return decide()
         return await asyncio.to_thread(decide)  # a few MB take a few hundred ms: not on the loop
-
-
-def kafka_relay(
-    sink: Sink, topic: str, key: bytes
-) -> Callable[[bytes, str | None, Headers | None], Awaitable[None]]:
-    async def relay(raw: bytes, task_id: str | None, headers: Headers | None) -> None:
-        signature: Headers = [(RELAY_SIGNATURE, relay_signature(key, raw))]
-        await sink.send(
-            topic, None if task_id is None else task_id.encode(), raw, [*(headers or []), *signature]
-        )
-
-    return relay
-
-
-class RelayListener:
-    """Reads the whole callback topic (a group of its own) and delivers bodies to the correlator."""
-
-    def __init__(
-        self, settings: KafkaSettings, correlator: Correlator, loop: asyncio.AbstractEventLoop, key: bytes
-    ) -> None:
-        self._key = key
-        self._correlator = correlator
-        self._loop = loop
-        self._topic = settings.callback_topic
-        self.assigned = threading.Event()
-        self._stop = threading.Event()
-        config: dict[str, Any] = {
-            **base_config(settings),
-            "group.id": f"{settings.group_id}.callbacks.{uuid.uuid4().hex[:12]}",
-            "auto.offset.reset": "latest",
-            "enable.auto.commit": False,
-        }
-        self._consumer = Consumer(config)
-        self._consumer.subscribe([settings.callback_topic], on_assign=lambda *_: self.assigned.set())
-        self._thread = threading.Thread(target=self._run, name="callback-relay", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                for msg in self._consumer.consume(100, 0.2):
-                    value = msg.value()
-                    if msg.error() or value is None:
-                        continue
-                    if not signed(self._key, value, msg.headers()):
-                        self._loop.call_soon_threadsafe(self._forged)
-                        continue
-                    try:
-                        body = orjson.loads(value)
-                    except orjson.JSONDecodeError:
-                        continue
-                    if isinstance(body, dict):
-                        self._loop.call_soon_threadsafe(self._deliver, body, len(value), msg.headers())
-        finally:
-            self._consumer.close()
-
-    def _forged(self) -> None:
-        metrics.CALLBACK_DELIVERIES.labels("forged").inc()
-        log.warning("relayed callback without a valid signature dropped", extra={"topic": self._topic})
-
-    def _deliver(self, body: Body, size: int, headers: Any = None) -> None:
-        outcome = self._correlator.deliver(body, size)
-        metrics.CALLBACK_DELIVERIES.labels(outcome).inc()
-        if outcome == "completed":  # the process whose task it was continues the trace
-            tracing.relay_received(self._topic, headers, task_id_of(body))
-        if outcome == "duplicate":
-            log.info(
-                "duplicate callback ignored",
-                extra={"task_id": task_id_of(body), "resent_on": body.get("resent_on")},
-            )
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-
-class CallbackServer:
-    """The receiver (``POST /callbacks/<token>``, ``/metrics``) and the relay listener, a part the
-    service starts when async tasks are used. Intake starts only once the relay listens, so no
-    callback can slip past. Under ``--workers``, worker 0 owns the configured port; the others listen
-    on any free one and advertise worker 0's, since a callback reaching any process reaches all."""
-
-    def __init__(self, settings: Settings, relay_sink: Sink, correlator: Correlator, worker: int = 0) -> None:
-        self._settings = settings
-        self._sink = relay_sink
-        self.correlator = correlator
-        self._worker = worker
-        self._web: web.AppRunner | None = None
-        self._relay: RelayListener | None = None
-        self.url: str | None = None
-
-    async def start(self, loop: asyncio.AbstractEventLoop) -> AsyncTasks:
-        c, k = self._settings.callbacks, self._settings.kafka
-        token = c.token.get_secret_value() if c.token else secrets.token_urlsafe(24)
-        if c.token is None:
-            log.warning(
-                "callbacks.token is not set: using a random one, so callbacks only work while this"
-                " process lives; give every process of the group the same token"
-            )
-        app = web.Application(client_max_size=MAX_CALLBACK_BYTES)
-        CallbackReceiver(token, kafka_relay(self._sink, k.callback_topic, token.encode())).routes(app)
-        app.router.add_get("/metrics", metrics_handler)
-        self._web = web.AppRunner(app, access_log=None, keepalive_timeout=KEEPALIVE_S)
-        await self._web.setup()
-        await web.TCPSite(self._web, c.host, c.port if self._worker == 0 else 0).start()
-        port = c.port if self._worker > 0 and c.port else int(self._web.addresses[0][1])
-        base = c.public_url or local_url(c.host, port)
-        self.url = f"{base.rstrip('/')}/callbacks/{token}"
-        self._relay = RelayListener(k, self.correlator, loop, token.encode())
-        self._relay.start()
-        if not await asyncio.to_thread(self._relay.assigned.wait, 60):
-            raise RuntimeError(f"callback relay topic {k.callback_topic} was not assigned within 60s")
-        log.info("callback receiver listening", extra={"port": port, "relay_topic": k.callback_topic})
-        return AsyncTasks(
-            self.correlator, self.url, poll_after_s=c.poll_after_s, poll_interval_s=c.poll_interval_s
-        )
-
-    async def stop(self) -> None:
-        if self._relay is not None:
-            await asyncio.to_thread(self._relay.stop)
-        if self._web is not None:
-            await self._web.cleanup()

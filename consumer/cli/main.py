@@ -1,25 +1,68 @@
-"""``moderation-consumer <command>`` (or ``python -m consumer``): run | dlq replay, and with the
-``dev`` extra installed: simulate | demo | broker."""
+"""``moderation-consumer <command>`` (or ``python -m consumer``): run | dlq replay | schemas | policy.
+The simulator, the demo and the local broker are development tools outside the product
+(``python -m moderation_simulator``, ``make demo``, ``python -m moderation_devtools.broker``)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from consumer import __version__
-from consumer.errors import ConfigError
+from consumer.errors import (
+    BrokerError,
+    ConfigError,
+    ExchangeRefused,
+    ModerationError,
+    PermanentError,
+    SerializationError,
+    ToolError,
+    TransientError,
+    UnreadableFile,
+)
+from consumer.runtime.workers import Worker
 
 if TYPE_CHECKING:
     from consumer.config import Settings
     from consumer.policy.tenants import PolicyStore
 
-__all__ = ["main"]
+__all__ = ["EXIT_CODES", "exit_code", "main"]
+
+# Each branch of the error tree (consumer.errors) -> the exit code of a command it stops; the
+# nearest listed ancestor of an error decides. Kept in step with _EPILOG (a unit test checks both).
+EXIT_CODES: dict[type[ModerationError], int] = {
+    ModerationError: 1,
+    ConfigError: 2,
+    UnreadableFile: 2,
+    SerializationError: 1,
+    TransientError: 3,
+    PermanentError: 1,
+    ExchangeRefused: 1,
+    BrokerError: 1,
+    ToolError: 1,
+}
+
+_EPILOG = """exit codes:
+  0  done
+  1  a check said no (policy check: an invalid file; schemas: an incompatible schema), or the
+     command stopped on an error: ToolError, BrokerError, ExchangeRefused, SerializationError,
+     PermanentError (run: the service stopped on any error)
+  2  invalid settings or options (ConfigError, UnreadableFile)
+  3  a service the command needs cannot be reached (TransientError; schemas: the registry)"""
+
+
+def exit_code(exc: ModerationError) -> int:
+    """The exit code of a command stopped by ``exc`` (see ``EXIT_CODES``)."""
+    for kind in type(exc).__mro__:
+        code = EXIT_CODES.get(kind)
+        if code is not None:
+            return code
+    return 1
 
 
 def _program() -> str:
@@ -28,14 +71,28 @@ def _program() -> str:
     return "python -m consumer" if name in ("", "__main__.py", "-c") else name
 
 
+def _count(least: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not least <= value <= 4096:
+            raise argparse.ArgumentTypeError(f"{value} is not between {least} and 4096")
+        return value
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog=_program(), description="Streaming upload moderation: Kafka uploads in, one Avro verdict out."
+        prog=_program(),
+        description="Streaming upload moderation: Kafka uploads in, one Avro verdict out.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(
-        dest="command", required=True, metavar="{run,dlq,schemas,policy,simulate,demo,broker}"
-    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,dlq,schemas,policy}")
 
     run = sub.add_parser("run", help="consume uploads and produce verdicts until SIGTERM")
     run.add_argument("--config", type=Path, help="YAML settings file (env MODERATION_CONFIG)")
@@ -45,51 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="worker processes in one consumer group under a supervisor (e.g. one per core)",
     )
-
-    sim = sub.add_parser("simulate", help="serve the provider simulator")
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=8700)
-    sim.add_argument("--latency-median-ms", type=float, default=0.0)
-    sim.add_argument("--latency-p99-ms", type=float, default=0.0)
-    sim.add_argument(
-        "--key",
-        action="append",
-        default=[],
-        metavar="PROJECT=KEY",
-        help="API key of a project (visual, text, csam, index); repeatable",
-    )
-    sim.add_argument(
-        "--allow-remote-fetch",
-        action="store_true",
-        help="let media and callback URLs point outside 127.0.0.0/8 (off: loopback only)",
-    )
-    sim.add_argument("--huawei-token", default=None, help="the X-Auth-Token ImageSearch accepts")
-    sim.add_argument(
-        "--rate-limit",
-        type=float,
-        default=None,
-        metavar="RPS",
-        help="per-key token bucket (burst = RPS); beyond it: 429 with Retry-After",
-    )
-    sim.add_argument(
-        "--fault",
-        action="append",
-        default=[],
-        metavar="NAME=RATE",
-        help="fault rate 0..1: 500, 502, 503, 504, 429, hang, callback_drop, resend, is0012,"
-        " wrong_shape, echo_credentials",
-    )
-    sim.add_argument("--hang-s", type=float, default=30.0, help="how long a 'hang' fault holds a request")
-    sim.add_argument("--seed", type=int, default=1234, help="seed of the fault and latency draws")
-    sim.add_argument(
-        "--hostile-port",
-        type=int,
-        default=None,
-        metavar="N",
-        help="also serve the hostile server on 127.0.0.1:N (0 = a free port; GET /_admin/hostile tells)",
-    )
-
-    sub.add_parser("demo", help="broker + simulator + sample uploads, verdicts shown")
+    # a worker's place, given by the supervisor on the worker's command line (runtime.supervisor)
+    run.add_argument("--worker-index", type=_count(0), default=0, help=argparse.SUPPRESS)
+    run.add_argument("--worker-count", type=_count(1), default=1, help=argparse.SUPPRESS)
+    run.add_argument("--workers-dir", type=Path, default=None, help=argparse.SUPPRESS)
 
     dlq = sub.add_parser("dlq", help="dead letter tools")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
@@ -154,24 +170,19 @@ def main(argv: list[str] | None = None) -> int:
     bt.add_argument("--examples", type=int, default=3, help="examples shown per changed cell")
     bt.add_argument("--json", action="store_true", help="print JSON for machines")
 
-    broker = sub.add_parser("broker", help="the local single-node Kafka broker")
-    broker.add_argument("action", choices=["start", "stop"])
-    broker.add_argument("--dir", type=Path, default=Path(".local/kafka"))
-    broker.add_argument("--port", type=int, default=0)
-
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            return _run(args.config, args.workers)
+            return _run(
+                args.config, args.workers, Worker(args.worker_index, args.worker_count, args.workers_dir)
+            )
         if args.command == "dlq":
             return _replay(args)
         if args.command == "schemas":
             return _schemas(args)
-        if args.command == "policy":
-            return _policy(args)
-        return _developer_command(args)
-    except ConfigError as exc:
-        return _setting_error(exc)
+        return _policy(args)
+    except ModerationError as exc:
+        return _error(exc)
     except ValueError as exc:  # defence in depth: a settings error that escaped load_settings
         from pydantic import ValidationError
         from pydantic_settings import SettingsError
@@ -180,50 +191,26 @@ def main(argv: list[str] | None = None) -> int:
 
         if not isinstance(exc, ValidationError | SettingsError):
             raise
-        return _setting_error(config_error_from(exc))
+        return _error(config_error_from(exc))
 
 
-def _developer_command(args: argparse.Namespace) -> int:
-    """simulate, demo and broker live in the ``simulator`` and ``devtools`` packages, whose
-    dependencies come with the ``dev`` extra."""
-    try:
-        if args.command == "simulate":
-            return _simulate(args)
-        if args.command == "demo":
-            from devtools.demo import run_demo
-
-            return run_demo()
-        return _broker(args)
-    except ModuleNotFoundError as exc:
-        print(
-            f"error: {args.command} needs the development tools ({exc.name} is missing):"
-            " pip install 'moderation-consumer[dev]'",
-            file=sys.stderr,
-        )
-        return 2
-
-
-def _setting_error(exc: ConfigError) -> int:
-    """One line on stderr, exit code 2 (the message never holds a value or file contents)."""
+def _error(exc: ModerationError) -> int:
+    """One line on stderr (never a value or file contents); the exit code of the error's branch."""
     line = " ".join("".join(c for c in str(exc) if c.isprintable() or c.isspace()).split())
     print(f"error: {line}", file=sys.stderr)
-    return 2
+    return exit_code(exc)
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from consumer.cli.replay import Selection, replay
     from consumer.config import load_settings
+    from consumer.delivery.replay import Selection, replay
 
     settings = load_settings(args.config)
     try:
         selection = Selection(args.partition, args.from_offset, args.to_offset, frozenset(args.error_class))
     except ValueError as exc:
         raise ConfigError("--from-offset/--to-offset", str(exc)) from None
-    try:
-        summary = replay(settings, selection, dry_run=args.dry_run, to_topic=args.to_topic)
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    summary = replay(settings, selection, dry_run=args.dry_run, to_topic=args.to_topic, echo=print)
     print(summary.table())
     return 0
 
@@ -231,28 +218,25 @@ def _replay(args: argparse.Namespace) -> int:
 def _policy(args: argparse.Namespace) -> int:
     from consumer.checks.builtin import default_registry
     from consumer.cli import policy as tools
+    from consumer.policy.backtest import VerdictRange, read_verdict_file, read_verdict_topic
 
     registry = default_registry()
     if args.policy_command == "check":
         try:
             return tools.check_policy_file(args.file, registry)
         except ConfigError as exc:
-            _setting_error(exc)
-            return 1
+            _error(exc)
+            return 1  # an invalid policy is this command's "no", not a bad invocation
     if args.input is not None:
-        verdicts = tools.read_verdict_file(args.input)
+        verdicts = read_verdict_file(args.input)
     else:
         from consumer.config import load_settings
 
         since = None if args.since is None else tools.parse_time(args.since, "--since")
         until = None if args.until is None else tools.parse_time(args.until, "--until")
-        chosen = tools.VerdictRange(args.last, since, until, args.partition, args.from_offset, args.to_offset)
-        verdicts = tools.read_verdict_topic(load_settings(args.config), chosen, args.topic)
-    try:
-        tools.backtest(verdicts, args.candidate, registry, as_json=args.json, examples=max(0, args.examples))
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        chosen = VerdictRange(args.last, since, until, args.partition, args.from_offset, args.to_offset)
+        verdicts = read_verdict_topic(load_settings(args.config), chosen, args.topic)
+    tools.backtest(verdicts, args.candidate, registry, as_json=args.json, examples=max(0, args.examples))
     return 0
 
 
@@ -261,7 +245,6 @@ def _schemas(args: argparse.Namespace) -> int:
 
     from consumer.cli import schemas as schemas_admin
     from consumer.config import load_settings
-    from consumer.errors import SerializationError
 
     settings = load_settings(args.config)
     action = schemas_admin.register if args.action == "register" else schemas_admin.check
@@ -271,7 +254,8 @@ def _schemas(args: argparse.Namespace) -> int:
         raise ConfigError("--schema-dir", f"cannot read the schemas: {type(exc).__name__}: {exc}") from None
 
 
-def _run(config: Path | None, workers: int = 1) -> int:
+def _run(config: Path | None, workers: int = 1, worker: Worker | None = None) -> int:
+    """``worker``: this process's place when the supervisor started it (``--worker-index`` ...)."""
     from consumer.config import load_settings
     from consumer.telemetry.logging import configure_logging
     from consumer.wiring import check_settings
@@ -289,8 +273,8 @@ def _run(config: Path | None, workers: int = 1) -> int:
     if settings.processing.event_loop == "uvloop":
         import uvloop
 
-        return uvloop.run(_serve(settings, policy))
-    return asyncio.run(_serve(settings, policy))
+        return uvloop.run(_serve(settings, policy, worker or Worker()))
+    return asyncio.run(_serve(settings, policy, worker or Worker()))
 
 
 # The young generation's collection threshold of a serving process (CPython's default: 700). A
@@ -301,7 +285,7 @@ def _run(config: Path | None, workers: int = 1) -> int:
 _GC_THRESHOLD_0 = 20_000
 
 
-async def _serve(settings: Settings, policy: PolicyStore) -> int:
+async def _serve(settings: Settings, policy: PolicyStore, worker: Worker) -> int:
     import gc
 
     from consumer.telemetry.tracing import configure_tracing, shutdown_tracing
@@ -310,94 +294,30 @@ async def _serve(settings: Settings, policy: PolicyStore) -> int:
     if configure_tracing():  # OTEL_* variables: on only with an OTLP endpoint
         logging.getLogger("consumer").info("tracing on: spans exported over OTLP/HTTP")
     try:
-        return await _serve_until_stopped(settings, policy)
+        return await _serve_until_stopped(settings, policy, worker)
     finally:
         shutdown_tracing()
 
 
-async def _serve_until_stopped(settings: Settings, policy: PolicyStore) -> int:
-    from consumer.service import ModerationService
-    from consumer.wiring import provider_client
+async def _serve_until_stopped(settings: Settings, policy: PolicyStore, worker: Worker) -> int:
+    from consumer.wiring import assembled, provider_client
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    processed = 0
     async with provider_client(settings) as http:
-        service = ModerationService(settings, http, policy=policy)
         try:
-            await service.run(stop)
+            async with assembled(settings, http, stop, worker=worker, policy=policy) as process:
+                try:
+                    await process.run(stop)
+                finally:
+                    processed = process.processed
         except Exception as exc:
             logging.getLogger("consumer").error(
                 "service stopped on an error: %s: %s", type(exc).__name__, exc
             )
             return 1
-    logging.getLogger("consumer").info("stopped", extra={"processed": service.processed})
-    return 0
-
-
-def _simulate(args: argparse.Namespace) -> int:
-    from simulator import DEFAULT_KEYS, LatencyModel, SimulatorState, serve
-    from simulator.common import HOSTILE_FAULT_NAMES
-    from simulator.state import DEFAULT_HUAWEI_TOKEN, StartupSettings
-
-    keys = dict(DEFAULT_KEYS)
-    for item in args.key:
-        project, sep, key = item.partition("=")
-        if not sep or project not in DEFAULT_KEYS or not key:
-            raise ConfigError("--key", f"expected PROJECT=KEY with PROJECT one of {', '.join(DEFAULT_KEYS)}")
-        keys[project] = key
-    faults: dict[str, float] = {}
-    hostile_faults: dict[str, float] = {}
-    for item in args.fault:
-        name, _, rate = item.partition("=")
-        try:
-            value = float(rate)
-        except ValueError:
-            raise ConfigError("--fault", f"expected NAME=RATE with RATE a number, got {item!r}") from None
-        if name in HOSTILE_FAULT_NAMES and not 0.0 <= value <= 1.0:
-            raise ConfigError("--fault", f"fault rate for {name} must be within 0..1")
-        (hostile_faults if name in HOSTILE_FAULT_NAMES else faults)[name] = value
-    if args.hostile_port is not None and not 0 <= args.hostile_port <= 65535:
-        raise ConfigError("--hostile-port", "must be a port number (0 = a free one)")
-    startup = StartupSettings(faults=faults, hang_s=args.hang_s, rate_limit=args.rate_limit, seed=args.seed)
-    try:
-        state = SimulatorState(
-            keys,
-            LatencyModel(args.latency_median_ms, args.latency_p99_ms),
-            huawei_token=args.huawei_token or DEFAULT_HUAWEI_TOKEN,
-            startup=startup,
-        )
-    except ValueError as exc:
-        raise ConfigError("--fault", str(exc)) from None
-    print(f"simulator listening on http://{args.host}:{args.port}", flush=True)
-    if args.hostile_port is not None:
-        where = f"http://127.0.0.1:{args.hostile_port}" if args.hostile_port else "a free port"
-        print(f"hostile server listening on {where} (GET /_admin/hostile)", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
-            serve(
-                args.host,
-                args.port,
-                state,
-                allow_remote_fetch=args.allow_remote_fetch,
-                hostile_port=args.hostile_port,
-                hostile_faults=hostile_faults,
-            )
-        )
-    return 0
-
-
-def _broker(args: argparse.Namespace) -> int:
-    from devtools.broker import BrokerError, LocalKafka
-
-    try:
-        if args.action == "start":
-            kafka = LocalKafka(args.dir.resolve(), port=args.port)
-            print(kafka.start(), flush=True)
-        else:
-            LocalKafka.attach(args.dir.resolve()).stop()
-    except BrokerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    logging.getLogger("consumer").info("stopped", extra={"processed": processed})
     return 0

@@ -8,62 +8,41 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Mapping
-from typing import Any, Protocol, TypeVar
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from confluent_kafka import KafkaException
 
-from consumer.core.epochs import Epochs
-from consumer.core.offsets import OffsetTracker, Position, TopicPartition
-from consumer.core.scheduler import Scheduler, Work
-from consumer.core.stalls import CommitWatch
-from consumer.delivery.strategies import Delivery
+from consumer.core.offsets import Position, TopicPartition
+from consumer.delivery.progress import Progress
+from consumer.delivery.strategies import Delivery, KafkaSource
 from consumer.telemetry import metrics
 
-__all__ = ["Partitions", "Rebalanced"]
+__all__ = ["Partitions"]
 
 log = logging.getLogger("consumer.partitions")
 T = TypeVar("T")
 Positions = dict[TopicPartition, Position]
 
 
-class RebalanceSource(Protocol):
-    def committed(self, parts: list[TopicPartition], timeout: float = 10.0) -> Positions: ...
-
-    def commit(self, positions: Mapping[TopicPartition, Position], *, asynchronous: bool = False) -> bool: ...
-
-    def resume(self, parts: list[TopicPartition]) -> None: ...
-
-
-class Rebalanced(Protocol):
-    """The service's state a rebalance changes."""
-
-    tracker: OffsetTracker
-    scheduler: Scheduler
-    epochs: Epochs
-
-    @property
-    def delivery(self) -> Delivery: ...
-
-    @property
-    def source(self) -> RebalanceSource: ...
-
-    @property
-    def running(self) -> Mapping[asyncio.Task[None], Work[Any]]: ...
-
-    @property
-    def commit_watch(self) -> CommitWatch: ...
-
-
 class Partitions:
-    def __init__(self, service: Rebalanced, loop: asyncio.AbstractEventLoop, revoke_drain_s: float) -> None:
-        self._service = service
+    """What ``kafka.Source`` tells of rebalances (its ``Rebalance`` listener)."""
+
+    def __init__(
+        self,
+        progress: Progress,
+        source: KafkaSource,
+        delivery: Delivery,
+        loop: asyncio.AbstractEventLoop,
+        revoke_drain_s: float,
+    ) -> None:
+        self._progress, self._source, self._delivery = progress, source, delivery
         self._loop = loop
         self._drain_s = revoke_drain_s
 
     def on_assign(self, parts: list[TopicPartition]) -> None:
         try:
-            committed = self._service.source.committed(parts)
+            committed = self._source.committed(parts)
         except KafkaException as exc:  # the map is an optimisation: without it finished work is redone
             log.warning("cannot read committed positions: %s", exc.args[0].str())
             committed = {}
@@ -73,17 +52,17 @@ class Partitions:
         """Cooperative revocation: drain what runs for these partitions (bounded), commit, let go."""
         positions = self._on_loop(self._release(parts, self._drain_s, commit=True))
         if positions:
-            self._service.source.commit(positions)
-        self._service.source.resume(parts)  # the scheduler forgot their pause: the consumer must too
+            self._source.commit(positions)
+        self._source.resume(parts)  # the scheduler forgot their pause: the consumer must too
 
     def on_lost(self, parts: list[TopicPartition]) -> None:
         """Lost (another member owns them already): drop everything, commit nothing. In exactly-once
         mode the open transaction may hold their outputs: it is aborted and the rest rewound."""
         self._on_loop(self._release(parts, 0.0, commit=False))
-        self._service.source.resume(parts)
+        self._source.resume(parts)
 
     async def _assigned(self, parts: list[TopicPartition], committed: Positions) -> None:
-        s = self._service
+        s = self._progress
         s.epochs.assign(parts)
         for tp, position in committed.items():
             skipped = s.tracker.restore(tp, position.offset, position.metadata)
@@ -101,7 +80,7 @@ class Partitions:
         metrics.ASSIGNED.set(len(s.epochs))
 
     async def _release(self, parts: list[TopicPartition], drain_s: float, *, commit: bool) -> Positions:
-        s = self._service
+        s = self._progress
         mine = set(parts)
         for tp in parts:
             s.scheduler.drop(tp)  # stop dispatch: waiting records are redelivered to the next owner
@@ -111,13 +90,13 @@ class Partitions:
             running = [task for task, work in s.running.items() if work.tp in mine]
             if running and drain_s > 0:
                 await asyncio.wait(running, timeout=drain_s)
-            positions = await s.delivery.revoke(parts, max(0.0, deadline - self._loop.time()))
+            positions = await self._delivery.revoke(parts, max(0.0, deadline - self._loop.time()))
         else:
-            await s.delivery.lose(parts)
+            await self._delivery.lose(parts)
         for tp in parts:
             s.tracker.drop(tp)
             s.epochs.release(tp)  # results still in flight for it are discarded
-        s.commit_watch.committed(parts)
+        s.commits.committed(parts)
         metrics.child(metrics.REBALANCES, "revoked" if commit else "lost").inc()
         metrics.ASSIGNED.set(len(s.epochs))
         return positions

@@ -14,18 +14,17 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from consumer.config import Settings
-from consumer.core.epochs import Epochs
-from consumer.core.offsets import OffsetTracker, Position, TopicPartition
-from consumer.core.scheduler import Scheduler
+from consumer.core.offsets import Position, TopicPartition
+from consumer.delivery.progress import Progress
+from consumer.errors import TransactionLost
 from consumer.kafka.sink import Sink
-from consumer.kafka.transactions import TransactionalSink, TransactionLost
+from consumer.kafka.transactions import TransactionalSink
 from consumer.telemetry import metrics
 
 __all__ = [
     "AtLeastOnce",
     "Delivery",
     "ExactlyOnce",
-    "Host",
     "KafkaSource",
     "commit_periodically",
     "default_transactional_id",
@@ -38,7 +37,8 @@ Positions = dict[TopicPartition, Position]
 
 
 class KafkaSource(Protocol):
-    """What a strategy asks of the consumer (``kafka.Source``; an in-memory fake in unit tests)."""
+    """What a strategy and a rebalance ask of the consumer (``kafka.Source``; an in-memory fake in
+    unit tests)."""
 
     group_metadata: Any
 
@@ -50,20 +50,7 @@ class KafkaSource(Protocol):
 
     def resume(self, parts: list[TopicPartition]) -> None: ...
 
-
-class Host(Protocol):
-    """The service's bookkeeping a strategy reads and, on a rewind, resets."""
-
-    tracker: OffsetTracker
-    scheduler: Scheduler
-    epochs: Epochs
-
-    @property
-    def source(self) -> KafkaSource: ...
-
-    async def in_kafka_thread(self, call: Callable[[], T]) -> T: ...
-
-    def committed(self, positions: Positions) -> None: ...
+    async def in_thread(self, call: Callable[[], T]) -> T: ...
 
 
 class Delivery(Protocol):
@@ -95,10 +82,10 @@ class Delivery(Protocol):
     async def close(self) -> None: ...
 
 
-def _narrow(host: Host) -> None:
+def _narrow(progress: Progress) -> None:
     """After ``committable()``: dispatch no further than the commit metadata can record."""
-    for tp in host.tracker.partitions():
-        host.scheduler.narrow(tp, host.tracker.window_end(tp))
+    for tp in progress.tracker.partitions():
+        progress.scheduler.narrow(tp, progress.tracker.window_end(tp))
 
 
 class AtLeastOnce:
@@ -107,25 +94,25 @@ class AtLeastOnce:
 
     rewind_needed = False
 
-    def __init__(self, host: Host, sink: Sink, interval_s: float) -> None:
-        self._host, self.sink, self.interval_s = host, sink, interval_s
+    def __init__(self, progress: Progress, source: KafkaSource, sink: Sink, interval_s: float) -> None:
+        self._progress, self._source, self.sink, self.interval_s = progress, source, sink, interval_s
 
     async def start(self) -> None:
         self.sink.start()
 
     async def commit(self, *, final: bool = False) -> None:
-        positions = self._host.tracker.committable()
-        _narrow(self._host)
+        positions = self._progress.tracker.committable()
+        _narrow(self._progress)
         if not positions:
             return
-        source = self._host.source
-        if await self._host.in_kafka_thread(lambda: source.commit(positions, asynchronous=not final)):
-            self._host.committed(positions)
+        source = self._source
+        if await source.in_thread(lambda: source.commit(positions, asynchronous=not final)):
+            self._progress.committed(positions)
 
     async def revoke(self, parts: list[TopicPartition], within_s: float) -> Positions:
         await self.sink.flush(within_s)  # their acknowledgements complete their offsets
         mine = set(parts)
-        return {tp: pos for tp, pos in self._host.tracker.committable().items() if tp in mine}
+        return {tp: pos for tp, pos in self._progress.tracker.committable().items() if tp in mine}
 
     async def lose(self, parts: list[TopicPartition]) -> None:
         return None
@@ -142,8 +129,10 @@ class ExactlyOnce:
     its producer fenced and rebuilt) drops every result still running (new epochs) and rewinds the
     consumer to the committed offsets, so its records are redone once."""
 
-    def __init__(self, host: Host, sink: TransactionalSink, interval_s: float) -> None:
-        self._host, self.sink, self.interval_s = host, sink, interval_s
+    def __init__(
+        self, progress: Progress, source: KafkaSource, sink: TransactionalSink, interval_s: float
+    ) -> None:
+        self._progress, self._source, self.sink, self.interval_s = progress, source, sink, interval_s
         self._lock = asyncio.Lock()
         self.rewind_needed = False
 
@@ -157,13 +146,13 @@ class ExactlyOnce:
             if not self.rewind_needed:
                 try:
                     positions = await self.sink.commit(
-                        self._host.tracker.committable, lambda: self._host.source.group_metadata
+                        self._progress.tracker.committable, lambda: self._source.group_metadata
                     )
                 except TransactionLost as exc:
                     self._lose_all(str(exc))
         if positions:
-            self._host.committed(dict(positions))
-        _narrow(self._host)
+            self._progress.committed(dict(positions))
+        _narrow(self._progress)
 
     async def revoke(self, parts: list[TopicPartition], within_s: float) -> Positions:
         await self.commit(final=True)  # their outputs and offsets, in one transaction
@@ -176,18 +165,17 @@ class ExactlyOnce:
 
     def _lose_all(self, why: str) -> None:
         log.warning("transaction lost; rewinding to the committed offsets: %s", why)
-        host = self._host
-        host.epochs.assign(host.epochs)
-        for tp in host.epochs:
-            host.scheduler.drop(tp)
-            host.tracker.drop(tp)
+        progress = self._progress
+        progress.epochs.assign(progress.epochs)
+        for tp in progress.epochs:
+            progress.scheduler.drop(tp)
+            progress.tracker.drop(tp)
         self.rewind_needed = True
 
     async def rewind(self) -> None:
         self.rewind_needed = False
-        host = self._host
-        parts = list(host.epochs)
-        source = host.source
+        progress, source = self._progress, self._source
+        parts = list(progress.epochs)
 
         def seek() -> Positions:
             committed = source.committed(parts)
@@ -195,11 +183,11 @@ class ExactlyOnce:
             source.resume(parts)
             return committed
 
-        committed = await host.in_kafka_thread(seek)
+        committed = await source.in_thread(seek)
         for tp, position in committed.items():
-            if tp in host.epochs:
-                host.tracker.restore(tp, position.offset, position.metadata)
-        metrics.PAUSED.set(host.scheduler.paused)
+            if tp in progress.epochs:
+                progress.tracker.restore(tp, position.offset, position.metadata)
+        metrics.PAUSED.set(progress.scheduler.paused)
         log.info(
             "rewound", extra={"positions": {f"{t}[{p}]": pos.offset for (t, p), pos in committed.items()}}
         )
@@ -230,9 +218,11 @@ def default_transactional_id(group_id: str, worker: int) -> str:
     return f"{group_id}-{socket.gethostname()}-w{worker}-p{os.getpid()}"
 
 
-def delivery_for(settings: Settings, host: Host, worker: int = 0) -> AtLeastOnce | ExactlyOnce:
+def delivery_for(
+    settings: Settings, progress: Progress, source: KafkaSource, worker: int = 0
+) -> AtLeastOnce | ExactlyOnce:
     k, p = settings.kafka, settings.processing
     if p.delivery == "exactly_once":
         tid = k.transactional_id or default_transactional_id(k.group_id, worker)
-        return ExactlyOnce(host, TransactionalSink(k, tid), p.transaction_interval_ms / 1000)
-    return AtLeastOnce(host, Sink(k), k.commit_interval_ms / 1000)
+        return ExactlyOnce(progress, source, TransactionalSink(k, tid), p.transaction_interval_ms / 1000)
+    return AtLeastOnce(progress, source, Sink(k), k.commit_interval_ms / 1000)

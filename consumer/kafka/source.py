@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
@@ -12,24 +14,28 @@ from consumer.core.offsets import Position
 from consumer.kafka.common import base_config
 from consumer.settings_sections import KafkaSettings
 
-__all__ = ["Source"]
+__all__ = ["Rebalance", "Source"]
 
 log = logging.getLogger("consumer.kafka.source")
-PartitionsCallback = Callable[[list[tuple[str, int]]], None]
+T = TypeVar("T")
+
+
+class Rebalance(Protocol):
+    """Told of partitions assigned, revoked or lost (on librdkafka's thread, inside a poll)."""
+
+    def on_assign(self, parts: list[tuple[str, int]]) -> None: ...
+
+    def on_revoke(self, parts: list[tuple[str, int]]) -> None: ...
+
+    def on_lost(self, parts: list[tuple[str, int]]) -> None: ...
 
 
 class Source:
-    """Wraps one ``confluent_kafka.Consumer``. Every method must be called from one thread."""
+    """Wraps one ``confluent_kafka.Consumer``. Every method must be called from one thread: the
+    service calls them through ``in_thread``, the consumer's own thread."""
 
     def __init__(
-        self,
-        settings: KafkaSettings,
-        topics: list[str] | None = None,
-        *,
-        on_assign: PartitionsCallback | None = None,
-        on_revoke: PartitionsCallback | None = None,
-        on_lost: PartitionsCallback | None = None,
-        prefetch_bytes: int | None = None,
+        self, settings: KafkaSettings, topics: list[str] | None = None, *, prefetch_bytes: int | None = None
     ) -> None:
         """``prefetch_bytes``: the most librdkafka may fetch ahead of us (its queue is memory outside
         our own byte bounds; its default is 64 MiB): ``queued.max.messages.kbytes``, at least 2 MiB
@@ -40,11 +46,18 @@ class Source:
         self._settings = settings
         self._topics = topics or [settings.input_topic]
         self._consumer: Consumer | None = None
-        self._on_assign = on_assign
-        self._on_revoke = on_revoke
-        self._on_lost = on_lost or on_revoke
+        self._rebalance: Rebalance | None = None
         self._metadata_stale = True
         self.group_metadata: Any = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-source")
+
+    def listen(self, rebalance: Rebalance) -> None:
+        """Who hears of rebalances; set before the first ``consume``."""
+        self._rebalance = rebalance
+
+    async def in_thread(self, call: Callable[[], T]) -> T:
+        """Runs ``call`` on the consumer's one thread (confluent-kafka's consumer is not thread-safe)."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
 
     @property
     def consumer(self) -> Consumer:
@@ -73,20 +86,20 @@ class Source:
     def _assigned(self, _: Consumer, parts: list[TopicPartition]) -> None:
         self._metadata_stale = True
         log.info("partitions assigned", extra={"partitions": _names(parts)})
-        if self._on_assign:
-            self._on_assign([(p.topic, p.partition) for p in parts])
+        if self._rebalance is not None:
+            self._rebalance.on_assign([(p.topic, p.partition) for p in parts])
 
     def _revoked(self, _: Consumer, parts: list[TopicPartition]) -> None:
         self._metadata_stale = True
         log.info("partitions revoked", extra={"partitions": _names(parts)})
-        if self._on_revoke:
-            self._on_revoke([(p.topic, p.partition) for p in parts])
+        if self._rebalance is not None:
+            self._rebalance.on_revoke([(p.topic, p.partition) for p in parts])
 
     def _lost(self, _: Consumer, parts: list[TopicPartition]) -> None:
         self._metadata_stale = True
         log.warning("partitions lost", extra={"partitions": _names(parts)})
-        if self._on_lost:
-            self._on_lost([(p.topic, p.partition) for p in parts])
+        if self._rebalance is not None:
+            self._rebalance.on_lost([(p.topic, p.partition) for p in parts])
 
     def consume(self, max_records: int, timeout: float) -> list[Message]:
         messages = list(self.consumer.consume(num_messages=max_records, timeout=timeout))
@@ -145,6 +158,10 @@ class Source:
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
+
+    def shutdown(self) -> None:
+        """After ``close`` (through ``in_thread``): the consumer's thread ends."""
+        self._thread.shutdown(wait=True)
 
 
 def _names(parts: list[TopicPartition]) -> list[str]:

@@ -3,20 +3,19 @@ not stalled) and ``/metrics`` on a small HTTP server."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from consumer.runtime.workers import exposition
+from consumer.runtime.workers import Worker, exposition
+from consumer.transports.serving import KEEPALIVE_S
 
-__all__ = ["KEEPALIVE_S", "HealthServer", "Probe", "metrics_handler"]
+__all__ = ["HealthServer", "Probe", "metrics_handler"]
 
-# An idle keep-alive connection is closed after this (aiohttp's default is an hour, so a client
-# could hold sockets open for that long); probes and scrapers reconnect at no cost.
-KEEPALIVE_S = 75.0
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +24,13 @@ class Probe:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-async def metrics_handler(_: web.Request) -> web.Response:
-    return web.Response(body=await exposition(), headers={"content-type": CONTENT_TYPE_LATEST})
+def metrics_handler(worker: Worker) -> Handler:
+    """``GET /metrics`` of this worker (worker 0's has every worker's series)."""
+
+    async def answer(_: web.Request) -> web.Response:
+        return web.Response(body=await exposition(worker), headers={"content-type": CONTENT_TYPE_LATEST})
+
+    return answer
 
 
 def _answer(probe: Probe) -> web.Response:
@@ -43,10 +47,11 @@ class HealthServer:
         *,
         alive: Callable[[], Probe],
         ready: Callable[[], Probe],
+        metrics: Handler,
         keepalive_s: float = KEEPALIVE_S,
     ) -> None:
         self._host, self._port, self._keepalive_s = host, port, keepalive_s
-        self._alive, self._ready = alive, ready
+        self._alive, self._ready, self._metrics = alive, ready, metrics
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -54,7 +59,7 @@ class HealthServer:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", metrics_handler)
+        app.router.add_get("/metrics", self._metrics)
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self._keepalive_s)
         await self._runner.setup()
         await web.TCPSite(self._runner, self._host, self._port).start()

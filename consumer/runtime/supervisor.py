@@ -1,13 +1,13 @@
 """``run --workers N``: N worker processes in one consumer group (one per core), under a supervisor
 that restarts a crashed worker and, on SIGTERM/SIGINT, has every worker drain and stop. Each worker
 learns its index, the number of workers and a directory, shared by the workers, where each
-announces where its ``/metrics`` is (``operations/workers``: worker 0's ``/metrics`` has every
-worker's series); the supervisor removes it when it stops."""
+announces where its ``/metrics`` is (``runtime/workers``: worker 0's ``/metrics`` has every
+worker's series), from its command line (``worker_arguments``); the supervisor removes the
+directory when it stops."""
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import signal
 import subprocess  # nosec B404  # starts its own worker processes: fixed argv, never a shell
@@ -15,22 +15,20 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 
-__all__ = ["WORKERS_DIR_ENV", "WORKER_COUNT_ENV", "WORKER_INDEX_ENV", "supervise", "worker_index"]
+from consumer.runtime.workers import Worker
+
+__all__ = ["supervise", "worker_arguments"]
 
 log = logging.getLogger("consumer.supervisor")
-WORKER_INDEX_ENV = "MODERATION_WORKER_INDEX"
-WORKER_COUNT_ENV = "MODERATION_WORKER_COUNT"
-WORKERS_DIR_ENV = "MODERATION_WORKERS_DIR"
 
 
-def worker_index() -> int:
-    """This process's index under ``run --workers`` (0 when it runs alone)."""
-    try:
-        return max(0, int(os.environ.get(WORKER_INDEX_ENV, "0")))
-    except ValueError:
-        return 0
+def worker_arguments(worker: Worker) -> list[str]:
+    """The options of ``run`` that tell a worker its place (``cli`` reads them back)."""
+    directory = [] if worker.directory is None else ["--workers-dir", str(worker.directory)]
+    return ["--worker-index", str(worker.index), "--worker-count", str(worker.count), *directory]
 
 
 @dataclass
@@ -53,7 +51,6 @@ def supervise(workers: int, worker_args: list[str], stop_grace_s: float) -> int:
 
 def _supervise(workers: int, worker_args: list[str], stop_grace_s: float, directory: str) -> int:
     stopping = False
-    shared = {WORKER_COUNT_ENV: str(workers), WORKERS_DIR_ENV: directory}
 
     def stop(signum: int, _: FrameType | None) -> None:
         nonlocal stopping
@@ -74,7 +71,7 @@ def _supervise(workers: int, worker_args: list[str], stop_grace_s: float, direct
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, forward)
     for w in pool:
-        _start(w, worker_args, shared)
+        _start(w, worker_args, workers, directory)
     while not stopping:
         now = time.monotonic()
         for w in pool:
@@ -93,7 +90,7 @@ def _supervise(workers: int, worker_args: list[str], stop_grace_s: float, direct
                 )
                 w.process = None
             if w.process is None and now >= w.next_start and not stopping:
-                _start(w, worker_args, shared)
+                _start(w, worker_args, workers, directory)
         time.sleep(0.2)
     deadline = time.monotonic() + stop_grace_s
     for w in pool:
@@ -109,8 +106,8 @@ def _supervise(workers: int, worker_args: list[str], stop_grace_s: float, direct
     return 0
 
 
-def _start(w: _Worker, worker_args: list[str], shared: dict[str, str]) -> None:
-    env = {**os.environ, **shared, WORKER_INDEX_ENV: str(w.index)}
-    w.process = subprocess.Popen([sys.executable, "-m", "consumer", "run", *worker_args], env=env)  # nosec B603  # this interpreter; arguments from the operator's own command line; no shell
+def _start(w: _Worker, worker_args: list[str], count: int, directory: str) -> None:
+    place = worker_arguments(Worker(w.index, count, Path(directory)))
+    w.process = subprocess.Popen([sys.executable, "-m", "consumer", "run", *worker_args, *place])  # nosec B603  # this interpreter; arguments from the operator's own command line; no shell
     w.started_at = time.monotonic()
     log.info("worker started", extra={"worker": w.index, "pid": w.process.pid})

@@ -1,7 +1,7 @@
 """Watching the service: stalled partitions, partitions that cannot commit, the answers of
 ``/healthz`` and ``/readyz`` (served by ``HealthServer``), and every ``OBSERVE_INTERVAL_S`` the
 per-partition gauges (consumer lag, records waiting). A part the service starts; it reads the
-service's state through ``Watched`` and changes none of it."""
+process's ``Progress`` and changes none of it."""
 
 from __future__ import annotations
 
@@ -9,54 +9,30 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Protocol
 
 from consumer.config import Settings
-from consumer.core.epochs import Epochs
-from consumer.core.offsets import OffsetTracker, TopicPartition
-from consumer.core.scheduler import Scheduler
-from consumer.core.stalls import CommitWatch, StallDetector
+from consumer.core.offsets import TopicPartition
+from consumer.core.stalls import StallDetector
+from consumer.delivery.progress import Progress
 from consumer.kafka.lag import LogOffsets, lag
 from consumer.runtime import workers
-from consumer.runtime.health import HealthServer, Probe
+from consumer.runtime.health import HealthServer, Probe, metrics_handler
+from consumer.runtime.workers import Worker
 from consumer.telemetry import metrics
 
-__all__ = ["OBSERVE_INTERVAL_S", "Watch", "Watched"]
+__all__ = ["OBSERVE_INTERVAL_S", "Watch"]
 
 log = logging.getLogger("consumer.watch")
 OBSERVE_INTERVAL_S = 5.0  # per-partition gauges: one ListOffsets request per broker per round
 
 
-class Watched(Protocol):
-    """What the watch reads of the service."""
-
-    tracker: OffsetTracker
-    scheduler: Scheduler
-    epochs: Epochs
-
-    @property
-    def assigned(self) -> int: ...
-
-    @property
-    def last_poll(self) -> float: ...
-
-    @property
-    def stopping(self) -> bool: ...
-
-    @property
-    def fatal(self) -> BaseException | None: ...
-
-    @property
-    def intake_held(self) -> bool: ...
-
-
 class Watch:
-    def __init__(self, settings: Settings, service: Watched, worker: int = 0) -> None:
+    def __init__(self, settings: Settings, progress: Progress, worker: Worker) -> None:
         self._settings = settings
-        self._service = service
+        self._progress = progress
         self._worker = worker
         self.stalls = StallDetector(settings.processing.stall_after_s)
-        self.commits = CommitWatch(settings.processing.stall_after_s)
+        self.commits = progress.commits
         self._server: HealthServer | None = None
         self.port: int | None = None
         self._offsets = LogOffsets(settings.kafka)
@@ -73,7 +49,11 @@ class Watch:
         if not h.enabled:
             return
         self._server = HealthServer(
-            h.host, h.port if self._worker == 0 else 0, alive=self.alive, ready=self.ready
+            h.host,
+            h.port if self._worker.index == 0 else 0,
+            alive=self.alive,
+            ready=self.ready,
+            metrics=metrics_handler(self._worker),
         )
         self.port = await self._server.start()
         workers.announce(self._worker, h.host, self.port)
@@ -100,7 +80,7 @@ class Watch:
     async def observe(self) -> None:
         """Per assigned partition: records waiting in the scheduler, and the consumer lag (its log
         end minus the group's position); the series of partitions no longer assigned go."""
-        s = self._service
+        s = self._progress
         assigned = set(s.epochs)
         waiting = {tp: n for tp, n in s.scheduler.queued_by_partition().items() if tp in assigned}
         waiting.update((tp, 0) for tp in assigned - waiting.keys())
@@ -123,11 +103,11 @@ class Watch:
 
     def alive(self) -> Probe:
         """Answered on the event loop, so an answer means the loop is responsive."""
-        fatal = self._service.fatal
+        fatal = self._progress.fatal
         return Probe(fatal is None, {"fatal": None if fatal is None else type(fatal).__name__})
 
     def ready(self) -> Probe:
-        s = self._service
+        s = self._progress
         since_poll = time.monotonic() - s.last_poll
         consuming = since_poll < self._settings.processing.stall_after_s and not s.stopping
         stalled = sorted(f"{t}[{p}]" for t, p in self.stalls.stalled)
@@ -146,13 +126,13 @@ class Watch:
     def check(self) -> None:
         """Called after each commit round: log and count partitions that became stalled or stuck."""
         now = time.monotonic()
-        tracker = self._service.tracker
+        tracker = self._progress.tracker
         for tp in self.stalls.observe(tracker.oldest(), now):
             metrics.STALLS.inc()
             log.error(
                 "partition stalled: its oldest record is unfinished after %.0fs",
                 self.stalls.age(tp, now),
-                extra={"topic": tp[0], "partition": tp[1], "intake_held": self._service.intake_held},
+                extra={"topic": tp[0], "partition": tp[1], "intake_held": self._progress.intake_held},
             )
         for tp in self.commits.observe(tracker.uncommitted(), now):
             log.error(

@@ -1,7 +1,7 @@
 """``run --workers N``: every worker's series reach one scrape.
 
 Worker 0 serves ``/metrics`` on the configured ``health.port``; the others listen on any free port
-and announce where in a directory the supervisor made (``MODERATION_WORKERS_DIR``, one
+and announce where in a directory the supervisor made (``Worker.directory``, one
 ``worker-<i>.url`` file each, rewritten when a restarted worker binds again). A scrape of worker
 0 reads the others' ``/metrics`` (all at once, ``PEER_TIMEOUT_S`` each) and answers
 with every worker's series, each labelled ``worker``, plus ``moderation_worker_up{worker}`` (0 for a
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -24,42 +24,35 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from consumer.runtime.supervisor import WORKER_COUNT_ENV, WORKERS_DIR_ENV, worker_index
 from consumer.telemetry import metrics
+from consumer.transports.serving import local_url
 
-__all__ = ["PEER_MAX_BYTES", "PEER_TIMEOUT_S", "announce", "exposition", "local_url", "merge", "peers"]
+__all__ = ["PEER_MAX_BYTES", "PEER_TIMEOUT_S", "Worker", "announce", "exposition", "merge", "peers"]
 
 PEER_TIMEOUT_S = 2.0
 PEER_MAX_BYTES = 16 << 20  # a peer's exposition; a longer answer counts as no answer (worker_up 0)
 
 
-def _directory() -> Path | None:
-    found = os.environ.get(WORKERS_DIR_ENV)
-    return Path(found) if found else None
+@dataclass(frozen=True, slots=True)
+class Worker:
+    """This process's place under ``run --workers``: its index, how many there are, and the
+    directory they announce in (the supervisor passes them on each worker's command line). One
+    process alone is worker 0 of 1, with no directory."""
+
+    index: int = 0
+    count: int = 1
+    directory: Path | None = None
 
 
-def local_url(host: str, port: int) -> str:
-    """``http://host:port`` as a client on this machine reaches a server bound to ``host`` (a
-    wildcard bind, such as all IPv4 or IPv6 interfaces, is reached on loopback)."""
-    try:
-        wildcard = not host or ipaddress.ip_address(host).is_unspecified
-    except ValueError:  # a name
-        wildcard = False
-    if wildcard:
-        host = "::1" if ":" in host else "127.0.0.1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def announce(index: int, host: str, port: int | None) -> None:
-    """Under ``--workers``: worker ``index`` (not 0) serves ``/metrics`` on ``host:port`` (a
-    wildcard host is reached on loopback)."""
-    directory = _directory()
-    if directory is None or index == 0 or port is None:
+def announce(worker: Worker, host: str, port: int | None) -> None:
+    """Under ``--workers``: a worker other than 0 serves ``/metrics`` on ``host:port`` (a wildcard
+    host is reached on loopback)."""
+    if worker.directory is None or worker.index == 0 or port is None:
         return
     url = local_url(host, port)
-    temporary = directory / f".worker-{index}.url.{os.getpid()}"
+    temporary = worker.directory / f".worker-{worker.index}.url.{os.getpid()}"
     temporary.write_text(url)
-    temporary.replace(directory / f"worker-{index}.url")  # atomic: a reader sees old or new
+    temporary.replace(worker.directory / f"worker-{worker.index}.url")  # atomic: a reader sees old or new
 
 
 def peers(directory: Path) -> dict[int, str]:
@@ -71,18 +64,14 @@ def peers(directory: Path) -> dict[int, str]:
     return found
 
 
-async def exposition() -> bytes:
+async def exposition(worker: Worker) -> bytes:
     """What ``/metrics`` answers: this process's series, and under ``--workers`` on worker 0 every
     worker's."""
     own = generate_latest(metrics.REGISTRY)
-    directory = _directory()
-    if directory is None or worker_index() != 0:
+    if worker.directory is None or worker.index != 0:
         return own
-    urls = peers(directory)
-    try:
-        count = max(int(os.environ.get(WORKER_COUNT_ENV, "1")), 1 + max(urls, default=0))
-    except ValueError:
-        count = 1 + max(urls, default=0)
+    urls = peers(worker.directory)
+    count = max(worker.count, 1 + max(urls, default=0))
     texts: dict[int, str | None] = {0: own.decode()}
     timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as session:

@@ -19,12 +19,11 @@ from confluent_kafka import Message
 
 from consumer.config import Settings, load_settings
 from consumer.kafka import ensure_topics
-from consumer.service import ModerationService
-from consumer.wiring import provider_client
-from devtools.broker import LocalKafka
-from devtools.registry import LocalRegistry
-from devtools.stack import SimulatorProcess, iter_messages
-from simulator.state import DEFAULT_HUAWEI_TOKEN, DEFAULT_KEYS
+from consumer.wiring import Assembled, assembled, provider_client
+from moderation_devtools.broker import LocalKafka
+from moderation_devtools.registry import LocalRegistry
+from moderation_devtools.stack import SimulatorProcess, iter_messages
+from moderation_simulator.state import DEFAULT_HUAWEI_TOKEN, DEFAULT_KEYS
 
 
 def _docker_kafka() -> Any | None:
@@ -235,16 +234,16 @@ def settings_for(kafka_bootstrap: str, sim: SimulatorProcess) -> Callable[..., S
 @pytest.fixture
 def running_service() -> Callable[[Settings], Any]:
     """``async with running_service(settings, **options) as service:`` runs the real service in this
-    loop (``options``: ``ModerationService`` keywords, such as a check registry)."""
+    loop, assembled as ``run`` assembles it (``options``: ``wiring.assembled`` keywords, such as a
+    check registry)."""
 
     @asynccontextmanager
-    async def run(settings: Settings, **options: Any) -> AsyncIterator[ModerationService]:
+    async def run(settings: Settings, **options: Any) -> AsyncIterator[Assembled]:
         stop = asyncio.Event()
-        async with provider_client(settings) as http:
-            service = ModerationService(settings, http, **options)
-            task = asyncio.create_task(service.run(stop))
+        async with provider_client(settings) as http, assembled(settings, http, stop, **options) as process:
+            task = asyncio.create_task(process.run(stop))
             try:
-                yield service
+                yield process
             finally:
                 stop.set()
                 await asyncio.wait_for(task, 60)

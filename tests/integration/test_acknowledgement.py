@@ -10,10 +10,9 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from consumer.core.records import MediaType
-from consumer.kafka.sink import DeliveryError
-from consumer.service import ModerationService
-from consumer.wiring import provider_client
-from devtools.stack import SimulatorProcess, produce_uploads, upload, wait_until_async
+from consumer.errors import DeliveryError
+from consumer.wiring import assembled, provider_client
+from moderation_devtools.stack import SimulatorProcess, produce_uploads, upload, wait_until_async
 
 from .conftest import Topics
 
@@ -34,8 +33,7 @@ async def test_no_offset_is_committed_for_verdicts_the_broker_never_acknowledges
     settings.kafka.verdict_topic = f"missing-{topics.group}"
     settings.kafka.client_config = {"message.timeout.ms": 3000}
     stop = asyncio.Event()
-    async with provider_client(settings) as http:
-        service = ModerationService(settings, http)
+    async with provider_client(settings) as http, assembled(settings, http, stop) as service:
         run = asyncio.create_task(service.run(stop))
         assert await wait_until_async(run.done, 60), "the service must stop on an unacknowledged verdict"
         stop.set()

@@ -11,7 +11,13 @@ import pytest
 
 from consumer.core.records import MediaType
 from consumer.telemetry import metrics
-from devtools.stack import SimulatorProcess, produce_uploads, read_verdicts, upload, wait_until_async
+from moderation_devtools.stack import (
+    SimulatorProcess,
+    produce_uploads,
+    read_verdicts,
+    upload,
+    wait_until_async,
+)
 
 from .conftest import Topics
 
@@ -43,7 +49,7 @@ async def test_a_slow_provider_pauses_partitions_and_bounds_in_flight_work(
         while not reader.done():
             peak_in_flight = max(peak_in_flight, gauge("moderation_in_flight_records"))
             peak_paused = max(peak_paused, gauge("moderation_paused_partitions"))
-            assert service.scheduler.in_flight <= 3
+            assert service.progress.scheduler.in_flight <= 3
             await asyncio.wait({reader}, timeout=0.02)
         verdicts = reader.result()
     assert {v.upload_id for v in verdicts} >= {u.upload_id for u in uploads}

@@ -13,7 +13,7 @@ from confluent_kafka import Producer
 
 from consumer.core.records import MediaType
 from consumer.telemetry import metrics
-from devtools.stack import VerdictCollector, produce_uploads, upload, wait_until_async
+from moderation_devtools.stack import VerdictCollector, produce_uploads, upload, wait_until_async
 
 from .conftest import Topics
 
@@ -51,7 +51,7 @@ async def test_each_upload_has_one_committed_verdict_through_a_fencing(
             await asyncio.to_thread(zombie.init_transactions, 30)
             produce_uploads(kafka_bootstrap, topics.input, then)
             assert await asyncio.to_thread(seen.wait_until, lambda c: expected <= set(c), 90)
-            assert await wait_until_async(lambda: not service.tracker.committable(), 30)
+            assert await wait_until_async(lambda: not service.progress.tracker.committable(), 30)
             async with httpx.AsyncClient() as client:
                 ready = await client.get(f"http://127.0.0.1:{service.watch.port}/readyz")
             zombie.close()

@@ -13,7 +13,7 @@ import pytest
 from consumer.core.records import MediaType
 from consumer.runtime import watch
 from consumer.telemetry import metrics
-from devtools.stack import SimulatorProcess, produce_uploads, upload, wait_until_async
+from moderation_devtools.stack import SimulatorProcess, produce_uploads, upload, wait_until_async
 
 from .conftest import Topics
 
@@ -41,10 +41,10 @@ async def test_lag_grows_while_partitions_are_paused_and_returns_to_zero(
     settings.hive.timeout_s = 30
     lag, waiting = "moderation_consumer_lag_records", "moderation_partition_waiting_records"
     async with running_service(settings) as service:
-        assert await wait_until_async(lambda: service.assigned > 0, 60), "never assigned"
+        assert await wait_until_async(lambda: service.progress.assigned > 0, 60), "never assigned"
         first = [upload(MediaType.TEXT, text=f"slow {i}") for i in range(40)]
         produce_uploads(kafka_bootstrap, topics.input, first)
-        assert await wait_until_async(lambda: service.scheduler.paused > 0, 30), "never paused"
+        assert await wait_until_async(lambda: service.progress.scheduler.paused > 0, 30), "never paused"
         assert await wait_until_async(lambda: total(lag, topics.input) >= 30, 30), total(lag, topics.input)
         assert await wait_until_async(lambda: total(waiting, topics.input) > 0, 10)
         before = total(lag, topics.input)

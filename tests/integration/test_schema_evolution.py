@@ -25,10 +25,9 @@ from consumer.core.records import MediaType, ModerationVerdict
 from consumer.errors import SerializationError
 from consumer.schema_registry import codec_for, registry_client
 from consumer.serde import AvroCodec, Codec, decode_blocking, default_schema_dir
-from consumer.service import ModerationService
-from consumer.wiring import provider_client
-from devtools.broker import free_port
-from devtools.stack import (
+from consumer.wiring import assembled, provider_client
+from moderation_devtools.broker import free_port
+from moderation_devtools.stack import (
     SimulatorProcess,
     consumer_env,
     produce_uploads,
@@ -66,11 +65,12 @@ async def test_without_registered_schemas_the_service_stops_before_consuming_and
 ) -> None:
     settings = settings_for(topics, schema_registry={"url": registry_url})  # auto_register off
     produce_uploads(kafka_bootstrap, topics.input, [upload(MediaType.TEXT, text="hello")])
+    started = False
     async with provider_client(settings) as http:
-        service = ModerationService(settings, http)
         with pytest.raises(SerializationError, match=f"subject {topics.verdicts}-value.*schemas register"):
-            await asyncio.wait_for(service.run(asyncio.Event()), 60)
-    assert service.processed == 0
+            async with asyncio.timeout(60), assembled(settings, http, asyncio.Event()):
+                started = True
+    assert not started, "nothing may start before the output schemas are there"
 
 
 async def verdicts_of(

@@ -21,9 +21,9 @@ from consumer.config import Settings
 from consumer.core.records import Decision, MediaType, UploadDeleted
 from consumer.schema_registry import CONFLUENT_MAGIC, codec_for, registry_client
 from consumer.serde import AvroCodec
-from devtools.registry import LocalRegistry
-from devtools.samples import image_bytes, make_image, reencoded
-from devtools.stack import (
+from moderation_devtools.registry import LocalRegistry
+from moderation_devtools.samples import image_bytes, make_image, reencoded
+from moderation_devtools.stack import (
     SimulatorProcess,
     produce_uploads,
     read_dead_letters,
@@ -143,11 +143,11 @@ async def test_a_registry_outage_mid_stream_loses_nothing_and_dead_letters_nothi
     ]
     async with running_service(settings) as service:
         # the output schemas are learnt before the first assignment: freeze only after it
-        assert await asyncio.to_thread(wait_until, lambda: service.assigned > 0, 60, POLL_S)
+        assert await asyncio.to_thread(wait_until, lambda: service.progress.assigned > 0, 60, POLL_S)
         registry.freeze()
         try:
             produce_uploads(kafka_bootstrap, topics.input, [], raw=raw)
-            held = await asyncio.to_thread(wait_until, lambda: service.intake_held, 60, POLL_S)
+            held = await asyncio.to_thread(wait_until, lambda: service.progress.intake_held, 60, POLL_S)
             assert held, "intake was not held while the registry was down"
             assert service.processed == 0
         finally:
@@ -155,6 +155,6 @@ async def test_a_registry_outage_mid_stream_loses_nothing_and_dead_letters_nothi
         verdicts = await asyncio.to_thread(
             read_verdicts, kafka_bootstrap, topics.verdicts, {u.upload_id for u in uploads}, codec=codec
         )
-        assert await asyncio.to_thread(wait_until, lambda: not service.intake_held, 30, POLL_S)
+        assert await asyncio.to_thread(wait_until, lambda: not service.progress.intake_held, 30, POLL_S)
     assert {v.upload_id for v in verdicts} == {u.upload_id for u in uploads}
     assert read_dead_letters(kafka_bootstrap, topics.dlq, 1, timeout=2, codec=codec) == []

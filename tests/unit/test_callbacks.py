@@ -335,7 +335,7 @@ async def test_the_early_buffer_is_bounded_in_bytes() -> None:
 def test_a_relayed_callback_counts_only_with_the_receivers_signature() -> None:
     """Whoever can write the callback topic cannot complete a task: the listener checks the HMAC
     the receiver put on each relayed body."""
-    from consumer.callbacks.receiver import RELAY_SIGNATURE, relay_signature, signed
+    from consumer.callbacks.relay import RELAY_SIGNATURE, relay_signature, signed
 
     key, value = b"shared-callback-token", b'{"task_id": "t1", "status": []}'
     good = relay_signature(key, value)
@@ -350,7 +350,7 @@ def test_a_relayed_callback_counts_only_with_the_receivers_signature() -> None:
 
 
 async def test_the_receivers_relay_signs_what_it_publishes() -> None:
-    from consumer.callbacks.receiver import RELAY_SIGNATURE, kafka_relay, signed
+    from consumer.callbacks.relay import RELAY_SIGNATURE, kafka_relay, signed
 
     sent: list[tuple[str, bytes | None, bytes, Any]] = []
 

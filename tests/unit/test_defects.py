@@ -17,12 +17,14 @@ from consumer.checks.pipeline import Pipeline, SourcePosition
 from consumer.checks.providers import Checked
 from consumer.checks.providers.hive import HiveHashMatcher, HiveTasks, HiveTransport
 from consumer.checks.retry import RetryPolicy
+from consumer.cli.main import main
 from consumer.config import load_settings
 from consumer.core.records import Decision, MediaType, SimilarityMatch, UploadEvent
 from consumer.errors import ConfigError, ProviderAnswerError, TransientError
 from consumer.policy.decision import Frame
 from consumer.policy.tenants import load_policies
 from consumer.runtime import supervisor
+from consumer.runtime.workers import Worker
 from consumer.telemetry import metrics
 from consumer.transports.httpclient import HttpxClient
 from consumer.wiring import build_pipeline, check_settings
@@ -148,11 +150,18 @@ async def test_csam_endpoint_setting_reaches_the_matcher(endpoint: str, decision
     assert verdict.decision is decision  # type: ignore[union-attr]
 
 
-def test_the_worker_index_comes_from_one_place(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(supervisor.WORKER_INDEX_ENV, "3")
-    assert supervisor.worker_index() == 3
-    monkeypatch.setenv(supervisor.WORKER_INDEX_ENV, "not a number")
-    assert supervisor.worker_index() == 0
+def test_a_worker_learns_its_place_from_its_command_line_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The supervisor passes index, count and directory as ``run`` options (no environment); a
+    garbage value is refused with a clear error, never a traceback."""
+    place = supervisor.worker_arguments(Worker(2, 3, tmp_path))
+    assert place == ["--worker-index", "2", "--worker-count", "3", "--workers-dir", str(tmp_path)]
+    for bad in (["--worker-index", "not a number"], ["--worker-index", "-1"], ["--worker-count", "0"]):
+        with pytest.raises(SystemExit) as exited:
+            main(["run", *bad])
+        assert exited.value.code == 2
+        assert "Traceback" not in capsys.readouterr().err
 
 
 def test_retries_are_classified_by_error_type_never_by_message_text() -> None:

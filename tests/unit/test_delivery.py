@@ -12,8 +12,10 @@ import pytest
 from consumer.core.epochs import Epochs
 from consumer.core.offsets import OffsetTracker, Position, TopicPartition
 from consumer.core.scheduler import Scheduler, Work
+from consumer.core.stalls import CommitWatch
+from consumer.delivery.progress import Progress
 from consumer.delivery.strategies import AtLeastOnce, ExactlyOnce
-from consumer.kafka.transactions import TransactionLost
+from consumer.errors import TransactionLost
 
 T = TypeVar("T")
 TP0, TP1 = ("uploads", 0), ("uploads", 1)
@@ -42,6 +44,9 @@ class FakeSource:
 
     def resume(self, parts: list[TopicPartition]) -> None:
         self.resumed += parts
+
+    async def in_thread(self, call: Callable[[], T]) -> T:
+        return call()
 
 
 @dataclass
@@ -88,20 +93,40 @@ class FakeTransactionalSink(FakeSink):
         self.aborted.append(reason)
 
 
-@dataclass
-class FakeHost:
-    source: FakeSource
-    tracker: OffsetTracker = field(default_factory=OffsetTracker)
-    scheduler: Scheduler = field(default_factory=Scheduler)
-    epochs: Epochs = field(default_factory=Epochs)
-    seen: list[dict[TopicPartition, Position]] = field(default_factory=list)
+class RecordingProgress(Progress):
+    """The real bookkeeping, remembering each commit it is told of."""
 
-    async def in_kafka_thread(self, call: Callable[[], T]) -> T:
-        return call()
+    def __init__(self) -> None:
+        super().__init__(Scheduler(), CommitWatch(after_s=60))
+        self.seen: list[dict[TopicPartition, Position]] = []
 
     def committed(self, positions: dict[TopicPartition, Position]) -> None:
-        self.tracker.mark_committed(positions)
+        super().committed(positions)
         self.seen.append(positions)
+
+
+@dataclass
+class FakeHost:
+    """What a strategy is built from: the process's bookkeeping and the consumer."""
+
+    source: FakeSource
+    progress: RecordingProgress = field(default_factory=RecordingProgress)
+
+    @property
+    def tracker(self) -> OffsetTracker:
+        return self.progress.tracker
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self.progress.scheduler
+
+    @property
+    def epochs(self) -> Epochs:
+        return self.progress.epochs
+
+    @property
+    def seen(self) -> list[dict[TopicPartition, Position]]:
+        return self.progress.seen
 
 
 def host_with_work(
@@ -119,7 +144,7 @@ def host_with_work(
 
 async def test_at_least_once_commits_finished_offsets_through_the_consumer() -> None:
     host = host_with_work((TP0, 0), (TP0, 1), (TP1, 0), pending=(TP1, 1))
-    delivery = AtLeastOnce(host, FakeSink(), 0.5)  # type: ignore[arg-type]
+    delivery = AtLeastOnce(host.progress, host.source, FakeSink(), 0.5)  # type: ignore[arg-type]
     await delivery.commit()
     ((positions, asynchronous),) = host.source.commits
     assert asynchronous and positions == {TP0: Position(2), TP1: Position(1)}
@@ -133,7 +158,7 @@ async def test_at_least_once_commits_finished_offsets_through_the_consumer() -> 
 async def test_at_least_once_revocation_waits_for_acknowledgements_and_gives_its_positions() -> None:
     host = host_with_work((TP0, 0), (TP1, 0))
     sink = FakeSink()
-    delivery = AtLeastOnce(host, sink, 0.5)  # type: ignore[arg-type]
+    delivery = AtLeastOnce(host.progress, host.source, sink, 0.5)  # type: ignore[arg-type]
     positions = await delivery.revoke([TP0], within_s=3.0)
     assert sink.flushed == [3.0] and positions == {TP0: Position(1)}
     await delivery.lose([TP1])
@@ -143,7 +168,7 @@ async def test_at_least_once_revocation_waits_for_acknowledgements_and_gives_its
 async def test_exactly_once_commits_inside_the_transaction() -> None:
     host = host_with_work((TP0, 0), (TP0, 1))
     sink = FakeTransactionalSink(source=host.source)
-    delivery = ExactlyOnce(host, sink, 0.1)  # type: ignore[arg-type]
+    delivery = ExactlyOnce(host.progress, host.source, sink, 0.1)  # type: ignore[arg-type]
     await delivery.start()
     await delivery.commit()
     assert sink.initialised and host.seen == [{TP0: Position(2)}]
@@ -154,7 +179,7 @@ async def test_exactly_once_commits_inside_the_transaction() -> None:
 async def test_a_lost_transaction_drops_running_results_and_rewinds_to_the_committed_offsets() -> None:
     host = host_with_work((TP0, 0), (TP0, 1), pending=(TP0, 2))
     sink = FakeTransactionalSink(source=host.source)
-    delivery = ExactlyOnce(host, sink, 0.1)  # type: ignore[arg-type]
+    delivery = ExactlyOnce(host.progress, host.source, sink, 0.1)  # type: ignore[arg-type]
     await delivery.commit()  # offsets 0 and 1 committed: next to read is 2
     host.tracker.track(TP0, 3)
     host.tracker.complete(TP0, 3)
@@ -175,7 +200,7 @@ async def test_a_lost_transaction_drops_running_results_and_rewinds_to_the_commi
 async def test_lost_partitions_abort_the_open_transaction_and_rewind_the_rest() -> None:
     host = host_with_work((TP0, 0), (TP1, 0))
     sink = FakeTransactionalSink(source=host.source)
-    delivery = ExactlyOnce(host, sink, 0.1)  # type: ignore[arg-type]
+    delivery = ExactlyOnce(host.progress, host.source, sink, 0.1)  # type: ignore[arg-type]
     await delivery.lose([TP1])
     assert sink.aborted == ["partitions lost"] and delivery.rewind_needed
 
@@ -183,6 +208,7 @@ async def test_lost_partitions_abort_the_open_transaction_and_rewind_the_rest() 
 @pytest.mark.parametrize("strategy", [AtLeastOnce, ExactlyOnce])
 async def test_close_closes_the_sink(strategy: type[AtLeastOnce] | type[ExactlyOnce]) -> None:
     sink = FakeTransactionalSink()
-    delivery = strategy(FakeHost(FakeSource()), sink, 0.1)  # type: ignore[arg-type]
+    host = FakeHost(FakeSource())
+    delivery = strategy(host.progress, host.source, sink, 0.1)  # type: ignore[arg-type]
     await delivery.close()
     assert sink.closed

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-from consumer.runtime.health import HealthServer, Probe
+from consumer.runtime.health import HealthServer, Probe, metrics_handler
+from consumer.runtime.workers import Worker
 
 
 async def _exchange(port: int, request: bytes) -> bytes:
@@ -26,7 +27,13 @@ def _status(answer: bytes) -> int:
 
 
 async def test_hostile_requests_are_refused_and_the_probe_answers() -> None:
-    server = HealthServer("127.0.0.1", 0, alive=lambda: Probe(True), ready=lambda: Probe(False, {"why": "x"}))
+    server = HealthServer(
+        "127.0.0.1",
+        0,
+        alive=lambda: Probe(True),
+        ready=lambda: Probe(False, {"why": "x"}),
+        metrics=metrics_handler(Worker()),
+    )
     port = await server.start()
     try:
         hostile = {
@@ -60,7 +67,12 @@ async def test_hostile_requests_are_refused_and_the_probe_answers() -> None:
 async def test_an_idle_keep_alive_connection_is_closed() -> None:
     """A client cannot hold the port's sockets open for aiohttp's default hour."""
     server = HealthServer(
-        "127.0.0.1", 0, alive=lambda: Probe(True), ready=lambda: Probe(True), keepalive_s=0.2
+        "127.0.0.1",
+        0,
+        alive=lambda: Probe(True),
+        ready=lambda: Probe(True),
+        metrics=metrics_handler(Worker()),
+        keepalive_s=0.2,
     )
     port = await server.start()
     try:

@@ -25,7 +25,7 @@ from consumer.core.scheduler import Scheduler, Work
 from consumer.delivery.outputs import Outputs, Received
 from consumer.kafka.lag import lag
 from consumer.runtime import workers
-from consumer.runtime.supervisor import WORKER_COUNT_ENV, WORKER_INDEX_ENV, WORKERS_DIR_ENV
+from consumer.runtime.workers import Worker
 from consumer.serde import AvroCodec
 from consumer.telemetry import metrics
 
@@ -227,19 +227,15 @@ async def _peer(body: bytes) -> AsyncIterator[int]:
         await runner.cleanup()
 
 
-async def test_worker_zero_serves_every_announced_worker(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_worker_zero_serves_every_announced_worker(tmp_path: Path) -> None:
     """Worker 1 announces its port; worker 0's exposition reads it (here: a server that answers
     like a worker), and reports worker 2, which never announced, as down."""
     body = b"# TYPE moderation_in_flight_records gauge\nmoderation_in_flight_records 3\n"
     async with _peer(body) as port:
-        monkeypatch.setenv(WORKERS_DIR_ENV, str(tmp_path))
-        monkeypatch.setenv(WORKER_COUNT_ENV, "3")
-        workers.announce(1, "0.0.0.0", port)
+        workers.announce(Worker(1, 3, tmp_path), "0.0.0.0", port)
         assert workers.peers(tmp_path) == {1: f"http://127.0.0.1:{port}"}
-        monkeypatch.setenv(WORKER_INDEX_ENV, "0")
-        families = {f.name: f for f in text_string_to_metric_families((await workers.exposition()).decode())}
+        text = (await workers.exposition(Worker(0, 3, tmp_path))).decode()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
     in_flight = {s.labels["worker"]: s.value for s in families["moderation_in_flight_records"].samples}
     assert in_flight["1"] == 3 and "0" in in_flight
     up = {s.labels["worker"]: s.value for s in families["moderation_worker_up"].samples}
@@ -250,30 +246,22 @@ async def test_worker_zero_serves_every_announced_worker(
     ("host", "url"),
     [("0.0.0.0", "http://127.0.0.1:9100"), ("10.1.2.3", "http://10.1.2.3:9100"), ("::", "http://[::1]:9100")],
 )
-def test_a_worker_announces_where_it_can_be_reached(
-    host: str, url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(WORKERS_DIR_ENV, str(tmp_path))
-    workers.announce(0, host, 9000)  # worker 0 is scraped itself: nothing to announce
-    workers.announce(2, host, 9100)
+def test_a_worker_announces_where_it_can_be_reached(host: str, url: str, tmp_path: Path) -> None:
+    workers.announce(Worker(0, 3, tmp_path), host, 9000)  # worker 0 is scraped itself: nothing to announce
+    workers.announce(Worker(2, 3, tmp_path), host, 9100)
     assert workers.peers(tmp_path) == {2: url}
 
 
-async def test_alone_the_exposition_is_this_process_unlabelled(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(WORKERS_DIR_ENV, raising=False)
-    text = (await workers.exposition()).decode()
+async def test_alone_the_exposition_is_this_process_unlabelled() -> None:
+    text = (await workers.exposition(Worker())).decode()
     assert "worker=" not in text and "moderation_worker_up" not in text
 
 
-async def test_a_peer_answering_an_endless_exposition_counts_as_down(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_peer_answering_an_endless_exposition_counts_as_down(tmp_path: Path) -> None:
     """Worker 0 reads at most PEER_MAX_BYTES of a peer's answer; past that, the peer is down."""
     async with _peer(b"# filler\n" * (workers.PEER_MAX_BYTES // 9 + 2)) as port:
-        monkeypatch.setenv(WORKERS_DIR_ENV, str(tmp_path))
-        monkeypatch.setenv(WORKER_COUNT_ENV, "2")
-        workers.announce(1, "127.0.0.1", port)
-        monkeypatch.setenv(WORKER_INDEX_ENV, "0")
-        families = {f.name: f for f in text_string_to_metric_families((await workers.exposition()).decode())}
+        workers.announce(Worker(1, 2, tmp_path), "127.0.0.1", port)
+        text = (await workers.exposition(Worker(0, 2, tmp_path))).decode()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
     up = {s.labels["worker"]: s.value for s in families["moderation_worker_up"].samples}
     assert up == {"0": 1.0, "1": 0.0}

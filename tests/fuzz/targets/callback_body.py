@@ -14,7 +14,7 @@ from consumer.callbacks.bodies import (
     reduce_task_body,
     task_id_of,
 )
-from consumer.callbacks.receiver import RELAY_SIGNATURE, relay_signature, signed
+from consumer.callbacks.relay import RELAY_SIGNATURE, relay_signature, signed
 
 __all__ = ["test_one_input"]
 
