@@ -189,6 +189,8 @@ class ImageWorkers:
             executor.shutdown(wait=False, cancel_futures=True)
 
 
+# Not a switch: a pool with the default bounds, built once on first use, that nothing reconfigures;
+# the service passes its own from settings (checks.builtin), so only clients built bare share this.
 _default: ImageWorkers | None = None
 _default_lock = threading.Lock()
 
