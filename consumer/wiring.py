@@ -52,6 +52,7 @@ __all__ = [
     "check_settings",
     "media_client",
     "provider_client",
+    "provider_pool_size",
     "register_option_secrets",
     "register_secrets",
 ]
@@ -113,9 +114,21 @@ def egress_policy(settings: Settings) -> EgressPolicy:
     return EgressPolicy.of(settings.media.allow_networks, settings.media.deny_networks)
 
 
+# Connections per record in flight in the provider pool: an upload's checks after the hash match
+# run together (visual classification and the similarity query), so each record may hold two.
+CONNECTIONS_PER_RECORD = 2
+
+
+def provider_pool_size(settings: Settings) -> int:
+    """The provider client's keep-alive pool: ``CONNECTIONS_PER_RECORD`` for every record in
+    flight (``processing.max_in_flight``), so no check waits for a connection another holds."""
+    return settings.processing.max_in_flight * CONNECTIONS_PER_RECORD
+
+
 def provider_client(settings: Settings) -> HttpClient:
-    """The client provider calls use (endpoints from settings): aiohttp, a bounded keep-alive pool."""
-    return AiohttpClient(settings.processing.max_in_flight * 2, settings.hive.timeout_s)
+    """The client provider calls use (endpoints from settings): aiohttp, a bounded keep-alive pool
+    (``provider_pool_size``)."""
+    return AiohttpClient(provider_pool_size(settings), settings.hive.timeout_s)
 
 
 def media_client(settings: Settings) -> HttpClient:

@@ -13,6 +13,7 @@ from consumer.callbacks.bodies import MAX_CALLBACK_BYTES
 from consumer.callbacks.receiver import AsyncTasks, CallbackReceiver, Correlator
 from consumer.callbacks.relay import RelayListener, kafka_relay
 from consumer.config import Settings
+from consumer.errors import BrokerError
 from consumer.kafka.sink import Sink
 from consumer.transports.serving import KEEPALIVE_S, local_url
 
@@ -61,7 +62,7 @@ class CallbackServer:
         self._relay = RelayListener(k, self.correlator, loop, token.encode())
         self._relay.start()
         if not await asyncio.to_thread(self._relay.assigned.wait, 60):
-            raise RuntimeError(f"callback relay topic {k.callback_topic} was not assigned within 60s")
+            raise BrokerError(f"callback relay topic {k.callback_topic} was not assigned within 60s")
         log.info("callback receiver listening", extra={"port": port, "relay_topic": k.callback_topic})
         return AsyncTasks(
             self.correlator, self.url, poll_after_s=c.poll_after_s, poll_interval_s=c.poll_interval_s
