@@ -6,9 +6,9 @@ ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+# consumer/schemas links to the top-level schemas/ (the Avro contract); the wheel build follows it
+COPY schemas ./schemas
 COPY consumer ./consumer
-COPY simulator ./simulator
-COPY devtools ./devtools
 RUN python -m pip wheel --no-cache-dir --disable-pip-version-check --wheel-dir /wheels .
 
 # --- runtime: the wheel installed by docker/install.sh (the step a test runs too) ---

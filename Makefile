@@ -6,18 +6,20 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: install jars prometheus helm chart deploy demo test unit integration chaos lint typecheck format clean bench fuzz
 
-$(STAMP): pyproject.toml
+# the product (.) and, beside it, the development distribution (dev/: the simulator, the developer
+# tools and the test tools), both editable; only the product is ever built into a wheel or an image
+$(STAMP): pyproject.toml dev/pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e . -e ./dev
 	@touch $(STAMP)
 
 install: $(STAMP)
 
 # Apache Kafka jars from Maven Central into ~/.cache/moderation-consumer (once).
 jars: $(STAMP)
-	$(BIN)/python -c 'from devtools.broker import ensure_jars; print("kafka jars:", ensure_jars())'
+	$(BIN)/python -c 'from moderation_devtools.broker import ensure_jars; print("kafka jars:", ensure_jars())'
 
 # promtool and prometheus (Debian's package) for the monitoring tests; its service is left stopped.
 prometheus:
@@ -26,17 +28,17 @@ prometheus:
 # helm v3.21.4 (v3.22.0 is served but not approved here), built with `go install` into
 # $MODERATION_CACHE_DIR/bin or ~/.cache/moderation-consumer/bin when missing (once).
 helm: $(STAMP)
-	$(BIN)/python -m devtools.chart --helm
+	$(BIN)/python -m moderation_devtools.chart --helm
 
 # the chart's copies of deploy/ and its generated values schema, brought in step
 chart: $(STAMP)
-	$(BIN)/python -m devtools.chart
+	$(BIN)/python -m moderation_devtools.chart
 
 demo: install jars
-	$(BIN)/python -m consumer demo
+	$(BIN)/python -m moderation_devtools.demo
 
 lint: install
-	$(BIN)/ruff check consumer simulator devtools tests bench examples
+	$(BIN)/ruff check consumer dev tests bench examples
 	$(BIN)/mypy
 	$(BIN)/mypy examples
 	$(BIN)/hadolint Dockerfile
@@ -64,8 +66,8 @@ fuzz: install
 	$(BIN)/python -m tests.fuzz --all --seconds $(FUZZ_SECONDS)
 
 format: install
-	$(BIN)/ruff check --fix consumer simulator devtools tests bench examples
-	$(BIN)/ruff format consumer simulator devtools tests bench examples
+	$(BIN)/ruff check --fix consumer dev tests bench examples
+	$(BIN)/ruff format consumer dev tests bench examples
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

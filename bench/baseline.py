@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, Producer
 from consumer.core.records import Decision, ModerationVerdict, UploadEvent, verdict_id
 from consumer.policy.tenants import load_policies
 from consumer.serde import AvroCodec
-from simulator.state import DEFAULT_KEYS
+from moderation_simulator.state import DEFAULT_KEYS
 
 
 def main(bootstrap: str, topic: str, out_topic: str, sim_url: str, seconds: float) -> None:

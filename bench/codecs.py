@@ -11,8 +11,8 @@ from consumer.config import load_settings
 from consumer.core.records import CheckRun, Decision, MediaType, ModerationVerdict, Reason
 from consumer.schema_registry import codec_for, output_schemas
 from consumer.serde import AvroCodec, Codec
-from devtools.samples import image_bytes, make_image
-from devtools.stack import upload
+from moderation_devtools.samples import image_bytes, make_image
+from moderation_devtools.stack import upload
 
 __all__ = ["measure"]
 

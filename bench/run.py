@@ -36,12 +36,12 @@ from consumer.kafka import ensure_topics
 from consumer.schema_registry import codec_for
 from consumer.serde import AvroCodec, Codec, decode_blocking
 from consumer.settings_sections import KafkaSettings
-from devtools.broker import LocalKafka, ensure_jars
-from devtools.otlp import OtlpReceiver
-from devtools.registry import LocalRegistry
-from devtools.samples import image_bytes, make_image
-from devtools.stack import ConsumerProcess, SimulatorProcess, consumer_env, produce_uploads, upload
-from simulator.state import LatencyModel
+from moderation_devtools.broker import LocalKafka, ensure_jars
+from moderation_devtools.otlp import OtlpReceiver
+from moderation_devtools.registry import LocalRegistry
+from moderation_devtools.samples import image_bytes, make_image
+from moderation_devtools.stack import ConsumerProcess, SimulatorProcess, consumer_env, produce_uploads, upload
+from moderation_simulator.state import LatencyModel
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 12

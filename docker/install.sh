@@ -3,9 +3,9 @@
 #   install.sh WHEEL_DIR PREFIX
 # installs the moderation-consumer wheel found in WHEEL_DIR (and, with INSTALL_OFFLINE=1, only the
 # dependency wheels beside it: the image's build stage made them) into a virtual environment at
-# PREFIX, for the production install: no dev extra, and neither the simulator nor the developer
-# tools (their code ships in the wheel for `pip install 'moderation-consumer[dev]'`). The result is
-# read-only: the service writes nothing but to /tmp. PYTHON picks the interpreter (python3).
+# PREFIX, for the production install (the wheel holds the consumer package alone; the simulator and
+# the developer tools never leave the repository). The result is read-only: the service writes
+# nothing but to /tmp. PYTHON picks the interpreter (python3).
 set -eu
 
 wheels=${1:?usage: install.sh WHEEL_DIR PREFIX}
@@ -30,7 +30,6 @@ fi
 "$prefix/bin/python" -m pip uninstall --yes --quiet pip setuptools wheel 2>/dev/null || true
 
 site=$("$prefix/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-rm -rf "$site/simulator" "$site/devtools"
 # bytecode now, as the files will be read-only at run time
 "$prefix/bin/python" -m compileall -q "$site" >/dev/null
 chmod -R a-w "$prefix"

@@ -1,5 +1,6 @@
 """Pure provider etiquette: a token bucket, an adaptive (AIMD) concurrency limit and a circuit
-breaker. The caller passes the clock; ``consumer.checks.providers.http.ProviderGate`` puts them on the wire."""
+breaker. The caller passes the clock; ``checks.providers.http.ProviderGate`` puts them on the wire
+(and the development simulator rate-limits with the same bucket)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,15 @@
 """A real single-node Apache Kafka broker (KRaft, combined mode) on 127.0.0.1 for tests, demo and bench.
 
-The jars come from Maven Central (``kafka-pom.xml``, shipped beside this module, so it works from
-an installed wheel as from the repository) into a cache outside git; a second run reuses them.
-Nothing here is used by the service itself.
+The jars come from Maven Central (``kafka-pom.xml``, beside this module) into a cache outside git;
+a second run reuses them. Nothing here is used by the service itself.
+
+``python -m moderation_devtools.broker start|stop [--dir .local/kafka] [--port N]`` runs one by hand
+(``start`` prints its bootstrap address).
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import logging
 import os
@@ -14,13 +17,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["KAFKA_VERSION", "BrokerError", "LocalKafka", "ensure_jars", "free_port", "wait_for_kafka"]
+__all__ = ["KAFKA_VERSION", "BrokerError", "LocalKafka", "ensure_jars", "free_port", "main", "wait_for_kafka"]
 
 KAFKA_VERSION = "4.1.1"
 POM = Path(__file__).resolve().with_name("kafka-pom.xml")
@@ -89,7 +93,7 @@ def wait_for_kafka(bootstrap: str, timeout: float = 60.0) -> None:
 
 
 def _quiet_logger() -> logging.Logger:
-    logger = logging.getLogger("devtools.broker.librdkafka")
+    logger = logging.getLogger("moderation_devtools.broker.librdkafka")
     logger.setLevel(logging.CRITICAL)
     return logger
 
@@ -277,3 +281,26 @@ def _alive(pid: int, proc: subprocess.Popen[bytes] | None) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m moderation_devtools.broker", description="the local single-node Kafka broker"
+    )
+    parser.add_argument("action", choices=["start", "stop"])
+    parser.add_argument("--dir", type=Path, default=Path(".local/kafka"))
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "start":
+            print(LocalKafka(args.dir.resolve(), port=args.port).start(), flush=True)
+        else:
+            LocalKafka.attach(args.dir.resolve()).stop()
+    except BrokerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """The Helm chart's generated parts and the tools that check it.
 
-``python -m devtools.chart`` brings ``helm/moderation-consumer`` in step with the repository
+``python -m moderation_devtools.chart`` brings ``helm/moderation-consumer`` in step with the repository
 (``--check``: exit 1 when it is not, changing nothing):
 
 - ``files/alerts.yaml`` and ``files/moderation.json``: copies of ``deploy/prometheus/alerts.yaml`` and
@@ -13,7 +13,7 @@
   the values is too. The rest of the schema is written by hand.
 
 ``ensure_helm()`` installs ``helm`` with ``go install`` (``HELM_MODULE`` at ``HELM_VERSION``) into
-``<cache>/bin`` (``devtools.broker.cache_dir()``: ``MODERATION_CACHE_DIR`` or
+``<cache>/bin`` (``moderation_devtools.broker.cache_dir()``: ``MODERATION_CACHE_DIR`` or
 ``~/.cache/moderation-consumer``) when it is missing or another version; ``make helm`` runs it.
 """
 
@@ -35,7 +35,8 @@ from pydantic import BaseModel, SecretStr
 
 import consumer
 from consumer.config import Settings
-from devtools.broker import cache_dir
+from moderation_devtools import REPO
+from moderation_devtools.broker import cache_dir
 
 __all__ = [
     "CHART",
@@ -55,7 +56,7 @@ __all__ = [
     "template",
 ]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 CHART = ROOT / "helm" / "moderation-consumer"
 SCHEMA = CHART / "values.schema.json"
 CHART_YAML = CHART / "Chart.yaml"
@@ -258,7 +259,7 @@ def manifests(values: dict[str, Any] | None = None, **names: str) -> list[dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devtools.chart", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m moderation_devtools.chart", description=__doc__)
     parser.add_argument("--check", action="store_true", help="exit 1 if the chart is out of step")
     parser.add_argument("--helm", action="store_true", help=f"install helm {HELM_VERSION} if missing")
     args = parser.parse_args(argv)
@@ -268,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     stale = sync(check=args.check)
     for path in stale:
         rel = path.relative_to(ROOT)
-        print(f"{rel} is out of date: run python -m devtools.chart" if args.check else f"wrote {rel}")
+        print(
+            f"{rel} is out of date: run python -m moderation_devtools.chart" if args.check else f"wrote {rel}"
+        )
     return 1 if args.check and stale else 0
 
 

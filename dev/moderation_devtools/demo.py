@@ -1,4 +1,5 @@
-"""``make demo``: a real broker, the simulator, sample uploads, the consumer, and a verdict table."""
+"""``make demo`` (``python -m moderation_devtools.demo``): a real broker, the simulator, sample
+uploads, the consumer, and a verdict table."""
 
 from __future__ import annotations
 
@@ -13,15 +14,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from consumer.config import KafkaSettings, load_settings
+from consumer.config import load_settings
 from consumer.core.records import Decision, MediaType, ModerationVerdict, UploadEvent
 from consumer.kafka import ensure_topics
 from consumer.schema_registry import codec_for
-from devtools.broker import LocalKafka, free_port
-from devtools.otlp import OtlpReceiver
-from devtools.registry import LocalRegistry
-from devtools.samples import cropped, image_bytes, make_gif, make_image, make_video, reencoded
-from devtools.stack import (
+from consumer.settings_sections import KafkaSettings
+from moderation_devtools import REPO
+from moderation_devtools.broker import LocalKafka, free_port
+from moderation_devtools.otlp import OtlpReceiver
+from moderation_devtools.registry import LocalRegistry
+from moderation_devtools.samples import cropped, image_bytes, make_gif, make_image, make_video, reencoded
+from moderation_devtools.stack import (
     ConsumerProcess,
     SimulatorProcess,
     consumer_env,
@@ -33,7 +36,7 @@ from devtools.stack import (
 
 __all__ = ["run_demo"]
 
-EXAMPLE_READER = Path(__file__).resolve().parents[1] / "examples" / "verdict_reader.py"
+EXAMPLE_READER = REPO / "examples" / "verdict_reader.py"
 
 BANNED_SEED, CSAM_SEED, NSFW_SEED, GIF_SEED, VIDEO_CSAM_SEED = 101, 202, 303, 404, 505
 GIF_SIZE, VIDEO_SIZE = (240, 180), (320, 240)
@@ -180,7 +183,7 @@ def _example_reader(bootstrap: str, registry_url: str, topic: str, count: int) -
     """The verdicts again, read by the example a downstream service copies (confluent-kafka alone)."""
     if not EXAMPLE_READER.exists():  # an installed package has no examples/
         return
-    print(f"\nthe same verdicts read by {EXAMPLE_READER.relative_to(EXAMPLE_READER.parents[1])}:", flush=True)
+    print(f"\nthe same verdicts read by {EXAMPLE_READER.relative_to(REPO)}:", flush=True)
     command = [sys.executable, str(EXAMPLE_READER), "--bootstrap", bootstrap, "--registry", registry_url]
     command += ["--topic", topic, "--group", "demo-reader", "--max", str(count), "--idle-timeout", "20"]
     subprocess.run(command, timeout=120, check=False)
@@ -314,3 +317,7 @@ def run_demo() -> int:
         registry.stop()
         kafka.stop()
         shutil.rmtree(workdir / "kafka", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(run_demo())

@@ -16,7 +16,8 @@ from typing import Any, Self
 import httpx
 import yaml
 
-from devtools.broker import free_port
+from moderation_devtools import REPO
+from moderation_devtools.broker import free_port
 
 __all__ = [
     "ALERTS",
@@ -29,7 +30,7 @@ __all__ = [
     "metric_names",
 ]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yaml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "moderation.json"
 RUNBOOK = ROOT / "docs" / "runbook.md"
@@ -140,7 +141,7 @@ class PrometheusServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        from devtools.stack import wait_until
+        from moderation_devtools.stack import wait_until
 
         if not wait_until(self._ready, timeout_s, poll_s=0.2):
             self.stop()

@@ -20,7 +20,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devtools.broker import cache_dir, free_port
+from moderation_devtools.broker import cache_dir, free_port
 
 __all__ = ["APICURIO_VERSION", "LocalRegistry", "RegistryError", "ensure_registry"]
 

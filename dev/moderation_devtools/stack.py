@@ -27,10 +27,10 @@ from consumer.core import index_metadata
 from consumer.core.deadletter import DeadLetter
 from consumer.core.records import MediaType, ModerationVerdict, UploadEvent
 from consumer.serde import AvroCodec, Codec, decode_blocking
-from devtools.broker import free_port
-from simulator.state import DEFAULT_KEYS
+from moderation_devtools.broker import free_port
+from moderation_simulator.state import DEFAULT_KEYS
 
-QUIET = logging.getLogger("devtools.clients")
+QUIET = logging.getLogger("moderation_devtools.clients")
 QUIET.setLevel(logging.ERROR)
 
 __all__ = [
@@ -67,7 +67,7 @@ def _spawn(
 
 @dataclass
 class SimulatorProcess:
-    """``python -m consumer simulate`` on a free port, with its admin hooks. ``hostile_port``: also
+    """``python -m moderation_simulator`` on a free port, with its admin hooks. ``hostile_port``: also
     run the hostile server (0 = on a free port), at ``hostile_url``."""
 
     latency_median_ms: float = 0.0
@@ -98,8 +98,7 @@ class SimulatorProcess:
             [
                 sys.executable,
                 "-m",
-                "consumer",
-                "simulate",
+                "moderation_simulator",
                 "--port",
                 str(self.port),
                 "--latency-median-ms",

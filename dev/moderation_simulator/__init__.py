@@ -8,9 +8,9 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from simulator.app import build_app
-from simulator.hostile import HostileLimits, HostileServer
-from simulator.state import DEFAULT_KEYS, LatencyModel, SimulatorState
+from moderation_simulator.app import build_app
+from moderation_simulator.hostile import HostileLimits, HostileServer
+from moderation_simulator.state import DEFAULT_KEYS, LatencyModel, SimulatorState
 
 __all__ = [
     "DEFAULT_KEYS",

@@ -16,17 +16,24 @@ import httpx
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from simulator import hive, huawei, pdq
-from simulator.common import FETCH_KEY, HOSTILE_ANSWER, HOSTILE_FAULT_NAMES, REMOTE_KEY, STATE_KEY, state_of
-from simulator.hostile import (
+from moderation_simulator import hive, huawei, pdq
+from moderation_simulator.common import (
+    FETCH_KEY,
+    HOSTILE_ANSWER,
+    HOSTILE_FAULT_NAMES,
+    REMOTE_KEY,
+    STATE_KEY,
+    state_of,
+)
+from moderation_simulator.hostile import (
     HostileServer,
     fault_answer,
     hostile_fault_rates,
     set_hostile_fault,
     startup_hostile_faults,
 )
-from simulator.media import decode
-from simulator.state import ScoreOverride, SimulatorState
+from moderation_simulator.media import decode
+from moderation_simulator.state import ScoreOverride, SimulatorState
 
 __all__ = ["build_app"]
 

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 from aiohttp import web
 
-from simulator.state import SimulatorState
+from moderation_simulator.state import SimulatorState
 
 __all__ = [
     "FETCH_KEY",

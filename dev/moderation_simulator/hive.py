@@ -14,8 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
-from simulator import pdq
-from simulator.common import (
+from moderation_simulator import pdq
+from moderation_simulator.common import (
     FETCH_KEY,
     STATE_KEY,
     FetchFailed,
@@ -26,12 +26,12 @@ from simulator.common import (
     now_iso,
     state_of,
 )
-from simulator.media import Decoded, decode
-from simulator.state import MODELS, Project, SimulatorState
+from moderation_simulator.media import Decoded, decode
+from moderation_simulator.state import MODELS, Project, SimulatorState
 
 __all__ = ["routes"]
 
-log = logging.getLogger("simulator.hive")
+log = logging.getLogger("moderation_simulator.hive")
 
 TASK_KINDS = ("visual", "text", "csam", "csam_combined")
 TASK_SOURCES = ("media", "url", "text_data")

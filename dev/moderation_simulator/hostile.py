@@ -27,10 +27,10 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http import StreamWriter
 from aiohttp.http_exceptions import HttpProcessingError
 
-from simulator.common import HOSTILE_FAULT_NAMES, STATE_KEY
-from simulator.etiquette import Faults
-from simulator.hive import task_body
-from simulator.state import CSAM_HEADS, PROJECT_IDS, TEXT_HEADS, VISUAL_HEADS, Project
+from moderation_simulator.common import HOSTILE_FAULT_NAMES, STATE_KEY
+from moderation_simulator.etiquette import Faults
+from moderation_simulator.hive import task_body
+from moderation_simulator.state import CSAM_HEADS, PROJECT_IDS, TEXT_HEADS, VISUAL_HEADS, Project
 
 __all__ = [
     "HOST",

@@ -16,10 +16,10 @@ from typing import Any
 from aiohttp import web
 from PIL import Image
 
-from simulator import pdq
-from simulator.common import FetchFailed, delay, fault_gate, fetch, state_of
-from simulator.media import decode
-from simulator.state import HuaweiImage
+from moderation_simulator import pdq
+from moderation_simulator.common import FetchFailed, delay, fault_gate, fetch, state_of
+from moderation_simulator.media import decode
+from moderation_simulator.state import HuaweiImage
 
 __all__ = ["routes"]
 

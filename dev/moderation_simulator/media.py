@@ -8,7 +8,7 @@ from typing import Any
 
 from PIL import Image, ImageSequence
 
-from simulator import pdq
+from moderation_simulator import pdq
 
 __all__ = ["Decoded", "decode"]
 

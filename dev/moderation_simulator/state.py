@@ -14,8 +14,8 @@ from typing import Literal
 
 from PIL import Image
 
-from simulator import pdq
-from simulator.etiquette import Faults, TokenBucket
+from moderation_simulator import pdq
+from moderation_simulator.etiquette import Faults, TokenBucket
 
 __all__ = [
     "DEFAULT_HUAWEI_TOKEN",

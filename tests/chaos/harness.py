@@ -15,8 +15,8 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from consumer.config import load_settings
 from consumer.kafka import ensure_topics
-from devtools.broker import LocalKafka
-from devtools.stack import (
+from moderation_devtools.broker import LocalKafka
+from moderation_devtools.stack import (
     QUIET,
     ConsumerProcess,
     SimulatorProcess,

@@ -13,8 +13,8 @@ import pytest
 
 from consumer.core.records import MediaType, UploadEvent
 from consumer.serde import AvroCodec
-from devtools.samples import image_bytes, make_image
-from devtools.stack import produce_uploads, upload
+from moderation_devtools.samples import image_bytes, make_image
+from moderation_devtools.stack import produce_uploads, upload
 
 from .harness import ChaosStack, OutputCollector, Source
 

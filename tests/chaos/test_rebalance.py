@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from consumer.core.records import MediaType
-from devtools.stack import produce_uploads, upload
+from moderation_devtools.stack import produce_uploads, upload
 
 from .harness import ChaosStack, OutputCollector, Source
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools import chart
+from moderation_devtools import chart
 
 
 @pytest.fixture(scope="session", autouse=True)

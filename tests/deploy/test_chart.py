@@ -16,7 +16,7 @@ import yaml
 
 from consumer.config import load_settings
 from consumer.policy.tenants import load_policies
-from devtools import chart
+from moderation_devtools import chart
 
 pytestmark = pytest.mark.deploy
 

@@ -25,9 +25,9 @@ import pytest
 from consumer.config import load_settings
 from consumer.core.records import Decision, MediaType
 from consumer.schema_registry import codec_for
-from devtools import chart
-from devtools.broker import ensure_jars, free_port
-from devtools.stack import (
+from moderation_devtools import chart
+from moderation_devtools.broker import ensure_jars, free_port
+from moderation_devtools.stack import (
     ConsumerProcess,
     SimulatorProcess,
     produce_uploads,
@@ -35,7 +35,7 @@ from devtools.stack import (
     upload,
     wait_until,
 )
-from simulator.state import DEFAULT_KEYS
+from moderation_simulator.state import DEFAULT_KEYS
 
 from .conftest import Topics
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from consumer.core.records import MediaType
-from devtools.stack import (
+from moderation_devtools.stack import (
     SimulatorProcess,
     consumer_env,
     produce_uploads,

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from consumer.core.records import Decision, MediaType, ModerationVerdict, UploadEvent
-from devtools.samples import cropped, image_bytes, make_image, reencoded
-from devtools.stack import SimulatorProcess, iter_verdicts, produce_uploads, read_verdicts, upload
+from moderation_devtools.samples import cropped, image_bytes, make_image, reencoded
+from moderation_devtools.stack import SimulatorProcess, iter_verdicts, produce_uploads, read_verdicts, upload
 
 from .conftest import Topics
 

@@ -14,8 +14,8 @@ from confluent_kafka import Message
 
 from consumer.core.headers import CUT_COUNT, CUT_SIZE
 from consumer.core.records import MediaType, UploadEvent
-from devtools.broker import free_port
-from devtools.stack import (
+from moderation_devtools.broker import free_port
+from moderation_devtools.stack import (
     ConsumerProcess,
     SimulatorProcess,
     consumer_env,

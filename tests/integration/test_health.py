@@ -11,7 +11,7 @@ import pytest
 
 from consumer.core.records import MediaType
 from consumer.telemetry import metrics
-from devtools.stack import SimulatorProcess, produce_uploads, upload, wait_until_async
+from moderation_devtools.stack import SimulatorProcess, produce_uploads, upload, wait_until_async
 
 from .conftest import Topics
 

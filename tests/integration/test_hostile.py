@@ -21,9 +21,9 @@ from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, Config
 from consumer.config import Settings
 from consumer.core.records import Decision, MediaType, UploadEvent
 from consumer.serde import AvroCodec
-from devtools.broker import free_port
-from devtools.samples import bomb_png
-from devtools.stack import (
+from moderation_devtools.broker import free_port
+from moderation_devtools.samples import bomb_png
+from moderation_devtools.stack import (
     ConsumerProcess,
     SimulatorProcess,
     TopicReader,
@@ -33,7 +33,7 @@ from devtools.stack import (
     wait_until,
     wait_until_async,
 )
-from simulator.state import DEFAULT_KEYS
+from moderation_simulator.state import DEFAULT_KEYS
 
 from .conftest import Topics
 

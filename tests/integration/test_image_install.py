@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from consumer.core.records import MediaType
-from devtools.stack import (
+from moderation_devtools.stack import (
     SimulatorProcess,
     consumer_env,
     json_log_lines,
@@ -98,7 +98,8 @@ def test_the_image_install_is_production_only_and_read_only(image_root: Path) ->
     prefix = image_root / "opt" / "moderation"
     site = next(prefix.glob("lib/python3*/site-packages"))
     assert (site / "consumer" / "schemas" / "ModerationVerdict.avsc").exists()
-    assert not (site / "simulator").exists() and not (site / "devtools").exists()
+    for tool in ("simulator", "devtools", "moderation_simulator", "moderation_devtools"):
+        assert not (site / tool).exists(), tool
     assert not {"av", "numpy", "pdqhash"} & {p.name.split("-")[0].lower() for p in site.iterdir()}
     probe = subprocess.run(
         as_unprivileged(["sh", "-c", f"touch {site}/x || exit 0; exit 1"]), capture_output=True, check=False

@@ -12,8 +12,14 @@ import pytest
 from consumer.core.records import Decision, MediaType, ReviewDecision, UploadDeleted
 from consumer.serde import AvroCodec
 from consumer.telemetry import metrics
-from devtools.samples import image_bytes, make_gif, make_image, reencoded
-from devtools.stack import SimulatorProcess, produce_uploads, read_verdicts, upload, wait_until_async
+from moderation_devtools.samples import image_bytes, make_gif, make_image, reencoded
+from moderation_devtools.stack import (
+    SimulatorProcess,
+    produce_uploads,
+    read_verdicts,
+    upload,
+    wait_until_async,
+)
 
 from .conftest import Topics
 

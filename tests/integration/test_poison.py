@@ -13,8 +13,8 @@ import pytest
 from consumer.core.deadletter import HEADERS
 from consumer.core.records import MediaType, UploadEvent
 from consumer.serde import AvroCodec
-from devtools.samples import image_bytes, make_image
-from devtools.stack import (
+from moderation_devtools.samples import image_bytes, make_image
+from moderation_devtools.stack import (
     SimulatorProcess,
     produce_uploads,
     read_dead_letters,

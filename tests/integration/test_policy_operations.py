@@ -22,8 +22,8 @@ from consumer.config import Settings
 from consumer.core.records import Decision, MediaType, ModerationVerdict, UploadEvent
 from consumer.policy.shadow import ShadowDecision
 from consumer.serde import AvroCodec
-from devtools.samples import image_bytes, make_image
-from devtools.stack import (
+from moderation_devtools.samples import image_bytes, make_image
+from moderation_devtools.stack import (
     ConsumerProcess,
     SimulatorProcess,
     consumer_env,

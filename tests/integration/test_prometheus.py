@@ -5,7 +5,7 @@ target of the Grafana dashboard and every alert rule returns data from it.
 Alerts are checked two ways. Prometheus itself loads ``alerts.yaml`` and evaluates every rule
 (health ``ok``: each expression runs against the live series without error). And since an alert's
 full expression returns nothing while all is well, each one is evaluated without its thresholds:
-``devtools.prometheus.data_queries`` splits it at its set operators (``and``, ``or``, ``unless``),
+``moderation_devtools.prometheus.data_queries`` splits it at its set operators (``and``, ``or``, ``unless``),
 strips each operand's trailing threshold comparison (``> 0.01``, ``== 0``), and replaces
 ``absent(x)`` by ``x``; every resulting query must return at least one series. Nothing is padded
 with ``vector(0)``: the data comes from the run (provider faults give 429s, 5xx and retries, a
@@ -26,9 +26,15 @@ import pytest
 from consumer.core.records import MediaType
 from consumer.policy.tenants import DEFAULT_POLICY
 from consumer.telemetry import metrics
-from devtools.prometheus import ALERTS, PrometheusServer, alert_rules, dashboard_targets, data_queries
-from devtools.samples import image_bytes, make_image
-from devtools.stack import SimulatorProcess, produce_uploads, upload, wait_until, wait_until_async
+from moderation_devtools.prometheus import (
+    ALERTS,
+    PrometheusServer,
+    alert_rules,
+    dashboard_targets,
+    data_queries,
+)
+from moderation_devtools.samples import image_bytes, make_image
+from moderation_devtools.stack import SimulatorProcess, produce_uploads, upload, wait_until, wait_until_async
 
 from .conftest import Topics
 

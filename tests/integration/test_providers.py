@@ -30,9 +30,9 @@ from consumer.checks.retry import RetryPolicy
 from consumer.errors import PermanentError, RateLimitedError, TransientError
 from consumer.transports.egress import EgressPolicy
 from consumer.transports.httpclient import AiohttpClient, HttpClient
-from devtools.samples import image_bytes, make_image, make_video, reencoded
-from devtools.stack import SimulatorProcess
-from simulator.state import DEFAULT_HUAWEI_TOKEN, DEFAULT_KEYS
+from moderation_devtools.samples import image_bytes, make_image, make_video, reencoded
+from moderation_devtools.stack import SimulatorProcess
+from moderation_simulator.state import DEFAULT_HUAWEI_TOKEN, DEFAULT_KEYS
 
 pytestmark = pytest.mark.integration
 ONE_TRY = RetryPolicy(attempts=1)
@@ -219,7 +219,7 @@ async def test_custom_index_add_query_remove(
 
 
 async def test_custom_index_rejects_gif(sim: SimulatorProcess, http: HttpClient) -> None:
-    from devtools.samples import make_gif
+    from moderation_devtools.samples import make_gif
 
     with pytest.raises(PermanentError, match="HTTP 400"):
         await HiveCustomIndex(hive(sim, http, "index")).query(Media(data=make_gif([1, 2])), "t")

@@ -22,8 +22,8 @@ from consumer.core.records import Decision, MediaType, ModerationVerdict
 from consumer.errors import PermanentError, ProviderAnswerError, TransientError
 from consumer.policy.decision import Frame
 from consumer.transports.httpclient import Answer
-from devtools.samples import image_bytes, make_image
-from devtools.stack import produce_uploads, read_verdicts, upload
+from moderation_devtools.samples import image_bytes, make_image
+from moderation_devtools.stack import produce_uploads, read_verdicts, upload
 
 from .conftest import Topics
 

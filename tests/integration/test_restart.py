@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from consumer.core.records import MediaType, UploadEvent
-from devtools.samples import image_bytes, make_image
-from devtools.stack import (
+from moderation_devtools.samples import image_bytes, make_image
+from moderation_devtools.stack import (
     ConsumerProcess,
     SimulatorProcess,
     VerdictCollector,
@@ -88,7 +88,7 @@ def test_work_finished_beyond_a_slow_record_is_not_redone_after_a_kill(
     """A video waits for a callback that never comes while the texts behind it in the same
     partition finish. The commit cannot pass the video, but its metadata records the texts: after
     kill -9 the next process redoes the video only."""
-    from devtools.samples import make_video
+    from moderation_devtools.samples import make_video
 
     topics = make_topics(input_partitions=1, other_partitions=1)
     sim.set_faults({"callback_drop": 1.0})

@@ -7,9 +7,9 @@ from typing import Any
 import httpx
 import pytest
 
-from devtools.samples import image_bytes, make_image, reencoded
-from devtools.stack import SimulatorProcess
-from simulator.state import DEFAULT_KEYS
+from moderation_devtools.samples import image_bytes, make_image, reencoded
+from moderation_devtools.stack import SimulatorProcess
+from moderation_simulator.state import DEFAULT_KEYS
 
 pytestmark = pytest.mark.integration
 

@@ -18,10 +18,10 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from consumer.core.records import MediaType, ModerationVerdict, UploadEvent
 from consumer.serde import AvroCodec
-from devtools.broker import free_port
-from devtools.otlp import OtlpReceiver, ReceivedSpan
-from devtools.samples import image_bytes, make_image, make_video
-from devtools.stack import (
+from moderation_devtools.broker import free_port
+from moderation_devtools.otlp import OtlpReceiver, ReceivedSpan
+from moderation_devtools.samples import image_bytes, make_image, make_video
+from moderation_devtools.stack import (
     ConsumerProcess,
     SimulatorProcess,
     consumer_env,

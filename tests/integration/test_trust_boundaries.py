@@ -18,10 +18,10 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from consumer.cli.replay import REPLAYED_ERROR_CLASS, REPLAYED_FROM, REPLAYED_SOURCE
 
 from consumer.checks.providers.hive_answers import parse_matches
 from consumer.cli import schemas as schemas_admin
-from consumer.cli.replay import REPLAYED_ERROR_CLASS, REPLAYED_FROM, REPLAYED_SOURCE
 from consumer.config import Settings
 from consumer.core import index_metadata
 from consumer.core.deadletter import DeadLetter, Failure
@@ -33,9 +33,9 @@ from consumer.core.records import (
     UploadDeleted,
 )
 from consumer.serde import AvroCodec
-from devtools.broker import free_port
-from devtools.samples import image_bytes, make_image, reencoded
-from devtools.stack import (
+from moderation_devtools.broker import free_port
+from moderation_devtools.samples import image_bytes, make_image, reencoded
+from moderation_devtools.stack import (
     ConsumerProcess,
     SimulatorProcess,
     consumer_env,
@@ -44,7 +44,7 @@ from devtools.stack import (
     upload,
     wait_until,
 )
-from simulator.state import DEFAULT_KEYS
+from moderation_simulator.state import DEFAULT_KEYS
 from tests.factories import avro_long
 
 from .conftest import ReadTopic, Topics

@@ -18,7 +18,7 @@ from consumer.config import Settings
 from consumer.core.records import MediaType
 from consumer.schema_registry import codec_for
 from consumer.serde import default_schema_dir
-from devtools.stack import produce_uploads, read_verdicts, upload
+from moderation_devtools.stack import produce_uploads, read_verdicts, upload
 
 from .conftest import Topics
 
@@ -34,7 +34,9 @@ def test_the_example_imports_nothing_of_ours() -> None:
             modules |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
             modules.add(node.module or "")
-    ours = {m for m in modules if m.split(".")[0] in ("consumer", "simulator", "devtools")}
+    ours = {
+        m for m in modules if m.split(".")[0] in ("consumer", "moderation_simulator", "moderation_devtools")
+    }
     assert not ours and any(m.startswith("confluent_kafka") for m in modules)
 
 

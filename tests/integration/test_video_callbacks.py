@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from consumer.core.records import Decision, MediaType, ModerationVerdict
-from devtools.broker import free_port
-from devtools.samples import image_bytes, make_image, make_video
-from devtools.stack import (
+from moderation_devtools.broker import free_port
+from moderation_devtools.samples import image_bytes, make_image, make_video
+from moderation_devtools.stack import (
     ConsumerProcess,
     SimulatorProcess,
     VerdictCollector,

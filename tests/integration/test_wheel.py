@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from consumer.core.records import Decision, MediaType
-from devtools.stack import (
+from moderation_devtools.stack import (
     ConsumerProcess,
     SimulatorProcess,
     consumer_env,
@@ -61,10 +61,15 @@ def test_the_installed_wheel_has_no_simulator_dependencies(installed: Path) -> N
     assert version.returncode == 0 and version.stdout.startswith("moderation-consumer ")
     helped = _run([str(installed / "moderation-consumer"), "--help"], installed)
     assert helped.stdout.startswith("usage: moderation-consumer")
-    for command in ("run", "dlq", "simulate", "demo", "broker"):
+    for command in ("run", "dlq", "schemas", "policy"):
         assert command in helped.stdout
-    missing = _run([str(installed / "moderation-consumer"), "simulate"], installed)
-    assert missing.returncode == 2 and "needs the development tools" in missing.stderr
+    for command in ("simulate", "demo", "broker"):  # development tools: not in the product
+        assert command not in helped.stdout
+        unknown = _run([str(installed / "moderation-consumer"), command], installed)
+        assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
+    for tool in ("moderation_simulator", "moderation_devtools", "simulator", "devtools"):
+        absent = _run([str(installed / "python"), "-c", f"import {tool}"], installed)
+        assert absent.returncode != 0, tool
 
 
 def test_the_installed_wheel_gives_verdicts(

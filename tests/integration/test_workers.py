@@ -15,8 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.core.records import MediaType
-from devtools.broker import free_port
-from devtools.stack import (
+from moderation_devtools.broker import free_port
+from moderation_devtools.stack import (
     ConsumerProcess,
     SimulatorProcess,
     VerdictCollector,

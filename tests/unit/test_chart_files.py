@@ -14,7 +14,7 @@ import yaml
 import consumer
 from consumer.config import load_settings
 from consumer.settings_sections import CallbackSettings, HealthSettings, ProcessingSettings
-from devtools import chart
+from moderation_devtools import chart
 
 HELPERS = chart.CHART / "templates" / "_helpers.tpl"
 
@@ -27,19 +27,19 @@ def values() -> dict[str, object]:
 
 def test_app_version_is_the_package_version() -> None:
     meta = yaml.safe_load(chart.CHART_YAML.read_text())
-    assert meta["appVersion"] == consumer.__version__, "run python -m devtools.chart"
+    assert meta["appVersion"] == consumer.__version__, "run python -m moderation_devtools.chart"
 
 
 def test_the_chart_copies_of_the_alert_rules_and_the_dashboard_are_deploys() -> None:
     for source, copy in chart.COPIES.items():
-        assert copy.exists(), f"{copy} is missing: run python -m devtools.chart"
+        assert copy.exists(), f"{copy} is missing: run python -m moderation_devtools.chart"
         assert copy.read_bytes() == source.read_bytes(), (
-            f"{copy} differs from {source}: run python -m devtools.chart"
+            f"{copy} differs from {source}: run python -m moderation_devtools.chart"
         )
 
 
 def test_nothing_in_the_chart_is_out_of_step() -> None:
-    assert chart.sync(check=True) == [], "run python -m devtools.chart"
+    assert chart.sync(check=True) == [], "run python -m moderation_devtools.chart"
 
 
 def test_the_values_schema_refuses_what_the_chart_owns_and_knows_every_other_setting() -> None:

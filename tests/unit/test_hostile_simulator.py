@@ -16,12 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
-from consumer.cli.main import main
-from devtools.broker import free_port
-from devtools.stack import SimulatorProcess
-from simulator import HostileLimits, HostileServer, SimulatorState, serve
-from simulator.etiquette import Faults
-from simulator.state import DEFAULT_HUAWEI_TOKEN, DEFAULT_KEYS, StartupSettings
+from moderation_devtools.broker import free_port
+from moderation_devtools.stack import SimulatorProcess
+from moderation_simulator import HostileLimits, HostileServer, SimulatorState, serve
+from moderation_simulator.__main__ import main
+from moderation_simulator.etiquette import Faults
+from moderation_simulator.state import DEFAULT_HUAWEI_TOKEN, DEFAULT_KEYS, StartupSettings
 
 MAIN_PORT = 4321
 FAST = HostileLimits(drip_interval_s=0.1, slow_interval_s=0.05, giant_json_bytes=300_000)
@@ -412,7 +412,7 @@ async def test_classic_fault_draws_are_unchanged_when_hostile_rates_are_0() -> N
 
 
 def test_cli_refuses_a_hostile_rate_out_of_range(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["simulate", "--fault", "wrong_shape=2"]) == 2
+    assert main(["--fault", "wrong_shape=2"]) == 2
     assert "wrong_shape" in capsys.readouterr().err
 
 

@@ -15,7 +15,7 @@ from consumer.checks.providers.huawei import HuaweiImageSearch, HuaweiTransport,
 from consumer.checks.retry import RetryPolicy
 from consumer.errors import PermanentError, RateLimitedError, TransientError
 from consumer.transports.httpclient import HttpxClient
-from devtools.samples import image_bytes, make_image
+from moderation_devtools.samples import image_bytes, make_image
 
 TOKEN = "huawei-secret-token"
 

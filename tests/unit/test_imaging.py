@@ -18,7 +18,7 @@ from PIL import Image
 from consumer.checks import imaging
 from consumer.checks.imaging import MAX_SIDE, ImageWorkers, fit_for_search
 from consumer.errors import PermanentError, TransientError
-from devtools.samples import bomb_png
+from moderation_devtools.samples import bomb_png
 
 NEXT_LOOP_TURN = 0  # sleeping 0 s: one turn of the event loop, no waiting
 

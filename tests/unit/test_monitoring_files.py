@@ -1,4 +1,4 @@
-"""The shipped monitoring: the Grafana dashboard is what ``devtools/dashboard.py`` generates, every
+"""The shipped monitoring: the Grafana dashboard is what ``moderation_devtools.dashboard`` generates, every
 expression of it and of the alert rules names a metric the service exports, the rules pass
 ``promtool check rules`` and their unit tests (``promtool test rules``), and every alert has a
 severity, a summary and a runbook section that exists."""
@@ -11,8 +11,15 @@ import shutil
 import subprocess
 
 from consumer.telemetry import metrics
-from devtools import dashboard
-from devtools.prometheus import ALERTS, DASHBOARD, RUNBOOK, alert_rules, dashboard_targets, metric_names
+from moderation_devtools import dashboard
+from moderation_devtools.prometheus import (
+    ALERTS,
+    DASHBOARD,
+    RUNBOOK,
+    alert_rules,
+    dashboard_targets,
+    metric_names,
+)
 
 ALERTS_TEST = ALERTS.with_name("alerts.test.yaml")
 
@@ -40,7 +47,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_dashboard_file_is_what_the_generator_writes() -> None:
-    assert DASHBOARD.read_text() == dashboard.render(), "run python -m devtools.dashboard"
+    assert DASHBOARD.read_text() == dashboard.render(), "run python -m moderation_devtools.dashboard"
 
 
 def test_the_dashboard_has_namespace_and_instance_variables_and_filters_on_them() -> None:

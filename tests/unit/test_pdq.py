@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from PIL import Image
 
-from devtools.samples import cropped, make_image, reencoded
-from simulator import pdq
+from moderation_devtools.samples import cropped, make_image, reencoded
+from moderation_simulator import pdq
 
 SEEDS = range(10)
 

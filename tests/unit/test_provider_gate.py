@@ -6,8 +6,8 @@ import asyncio
 
 import httpx
 
-from consumer.core.limits import AimdLimit, BreakerState, CircuitBreaker
 from consumer.checks.providers.http import ProviderGate, deadline_scope, send
+from consumer.core.limits import AimdLimit, BreakerState, CircuitBreaker
 from consumer.transports.httpclient import HttpxClient
 
 
