@@ -1,4 +1,5 @@
-"""``schemas register`` and ``schemas check``: the shipped Avro schemas against a schema registry.
+"""Schema administration, the library of ``schemas register`` and ``schemas check``: the shipped
+Avro schemas against a schema registry.
 
 ``register`` sets each subject's compatibility level (``schema_registry.compatibility``, BACKWARD by
 default) and registers the shipped schema under it; run it once per release, before the service
@@ -6,32 +7,46 @@ default) and registers the shipped schema under it; run it once per release, bef
 whether each shipped schema may follow what the subject holds under the subject's level, the step
 a deploy pipeline runs before rolling a new version out.
 
-Exit codes: 0 all compatible (or registered), 1 a schema is incompatible (or refused), 3 the
-registry is unreachable or answered an error we cannot act on.
+Each yields one ``Outcome`` per subject: ``ok``, ``refused`` (incompatible, or not a schema the
+registry can parse) or ``error`` (the registry unreachable, or an answer we cannot act on; nothing
+follows an error).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
 
-from consumer.config import KafkaSettings, Settings
-from consumer.errors import ConfigError
+from consumer.config import Settings
+from consumer.errors import ConfigError, UnreadableFile
 from consumer.schema_registry import UNREACHABLE, input_schemas, output_schemas, registry_client, subject_for
 from consumer.serde import AvroCodec
-from consumer.settings_sections import UnreadableFile, os_reason, read_text
+from consumer.settings_sections import KafkaSettings, os_reason, read_text
 
-__all__ = ["EXIT_INCOMPATIBLE", "EXIT_UNREACHABLE", "SubjectPlan", "check", "plan", "register"]
+__all__ = ["Outcome", "Result", "SubjectPlan", "check", "plan", "register", "topic_schemas"]
 
-EXIT_INCOMPATIBLE = 1
-EXIT_UNREACHABLE = 3
 _NOT_FOUND = 404
 _CONFLICT = 409
 _UNPROCESSABLE = 422
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    REFUSED = "refused"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What became of one subject; ``text`` names it (never a credential)."""
+
+    outcome: Outcome
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +114,9 @@ def _failure(exc: Exception) -> str:
     return f"unreachable ({type(exc).__name__})"
 
 
-def register(
-    settings: Settings, *, schema_dir: Path | None = None, echo: Callable[[str], None] = print
-) -> int:
+def register(settings: Settings, *, schema_dir: Path | None = None) -> Iterator[Result]:
     """Set each subject's compatibility level, then register the shipped schema under it."""
     level = settings.schema_registry.compatibility
-    worst = 0
     with _client(settings) as client:
         for item in plan(settings, schema_dir):
             try:
@@ -112,21 +124,25 @@ def register(
                 schema_id = client.register_schema(item.subject, item.schema)
             except SchemaRegistryError as exc:
                 if exc.http_status_code not in (_CONFLICT, _UNPROCESSABLE):
-                    echo(f"error   {item.subject}: {_failure(exc)}")
-                    return EXIT_UNREACHABLE
-                echo(f"refused {item.subject}: {item.record} is not {level}-compatible: {_failure(exc)}")
-                worst = EXIT_INCOMPATIBLE
+                    yield Result(Outcome.ERROR, f"{item.subject}: {_failure(exc)}")
+                    return
+                yield Result(
+                    Outcome.REFUSED,
+                    f"{item.subject}: {item.record} is not {level}-compatible: {_failure(exc)}",
+                )
                 continue
             except UNREACHABLE as exc:
-                echo(f"error   schema registry at {settings.schema_registry.url}: {_failure(exc)}")
-                return EXIT_UNREACHABLE
-            echo(f"ok      {item.subject}: {item.record} is schema id {schema_id}, compatibility {level}")
-    return worst
+                yield Result(
+                    Outcome.ERROR, f"schema registry at {settings.schema_registry.url}: {_failure(exc)}"
+                )
+                return
+            yield Result(
+                Outcome.OK, f"{item.subject}: {item.record} is schema id {schema_id}, compatibility {level}"
+            )
 
 
-def check(settings: Settings, *, schema_dir: Path | None = None, echo: Callable[[str], None] = print) -> int:
+def check(settings: Settings, *, schema_dir: Path | None = None) -> Iterator[Result]:
     """Whether each shipped schema may be registered under its subject's compatibility level."""
-    worst = 0
     with _client(settings) as client:
         for item in plan(settings, schema_dir):
             try:
@@ -134,20 +150,26 @@ def check(settings: Settings, *, schema_dir: Path | None = None, echo: Callable[
                 level = client.get_compatibility(item.subject)
             except SchemaRegistryError as exc:
                 if exc.http_status_code == _NOT_FOUND:
-                    echo(f"ok      {item.subject}: not registered yet ({item.record} will be version 1)")
+                    yield Result(
+                        Outcome.OK, f"{item.subject}: not registered yet ({item.record} will be version 1)"
+                    )
                     continue
                 if exc.http_status_code == _UNPROCESSABLE:  # not a schema the registry can parse
-                    echo(f"refused {item.subject}: {_failure(exc)}")
-                    worst = EXIT_INCOMPATIBLE
+                    yield Result(Outcome.REFUSED, f"{item.subject}: {_failure(exc)}")
                     continue
-                echo(f"error   {item.subject}: {_failure(exc)}")
-                return EXIT_UNREACHABLE
+                yield Result(Outcome.ERROR, f"{item.subject}: {_failure(exc)}")
+                return
             except UNREACHABLE as exc:
-                echo(f"error   schema registry at {settings.schema_registry.url}: {_failure(exc)}")
-                return EXIT_UNREACHABLE
+                yield Result(
+                    Outcome.ERROR, f"schema registry at {settings.schema_registry.url}: {_failure(exc)}"
+                )
+                return
             if compatible:
-                echo(f"ok      {item.subject}: {item.record} is {level}-compatible with what it holds")
+                yield Result(
+                    Outcome.OK, f"{item.subject}: {item.record} is {level}-compatible with what it holds"
+                )
             else:
-                echo(f"refused {item.subject}: {item.record} is not {level}-compatible with what it holds")
-                worst = EXIT_INCOMPATIBLE
-    return worst
+                yield Result(
+                    Outcome.REFUSED,
+                    f"{item.subject}: {item.record} is not {level}-compatible with what it holds",
+                )

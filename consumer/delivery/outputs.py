@@ -21,7 +21,8 @@ from consumer.core.deadletter import DeadLetter, Failure
 from consumer.core.headers import measure, over_caps
 from consumer.core.records import Decision, ModerationVerdict, UploadEvent
 from consumer.core.scheduler import Work
-from consumer.kafka.sink import DeliveryError, Headers, Sink
+from consumer.errors import DeliveryError
+from consumer.kafka.sink import Headers, Sink
 from consumer.policy.shadow import Shadow
 from consumer.serde import Codec
 from consumer.settings_sections import KafkaSettings

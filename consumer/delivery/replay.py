@@ -1,5 +1,5 @@
-"""``python -m consumer dlq replay``: re-publish chosen dead letters to the topic they came from
-(the uploads topic, or an index maintenance topic) after a fix.
+"""Dead letter replay, the library of ``python -m consumer dlq replay``: re-publish chosen dead
+letters to the topic they came from (the uploads topic, or an index maintenance topic) after a fix.
 
 Dead letters are chosen by dead-letter-topic partition and offset range and/or error class; each
 is re-published with its original key and value (a missing key becomes the upload id, the one fix a
@@ -20,14 +20,12 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaException, Producer
-
 from consumer.config import Settings
 from consumer.core.deadletter import DeadLetter
 from consumer.core.records import INPUT_RECORDS
-from consumer.errors import ConfigError, RegistryUnavailable, SerializationError
-from consumer.kafka.common import base_config
-from consumer.kafka.scan import scan, watermarks
+from consumer.errors import BrokerError, ConfigError, RegistryUnavailable, SerializationError, ToolError
+from consumer.kafka.scan import Offsets, scan
+from consumer.kafka.sink import ToolProducer
 from consumer.schema_registry import codec_for, input_schemas
 from consumer.serde import decode_blocking
 
@@ -112,20 +110,22 @@ def replay(
     *,
     dry_run: bool = False,
     to_topic: str | None = None,
-    echo: Callable[[str], None] = print,
+    echo: Callable[[str], None],
 ) -> ReplaySummary:
+    """Replay the dead letters ``selection`` chooses; ``echo`` hears one line per letter (replayed,
+    or refused and why). ToolError when the replay had to stop (registry or broker)."""
     k = settings.kafka
     inputs = input_schemas(k)
     if to_topic is not None and to_topic not in inputs:
         raise ConfigError("--to-topic", f"{to_topic!r} is not an input topic ({', '.join(sorted(inputs))})")
     codec = codec_for(settings)  # dead letters in either framing
-    producer = None if dry_run else Producer({**base_config(k), "acks": "all", "enable.idempotence": True})
+    producer = None if dry_run else ToolProducer(k)
     summary = ReplaySummary()
 
-    def bounds(consumer: Consumer, topic: str, partitions: list[int]) -> dict[int, tuple[int, int]]:
+    def bounds(offsets: Offsets, partitions: list[int]) -> dict[int, tuple[int, int]]:
         found = {}
         for partition in partitions:
-            low, high = watermarks(consumer, topic, partition)
+            low, high = offsets.watermarks(partition)
             found[partition] = (max(low, selection.first or 0), high)
         return found
 
@@ -141,7 +141,7 @@ def replay(
                         decode_blocking(codec, msg.value(), "DeadLetter", k.dlq_topic)
                     )
                 except RegistryUnavailable as exc:
-                    raise RuntimeError(f"replay stopped: {exc}") from None
+                    raise ToolError(f"replay stopped: {exc}") from None
                 except (SerializationError, KeyError, TypeError, ValueError):
                     summary.unreadable += 1
                     continue
@@ -162,7 +162,7 @@ def replay(
                 try:
                     refused = refusal(target, inputs, decode)
                 except RegistryUnavailable as exc:
-                    raise RuntimeError(f"replay stopped: {exc}") from None
+                    raise ToolError(f"replay stopped: {exc}") from None
                 if refused is not None:
                     summary.refused += 1
                     echo(f"refused {where}: {refused[:300]!a}"[:400])
@@ -176,13 +176,12 @@ def replay(
                         (REPLAYED_SOURCE, source.encode()),
                         (REPLAYED_ERROR_CLASS, name.encode()),
                     ]
-                    producer.produce(target, value, key, headers=headers)
-                    producer.poll(0)
+                    producer.send(target, key, value, headers)
                     summary.replayed += 1
         if producer is not None and producer.flush(30):
-            raise RuntimeError("replayed records were not acknowledged by the broker within 30s")
-    except KafkaException as exc:
-        raise RuntimeError(f"replay failed: {exc.args[0].str()}") from None
+            raise ToolError("replayed records were not acknowledged by the broker within 30s")
+    except BrokerError as exc:
+        raise ToolError(f"replay failed: {exc}") from None
     finally:
         codec.close()
     return summary

@@ -10,6 +10,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource
 from confluent_kafka.cimpl import NewTopic
 
+from consumer.errors import BrokerError
 from consumer.kafka.common import base_config
 from consumer.settings_sections import KafkaSettings
 
@@ -36,7 +37,7 @@ def ensure_topics(
             future.result(timeout)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise RuntimeError(f"cannot create topic {topic}: {exc.args[0].str()}") from None
+                raise BrokerError(f"cannot create topic {topic}: {exc.args[0].str()}") from None
 
 
 def output_limit(settings: KafkaSettings, topics: list[str], timeout: float = 10.0) -> int:

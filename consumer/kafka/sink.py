@@ -14,10 +14,11 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from consumer.errors import DeliveryError
 from consumer.kafka.common import base_config
 from consumer.settings_sections import KafkaSettings
 
-__all__ = ["DeliveryCallback", "DeliveryError", "Sink"]
+__all__ = ["DeliveryCallback", "Sink", "ToolProducer", "delivery_error"]
 
 log = logging.getLogger("consumer.kafka.sink")
 DeliveryCallback = Callable[["DeliveryError | None"], None]
@@ -41,17 +42,28 @@ _RECORD_REFUSED = frozenset(
 )
 
 
-class DeliveryError(RuntimeError):
-    """The broker did not acknowledge a record (delivery timeout, authorization, fatal error).
-    ``record_refused``: the record itself was refused (too large, invalid), not the producer."""
+def delivery_error(what: str, err: KafkaError) -> DeliveryError:
+    """``what`` failed with ``err``; ``record_refused`` when the record itself was refused."""
+    return DeliveryError(f"{what}: {err.str()}", record_refused=err.code() in _RECORD_REFUSED)
 
-    def __init__(self, message: str, *, record_refused: bool = False) -> None:
-        super().__init__(message)
-        self.record_refused = record_refused
 
-    @classmethod
-    def of(cls, what: str, err: KafkaError) -> DeliveryError:
-        return cls(f"{what}: {err.str()}", record_refused=err.code() in _RECORD_REFUSED)
+class ToolProducer:
+    """An idempotent producer (acks=all) for a tool that sends records one by one and waits for them
+    all at the end (``dlq replay``). Kafka's errors come out as ``DeliveryError``."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._producer = Producer({**base_config(settings), "acks": "all", "enable.idempotence": True})
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> None:
+        try:
+            self._producer.produce(topic, value, key, headers=headers)
+        except KafkaException as exc:
+            raise delivery_error(f"cannot produce to {topic}", exc.args[0]) from None
+        self._producer.poll(0)
+
+    def flush(self, within_s: float) -> int:
+        """Wait until every record is acknowledged or the time is up; returns how many are not."""
+        return int(self._producer.flush(within_s))
 
 
 class Sink:
@@ -94,7 +106,7 @@ class Sink:
     ) -> None:
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             if on_delivery is not None:
-                on_delivery(None if err is None else DeliveryError.of(f"delivery to {topic} failed", err))
+                on_delivery(None if err is None else delivery_error(f"delivery to {topic} failed", err))
 
         while True:
             try:
@@ -103,7 +115,7 @@ class Sink:
             except BufferError:  # the local queue is full: serve delivery reports to drain it
                 self.producer.poll(0.01)
             except KafkaException as exc:
-                raise DeliveryError.of(f"cannot produce to {topic}", exc.args[0]) from None
+                raise delivery_error(f"cannot produce to {topic}", exc.args[0]) from None
 
     async def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None) -> None:
         """Produce one record and wait for its acknowledgement."""

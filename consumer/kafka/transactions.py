@@ -19,24 +19,17 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from consumer.core.offsets import Position
-from consumer.kafka.sink import DeliveryCallback, DeliveryError, Headers, Sink
+from consumer.errors import DeliveryError, TransactionLost, TransactionsBroken
+from consumer.kafka.sink import DeliveryCallback, Headers, Sink
 from consumer.settings_sections import KafkaSettings
 from consumer.telemetry import metrics
 
-__all__ = ["TransactionLost", "TransactionalSink", "TransactionsBroken"]
+__all__ = ["TransactionalSink"]
 
 log = logging.getLogger("consumer.kafka.transactions")
 
 _CALL_TIMEOUT_S = 30.0
 _RETRY_PAUSE_S = 0.2
-
-
-class TransactionsBroken(RuntimeError):
-    """No transactional producer could be registered within the deadline: the process must stop."""
-
-
-class TransactionLost(RuntimeError):
-    """The open transaction was aborted (or its producer replaced): rewind to the committed offsets."""
 
 
 class TransactionalSink(Sink):

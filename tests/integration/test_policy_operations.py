@@ -20,6 +20,7 @@ from consumer.checks.registry import Feeds
 from consumer.cli import policy as policy_tools
 from consumer.config import Settings
 from consumer.core.records import Decision, MediaType, ModerationVerdict, UploadEvent
+from consumer.policy.backtest import VerdictRange, read_verdict_file, read_verdict_topic
 from consumer.policy.shadow import ShadowDecision
 from consumer.serde import AvroCodec
 from moderation_devtools.samples import image_bytes, make_image
@@ -229,8 +230,8 @@ def test_shadow_decisions_and_a_backtest_match_the_candidate_deciding_live(
 
     registry = default_registry()
     lines: list[str] = []
-    verdicts = policy_tools.read_verdict_topic(
-        settings_for(first), policy_tools.VerdictRange(last=len(ids)), first.verdicts
+    verdicts = read_verdict_topic(
+        settings_for(first), VerdictRange(last=len(ids)), first.verdicts
     )
     result = policy_tools.backtest(verdicts, candidate_file, registry, as_json=True, echo=lines.append)
     assert dict(result.matrix) == dict(expected)
@@ -242,7 +243,7 @@ def test_shadow_decisions_and_a_backtest_match_the_candidate_deciding_live(
     dump = tmp_path / "verdicts.jsonl"
     dump.write_text("".join(_json_line(v) for v in live.values()))
     from_file = policy_tools.backtest(
-        policy_tools.read_verdict_file(dump), candidate_file, registry, echo=lines.append
+        read_verdict_file(dump), candidate_file, registry, echo=lines.append
     )
     assert dict(from_file.matrix) == dict(expected)
     assert "live \\ candidate" in lines[-1]

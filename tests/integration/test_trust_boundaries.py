@@ -18,7 +18,6 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-from consumer.cli.replay import REPLAYED_ERROR_CLASS, REPLAYED_FROM, REPLAYED_SOURCE
 
 from consumer.checks.providers.hive_answers import parse_matches
 from consumer.cli import schemas as schemas_admin
@@ -32,6 +31,7 @@ from consumer.core.records import (
     ReviewDecision,
     UploadDeleted,
 )
+from consumer.delivery.replay import REPLAYED_ERROR_CLASS, REPLAYED_FROM, REPLAYED_SOURCE
 from consumer.serde import AvroCodec
 from moderation_devtools.broker import free_port
 from moderation_devtools.samples import image_bytes, make_image, reencoded

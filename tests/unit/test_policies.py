@@ -320,7 +320,7 @@ def test_the_readmes_policy_example_passes_the_check() -> None:
 def test_a_file_of_verdicts_is_checked_against_the_schema(tmp_path: Path) -> None:
     import json
 
-    from consumer.cli.policy import MAX_LINE_BYTES, read_verdict_file
+    from consumer.policy.backtest import MAX_LINE_BYTES, read_verdict_file
 
     record = verdict_for(policies().default, visual(general_nsfw=0.7)).to_avro()
     good = tmp_path / "good.jsonl"

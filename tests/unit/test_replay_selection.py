@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.cli.replay import Selection, refusal
+from consumer.delivery.replay import Selection, refusal
 from consumer.errors import RegistryUnavailable, SerializationError
 
 

@@ -13,8 +13,8 @@ from typing import Any
 import fastavro
 import pytest
 
-from consumer.cli.policy import read_verdict_file
 from consumer.errors import ConfigError
+from consumer.policy.backtest import read_verdict_file
 from consumer.serde import AvroCodec
 from tests.unit.test_policies import policies, verdict_for, visual
 

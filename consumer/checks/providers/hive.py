@@ -14,7 +14,7 @@ from consumer.checks.redaction import register_secret
 from consumer.checks.retry import RetryPolicy
 from consumer.core import index_metadata
 from consumer.core.records import SimilarityMatch
-from consumer.errors import PermanentError, ProviderAnswerError
+from consumer.errors import ConfigError, PermanentError, ProviderAnswerError
 from consumer.policy.decision import Frame
 from consumer.transports.httpclient import Answer, HttpClient
 
@@ -155,7 +155,7 @@ class HiveTasks:
         if not asynchronous:
             return await self.transport.post_parsed(f"{path}/sync", fields, files, parse)
         if self._tasks is None:
-            raise RuntimeError("async Hive tasks need the callback receiver (callbacks settings)")
+            raise ConfigError("callbacks", "async Hive tasks need the callback receiver")
         check = self.transport.check
         task_id, attempts = await self.transport.post_parsed(
             f"{path}/async",
