@@ -8,8 +8,6 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from pydantic import BaseModel, SecretStr
-
 from consumer.callbacks.receiver import AsyncTasks, Correlator
 from consumer.callbacks.server import CallbackServer
 from consumer.checks.builtin import default_registry
@@ -17,7 +15,7 @@ from consumer.checks.maintenance import IndexMaintenance
 from consumer.checks.media import DOWNLOAD_CONCURRENCY, MediaFetcher, MediaPolicy, download_gate
 from consumer.checks.pipeline import ActiveCheck, Pipeline
 from consumer.checks.providers.http import ProviderGate
-from consumer.checks.redaction import register_secret
+from consumer.checks.redaction import Redactor, redactor_for
 from consumer.checks.registry import BuildContext, CheckRegistry, Feeds
 from consumer.checks.retry import RetryPolicy
 from consumer.config import Settings
@@ -53,32 +51,7 @@ __all__ = [
     "media_client",
     "provider_client",
     "provider_pool_size",
-    "register_option_secrets",
-    "register_secrets",
 ]
-
-
-_SECRET_CLIENT_CONFIG = (
-    "sasl.password",
-    "ssl.key.password",
-    "ssl.keystore.password",
-    "sasl.oauthbearer.client.secret",
-)
-
-
-def register_secrets(settings: Settings) -> None:
-    """Every secret the process holds is redacted from provider messages, logs and verdicts."""
-    for check in ("visual", "text", "csam", "index"):
-        key = getattr(settings.hive, f"{check}_key")
-        if key is not None:
-            register_secret(key)
-    for secret in (settings.huawei.token, settings.callbacks.token):
-        if secret is not None:
-            register_secret(secret)
-    for name in _SECRET_CLIENT_CONFIG:
-        value = settings.kafka.client_config.get(name)
-        if value:
-            register_secret(value)
 
 
 def check_settings(settings: Settings, registry: CheckRegistry | None = None) -> PolicyStore:
@@ -150,14 +123,16 @@ def build_pipeline(
     media_http: HttpClient | None = None,
     policy: Policy | PolicySet | PolicyStore | None = None,
     registry: CheckRegistry | None = None,
+    redactor: Redactor | None = None,
 ) -> Pipeline:
     """``http`` calls the providers (endpoints from settings); ``media_http`` downloads media that
     uploads name (default: ``http``, for tests on one mock transport); ``policy``: what
     ``check_settings`` returned (read here when not given); ``registry``: the checks there are
-    (default: the shipped ones and those installed packages declare)."""
+    (default: the shipped ones and those installed packages declare); ``redactor``: what keeps
+    secrets out of provider messages (default: one holding the settings' secrets)."""
     registry = registry or default_registry()
     policy = policy or check_settings(settings, registry)
-    register_secrets(settings)
+    redactor = redactor or redactor_for(settings)
     p, h, m = settings.processing, settings.hive, settings.media
     retry = RetryPolicy(p.retry_attempts, p.retry_base_delay_s, p.retry_max_delay_s)
     fetcher = MediaFetcher(
@@ -174,8 +149,8 @@ def build_pipeline(
     for spec in registry.selected(p.checks):
         gate = _gate(settings, spec.name) if spec.gated else None
         options = spec.read_options(settings)
-        register_option_secrets(options)
-        context = BuildContext(settings, http, fetcher, media, retry, gate, tasks, options)
+        redactor.register_options(options)  # a check's own secrets are redacted like the service's
+        context = BuildContext(settings, http, fetcher, media, retry, gate, tasks, options, redactor)
         client = spec.build(context)
         if client is not None:
             active.append(ActiveCheck(spec, client, gate))
@@ -194,15 +169,6 @@ def build_pipeline(
         dead_letter_refused=p.dead_letter_refused,
         media=MediaPolicy(h.media_mode, fetcher, needs_bytes=any(c.client.needs_bytes for c in active)),
     )
-
-
-def register_option_secrets(options: object) -> None:
-    """A check's own secrets (``SecretStr`` options) are redacted like the service's."""
-    if isinstance(options, BaseModel):
-        for name in type(options).model_fields:
-            value = getattr(options, name)
-            if isinstance(value, SecretStr) and value.get_secret_value():
-                register_secret(value)
 
 
 # --- the composition root: one process of the service, from Settings -----------------------------

@@ -74,7 +74,9 @@ CSAM_CLASSES = frozenset({"csam", "pornography", "other"})
 
 def _hive(ctx: BuildContext, check: str, key: str) -> HiveTasks:
     h = ctx.settings.hive
-    transport = HiveTransport(ctx.http, h.base_url, h.key(key), check, ctx.retry, h.timeout_s, ctx.gate)
+    transport = HiveTransport(
+        ctx.http, h.base_url, h.key(key), check, ctx.retry, h.timeout_s, ctx.gate, ctx.redactor
+    )
     return HiveTasks(transport, version=h.api_version, media=ctx.media, tasks=ctx.tasks)
 
 
@@ -137,6 +139,7 @@ def _build_similarity(ctx: BuildContext) -> CheckClient | None:
             ctx.retry,
             hw.timeout_s,
             gate=ctx.gate,
+            redactor=ctx.redactor,
         )
         workers = ImageWorkers(m.image_workers, max_pixels=m.max_image_pixels)
         search = HuaweiImageSearch(transport, ctx.fetcher, limit=hw.search_limit, workers=workers)

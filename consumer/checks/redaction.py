@@ -1,12 +1,14 @@
 """Credentials out of provider messages before they reach verdict reasons, exceptions and logs.
 
 A provider may echo what it was sent (``Authorization: token <key>``, ``X-Auth-Token: <token>``)
-in an error body. ``redact`` removes the configured secrets wherever they appear, the value after
+in an error body. ``Redactor.redact`` removes the configured secrets wherever they appear, the value after
 any credential-looking label, control characters (no forged log lines), and caps the length.
 
-Provider messages are built deep inside the clients, so there is one process-wide ``Redactor``:
-the wiring registers every configured secret with ``register_secret`` and the clients call
-``redact``. The provider transports register their own key too, so it holds without the wiring.
+There is no process-wide state: ``redactor_for`` builds a ``Redactor`` holding every secret of the
+settings once, at start; the wiring adds the checks' own secret options and hands it to the checks
+it builds (``BuildContext.redactor``), whose provider transports pass it to the answer mappers. A
+transport built without one makes its own, and a transport adds its key to the one it is given, so
+the key it sends is never echoed back into a message, whoever built it.
 """
 
 from __future__ import annotations
@@ -14,23 +16,33 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
+
+if TYPE_CHECKING:
+    from consumer.config import Settings
 
 __all__ = [
     "DEFAULT_LIMIT",
     "MASK",
     "MIN_SECRET_LENGTH",
+    "SECRET_CLIENT_CONFIG",
     "Redactor",
-    "default_redactor",
-    "redact",
-    "register_secret",
+    "redactor_for",
 ]
 
 MASK = "[redacted]"
 DEFAULT_LIMIT = 300
 MIN_SECRET_LENGTH = 4  # shorter values guard nothing and would garble every message
 _ELLIPSIS = "…"
+# the Kafka client settings (kafka.client_config) that hold a secret
+SECRET_CLIENT_CONFIG = (
+    "sasl.password",
+    "ssl.key.password",
+    "ssl.keystore.password",
+    "sasl.oauthbearer.client.secret",
+)
 
 # label, separator, optional auth scheme, then the value up to whitespace, a quote, a comma or ';'
 _CREDENTIAL = re.compile(
@@ -76,6 +88,14 @@ class Redactor:
             ordered = sorted(self._secrets, key=len, reverse=True)  # a secret containing another wins
             self._compiled = (re.compile("|".join(re.escape(s) for s in ordered)), len(ordered[0]))
 
+    def register_options(self, options: object) -> None:
+        """Redact a check's own secrets (the ``SecretStr`` fields of its validated options)."""
+        if isinstance(options, BaseModel):
+            for name in type(options).model_fields:
+                value = getattr(options, name)
+                if isinstance(value, SecretStr):
+                    self.register(value)
+
     def redact(self, text: str) -> str:
         """``text`` without secrets or credential values, on one line, at most ``limit`` characters."""
         want = 2 * self.limit  # credential masks may lengthen the text a little before the cap
@@ -112,19 +132,13 @@ def _mask_secrets(text: str, pattern: re.Pattern[str], want: int) -> str:
     return "".join(parts)
 
 
-_DEFAULT = Redactor()
-
-
-def default_redactor() -> Redactor:
-    """The process-wide instance behind ``register_secret`` and ``redact``."""
-    return _DEFAULT
-
-
-def register_secret(secret: str | SecretStr | None) -> None:
-    """Redact ``secret`` from every provider message of this process from now on."""
-    _DEFAULT.register(secret)
-
-
-def redact(text: str) -> str:
-    """``text`` through the process-wide redactor."""
-    return _DEFAULT.redact(text)
+def redactor_for(settings: Settings) -> Redactor:
+    """A redactor holding every secret ``settings`` hold: each section's ``SecretStr`` fields (the
+    provider keys and tokens, the callback token, the registry's credentials) and the Kafka
+    client's passwords. A check's own secret options are added as it is built."""
+    redactor = Redactor()
+    for name in type(settings).model_fields:
+        redactor.register_options(getattr(settings, name))
+    for name in SECRET_CLIENT_CONFIG:
+        redactor.register(settings.kafka.client_config.get(name))
+    return redactor

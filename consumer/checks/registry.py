@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from consumer.checks.providers import Checked, SimilarityIndex
+from consumer.checks.redaction import Redactor
 from consumer.core.records import MediaType
 from consumer.errors import ConfigError
 
@@ -79,7 +80,8 @@ class CheckClient:
 @dataclass(frozen=True, slots=True)
 class BuildContext:
     """What a check's ``build`` may use. ``options`` is the check's own settings
-    (``check_options.<name>``), validated by ``CheckSpec.options``."""
+    (``check_options.<name>``), validated by ``CheckSpec.options``; ``redactor`` holds every secret
+    of the deployment: a provider's messages go through it (and its own key with them)."""
 
     settings: Settings
     http: HttpClient
@@ -89,6 +91,7 @@ class BuildContext:
     gate: ProviderGate | None
     tasks: AsyncTasks | None
     options: Any = None
+    redactor: Redactor = field(default_factory=Redactor)
 
 
 def _nothing_required(settings: Settings) -> None:
@@ -232,4 +235,3 @@ class CheckRegistry:
             except ValueError as exc:
                 raise ConfigError(f"entry point {point.name}", str(exc)) from None
         return self
-

@@ -37,10 +37,12 @@ from consumer.checks.providers.huawei import (
     parse_exists,
     parse_search,
 )
+from consumer.checks.redaction import Redactor
 from consumer.checks.retry import RetryPolicy
 from consumer.errors import ProviderError
 from consumer.transports.httpclient import HttpxClient
 
+REDACTOR = Redactor()
 PROPERTIES = settings(
     max_examples=200,
     deadline=None,
@@ -281,7 +283,7 @@ def only_ours(parse: Callable[[dict[str, Any]], object], body: dict[str, Any]) -
 # --- Hive ------------------------------------------------------------------------------------------
 
 HIVE_PARSERS: list[Callable[[dict[str, Any]], object]] = [
-    lambda b: raise_task_error(b, "visual"),
+    lambda b: raise_task_error(b, "visual", redactor=REDACTOR),
     lambda b: parse_classification(b, check="visual"),
     lambda b: parse_csam(b, check="csam"),
     lambda b: parse_matches(b, check="similarity"),
@@ -299,7 +301,7 @@ def test_any_hive_answer_maps_to_a_body_or_our_error(status: int, content: bytes
     resp.read()
     for task_errors in (True, False):
         try:
-            body = check_response(resp, "visual", task_errors=task_errors)
+            body = check_response(resp, "visual", redactor=REDACTOR, task_errors=task_errors)
         except ProviderError:
             continue
         assert isinstance(body, dict)
@@ -379,7 +381,7 @@ def test_any_huawei_answer_maps_to_a_body_or_our_error(status: int, content: byt
     resp = _response(status, content, wait)
     resp.read()
     try:
-        body = check_huawei_response(resp, "similarity")
+        body = check_huawei_response(resp, "similarity", redactor=REDACTOR)
     except ProviderError:
         return
     assert isinstance(body, dict)

@@ -21,6 +21,7 @@ from consumer.callbacks.receiver import (
     reduce_task_body,
 )
 from consumer.checks.providers.hive import parse_classification, parse_csam, parse_matches, raise_task_error
+from consumer.checks.redaction import Redactor
 from consumer.errors import ModerationError
 from consumer.telemetry.metrics import REGISTRY
 
@@ -317,7 +318,7 @@ def test_reduced_bodies_keep_what_the_csam_and_index_parsers_read() -> None:
 def test_a_malformed_status_never_reduces_to_success() -> None:
     body = {"id": "t", "status": [{"status": {"code": {"nested": "0"}, "message": ["m"]}}]}
     with pytest.raises(ModerationError, match="visual"):
-        raise_task_error(reduce_task_body(body), "visual")
+        raise_task_error(reduce_task_body(body), "visual", redactor=Redactor())
 
 
 async def test_the_early_buffer_is_bounded_in_bytes() -> None:

@@ -12,14 +12,33 @@ from typing import Any
 import httpx
 import pytest
 
-from consumer.checks.providers.answers import HTTP_STATUSES, MAX_NOTE, ErrorTable, Outcome, Rule, error_for
-from consumer.checks.providers.hive_answers import HIVE_ERRORS, check_response, raise_task_error
-from consumer.checks.providers.huawei import HUAWEI_ERRORS, check_huawei_response
-from consumer.checks.redaction import register_secret
+from consumer.checks.providers import answers, hive_answers, huawei
+from consumer.checks.providers.answers import HTTP_STATUSES, MAX_NOTE, ErrorTable, Outcome, Rule
+from consumer.checks.providers.hive_answers import HIVE_ERRORS
+from consumer.checks.providers.huawei import HUAWEI_ERRORS
+from consumer.checks.redaction import Redactor
 from consumer.errors import PermanentError, ProviderError, RateLimitedError, TransientError
 
 SECRET = "error-table-secret-5f1d9c"  # a configured key, echoed back by a provider
-register_secret(SECRET)
+REDACTOR = Redactor([SECRET])
+
+
+# the mappers, with this test's redactor
+def error_for(table: ErrorTable, check: str, **answer: Any) -> TransientError | PermanentError | None:
+    return answers.error_for(table, check, redactor=REDACTOR, **answer)
+
+
+def check_response(resp: httpx.Response, check: str) -> dict[str, Any]:
+    return hive_answers.check_response(resp, check, redactor=REDACTOR)
+
+
+def raise_task_error(body: dict[str, Any], check: str) -> None:
+    hive_answers.raise_task_error(body, check, redactor=REDACTOR)
+
+
+def check_huawei_response(resp: httpx.Response, check: str) -> dict[str, Any]:
+    return huawei.check_huawei_response(resp, check, redactor=REDACTOR)
+
 
 OK = None  # the answer is a success: no error
 

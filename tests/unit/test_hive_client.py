@@ -19,6 +19,7 @@ from consumer.checks.providers.hive import (
     parse_csam,
 )
 from consumer.checks.providers.hive_answers import parse_classification
+from consumer.checks.redaction import Redactor
 from consumer.checks.retry import RetryPolicy
 from consumer.core import index_metadata
 from consumer.errors import PermanentError, RateLimitedError, TransientError
@@ -371,7 +372,7 @@ def test_a_malformed_classification_answer_names_the_field_not_the_value(body: A
     from consumer.errors import ProviderAnswerError
 
     with pytest.raises(ProviderAnswerError) as info:
-        raise_task_error(body, "visual")  # as check_response does first
+        raise_task_error(body, "visual", redactor=Redactor())  # as check_response does first
         parse_classification(body, check="visual")
     assert info.value.field == field
     assert str(info.value).startswith(f"visual: Hive answer: {field} ")
@@ -484,7 +485,7 @@ def test_tolerated_variants_still_parse() -> None:
     )
     assert [f.time for f in parse_classification(no_time)] == [0.0, 0.0]
     no_status = {"response": {"output": {"matches": None}}}  # custom index, no status at all
-    raise_task_error(no_status, "similarity")
+    raise_task_error(no_status, "similarity", redactor=Redactor())
     assert parse_matches(no_status) == []
     int_ids = {
         "status": {"code": 200},

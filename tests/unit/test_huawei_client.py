@@ -176,11 +176,14 @@ def answering(status: int, content: bytes) -> Callable[[httpx.Request], httpx.Re
 )
 def test_a_malformed_search_answer_names_the_field_not_the_value(body: dict[str, object], field: str) -> None:
     from consumer.checks.providers.huawei import check_huawei_response, parse_search
+    from consumer.checks.redaction import Redactor
     from consumer.errors import ProviderAnswerError
 
     with pytest.raises(ProviderAnswerError) as info:
         if field == "error_code":
-            check_huawei_response(httpx.Response(200, content=json.dumps(body).encode()), "similarity")
+            check_huawei_response(
+                httpx.Response(200, content=json.dumps(body).encode()), "similarity", redactor=Redactor()
+            )
         parse_search(body, "similarity")  # as a body parsed with json.loads (NaN included) would be
     assert info.value.field == field
     assert str(info.value).startswith(f"similarity: ImageSearch answer: {field} ")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
-from consumer.checks import redaction
-from consumer.checks.redaction import MASK, Redactor
+from consumer.checks.redaction import MASK, Redactor, redactor_for
+from consumer.config import load_settings
 
 KEY = "sim-visual-key"
 
@@ -84,9 +84,28 @@ def test_ordinary_words_are_left_alone() -> None:
     assert Redactor().redact(text) == text
 
 
-def test_the_process_wide_redactor(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(redaction, "_DEFAULT", Redactor())
-    redaction.register_secret("wired-secret")
-    redaction.register_secret(SecretStr("file-secret\n"))  # a key read from a file, newline and all
-    assert redaction.redact("wired-secret / file-secret") == f"{MASK} / {MASK}"
-    assert redaction.default_redactor() is redaction._DEFAULT
+def test_a_redactor_built_from_the_settings_holds_every_secret_they_hold() -> None:
+    settings = load_settings(
+        hive={"visual_key": "hive-visual-key", "index_key": SecretStr("hive-index-key\n")},
+        huawei={"token": "huawei-token-1"},
+        callbacks={"token": "callback-token-1"},
+        schema_registry={"bearer_token": "registry-bearer-1"},
+        kafka={"client_config": {"sasl.password": "kafka-password-1", "client.id": "moderation"}},
+    )
+    redactor = redactor_for(settings)
+    secrets = ["hive-visual-key", "hive-index-key", "huawei-token-1", "callback-token-1"]
+    secrets += ["registry-bearer-1", "kafka-password-1"]
+    assert redactor.redact(" / ".join(secrets)) == " / ".join([MASK] * len(secrets))
+    assert redactor.redact("client moderation") == "client moderation"  # not a secret setting
+    assert Redactor().redact("hive-visual-key") == "hive-visual-key"  # no process-wide state
+
+
+def test_a_checks_secret_options_are_added() -> None:
+    class Options(BaseModel):
+        token: SecretStr
+        note: str = "visible-note"
+
+    redactor = Redactor()
+    redactor.register_options(Options(token=SecretStr("option-secret-1")))
+    redactor.register_options(None)  # a check without options
+    assert redactor.redact("option-secret-1 visible-note") == f"{MASK} visible-note"

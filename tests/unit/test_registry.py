@@ -11,7 +11,7 @@ from pydantic import BaseModel, SecretStr
 from consumer.checks.builtin import BUILTIN_CHECKS, default_registry
 from consumer.checks.pipeline import ActiveCheck, Pipeline, SourcePosition
 from consumer.checks.providers import Checked
-from consumer.checks.redaction import redact
+from consumer.checks.redaction import Redactor
 from consumer.checks.registry import (
     ENTRY_POINT_GROUP,
     BuildContext,
@@ -144,14 +144,15 @@ async def test_a_registered_check_is_built_run_and_decided(tmp_path: Path) -> No
         check_options={"words": {"words": ["forbidden"], "token": "words-secret-1"}},
         policy_file=str(policy),
     )
-    pipeline = build_pipeline(settings, HttpClient(), registry=_registry())
+    redactor = Redactor()
+    pipeline = build_pipeline(settings, HttpClient(), registry=_registry(), redactor=redactor)
     text = UploadEvent("u", "t", "u", MediaType.TEXT, 0, text="a forbidden word")
     verdict = await pipeline.moderate(text, SRC)
     assert verdict.decision is Decision.BLOCK  # type: ignore[union-attr]
     assert verdict.reasons[0].check == "words"  # type: ignore[union-attr]
     image = UploadEvent("i", "t", "u", MediaType.IMAGE, 0, media_bytes=b"x")
     assert pipeline.decide_now(image, SRC) is not None  # no check applies to images here
-    assert "words-secret-1" not in redact("echoed words-secret-1")  # its secret option is redacted
+    assert "words-secret-1" not in redactor.redact("echoed words-secret-1")  # its secret option is redacted
 
 
 def test_checks_switched_off_by_their_settings_are_not_active() -> None:

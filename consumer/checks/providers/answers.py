@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, Protocol, TypeGuard
 
 import orjson
 
-from consumer.checks.redaction import redact
+from consumer.checks.redaction import Redactor
 from consumer.errors import PermanentError, ProviderAnswerError, RateLimitedError, TransientError
 
 __all__ = [
@@ -192,6 +192,7 @@ def error_for(
     table: ErrorTable,
     check: str,
     *,
+    redactor: Redactor,
     status: int | None = None,
     code: str | None = None,
     message: str = "",
@@ -199,7 +200,7 @@ def error_for(
 ) -> TransientError | PermanentError | None:
     """The error an answer maps to under ``table``, or None when it is a success.
 
-    ``message`` is the provider's own words (redacted here: a provider may echo our key); the
+    ``message`` is the provider's own words (through ``redactor`` here: a provider may echo our key); the
     entry's note follows it. The error carries ``check``, ``status``, ``code`` (and ``retry_after``
     when rate limited): what callers branch on."""
     rule = table.rule(status, code)
@@ -211,7 +212,7 @@ def error_for(
         head = f"{table.code_label} {code}".lstrip()
     note = f" ({rule.note})" if rule.note else ""
     prefix = f"{check}: " if check else ""
-    text = f"{prefix}{table.vendor} {head}: {redact(message or 'no message')}{note}"
+    text = f"{prefix}{table.vendor} {head}: {redactor.redact(message or 'no message')}{note}"
     if rule.outcome is Outcome.RATE_LIMITED:
         return RateLimitedError(text, check=check, retry_after=retry_after)
     if rule.outcome is Outcome.TRANSIENT:
@@ -221,12 +222,20 @@ def error_for(
 
 
 def raise_for_answer(
-    table: ErrorTable, resp: HttpAnswer, check: str, *, message: str, code: str | None = None
+    table: ErrorTable,
+    resp: HttpAnswer,
+    check: str,
+    *,
+    redactor: Redactor,
+    message: str,
+    code: str | None = None,
 ) -> None:
     """Raise what an HTTP answer maps to under ``table`` (its status, the vendor's ``code`` and its
     Retry-After), if anything: what every vendor's mapper does before reading a success's body."""
     wait = retry_after(resp.headers.get("retry-after"))
-    error = error_for(table, check, status=resp.status_code, code=code, message=message, retry_after=wait)
+    error = error_for(
+        table, check, redactor=redactor, status=resp.status_code, code=code, message=message, retry_after=wait
+    )
     if error is not None:
         raise error
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import SecretStr
 
 from consumer.checks.media import Media, MediaPolicy
-from consumer.checks.redaction import register_secret
+from consumer.checks.redaction import Redactor
 from consumer.checks.retry import RetryPolicy
 from consumer.core import index_metadata
 from consumer.core.records import SimilarityMatch
@@ -66,10 +66,12 @@ class HiveTransport:
         retry: RetryPolicy,
         timeout_s: float = 10.0,
         gate: ProviderGate | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self._base = base_url.rstrip("/")
         self._key = key
-        register_secret(key)  # an error body echoing it must not carry it into a message
+        self.redactor = redactor if redactor is not None else Redactor()
+        self.redactor.register(key)  # an error body echoing it must not carry it into a message
         self.check = check
         self._endpoint = ProviderEndpoint(
             http, check=check, provider="Hive", retry=retry, gate=gate, timeout_s=timeout_s
@@ -89,7 +91,7 @@ class HiveTransport:
         return await self._endpoint.call(
             "POST",
             self._base + path,
-            lambda answer: parse(check_response(answer, self.check)),
+            lambda answer: parse(check_response(answer, self.check, redactor=self.redactor)),
             data=dict(fields),
             files=dict(files) if files else None,
             headers=self._headers(),
@@ -99,9 +101,9 @@ class HiveTransport:
         """A finished async task's body, or None while Hive is still processing it (HTTP 202)."""
 
         def mapped(answer: Answer) -> dict[str, Any] | None:
-            return (
-                None if answer.status_code == 202 else check_response(answer, self.check, task_errors=False)
-            )
+            if answer.status_code == 202:
+                return None
+            return check_response(answer, self.check, redactor=self.redactor, task_errors=False)
 
         url = f"{self._base}/api/{version}/task/{task_id}"
         body, _ = await self._endpoint.call("GET", url, mapped, headers=self._headers())
@@ -164,7 +166,7 @@ class HiveTasks:
             lambda ack: task_id_of_ack(ack, check),
         )
         body = await self._tasks.wait(task_id, lambda t: self.transport.get_task(t, self._version))
-        raise_task_error(body, check)
+        raise_task_error(body, check, redactor=self.transport.redactor)
         return parse(body), attempts
 
     @property

@@ -5,7 +5,8 @@ checked field by field.
 Tolerant of both ``status.code`` forms ("0" and 200), of a status list (task API), one status
 object (custom index) or none. Anything else a provider answers with status 200 (a field missing,
 of the wrong type or out of range) is a ``ProviderAnswerError`` naming the field's path, never its
-value. Messages built from a provider's body are redacted (``answers.error_for``).
+value. Messages built from a provider's body go through the caller's ``Redactor``
+(``answers.error_for``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from consumer.checks.providers.answers import (
     unit,
 )
 from consumer.checks.providers.hive_errors import HIVE_ERRORS
+from consumer.checks.redaction import Redactor
 from consumer.core.records import CsamResult, SimilarityMatch, TimeRange
 from consumer.errors import ProviderAnswerError
 from consumer.policy.decision import Frame
@@ -50,16 +52,19 @@ PROVIDER = "hive"
 _NOT_JSON = object()
 
 
-def check_response(resp: HttpAnswer, check: str, *, task_errors: bool = True) -> dict[str, Any]:
-    """Map an HTTP answer to a body or an error of the tree (no secrets in messages)."""
+def check_response(
+    resp: HttpAnswer, check: str, *, redactor: Redactor, task_errors: bool = True
+) -> dict[str, Any]:
+    """Map an HTTP answer to a body or an error of the tree (no secrets in messages: ``redactor``)."""
     body = json_or(resp.content, _NOT_JSON)
-    raise_for_answer(HIVE_ERRORS, resp, check, message=provider_words(resp, body, "message", "error"))
+    words = provider_words(resp, body, "message", "error")
+    raise_for_answer(HIVE_ERRORS, resp, check, redactor=redactor, message=words)
     if body is _NOT_JSON:
         raise ProviderAnswerError(f"{check}: Hive answered 200 with a body that is not JSON", check=check)
     if not isinstance(body, dict):
         raise _bad(check, "body", "is not an object")
     if task_errors:
-        raise_task_error(body, check)
+        raise_task_error(body, check, redactor=redactor)
     return body
 
 
@@ -131,13 +136,12 @@ def _code(entry: _Entry, check: str) -> str:
     raise _bad(check, entry.path("status.code"), "is not a numeric code")
 
 
-def raise_task_error(body: Mapping[str, Any], check: str) -> None:
+def raise_task_error(body: Mapping[str, Any], check: str, *, redactor: Redactor) -> None:
     """The first task status whose code ``HIVE_ERRORS`` maps to an error, raised."""
     for entry in _statuses(body, check):
         text = None if entry.status is None else entry.status.get("message")
-        error = error_for(
-            HIVE_ERRORS, check, code=_code(entry, check), message=text if isinstance(text, str) else ""
-        )
+        message = text if isinstance(text, str) else ""
+        error = error_for(HIVE_ERRORS, check, redactor=redactor, code=_code(entry, check), message=message)
         if error is not None:
             raise error
 

@@ -10,7 +10,7 @@ Images are shrunk to the API's 2048-pixel long-side limit before sending, on the
 Errors map through the ``HUAWEI_ERRORS`` table (HTTP status and ImageSearch/APIGW error code).
 Answers are checked field by field: a 200 whose body does not have the documented shape is a
 ``ProviderAnswerError`` naming the field (retried, then the check fails closed); error messages
-built from a provider's body are redacted (``answers.error_for``).
+built from a provider's body go through the transport's ``Redactor`` (``answers.error_for``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from consumer.checks.providers.answers import (
     unit,
 )
 from consumer.checks.providers.http import ProviderEndpoint, ProviderGate
-from consumer.checks.redaction import register_secret
+from consumer.checks.redaction import Redactor
 from consumer.checks.retry import RetryPolicy
 from consumer.core import index_metadata
 from consumer.core.records import SimilarityMatch
@@ -109,10 +109,12 @@ class HuaweiTransport:
         timeout_s: float = 10.0,
         check: str = "similarity",
         gate: ProviderGate | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self._root = f"{base_url.rstrip('/')}/v1/{project_id}/{instance}/image"
         self._token = token
-        register_secret(token)  # an error body echoing it must not carry it into a message
+        self.redactor = redactor if redactor is not None else Redactor()
+        self.redactor.register(token)  # an error body echoing it must not carry it into a message
         self.check = check
         self._endpoint = ProviderEndpoint(
             http, check=check, provider="ImageSearch", retry=retry, gate=gate, timeout_s=timeout_s
@@ -130,20 +132,21 @@ class HuaweiTransport:
         return await self._endpoint.call(
             method,
             self._root + suffix,
-            lambda answer: parse(check_huawei_response(answer, self.check)),
+            lambda answer: parse(check_huawei_response(answer, self.check, redactor=self.redactor)),
             content=json.dumps(body),
             headers=headers,
         )
 
 
-def check_huawei_response(resp: HttpAnswer, check: str) -> dict[str, Any]:
-    """Map an HTTP answer to a body or an error of the tree (no secrets in messages)."""
+def check_huawei_response(resp: HttpAnswer, check: str, *, redactor: Redactor) -> dict[str, Any]:
+    """Map an HTTP answer to a body or an error of the tree (no secrets in messages: ``redactor``)."""
     raw = json_or(resp.content, None)
     body = raw if isinstance(raw, dict) else None
     fields = body if body is not None else {}
     raw_code = fields.get("error_code")
     code = raw_code if isinstance(raw_code, str) and _ERROR_CODE.fullmatch(raw_code) else None
-    raise_for_answer(HUAWEI_ERRORS, resp, check, code=code, message=provider_words(resp, fields, "error_msg"))
+    words = provider_words(resp, fields, "error_msg")
+    raise_for_answer(HUAWEI_ERRORS, resp, check, redactor=redactor, code=code, message=words)
     if body is None:
         raise ProviderAnswerError(
             f"{check}: ImageSearch answered 200 with a body that is not a JSON object", check=check

@@ -18,12 +18,14 @@ from consumer.checks.providers.hive_answers import (
     removed_id,
     task_id_of_ack,
 )
+from consumer.checks.redaction import Redactor
 from consumer.errors import ModerationError
 from tests.fuzz.targets._answers import answer_of
 
 __all__ = ["PARSERS", "test_one_input"]
 
 _CHECK = "visual"
+_REDACTOR = Redactor()
 
 
 def _csam(body: Mapping[str, Any]) -> object:
@@ -38,7 +40,7 @@ PARSERS: tuple[Callable[[Mapping[str, Any]], object], ...] = (
     lambda body: added_id(body, _CHECK),
     lambda body: removed_id(body, _CHECK),
     lambda body: task_id_of_ack(body, _CHECK),
-    lambda body: raise_task_error(body, _CHECK),
+    lambda body: raise_task_error(body, _CHECK, redactor=_REDACTOR),
 )
 
 
@@ -50,7 +52,7 @@ def test_one_input(data: bytes) -> None:
     parse = PARSERS[selector % len(PARSERS)]
     task_errors = selector // len(PARSERS) % 2 == 0
     try:
-        body = check_response(answer, _CHECK, task_errors=task_errors)
+        body = check_response(answer, _CHECK, redactor=_REDACTOR, task_errors=task_errors)
         parse(body)
     except ModerationError:
         return
