@@ -3,6 +3,7 @@ properties, evidence that decides again exactly, shadow comparison and backtests
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,8 @@ from consumer.core.records import CheckRun, CsamResult, Decision, ModerationVerd
 from consumer.errors import ConfigError
 from consumer.policy.backtest import Backtest
 from consumer.policy.decision import CheckResults, Frame, Policy, decide
-from consumer.policy.evidence import RECORDED_FLOOR, evidence_of, missing_scores, results_of
-from consumer.policy.shadow import Shadow
+from consumer.policy.evidence import RECORDED_FLOOR, evidence_of, missing_scores, results_of, verdict_of
+from consumer.policy.shadow import Shadow, ShadowDecision
 from consumer.policy.tenants import PolicySet, PolicyStore, load_policies, parse_policies
 
 REGISTRY = default_registry()
@@ -43,20 +44,15 @@ def visual(**scores: float) -> CheckResults:
 def verdict_for(
     policy: Policy, results: CheckResults, tenant: str = "t", floor: float = RECORDED_FLOOR
 ) -> ModerationVerdict:
-    outcome = decide(policy, results)
-    return ModerationVerdict(
-        verdict_id="v",
+    return verdict_of(
+        policy,
+        results,
         upload_id="u",
         tenant_id=tenant,
-        decision=outcome.decision,
-        reasons=outcome.reasons,
-        policy_version=policy.version,
         source_topic="uploads",
         source_partition=0,
         source_offset=0,
         processed_at=0,
-        csam=next(iter(results.hash_matches.values()), None),
-        policy_digest=policy.digest,
         evidence=evidence_of(results, floor),
     )
 
@@ -264,6 +260,27 @@ def test_a_candidate_reading_below_the_floor_is_told_so() -> None:
 
 
 # --- shadow and backtest ----------------------------------------------------------------------------------
+
+
+def test_the_shadow_record_joins_the_live_verdict_and_the_shadow_one() -> None:
+    """Both verdicts come from ``verdict_of``: the record takes the upload and its source from the
+    live one and the decision, reasons and policy from the shadow's."""
+    results = CheckResults(classifications={"visual": [Frame(0.0, {"general_nsfw": 0.95})]})
+    live = replace(verdict_for(policies().default, results), source_offset=7, processed_at=1234)
+    strict = parse_policies(
+        {"version": "strict", "classification": {"visual": {"general_nsfw": {"escalate": 0.9}}}}, REGISTRY
+    )
+    shadow = verdict_for(strict.default, results)
+    record = ShadowDecision.between(live, shadow, "trace-1")
+    assert (record.upload_id, record.verdict_id, record.source_offset, record.decided_at) == (
+        live.upload_id,
+        live.verdict_id,
+        7,
+        1234,
+    )
+    assert (record.live_decision, record.shadow_decision) == (live.decision, Decision.ESCALATE)
+    assert (record.shadow_policy_version, record.shadow_policy_digest) == ("strict", strict.default.digest)
+    assert record.shadow_reasons == shadow.reasons and record.trace_id == "trace-1"
 
 
 def test_the_shadow_reports_only_disagreements() -> None:
