@@ -153,8 +153,14 @@ class SimulatorProcess:
             body["text"] = text
         self.admin("/_admin/scores", json=body)
 
-    def host_media(self, name: str, data: bytes, content_type: str) -> str:
-        resp = httpx.put(f"{self.url}/media/{name}", content=data, headers={"content-type": content_type})
+    def host_media(self, name: str, data: bytes, content_type: str, *, fail_first: int = 0) -> str:
+        """The URL of ``data``; ``fail_first``: its first downloads answer 503."""
+        resp = httpx.put(
+            f"{self.url}/media/{name}",
+            content=data,
+            headers={"content-type": content_type},
+            params={"fail_first": fail_first} if fail_first else None,
+        )
         resp.raise_for_status()
         return str(resp.json()["url"])
 

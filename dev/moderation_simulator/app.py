@@ -202,16 +202,28 @@ async def admin_stats(request: web.Request) -> web.Response:
 
 
 async def put_media(request: web.Request) -> web.Response:
+    """``?fail_first=N``: the first N downloads answer 503 (a transient fault to retry through)."""
     name = request.match_info["name"]
+    try:
+        failures = int(request.query.get("fail_first", "0"))
+    except ValueError:
+        return _bad("fail_first must be an integer")
     data = await request.read()
-    state_of(request).media[name] = (data, request.content_type or "application/octet-stream")
+    state = state_of(request)
+    state.media[name] = (data, request.content_type or "application/octet-stream")
+    state.media_failures[name] = max(0, failures)
     return web.json_response({"url": f"{request.scheme}://{request.host}/media/{name}"})
 
 
 async def get_media(request: web.Request) -> web.Response:
-    item = state_of(request).media.get(request.match_info["name"])
+    state, name = state_of(request), request.match_info["name"]
+    state.count("media_get")
+    item = state.media.get(name)
     if item is None:
         return web.Response(status=404, text="no such media")
+    if state.media_failures.get(name, 0) > 0:
+        state.media_failures[name] -= 1
+        return web.Response(status=503, text="media host briefly unavailable")
     return web.Response(body=item[0], content_type=item[1])
 
 

@@ -161,6 +161,7 @@ class SimulatorState:
         self.index: dict[str, IndexEntry] = {}
         self.overrides: list[ScoreOverride] = []
         self.media: dict[str, tuple[bytes, str]] = {}
+        self.media_failures: dict[str, int] = {}  # hosted media name -> 503s still to answer
         self.requests: dict[str, int] = {}
         self.tasks: OrderedDict[str, Task] = OrderedDict()
         self.libraries: dict[tuple[str, str], dict[str, HuaweiImage]] = {}

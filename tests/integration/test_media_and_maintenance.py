@@ -133,3 +133,28 @@ async def test_allow_review_decision_leaves_the_index_alone(
     async with running_service(settings_for(topics)):
         await wait_for(lambda: index_updates("add", "skipped") == skipped + 1)
     assert sim.stats()["index_size"] == 0
+
+
+async def test_a_transient_media_download_failure_is_retried_not_sent_to_review(
+    kafka_bootstrap: str,
+    topics: Topics,
+    sim: SimulatorProcess,
+    settings_for: Callable[..., Any],
+    running_service: Callable[..., Any],
+) -> None:
+    """Huawei search needs the bytes: the media host's first two answers are 503, the third the
+    image; the download is retried within the retry policy and the upload gets its real verdict."""
+    url = sim.host_media("flaky.png", image_bytes(make_image(611)), "image/png", fail_first=2)
+    flaky = upload(MediaType.IMAGE, upload_id="flaky", url=url)
+    produce_uploads(kafka_bootstrap, topics.input, [flaky])
+    retried = metrics.REGISTRY.get_sample_value(
+        "moderation_provider_retries_total", {"check": "media", "reason": "503"}
+    )
+    async with running_service(settings_for(topics, similarity="huawei")):
+        (v,) = await asyncio.to_thread(read_verdicts, kafka_bootstrap, topics.verdicts, {"flaky"}, timeout=60)
+    assert v.decision is Decision.ALLOW
+    assert sim.stats()["requests"]["media_get"] == 3
+    after = metrics.REGISTRY.get_sample_value(
+        "moderation_provider_retries_total", {"check": "media", "reason": "503"}
+    )
+    assert (after or 0.0) - (retried or 0.0) == 2
