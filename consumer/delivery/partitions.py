@@ -11,11 +11,10 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from confluent_kafka import KafkaException
-
 from consumer.core.offsets import Position, TopicPartition
 from consumer.delivery.progress import Progress
 from consumer.delivery.strategies import Delivery, KafkaSource
+from consumer.errors import BrokerError
 from consumer.telemetry import metrics
 
 __all__ = ["Partitions"]
@@ -43,8 +42,8 @@ class Partitions:
     def on_assign(self, parts: list[TopicPartition]) -> None:
         try:
             committed = self._source.committed(parts)
-        except KafkaException as exc:  # the map is an optimisation: without it finished work is redone
-            log.warning("cannot read committed positions: %s", exc.args[0].str())
+        except BrokerError as exc:  # the map is an optimisation: without it finished work is redone
+            log.warning("%s", exc)
             committed = {}
         self._on_loop(self._assigned(parts, committed))
 

@@ -11,6 +11,7 @@ from typing import Any, Protocol, TypeVar
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from consumer.core.offsets import Position
+from consumer.errors import BrokerError
 from consumer.kafka.common import base_config
 from consumer.settings_sections import KafkaSettings
 
@@ -144,10 +145,14 @@ class Source:
     def committed(
         self, parts: list[tuple[str, int]], timeout: float = 10.0
     ) -> dict[tuple[str, int], Position]:
-        """The group's committed positions (with metadata) for ``parts``; absent when none."""
+        """The group's committed positions (with metadata) for ``parts``; absent when none.
+        ``BrokerError`` when the broker does not answer."""
         if not parts:
             return {}
-        found = self.consumer.committed([TopicPartition(t, p) for t, p in parts], timeout=timeout)
+        try:
+            found = self.consumer.committed([TopicPartition(t, p) for t, p in parts], timeout=timeout)
+        except KafkaException as exc:
+            raise BrokerError(f"cannot read committed positions: {exc.args[0].str()}") from None
         return {
             (tp.topic, tp.partition): Position(tp.offset, tp.metadata or "")
             for tp in found
