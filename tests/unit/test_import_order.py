@@ -1,7 +1,8 @@
 """The package's imports follow the layers the README's architecture section declares.
 
-The README holds the order once: a fenced block under "Layers, top to bottom", one row per layer,
-its members (folders ending in ``/``, modules ending in ``.py``) first and a description after. A
+The README holds the order once: a fenced block under "Layers, top to bottom", one row per layer
+starting at the line's start, its members (folders ending in ``/``, modules ending in ``.py``) first
+and a description after; indented lines continue a description. A
 module may import from its own row and from rows below it. Every import counts, function-level and
 ``TYPE_CHECKING`` ones included, and the module graph has no cycle.
 """
@@ -26,6 +27,8 @@ def declared_layers(readme: str) -> list[list[str]]:
     block = readme[start:].split("```", 2)[1]
     rows = []
     for line in block.splitlines():
+        if line[:1].isspace():
+            continue  # a row's description goes on
         members = []
         for token in line.split():
             if not re.fullmatch(r"[\w]+(/|\.py)", token):
@@ -137,5 +140,5 @@ def test_modules_import_each_other_without_a_cycle() -> None:
 
 
 def test_the_layer_block_is_read_as_written() -> None:
-    readme = f"{HEADING}\n```\ncli/ __main__.py   the command line\nkafka/   clients\n```\n"
+    readme = f"{HEADING}\n```\ncli/ __main__.py   the command line\n    and.py more\nkafka/   clients\n```\n"
     assert declared_layers(readme) == [["cli/", "__main__.py"], ["kafka/"]]
