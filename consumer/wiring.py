@@ -1,4 +1,8 @@
-"""From settings to providers: which client answers which check."""
+"""The composition root: every part of the service built from ``Settings`` in this one module.
+``check_settings`` reads what the configuration needs once, at start; ``build_pipeline`` decides
+which client answers which check; ``assembled`` builds one running process (codec, Kafka clients,
+delivery, outputs, callbacks, pipeline, handler, rebalances, watch, policy reload, the loop) and
+closes it in reverse. The sizes derived from settings are named here (``provider_pool_size``)."""
 
 from __future__ import annotations
 
