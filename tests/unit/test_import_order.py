@@ -22,7 +22,7 @@ HEADING = "Layers, top to bottom"
 
 
 def declared_layers(readme: str) -> list[list[str]]:
-    """Rows of the README's layer block, top first: each a list of members like ``kafka/`` or ``wiring.py``."""
+    """Rows of the README's layer block, top first: each a list of members (``kafka/``, ``wiring.py``)."""
     start = readme.index(HEADING)
     block = readme[start:].split("```", 2)[1]
     rows = []
@@ -128,7 +128,7 @@ def test_modules_import_each_other_without_a_cycle() -> None:
             if target.startswith(module + "."):
                 continue
             if state.get(target) == 1:
-                cycles.append(stack[stack.index(target) :] + [target])
+                cycles.append([*stack[stack.index(target) :], target])
             elif target in edges and not state.get(target):
                 visit(target, [*stack, target])
         state[module] = 2
