@@ -34,8 +34,15 @@ MAX_TASK_ID_LENGTH = 256
 INLINE_PARSE_BYTES = 64 << 10  # larger bodies are parsed and reduced off the event loop
 
 
+def _named(body: Mapping[str, Any]) -> Any:
+    """``task_id``, or ``id`` when ``task_id`` is absent, null or empty: one reading for the receiver
+    that validates a body and the relay that looks its task up."""
+    value = body.get("task_id")
+    return body.get("id") if value is None or value == "" else value
+
+
 def task_id_of(body: Mapping[str, Any]) -> str | None:
-    value = body.get("task_id") or body.get("id")
+    value = _named(body)
     return None if value is None else str(value)
 
 
@@ -96,7 +103,7 @@ def _task_id(body: Any) -> str | None:
     """The task id of a callback body, if it has a usable one (a short string or an integer)."""
     if not isinstance(body, dict):
         return None
-    value = body.get("task_id") or body.get("id")
+    value = _named(body)
     if isinstance(value, bool) or not isinstance(value, str | int):
         return None
     task_id = str(value)

@@ -75,8 +75,7 @@ def test_any_json_gets_a_decision_and_a_relayed_payload_is_a_reduced_body_within
         assert decision.task_id is None and decision.payload == b""
         return
     relayed = orjson.loads(decision.payload)
-    if not isinstance(body.get("task_id"), list | dict):  # see the report of issue 23 item 8
-        assert task_id_of(relayed) == decision.task_id
+    assert task_id_of(relayed) == decision.task_id  # the relay looks up the task the receiver validated
     assert decision.task_id is not None and 0 < len(decision.task_id) <= MAX_TASK_ID_LENGTH
     if decision.outcome == "too_large":
         assert is_too_large(relayed) and set(relayed) == {"task_id", "too_large"}
@@ -144,6 +143,17 @@ def test_bodies_without_a_usable_task_id_are_refused() -> None:
         prepare_relay(orjson.dumps({"task_id": "t" * MAX_TASK_ID_LENGTH})).task_id == "t" * MAX_TASK_ID_LENGTH
     )
     assert prepare_relay(orjson.dumps({"id": 42})).task_id == "42"
+
+
+def test_a_task_id_that_is_no_scalar_is_refused_not_relayed_under_another_name() -> None:
+    """``task_id: []`` with a usable ``id``: the relay would look up "<list>" and the waiting task
+    would never complete; the body is refused like one without a task id."""
+    for container in ([], {}, ["real-task"]):
+        decision = prepare_relay(orjson.dumps({"task_id": container, "id": "real-task"}))
+        assert decision.outcome == "no_task_id" and not decision.relay
+    for absent in (None, ""):
+        decision = prepare_relay(orjson.dumps({"task_id": absent, "id": "real-task"}))
+        assert decision.relay and decision.task_id == "real-task"
 
 
 def test_task_id_of_a_relayed_body() -> None:
