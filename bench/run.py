@@ -6,7 +6,8 @@ registry) and the broker's own limit, plus a provider outage.
 Prints JSON and a table; writes ``bench/results/latest.json``. ``BENCH_UPLOADS`` (default 20000)
 sets the backlog, ``BENCH_OUTAGE_S`` (30) the outage, ``BENCH_BASELINE_S`` (20) how long the
 sequential baseline runs (it is far too slow to drain the backlog), ``BENCH_TRACING`` (1; 0 skips
-the tracing runs), ``BENCH_BACKLOG`` (200000; 0 skips it) the size of the backlog drained to
+the tracing runs), ``BENCH_MODES`` (1; 0 skips the delivery modes' comparison,
+``bench/modes.py``), ``BENCH_BACKLOG`` (200000; 0 skips it) the size of the backlog drained to
 measure peak RSS, ``BENCH_FRAMEWORK_UPLOADS`` (100000) the uploads of each framework run (long
 enough to time: it does about 10,000/s), ``BENCH_FRAMEWORK_ROUNDS`` (3) how many times each
 framing's framework run repeats, interleaved (the best of each is reported: the runs share two
@@ -480,6 +481,10 @@ def main() -> int:
             "engine",
             others=others,
         )
+        if os.environ.get("BENCH_MODES", "1") != "0":
+            from bench.modes import compare_modes
+
+            results["modes"] = compare_modes(bootstrap, sim, workdir, "bench-uploads", n, created)
         results.update(framework_runs(bootstrap, sim, framework_n, workdir, registry_url))
         if os.environ.get("BENCH_TRACING", "1") != "0":
             results["tracing"] = tracing_runs(bootstrap, sim, n, created, workdir)
@@ -567,6 +572,11 @@ def main() -> int:
                 f"tracing {name:<15} {rate:>8} uploads/s {cpu:>7} ms CPU per upload"
                 f" (vs off: {figures.get('cpu_vs_off', 1.0)})"
             )
+    if "modes" in results:
+        from bench.modes import table
+
+        print(table(results["modes"]))
+        print("exactly_once / at_least_once:", json.dumps(results["modes"]["exactly_once_vs_at_least_once"]))
     if "framework_confluent" in results:
         ratio = results["framework_confluent"].get("cpu_vs_single_object")
         print(f"framework CPU per upload, Confluent wire format / single-object encoding: {ratio}")
