@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install jars prometheus helm chart deploy demo test unit integration chaos lint typecheck format clean bench fuzz
+.PHONY: install docs jars prometheus helm chart deploy demo test unit integration chaos lint typecheck format clean bench fuzz
 
 # the product (.) and, beside it, the development distribution (dev/: the simulator, the developer
 # tools and the test tools), both editable; only the product is ever built into a wheel or an image
@@ -34,6 +34,11 @@ helm: $(STAMP)
 chart: $(STAMP)
 	$(BIN)/python -m moderation_devtools.chart
 
+# The documentation site (mkdocs.yml, docs/) into .local/site; --strict: a broken link, a missing
+# anchor or a page left out of the nav fails it (first in `make test`: it takes a second)
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir .local/site
+
 demo: install jars
 	$(BIN)/python -m moderation_devtools.demo
 
@@ -44,7 +49,7 @@ lint: install
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/bandit -q -r consumer -c pyproject.toml
 
-test: install jars prometheus helm lint
+test: install docs jars prometheus helm lint
 	$(BIN)/pytest -p no:cacheprovider
 
 unit: install prometheus
