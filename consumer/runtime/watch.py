@@ -1,12 +1,14 @@
 """Watching the service: stalled partitions, partitions that cannot commit, the answers of
 ``/healthz`` and ``/readyz`` (served by ``HealthServer``), and every ``OBSERVE_INTERVAL_S`` the
-per-partition gauges (consumer lag, records waiting). A part the service starts; it reads the
+per-partition gauges (consumer lag in records and in time, records waiting) and the uploads appended
+to the input topic. A part the service starts; it reads the
 process's ``Progress`` and changes none of it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 
@@ -14,7 +16,7 @@ from consumer.config import Settings
 from consumer.core.offsets import TopicPartition
 from consumer.core.stalls import StallDetector
 from consumer.delivery.progress import Progress
-from consumer.kafka.lag import LogOffsets, lag
+from consumer.kafka.lag import Appended, LogOffsets, ages, lag, oldest_timestamps
 from consumer.runtime import workers
 from consumer.runtime.health import HealthServer, Probe, metrics_handler
 from consumer.runtime.workers import Worker
@@ -37,7 +39,8 @@ class Watch:
         self.port: int | None = None
         self._offsets = LogOffsets(settings.kafka)
         self._observer: asyncio.Task[None] | None = None
-        self._shown: dict[str, set[TopicPartition]] = {"lag": set(), "waiting": set()}
+        self._shown: dict[str, set[TopicPartition]] = {"lag": set(), "lag_seconds": set(), "waiting": set()}
+        self._appended = Appended()
         self._lag_failing = False
 
     async def start(self) -> None:
@@ -66,7 +69,11 @@ class Watch:
                 await self._observer
         if self._server is not None:
             await self._server.stop()
-        for gauge, shown in ((metrics.CONSUMER_LAG, "lag"), (metrics.WAITING, "waiting")):
+        for gauge, shown in (
+            (metrics.CONSUMER_LAG, "lag"),
+            (metrics.CONSUMER_LAG_SECONDS, "lag_seconds"),
+            (metrics.WAITING, "waiting"),
+        ):
             self._shown[shown] = metrics.set_partitions(gauge, {}, self._shown[shown])
 
     async def _observe_periodically(self) -> None:
@@ -78,13 +85,21 @@ class Watch:
             await asyncio.sleep(OBSERVE_INTERVAL_S)
 
     async def observe(self) -> None:
-        """Per assigned partition: records waiting in the scheduler, and the consumer lag (its log
-        end minus the group's position); the series of partitions no longer assigned go."""
+        """Per assigned partition: records waiting in the scheduler, the lag in time (the age of the
+        oldest record held unfinished: one pass over the records held, bounded by the buffers) and the
+        consumer lag (its log end minus the group's position); the series of partitions no longer
+        assigned go. The input topic's log ends moving count as uploads appended."""
         s = self._progress
         assigned = set(s.epochs)
         waiting = {tp: n for tp, n in s.scheduler.queued_by_partition().items() if tp in assigned}
         waiting.update((tp, 0) for tp in assigned - waiting.keys())
         self._shown["waiting"] = metrics.set_partitions(metrics.WAITING, waiting, self._shown["waiting"])
+        held = itertools.chain(s.running.values(), s.scheduler.waiting())
+        oldest = oldest_timestamps((w.tp, w.payload.message) for w in held if w.tp in assigned)
+        behind = ages(assigned, oldest, int(time.time() * 1000))
+        self._shown["lag_seconds"] = metrics.set_partitions(
+            metrics.CONSUMER_LAG_SECONDS, behind, self._shown["lag_seconds"]
+        )
         try:
             ends = await self._offsets.query(assigned)
             positions = {tp: s.tracker.position(tp) for tp in ends}
@@ -96,6 +111,13 @@ class Watch:
             self._lag_failing = True
             return
         self._lag_failing = False
+        uploads = self._settings.kafka.input_topic
+        metrics.UPLOADS_APPENDED.inc(
+            self._appended.update(
+                {tp: end for tp, end in ends.items() if tp[0] == uploads},
+                (tp for tp in s.epochs if tp[0] == uploads),
+            )
+        )
         current = lag(ends, positions, starts)
         still = set(s.epochs)  # revoked while the brokers answered: not shown
         current = {tp: n for tp, n in current.items() if tp in still}

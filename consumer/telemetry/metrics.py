@@ -30,7 +30,9 @@ __all__ = [
     "CIRCUIT_STATE",
     "CONCURRENCY_LIMIT",
     "CONSUMER_LAG",
+    "CONSUMER_LAG_SECONDS",
     "DEAD_LETTERS",
+    "END_TO_END_BUCKETS",
     "END_TO_END_LATENCY",
     "FAIL_CLOSED",
     "INDEX_UPDATES",
@@ -46,11 +48,13 @@ __all__ = [
     "REBALANCES",
     "REGISTRY",
     "RETRIES",
+    "SECRET_RELOADS",
     "SHADOW_DECISIONS",
     "STALLED",
     "STALLS",
     "TASK_POLLS",
     "TRANSACTIONS",
+    "UPLOADS_APPENDED",
     "VERDICTS",
     "WAITING",
     "child",
@@ -76,11 +80,14 @@ FAIL_CLOSED = Counter(
     "Verdicts with a check_unavailable reason: a check could not answer, the upload failed closed.",
     registry=REGISTRY,
 )
+# A latency objective ("99 % of verdicts within N s", the chart's monitoring.prometheusRule.latencyObjective)
+# is computed from the bucket at N: N must be one of these.
+END_TO_END_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 120, 300, 900, 1800, 3600)
 END_TO_END_LATENCY = Histogram(
     "moderation_end_to_end_latency_seconds",
     "From the upload's created_at to its verdict acknowledged by the broker, by media type.",
     ["media_type"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600),
+    buckets=END_TO_END_BUCKETS,
     registry=REGISTRY,
 )
 CHECK_DURATION = Histogram(
@@ -128,6 +135,14 @@ POLICY_RELOADS = Counter(
 )
 for _outcome in ("applied", "refused", "unchanged"):  # at 0 from the start: a rate needs a series
     POLICY_RELOADS.labels(_outcome)
+SECRET_RELOADS = Counter(
+    "moderation_secret_reloads_total",
+    "Secret file reads after start (file change or SIGHUP), by setting (e.g. hive.visual_key) and"
+    " outcome: applied (the next call uses it), refused (unreadable, empty or not a valid secret: the"
+    " old value stays), unchanged (the same value).",
+    ["setting", "outcome"],
+    registry=REGISTRY,
+)
 POLICY_INFO = Info(
     "moderation_policy",
     "The policies in force: version and digest (sha256, 12 hex) of the live and the shadow policy file.",
@@ -154,6 +169,19 @@ CONSUMER_LAG = Gauge(
     "moderation_consumer_lag_records",
     "Per assigned partition: its log end (last stable offset) minus this process's committed offset.",
     ["topic", "partition"],
+    registry=REGISTRY,
+)
+CONSUMER_LAG_SECONDS = Gauge(
+    "moderation_consumer_lag_seconds",
+    "Per assigned partition: the age (now minus its Kafka timestamp) of the oldest record this process"
+    " holds unfinished (waiting or running); 0 when it holds none. Every 5 s.",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
+UPLOADS_APPENDED = Counter(
+    "moderation_uploads_appended_total",
+    "Records appended to the input topic's partitions assigned to this process, from their log end"
+    " offsets every 5 s (transaction markers included): uploads arriving, whether or not consumed.",
     registry=REGISTRY,
 )
 WAITING = Gauge(
