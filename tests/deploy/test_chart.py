@@ -1,11 +1,17 @@
-"""The Helm chart with the real helm: ``helm lint --strict``, ``helm template`` of five value sets
+"""The Helm chart with the real helm: ``helm lint --strict``, ``helm template`` of six value sets
 validated by kubernetes-validate for Kubernetes ``KUBE_VERSION`` (the custom resources, which it does
-not know, by their shape here), the objects' structure, and values the chart must refuse."""
+not know, by their shape here), the objects' structure, every pod within the restricted Pod Security
+Standard, the ``helm test`` pod's check run against real HTTP, and values the chart must refuse."""
 
 from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +20,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+import consumer
 from consumer.config import load_settings
 from consumer.policy.tenants import load_policies
 from moderation_devtools import chart
@@ -29,6 +36,7 @@ NATIVE = {
     "HorizontalPodAutoscaler",
     "Ingress",
     "NetworkPolicy",
+    "Pod",
     "PodDisruptionBudget",
     "Service",
     "ServiceAccount",
@@ -167,12 +175,57 @@ HPA_EXACTLY_ONCE: dict[str, Any] = {
     **EXACTLY_ONCE,
     "autoscaling": {"inputPartitions": 6, "hpa": {"enabled": True, "minReplicas": 2, "maxReplicas": 6}},
 }
+OPENSHIFT_VALUES = chart.CHART / "examples" / "values-openshift.yaml"
+# every value that bends the chart: OpenShift's contexts (no fixed UID, GID or fsGroup), labels,
+# annotations, an init container, envFrom, a lifecycle hook, a restricted metrics ingress
+BENT: dict[str, Any] = {
+    **yaml.safe_load(OPENSHIFT_VALUES.read_text()),
+    "settings": {"processing": {"delivery": "exactly_once"}},
+    "secrets": {"existingSecret": SECRET},
+    "commonLabels": {"team": "trust-and-safety", "cost-center": "cc-42"},
+    "podLabels": {"tier": "backend", "team": "moderation-oncall"},
+    "podAnnotations": {"example.com/owner": "trust-and-safety"},
+    "extraInitContainers": [
+        {
+            "name": "wait-for-proxy",
+            "image": "registry.example.com/wait:1.0",
+            "command": ["wait-for", "127.0.0.1:15000"],
+            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+        },
+        {
+            "name": "own-context",
+            "image": "registry.example.com/ca-bundle:1.0",
+            "securityContext": {
+                "runAsNonRoot": True,
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+        },
+    ],
+    "envFrom": [
+        {"configMapRef": {"name": "moderation-env"}},
+        {"secretRef": {"name": "moderation-otel", "optional": True}, "prefix": "OTEL_"},
+    ],
+    "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+    "networkPolicy": {
+        "ingress": {
+            "metrics": {
+                "from": [
+                    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+                ]
+            }
+        }
+    },
+    "helmTest": {"enabled": True, "deadlineSeconds": 300},
+}
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "exactly_once": EXACTLY_ONCE,
     "keda_monitoring": KEDA_MONITORING,
     "everything": EVERYTHING,
     "hpa_exactly_once": HPA_EXACTLY_ONCE,
+    "bent": BENT,
 }
 
 
@@ -188,6 +241,10 @@ def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[
 
 def kinds(docs: list[dict[str, Any]]) -> set[str]:
     return {d["kind"] for d in docs}
+
+
+def helm_test_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(docs, "Pod", f"{FULLNAME}-test-readiness")
 
 
 def workload(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -431,6 +488,7 @@ def test_the_value_sets_render_what_they_switch_on() -> None:
         "ConfigMap",
         "Deployment",
         "NetworkPolicy",
+        "Pod",
         "PodDisruptionBudget",
         "Service",
         "ServiceAccount",
@@ -439,6 +497,7 @@ def test_the_value_sets_render_what_they_switch_on() -> None:
         "ConfigMap",
         "StatefulSet",
         "NetworkPolicy",
+        "Pod",
         "PodDisruptionBudget",
         "Service",
         "ServiceAccount",
@@ -595,13 +654,44 @@ def test_probes_ports_and_grace_period_follow_the_settings() -> None:
     assert workload(render(EXACTLY_ONCE))["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 55
 
 
+def restricted(pod: dict[str, Any], where: str) -> None:
+    """The restricted Pod Security Standard (Kubernetes' pod-security admission, "restricted" level,
+    latest) holds for a pod spec and each of its containers."""
+    pod_sc = pod.get("securityContext", {})
+    assert pod.get("hostNetwork") is not True and pod.get("hostPID") is not True, where
+    for volume in pod.get("volumes", []):
+        assert "hostPath" not in volume, where
+    for c in [*pod.get("initContainers", []), *pod["containers"]]:
+        sc = c.get("securityContext", {})
+        name = f"{where}/{c['name']}"
+        assert sc.get("allowPrivilegeEscalation") is False, name
+        assert sc.get("privileged") is not True, name
+        assert sc.get("capabilities", {}).get("drop") == ["ALL"], name
+        assert set(sc.get("capabilities", {}).get("add", [])) <= {"NET_BIND_SERVICE"}, name
+        assert (sc.get("runAsNonRoot") or pod_sc.get("runAsNonRoot")) is True, name
+        assert sc.get("runAsUser", pod_sc.get("runAsUser", 1)) != 0, name
+        seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {})).get("type")
+        assert seccomp in ("RuntimeDefault", "Localhost"), name
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_every_pod_is_within_the_restricted_pod_security_standard(name: str) -> None:
+    docs = render(VALUE_SETS[name])
+    restricted(workload(docs)["spec"]["template"]["spec"], f"{name}: workload")
+    restricted(helm_test_pod(docs)["spec"], f"{name}: helm test pod")
+
+
 def test_a_restricted_security_context_and_a_writable_tmp() -> None:
     for values in (VALUE_SETS["defaults"], EXACTLY_ONCE):
         docs = render(values)
         pod = workload(docs)["spec"]["template"]["spec"]
-        assert pod["securityContext"]["runAsNonRoot"] is True
-        assert pod["securityContext"]["runAsUser"] == 10001
-        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["securityContext"] == {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "fsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
         assert pod["automountServiceAccountToken"] is False
         sc = container(docs)["securityContext"]
         assert sc["allowPrivilegeEscalation"] is False
@@ -611,6 +701,194 @@ def test_a_restricted_security_context_and_a_writable_tmp() -> None:
         tmp = {m["name"]: m["mountPath"] for m in container(docs)["volumeMounts"]}["tmp"]
         assert tmp == "/tmp"
         assert "emptyDir" in {v["name"]: v for v in pod["volumes"]}["tmp"]
+
+
+def test_openshift_values_leave_the_uid_gid_and_fsgroup_to_the_namespace() -> None:
+    """restricted-v2 assigns them from the namespace's range and refuses a pod that names others."""
+    openshift = yaml.safe_load(OPENSHIFT_VALUES.read_text())
+    done = chart.helm(
+        "lint", str(chart.CHART), "--strict", "--kube-version", chart.KUBE_VERSION, values=openshift
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    docs = render(openshift)
+    for where, pod in (
+        ("workload", workload(docs)["spec"]["template"]["spec"]),
+        ("helm test", helm_test_pod(docs)["spec"]),
+    ):
+        assert pod["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+        for c in pod["containers"]:
+            assert c["securityContext"] == {
+                "runAsNonRoot": True,
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "capabilities": {"drop": ["ALL"]},
+                "seccompProfile": {"type": "RuntimeDefault"},
+            }, where
+        restricted(pod, where)
+
+
+def test_the_security_contexts_are_the_values() -> None:
+    docs = render(
+        {
+            "podSecurityContext": {"runAsUser": 2000, "fsGroupChangePolicy": "OnRootMismatch"},
+            "securityContext": {"runAsUser": 2000, "readOnlyRootFilesystem": False},
+        }
+    )
+    pod = workload(docs)["spec"]["template"]["spec"]["securityContext"]
+    assert pod["runAsUser"] == 2000 and pod["fsGroupChangePolicy"] == "OnRootMismatch"
+    assert pod["fsGroup"] == 10001  # the rest of the default stays
+    sc = container(docs)["securityContext"]
+    assert sc["runAsUser"] == 2000 and sc["readOnlyRootFilesystem"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert helm_test_pod(docs)["spec"]["containers"][0]["securityContext"] == sc
+
+
+def test_common_labels_are_on_every_object_and_the_pods_carry_the_standard_labels() -> None:
+    docs = render(
+        with_values(
+            KEDA_MONITORING, **{"commonLabels": BENT["commonLabels"], "ingress": EVERYTHING["ingress"]}
+        )
+    )
+    assert len(kinds(docs)) >= 12
+    for doc in docs:
+        labels = doc["metadata"]["labels"]
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        assert labels.items() >= {"team": "trust-and-safety", "cost-center": "cc-42"}.items(), where
+        assert labels["app.kubernetes.io/instance"] == RELEASE, where
+        assert labels["app.kubernetes.io/managed-by"] == "Helm", where
+    docs = render(BENT)
+    pod_labels = workload(docs)["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels == {
+        "app.kubernetes.io/name": "moderation-consumer",
+        "app.kubernetes.io/instance": RELEASE,
+        "app.kubernetes.io/version": consumer.__version__,
+        "app.kubernetes.io/managed-by": "Helm",
+        "app.kubernetes.io/component": "consumer",
+        "helm.sh/chart": f"moderation-consumer-{yaml.safe_load(chart.CHART_YAML.read_text())['version']}",
+        "team": "moderation-oncall",  # podLabels win over commonLabels
+        "cost-center": "cc-42",
+        "tier": "backend",
+    }
+    # the selector stays the two selector labels: an upgrade that adds labels keeps it
+    assert workload(docs)["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "moderation-consumer",
+        "app.kubernetes.io/instance": RELEASE,
+    }
+    annotations = workload(docs)["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["example.com/owner"] == "trust-and-safety" and "checksum/config" in annotations
+
+
+def test_init_containers_env_from_and_lifecycle_are_rendered_where_they_belong() -> None:
+    docs = render(BENT)
+    pod = workload(docs)["spec"]["template"]["spec"]
+    wait, own = pod["initContainers"]
+    assert wait["name"] == "wait-for-proxy" and wait["command"] == ["wait-for", "127.0.0.1:15000"]
+    assert wait["securityContext"] == container(docs)["securityContext"]  # none given: the container's
+    assert own["securityContext"] == BENT["extraInitContainers"][1]["securityContext"]  # its own
+    c = container(docs)
+    assert c["envFrom"] == BENT["envFrom"]
+    assert c["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert "MODERATION_CONFIG" in env_of(docs)  # envFrom beside env, not instead
+    defaults = render()
+    pod = workload(defaults)["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
+    assert "envFrom" not in container(defaults) and "lifecycle" not in container(defaults)
+
+
+# --- helm test -----------------------------------------------------------------------------------------
+
+
+def test_the_helm_test_pod_asks_the_services_readyz_with_the_product_image() -> None:
+    docs = render(EVERYTHING)
+    pod = helm_test_pod(docs)
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (c,) = pod["spec"]["containers"]
+    assert c["image"] == container(docs)["image"] == "registry.example.com/moderation-consumer:0.1.0"
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "registry-credentials"}]
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert c["args"][1] == f"http://{FULLNAME}.moderation.svc:8080/readyz"
+    service = one(docs, "Service", FULLNAME)
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]}["health"] == 8080
+    # not one of the pods: the Service, the disruption budget and the NetworkPolicy do not select it
+    selector = workload(docs)["spec"]["selector"]["matchLabels"]
+    assert not selector.items() <= pod["metadata"]["labels"].items()
+    # a NetworkPolicy that limits who reads the health port lets it in
+    policy = one(render(BENT), "NetworkPolicy", FULLNAME)["spec"]
+    health_from = policy["ingress"][1]["from"]
+    assert {
+        "podSelector": {
+            "matchLabels": {
+                "app.kubernetes.io/name": "moderation-consumer-test",
+                "app.kubernetes.io/instance": RELEASE,
+            }
+        }
+    } in health_from
+    assert helm_test_pod(render(BENT))["metadata"]["labels"].items() >= (
+        health_from[-1]["podSelector"]["matchLabels"].items()
+    )
+    assert "Pod" not in kinds(render({"helmTest": {"enabled": False}}))
+
+
+class _Readyz(BaseHTTPRequestHandler):
+    """/readyz: 503 for the first ``not_ready`` requests, then 200."""
+
+    not_ready = 2
+    asked = 0
+
+    def do_GET(self) -> None:
+        type(self).asked += 1
+        ready = self.path == "/readyz" and type(self).asked > type(self).not_ready
+        body = b"ready" if ready else b"not ready"
+        self.send_response(200 if ready else 503)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def readyz() -> Iterator[str]:
+    _Readyz.asked = 0
+    server = HTTPServer(("127.0.0.1", 0), _Readyz)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/readyz"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def run_helm_test_check(url: str, deadline_s: str) -> subprocess.CompletedProcess[str]:
+    """The helm test pod's own command (``python -c SCRIPT URL DEADLINE``), with this interpreter."""
+    (c,) = helm_test_pod(render())["spec"]["containers"]
+    assert c["command"] == ["python", "-c"]
+    return subprocess.run(
+        [sys.executable, "-c", c["args"][0], url, deadline_s],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_helm_test_check_waits_for_readiness_and_passes(readyz: str) -> None:
+    done = run_helm_test_check(readyz, "30")
+    assert done.returncode == 0, done.stderr
+    assert _Readyz.asked == 3 and "200 ready" in done.stdout
+
+
+def test_the_helm_test_check_fails_after_its_deadline(readyz: str) -> None:
+    _Readyz.not_ready = 10**6
+    try:
+        done = run_helm_test_check(readyz, "1")
+    finally:
+        _Readyz.not_ready = 2
+    assert done.returncode == 1
+    assert readyz in done.stderr and "503" in done.stderr
 
 
 def test_a_disruption_budget_topology_spread_and_resources() -> None:
@@ -782,6 +1060,28 @@ SCHEMA_REFUSALS = {
     "mistyped chart value": ({"autoscaling": {"keda": {"maxReplicaCount": "6"}}}, "maxReplicaCount"),
     "misspelled switch": ({"monitoring": {"podMonitor": {"enable": True}}}, "enable"),
     "no workers": ({"workers": 0}, "workers"),
+    "a selector label in commonLabels": (
+        {"commonLabels": {"app.kubernetes.io/name": "other"}},
+        "commonLabels",
+    ),
+    "a selector label in podLabels": ({"podLabels": {"app.kubernetes.io/instance": "x"}}, "podLabels"),
+    "a label that is no string": ({"commonLabels": {"tier": 1}}, "commonLabels"),
+    "misspelled pod security field": ({"podSecurityContext": {"runAsUsr": 1000}}, "runAsUsr"),
+    "mistyped container security field": (
+        {"securityContext": {"readOnlyRootFilesystem": "yes"}},
+        "readOnlyRootFilesystem",
+    ),
+    "a seccomp profile that does not exist": (
+        {"securityContext": {"seccompProfile": {"type": "Default"}}},
+        "seccompProfile",
+    ),
+    "envFrom without a source": ({"envFrom": [{"prefix": "X_"}]}, "envFrom"),
+    "an init container without an image": (
+        {"extraInitContainers": [{"name": "wait"}]},
+        "extraInitContainers",
+    ),
+    "an unknown lifecycle hook": ({"lifecycle": {"preStart": {"sleep": {"seconds": 1}}}}, "preStart"),
+    "a helm test without a deadline": ({"helmTest": {"deadlineSeconds": 0}}, "deadlineSeconds"),
 }
 TEMPLATE_REFUSALS = {
     "keda beyond the partitions": (

@@ -21,12 +21,26 @@ app.kubernetes.io/name: {{ include "moderation-consumer.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
-{{- define "moderation-consumer.labels" -}}
+{{/* The standard labels of every object; commonLabels join them (the standard ones win, and the
+schema refuses the two selector labels in commonLabels and podLabels). */}}
+{{- define "moderation-consumer.standardLabels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{ include "moderation-consumer.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/component: consumer
+{{- end }}
+
+{{- define "moderation-consumer.labels" -}}
+{{- $standard := include "moderation-consumer.standardLabels" . | fromYaml }}
+{{- toYaml (merge $standard (deepCopy (default dict .Values.commonLabels))) }}
+{{- end }}
+
+{{/* The pods' labels: the selector labels, then podLabels, commonLabels and the standard labels. */}}
+{{- define "moderation-consumer.podLabels" -}}
+{{- $selector := include "moderation-consumer.selectorLabels" . | fromYaml }}
+{{- $labels := merge $selector (deepCopy (default dict .Values.podLabels)) (include "moderation-consumer.labels" . | fromYaml) }}
+{{- toYaml $labels }}
 {{- end }}
 
 {{- define "moderation-consumer.serviceAccountName" -}}
@@ -171,4 +185,18 @@ schema_registry_bearer_token: MODERATION_SCHEMA_REGISTRY__BEARER_TOKEN_FILE
 {{- if and .Values.ingress.enabled (not .Values.ingress.host) }}
 {{- fail "ingress.host: required when ingress.enabled" }}
 {{- end }}
+{{- end }}
+
+{{/* extraInitContainers, each given the container securityContext when it sets none (so the pod
+stays within the restricted Pod Security Standard). */}}
+{{- define "moderation-consumer.initContainers" -}}
+{{- $containers := list }}
+{{- range .Values.extraInitContainers }}
+{{- $container := deepCopy . }}
+{{- if and $.Values.securityContext (not (hasKey $container "securityContext")) }}
+{{- $_ := set $container "securityContext" (deepCopy $.Values.securityContext) }}
+{{- end }}
+{{- $containers = append $containers $container }}
+{{- end }}
+{{- toYaml $containers }}
 {{- end }}
