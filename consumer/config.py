@@ -80,13 +80,18 @@ class Settings(BaseSettings):
     serialization: SerializationSettings = Field(default_factory=SerializationSettings)
     check_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
-        description="each check's own settings, by check name (checks that take options)",
+        description="each check's own settings, by check name, validated by its declaration at start (the"
+        " shipped checks take none: theirs are under `hive` and `huawei`)",
     )
-    policy_file: Path | None = Field(default=None, description="the policy (default: the shipped one)")
+    policy_file: Path | None = Field(
+        default=None,
+        description="the policy file: thresholds and tenant overrides, reloaded while running (unset: the"
+        " shipped `consumer/policy/default_policy.yaml`)",
+    )
     shadow_policy_file: Path | None = Field(
         default=None,
-        description="a candidate policy decided beside the live one on the same check results;"
-        " its disagreements go to kafka.shadow_topic (no extra provider call)",
+        description="a candidate policy decided beside the live one on the same check results; its"
+        " disagreements go to `kafka.shadow_topic` (no extra provider call)",
     )
     policy_reload_interval_s: float = Field(
         default=5.0,
@@ -94,7 +99,10 @@ class Settings(BaseSettings):
         le=3600,
         description="how often the policy files are looked at for a change (0: only on SIGHUP)",
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO",
+        description="the lowest level logged (JSON lines on stderr)",
+    )
 
     @classmethod
     def settings_customise_sources(

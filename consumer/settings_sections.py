@@ -51,30 +51,86 @@ class _Section(BaseModel):
 
 
 class KafkaSettings(_Section):
-    bootstrap_servers: str = "127.0.0.1:9092"
-    group_id: str = "moderation"
-    input_topic: str = "uploads"
-    verdict_topic: str = "moderation.verdicts"
-    review_topic: str = "moderation.review"
-    escalation_topic: str = "moderation.escalations"
-    dlq_topic: str = "uploads.dlq"
-    deleted_topic: str = "uploads.deleted"
-    review_decision_topic: str = "moderation.review.decisions"
-    callback_topic: str = "moderation.callbacks"
-    shadow_topic: str = Field(
-        default="moderation.shadow", description="where a shadow policy's disagreements go (ShadowDecision)"
+    """The brokers, the topics and how offsets and transactions are committed."""
+
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        description="the brokers to bootstrap from: `host:port[,host:port...]`",
     )
-    create_topics: bool = True
-    topic_partitions: int = Field(default=12, ge=1, le=10_000)
-    commit_interval_ms: int = Field(default=500, ge=10, le=60_000)
+    group_id: str = Field(
+        default="moderation",
+        description="the consumer group; scale out by running more processes (or `--workers`) in the same"
+        " group",
+    )
+    input_topic: str = Field(
+        default="uploads",
+        description="`UploadEvent` records to moderate, keyed by upload id",
+    )
+    verdict_topic: str = Field(
+        default="moderation.verdicts",
+        description="every verdict (`ModerationVerdict`), keyed by upload id",
+    )
+    review_topic: str = Field(
+        default="moderation.review",
+        description="REVIEW verdicts, written here too",
+    )
+    escalation_topic: str = Field(
+        default="moderation.escalations",
+        description="ESCALATE verdicts, written here too",
+    )
+    dlq_topic: str = Field(
+        default="uploads.dlq",
+        description="dead letters: input records that cannot be moderated, whole, with provenance headers"
+        " (`dlq replay` puts them back)",
+    )
+    deleted_topic: str = Field(
+        default="uploads.deleted",
+        description="`UploadDeleted` events: the deleted upload leaves the similarity index",
+    )
+    review_decision_topic: str = Field(
+        default="moderation.review.decisions",
+        description="`ReviewDecision` events: a BLOCK confirmed by a reviewer joins the similarity index",
+    )
+    callback_topic: str = Field(
+        default="moderation.callbacks",
+        description="internal: async task callbacks, signed and relayed to every process of the group",
+    )
+    shadow_topic: str = Field(
+        default="moderation.shadow",
+        description="a shadow policy's disagreements with the live one (`ShadowDecision`)",
+    )
+    create_topics: bool = Field(
+        default=True,
+        description="create missing topics at start (with `topic_partitions` partitions)",
+    )
+    topic_partitions: int = Field(
+        default=12,
+        ge=1,
+        le=10_000,
+        description="partitions of the topics the service creates",
+    )
+    commit_interval_ms: int = Field(
+        default=500,
+        ge=10,
+        le=60_000,
+        description="how often finished input offsets are committed (at_least_once)",
+    )
     transactional_id: str | None = Field(
         default=None,
-        description="exactly_once: the producer's transactional.id; stable per instance so a restart"
-        " fences its predecessor at once (default: <group_id>-<hostname>-<worker index>)",
+        description="`exactly_once`: the producer's `transactional.id`; give each instance a stable one"
+        " (e.g. the StatefulSet pod's name) so a restart fences its predecessor at once instead of waiting"
+        " out `transaction_timeout_ms` (unset: `<group_id>-<hostname>-w<worker>-p<pid>`)",
     )
-    transaction_timeout_ms: int = Field(default=30_000, ge=1_000, le=900_000)
+    transaction_timeout_ms: int = Field(
+        default=30_000,
+        ge=1_000,
+        le=900_000,
+        description="`exactly_once`: the broker aborts a transaction left open longer (a crashed instance's)",
+    )
     client_config: dict[str, str] = Field(
-        default_factory=dict, description="Extra librdkafka properties for consumer and producer."
+        default_factory=dict,
+        description="extra librdkafka properties for every consumer, producer and admin client (SASL, TLS,"
+        " timeouts), e.g. `{\"security.protocol\": \"SASL_SSL\"}`",
     )
 
     def all_topics(self) -> list[str]:
@@ -101,28 +157,75 @@ class KafkaSettings(_Section):
 
 
 class HiveSettings(_Section):
-    base_url: str = "https://api.thehive.ai"
-    visual_key: SecretStr | None = None
-    text_key: SecretStr | None = None
-    csam_key: SecretStr | None = None
-    index_key: SecretStr | None = None
-    visual_key_file: Path | None = None
-    text_key_file: Path | None = None
-    csam_key_file: Path | None = None
-    index_key_file: Path | None = None
-    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    """Hive's APIs: visual and text classification, CSAM hash matching, the custom similarity index. Each
+    key can be given directly or as a file (`*_key_file`)."""
+
+    base_url: str = Field(
+        default="https://api.thehive.ai",
+        description="Hive's API (point it at the simulator for development)",
+    )
+    visual_key: SecretStr | None = Field(
+        default=None,
+        description="the visual moderation project's API key (a secret)",
+    )
+    text_key: SecretStr | None = Field(
+        default=None,
+        description="the text moderation project's API key (a secret)",
+    )
+    csam_key: SecretStr | None = Field(
+        default=None,
+        description="the CSAM (Thorn hash matching, or the combined project's) API key (a secret)",
+    )
+    index_key: SecretStr | None = Field(
+        default=None,
+        description="the custom similarity index project's API key (a secret)",
+    )
+    visual_key_file: Path | None = Field(
+        default=None,
+        description="a file holding `visual_key` (e.g. a mounted Kubernetes Secret)",
+    )
+    text_key_file: Path | None = Field(
+        default=None,
+        description="a file holding `text_key`",
+    )
+    csam_key_file: Path | None = Field(
+        default=None,
+        description="a file holding `csam_key`",
+    )
+    index_key_file: Path | None = Field(
+        default=None,
+        description="a file holding `index_key`",
+    )
+    timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="per-attempt HTTP timeout of a Hive call (and the provider client's default)",
+    )
     csam_endpoint: Literal["hash", "combined"] = Field(
-        default="hash", description="hash: Thorn hash matching only; combined: hash first, then classifier"
+        default="hash",
+        description="`hash`: Thorn hash matching only; `combined`: hash first, then the CSAM classifier"
+        " (give the combined project's key as `csam_key`)",
     )
     media_mode: Literal["auto", "url", "upload"] = Field(
         default="auto",
-        description="auto: URL media by url, inline media as upload; upload: download URLs first",
+        description="`auto` or `url`: URL media are sent as URLs (downloaded only when a check needs the"
+        " bytes), inline media uploaded; `upload`: URL media are downloaded and uploaded (for media hosts"
+        " the provider cannot reach)",
     )
-    max_upload_bytes: int = Field(default=20_000_000, ge=1)
+    max_upload_bytes: int = Field(
+        default=20_000_000,
+        ge=1,
+        description="the largest media download; larger URL media stay URLs in `upload` mode",
+    )
     api_version: Literal["v1", "v2"] = Field(
-        default="v1", description="task API paths: /api/v1/task or /api/v2/task"
+        default="v1",
+        description="task API paths: `/api/v1/task/*` or `/api/v2/task/*`",
     )
-    index_async: bool = Field(default=False, description="custom index calls through the async endpoints")
+    index_async: bool = Field(
+        default=False,
+        description="custom index add, query and remove through the async endpoints and callbacks",
+    )
 
     _url = field_validator("base_url")(classmethod(lambda cls, v: _http_url(v)))
 
@@ -145,13 +248,38 @@ class HiveSettings(_Section):
 class HuaweiSettings(_Section):
     """Huawei Cloud ImageSearch, the alternative similarity provider (``processing.similarity: huawei``)."""
 
-    base_url: str = "https://imagesearch.ap-southeast-1.myhuaweicloud.com"
-    project_id: str = ""
-    instance: str = "moderation"
-    token: SecretStr | None = None
-    token_file: Path | None = None
-    timeout_s: float = Field(default=10.0, gt=0, le=300)
-    search_limit: int = Field(default=10, ge=1, le=100)
+    base_url: str = Field(
+        default="https://imagesearch.ap-southeast-1.myhuaweicloud.com",
+        description="Huawei Cloud ImageSearch's regional endpoint",
+    )
+    project_id: str = Field(
+        default="",
+        description="the Huawei Cloud project id (required with `processing.similarity: huawei`)",
+    )
+    instance: str = Field(
+        default="moderation",
+        description="the ImageSearch instance (the image library); the tenant is a tag in it",
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        description="the `X-Auth-Token` (an IAM token; a secret)",
+    )
+    token_file: Path | None = Field(
+        default=None,
+        description="a file holding `token`",
+    )
+    timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="per-attempt HTTP timeout of an ImageSearch call",
+    )
+    search_limit: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="results asked for per search",
+    )
 
     _url = field_validator("base_url")(classmethod(lambda cls, v: _http_url(v)))
 
@@ -173,16 +301,38 @@ class HuaweiSettings(_Section):
 class MediaSettings(_Section):
     """Media this service downloads itself (``hive.media_mode: upload``, Huawei search) and decodes."""
 
-    download_timeout_s: float = Field(default=30.0, gt=0, le=600, description="a whole download's bound")
-    max_redirects: int = Field(default=3, ge=0, le=10)
+    download_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="a whole media download's bound, redirects included (slow drips end here)",
+    )
+    max_redirects: int = Field(
+        default=3,
+        ge=0,
+        le=10,
+        description="redirects a media download follows, each hop checked against the egress policy",
+    )
     allow_networks: list[str] = Field(
         default_factory=list,
-        description="networks media may come from although not public (e.g. 127.0.0.1/32 for the"
-        " simulator in development)",
+        description="egress policy: networks media may come from although not public (e.g."
+        " `[\"127.0.0.1/32\"]` for the simulator in development)",
     )
-    deny_networks: list[str] = Field(default_factory=list, description="networks media never comes from")
-    max_image_pixels: int = Field(default=40_000_000, ge=1, description="larger images are refused")
-    image_workers: int = Field(default=2, ge=1, le=64, description="threads that decode and resize images")
+    deny_networks: list[str] = Field(
+        default_factory=list,
+        description="egress policy: networks media never comes from, even when public",
+    )
+    max_image_pixels: int = Field(
+        default=40_000_000,
+        ge=1,
+        description="larger images are refused before decoding (decompression bombs)",
+    )
+    image_workers: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="threads that decode and resize images (for Huawei), off the event loop",
+    )
 
     @field_validator("allow_networks", "deny_networks")
     @classmethod
@@ -199,39 +349,74 @@ class SchemaRegistrySettings(_Section):
     """A Confluent-compatible schema registry: Confluent Schema Registry, Apicurio Registry
     (``https://host/apis/ccompat/v7``) or Karapace. Without a URL, records are single-object encoded."""
 
-    url: str | None = Field(default=None, description="the registry's Confluent-compatible API")
-    basic_auth_user_info: SecretStr | None = Field(default=None, description="user:password")
-    basic_auth_user_info_file: Path | None = None
-    bearer_token: SecretStr | None = None
-    bearer_token_file: Path | None = None
-    bearer_logical_cluster: str = Field(default="", description="Confluent Cloud: the registry's lsrc id")
-    bearer_identity_pool: str = ""
+    url: str | None = Field(
+        default=None,
+        description="a Confluent-compatible registry's API (Confluent, Apicurio `…/apis/ccompat/v7`,"
+        " Karapace); unset: single-object encoding, no registry",
+    )
+    basic_auth_user_info: SecretStr | None = Field(
+        default=None,
+        description="`user:password` for the registry (a secret)",
+    )
+    basic_auth_user_info_file: Path | None = Field(
+        default=None,
+        description="a file holding `basic_auth_user_info`",
+    )
+    bearer_token: SecretStr | None = Field(
+        default=None,
+        description="a static bearer token for the registry (a secret); not with `basic_auth_user_info`",
+    )
+    bearer_token_file: Path | None = Field(
+        default=None,
+        description="a file holding `bearer_token`",
+    )
+    bearer_logical_cluster: str = Field(
+        default="",
+        description="Confluent Cloud: the registry's logical cluster id (`lsrc-…`)",
+    )
+    bearer_identity_pool: str = Field(
+        default="",
+        description="Confluent Cloud: the identity pool id sent with the bearer token",
+    )
     auto_register: bool = Field(
         default=False,
-        description="register the shipped schemas on first use (the demo); else `schemas register`",
+        description="register the shipped schemas on first use (the demo); otherwise run `schemas register`"
+        " before the service",
     )
     subject_name_strategy: Literal["topic", "record"] = Field(
         default="topic",
-        description="topic: <topic>-value (TopicNameStrategy); record: the record's full name",
+        description="`topic`: `<topic>-value` (TopicNameStrategy); `record`: the record's full name",
     )
     compatibility: Literal[
         "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE", "NONE"
-    ] = Field(default="BACKWARD", description="what `schemas register` sets on each subject")
-    timeout_s: float = Field(default=5.0, gt=0, le=120)
+    ] = Field(
+        default="BACKWARD",
+        description="the compatibility level `schemas register` sets on each subject",
+    )
+    timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=120,
+        description="the timeout of each registry request",
+    )
     retry_max_delay_s: float = Field(
-        default=10.0, gt=0, le=600, description="longest wait between tries while the registry is unreachable"
+        default=10.0,
+        gt=0,
+        le=600,
+        description="the longest wait between tries while the registry is unreachable",
     )
     accepted_subjects: list[str] = Field(
         default_factory=list,
         max_length=32,
-        description="subjects whose registered versions are also accepted as writer schemas of our inputs"
+        description="subjects whose registered versions are also admitted as writer schemas of the inputs"
         " (besides each input topic's own subject)",
     )
     refused_id_ttl_s: float = Field(
         default=300.0,
         ge=0,
         le=86_400,
-        description="how long a schema id the registry does not know, or that is refused, is remembered",
+        description="how long a schema id the registry does not know, or that is refused, is remembered (no"
+        " registry request for it meanwhile)",
     )
 
     _url = field_validator("url")(classmethod(lambda cls, v: v if v is None else _http_url(v)))
@@ -246,34 +431,78 @@ class SchemaRegistrySettings(_Section):
 
 
 class SerializationSettings(_Section):
+    """The wire format of what the service writes."""
+
     format: Literal["confluent", "single_object"] | None = Field(
         default=None,
-        description="what we write: confluent (magic byte 0 + schema id; needs schema_registry.url) or "
-        "single_object (C3 01 + fingerprint); default: confluent when a registry URL is set. Both are read.",
+        description="what is written: `confluent` (magic byte 0 + schema id; needs `schema_registry.url`) or"
+        " `single_object` (C3 01 + fingerprint); unset: `confluent` when a registry URL is set. Both are"
+        " always read",
     )
 
 
 class HealthSettings(_Section):
     """``/healthz``, ``/readyz`` and ``/metrics`` on a small HTTP server (port 0: any free port)."""
 
-    enabled: bool = True
-    host: str = "0.0.0.0"  # nosec B104  # listens on the pod's interfaces by design (probes, scrapes, callbacks); set host to narrow
-    port: int = Field(default=8080, ge=0, le=65535)
+    enabled: bool = Field(
+        default=True,
+        description="serve `/healthz`, `/readyz` and `/metrics`",
+    )
+    host: str = Field(
+        default="0.0.0.0",  # nosec B104  # listens on the pod's interfaces by design (probes, scrapes, callbacks); set host to narrow
+        description="the address the health server listens on",
+    )
+    port: int = Field(
+        default=8080,
+        ge=0,
+        le=65535,
+        description="its port (0: any free port); with `--workers`, worker 0 owns it and its `/metrics` has"
+        " every worker's series",
+    )
 
 
 class CallbackSettings(_Section):
     """The receiver of Hive async task callbacks (used for videos)."""
 
-    host: str = "0.0.0.0"  # nosec B104  # listens on the pod's interfaces by design (probes, scrapes, callbacks); set host to narrow
-    port: int = Field(default=8081, ge=0, le=65535)
-    public_url: str | None = Field(
-        default=None, description="Base URL providers call back, e.g. https://moderation.example.com"
+    host: str = Field(
+        default="0.0.0.0",  # nosec B104  # listens on the pod's interfaces by design (probes, scrapes, callbacks); set host to narrow
+        description="the address the callback receiver listens on",
     )
-    token: SecretStr | None = None
-    token_file: Path | None = None
-    poll_after_s: float = Field(default=30.0, gt=0, description="no callback by then: poll the task")
-    poll_interval_s: float = Field(default=5.0, gt=0)
-    deadline_s: float = Field(default=300.0, gt=0, description="past it the check fails closed")
+    port: int = Field(
+        default=8081,
+        ge=0,
+        le=65535,
+        description="its port (0: any free port); it serves `/metrics` too",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="the base URL providers call back (your ingress or Service), e.g."
+        " `https://moderation.example.com`; unset: `http://<host>:<port>`",
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        description="the secret in the callback path (`/callbacks/<token>`); give every process the same one"
+        " (unset: random per process)",
+    )
+    token_file: Path | None = Field(
+        default=None,
+        description="a file holding `token`",
+    )
+    poll_after_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="no callback by then: poll the task (`GET /api/v1/task/{id}`)",
+    )
+    poll_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="then poll this often until the task ends",
+    )
+    deadline_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="an async check unfinished by then fails closed (`check_unavailable`)",
+    )
 
     @model_validator(mode="after")
     def _token_from_file(self) -> CallbackSettings:
@@ -284,22 +513,55 @@ class CallbackSettings(_Section):
 class LimitSettings(_Section):
     """Etiquette per check (each check gets its own limiter and breaker with these settings)."""
 
-    initial_concurrency: int = Field(default=16, ge=1)
-    max_concurrency: int = Field(default=256, ge=1)
-    min_concurrency: int = Field(default=1, ge=1)
-    rate_per_s: dict[str, float] = Field(
-        default_factory=dict, description="token-bucket rate per check (csam, visual, text, similarity)"
+    initial_concurrency: int = Field(
+        default=16,
+        ge=1,
+        description="calls in flight per check at start (the adaptive AIMD limit: +1 per window while"
+        " latency holds, halved on 429, 503 and timeouts)",
     )
-    breaker_threshold: int = Field(default=5, ge=1, description="consecutive failures that open the circuit")
-    breaker_cooldown_s: float = Field(default=5.0, gt=0)
+    max_concurrency: int = Field(
+        default=256,
+        ge=1,
+        description="the adaptive concurrency limit's ceiling per check",
+    )
+    min_concurrency: int = Field(
+        default=1,
+        ge=1,
+        description="the adaptive concurrency limit's floor per check",
+    )
+    rate_per_s: dict[str, float] = Field(
+        default_factory=dict,
+        description="a token-bucket rate per check, e.g. `{\"visual\": 50}` (unlisted checks: no rate limit)",
+    )
+    breaker_threshold: int = Field(
+        default=5,
+        ge=1,
+        description="consecutive failures that open a check's circuit (nothing new starts and intake is held"
+        " until a probe succeeds)",
+    )
+    breaker_cooldown_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="how long a circuit stays open before a probe call is let through",
+    )
 
 
 class ProcessingSettings(_Section):
+    """How records flow: the delivery mode, bounds on input records, ordering, concurrency and
+    backpressure, retries and deadlines, and which checks run."""
+
     delivery: Literal["at_least_once", "exactly_once"] = Field(
         default="at_least_once",
-        description="exactly_once: verdicts, dead letters and input offsets in one transaction per interval",
+        description="`at_least_once`: an input offset is committed after its outputs are acknowledged;"
+        " `exactly_once`: verdicts, dead letters and input offsets in one transaction per interval (read"
+        " verdicts with `isolation.level=read_committed`)",
     )
-    transaction_interval_ms: int = Field(default=100, ge=10, le=60_000)
+    transaction_interval_ms: int = Field(
+        default=100,
+        ge=10,
+        le=60_000,
+        description="`exactly_once`: how often the open transaction commits",
+    )
     max_record_bytes: int = Field(
         default=1 << 20,
         ge=1,
@@ -309,54 +571,123 @@ class ProcessingSettings(_Section):
         default=64,
         ge=0,
         le=100_000,
-        description="input records with more headers are dead letters, their headers cut",
+        description="input records with more headers are dead letters that keep none of them",
     )
     max_header_bytes: int = Field(
         default=64 << 10,
         ge=0,
-        description="input records whose headers (names and values) weigh more are dead letters,"
-        " their headers cut",
+        description="input records whose headers (names and values) weigh more are dead letters that keep"
+        " none of them",
     )
     dead_letter_refused: bool = Field(
         default=True,
-        description="content a provider refuses (corrupt, too small, unreachable) is dead-lettered;"
-        " false: a REVIEW verdict with check_rejected:<check>",
+        description="content a provider refuses (corrupt, too small, unsupported) is a dead letter unless"
+        " another check blocks or escalates it; false: a REVIEW verdict with `check_rejected:<check>`",
     )
     stall_after_s: float = Field(
-        default=120.0, gt=0, description="a partition whose oldest in-flight record is older is stalled"
+        default=120.0,
+        gt=0,
+        description="a partition whose oldest unfinished record is older is stalled: logged, counted"
+        " (`moderation_partition_stalls_total`) and `/readyz` answers 503",
     )
     ordering: Mode = Field(
         default=Mode.KEY,
-        description="KEY: per-key offset order, keys in parallel; PARTITION: one per partition",
+        description="`KEY`: records of one key in offset order, different keys in parallel (even within a"
+        " partition); `PARTITION`: one record at a time per partition; `UNORDERED`",
     )
-    max_in_flight: int = Field(default=256, ge=1, le=100_000)
+    max_in_flight: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="records processed concurrently (the provider connection pool is sized from it)",
+    )
     event_loop: Literal["uvloop", "asyncio"] = Field(
-        default="uvloop", description="the event loop implementation (uvloop: less CPU per upload)"
+        default="uvloop",
+        description="the event loop: `uvloop` (less CPU per upload) or `asyncio`",
     )
-    max_in_flight_bytes: int = Field(default=64 << 20, ge=1)
-    partition_buffer: int = Field(default=500, ge=1, description="waiting records that pause a partition")
+    max_in_flight_bytes: int = Field(
+        default=64 << 20,
+        ge=1,
+        description="bytes of records processed concurrently (one record may always run)",
+    )
+    partition_buffer: int = Field(
+        default=500,
+        ge=1,
+        description="waiting records that pause a partition; it resumes at half",
+    )
     max_buffered_bytes: int = Field(
-        default=128 << 20, ge=1, description="waiting bytes that pause everything"
+        default=128 << 20,
+        ge=1,
+        description="waiting bytes that pause every partition until half is drained",
     )
     revoke_drain_s: float = Field(
-        default=10.0, ge=0, le=300, description="drain deadline on partition revocation"
+        default=10.0,
+        ge=0,
+        le=300,
+        description="on revocation, how long in-flight work of those partitions may finish before the final"
+        " commit",
     )
-    max_poll_records: int = Field(default=500, ge=1, le=100_000)
-    inline_media_limit_bytes: int = Field(default=1_000_000, ge=0)
-    retry_attempts: int = Field(default=4, ge=1, le=20)
-    retry_base_delay_s: float = Field(default=0.1, ge=0, le=60)
-    retry_max_delay_s: float = Field(default=5.0, ge=0, le=600)
-    check_deadline_s: float = Field(default=30.0, gt=0, le=3600)
-    drain_timeout_s: float = Field(default=25.0, ge=0, le=3600)
-    result_cache_size: int = Field(default=10_000, ge=0, le=10_000_000)
-    similarity: Literal["hive", "huawei", "none"] = "hive"
+    max_poll_records: int = Field(
+        default=500,
+        ge=1,
+        le=100_000,
+        description="records taken per poll of the consumer",
+    )
+    inline_media_limit_bytes: int = Field(
+        default=1_000_000,
+        ge=0,
+        description="larger inline media are dead letters (send a URL instead)",
+    )
+    retry_attempts: int = Field(
+        default=4,
+        ge=1,
+        le=20,
+        description="HTTP attempts per provider call (transient errors only)",
+    )
+    retry_base_delay_s: float = Field(
+        default=0.1,
+        ge=0,
+        le=60,
+        description="the first retry's backoff (full-jitter, exponential; `Retry-After` honoured)",
+    )
+    retry_max_delay_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=600,
+        description="the longest backoff between retries",
+    )
+    check_deadline_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="a check unfinished by then is `check_unavailable` (fail closed: REVIEW)",
+    )
+    drain_timeout_s: float = Field(
+        default=25.0,
+        ge=0,
+        le=3600,
+        description="on SIGTERM, how long in-flight work may finish before the final commit (keep it below"
+        " the pod's termination grace period)",
+    )
+    result_cache_size: int = Field(
+        default=10_000,
+        ge=0,
+        le=10_000_000,
+        description="check results cached by (tenant, sha256 of the content); 0: no cache",
+    )
+    similarity: Literal["hive", "huawei", "none"] = Field(
+        default="hive",
+        description="the similarity check's provider: `hive` (custom index), `huawei` (ImageSearch, the"
+        " tenant as a tag) or `none`",
+    )
     checks: list[CheckName] = Field(
         default_factory=lambda: ["csam", "visual", "text", "similarity"],
-        description="registered checks that run; an empty list measures the framework alone (benchmarks)",
+        description="the registered checks that run; an unknown name stops the start; `[]` measures the"
+        " framework alone (a warning is logged whenever no hash-matching check runs)",
     )
     async_media: list[AsyncMedia] = Field(
         default_factory=lambda: list[AsyncMedia](["VIDEO"]),
-        description="media types checked through async tasks + callbacks",
+        description="media types checked through async tasks and callbacks",
     )
 
 
