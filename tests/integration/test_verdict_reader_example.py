@@ -1,5 +1,7 @@
 """``examples/verdict_reader.py``, the downstream reader users copy: confluent-kafka alone reads the
-verdicts of a run, in the current version and pinned to the previous one."""
+verdicts and dead letters of a run, in the current version and pinned to the first one; it never
+shows a record of an aborted transaction (``read_committed``) and prints a duplicated verdict once
+(it deduplicates on ``verdict_id``)."""
 
 from __future__ import annotations
 
@@ -13,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 
 from consumer.config import Settings
 from consumer.core.records import MediaType
 from consumer.schema_registry import codec_for
-from consumer.serde import default_schema_dir
-from moderation_devtools.stack import produce_uploads, read_verdicts, upload
+from consumer.serde import decode_blocking, default_schema_dir
+from moderation_devtools.stack import iter_messages, produce_uploads, read_dead_letters, read_verdicts, upload
 
 from .conftest import Topics
 
@@ -40,6 +43,20 @@ def test_the_example_imports_nothing_of_ours() -> None:
     assert not ours and any(m.startswith("confluent_kafka") for m in modules)
 
 
+def _produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]], *, abort: bool) -> None:
+    """``records`` on ``topic`` in one transaction, committed or aborted."""
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"example-{topic}-{abort}"})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for key, value in records:
+        producer.produce(topic, key=key, value=value)
+    producer.flush(30)
+    if abort:
+        producer.abort_transaction(30)
+    else:
+        producer.commit_transaction(30)
+
+
 async def test_the_example_reader_prints_the_verdicts_of_a_run(
     kafka_bootstrap: str,
     topics: Topics,
@@ -53,41 +70,53 @@ async def test_the_example_reader_prints_the_verdicts_of_a_run(
         upload(MediaType.TEXT, text="Buy now!!! free money, click here"),
         upload(MediaType.TEXT, text="I am going to kill you tomorrow"),
     ]
-    produce_uploads(kafka_bootstrap, topics.input, uploads)
+    refused = upload(MediaType.TEXT, text="hello", tenant="no spaces allowed")
     with contextlib.closing(codec_for(settings)) as codec:
+        produce_uploads(kafka_bootstrap, topics.input, [*uploads, refused], codec=codec)
         async with running_service(settings):
             await asyncio.to_thread(
                 read_verdicts, kafka_bootstrap, topics.verdicts, {u.upload_id for u in uploads}, codec=codec
             )
+            letters = await asyncio.to_thread(read_dead_letters, kafka_bootstrap, topics.dlq, 1, codec=codec)
+        assert [letter.upload_id for letter, _ in letters] == [refused.upload_id]
+        # what at_least_once can do after a crash: the same verdicts written again (same bytes, so
+        # the same verdict_id); and what exactly_once leaves behind an aborted transaction: a verdict
+        # no read_committed reader may see
+        written = [
+            (msg.key(), msg.value() or b"")
+            for msg in iter_messages(kafka_bootstrap, topics.verdicts, timeout=30)
+            if msg.key() is not None
+        ][:3]
+        assert len(written) == 3
+        _produce(kafka_bootstrap, topics.verdicts, written, abort=False)
+        verdict = decode_blocking(codec, written[0][1], "ModerationVerdict", topics.verdicts)
+        ghost = {**verdict, "upload_id": "aborted-upload", "verdict_id": "aborted-verdict"}
+        ghost_bytes = codec.encode("ModerationVerdict", ghost, topic=topics.verdicts)
+        _produce(kafka_bootstrap, topics.verdicts, [(b"aborted-upload", ghost_bytes)], abort=True)
 
     def reader(group: str, *extra: str) -> list[str]:
         command = [sys.executable, str(EXAMPLE), "--bootstrap", kafka_bootstrap, "--registry", registry_url]
-        command += [
-            "--topic",
-            topics.verdicts,
-            "--group",
-            group,
-            "--max",
-            "3",
-            "--idle-timeout",
-            "30",
-            *extra,
-        ]
+        command += ["--group", group, "--idle-timeout", "15", *extra]
         done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
         assert done.returncode == 0 and not done.stderr, done.stderr
         return done.stdout.splitlines()
 
-    lines = reader(f"{topics.group}-reader")
+    lines = reader(f"{topics.group}-reader", "--topic", topics.verdicts, "--topic", topics.dlq)
     decisions = {line.split()[0]: line.split()[1] for line in lines}
     assert decisions == {
         uploads[0].upload_id: "ALLOW",
         uploads[1].upload_id: "REVIEW",
         uploads[2].upload_id: "BLOCK",
+        refused.upload_id: "DEAD",
     }
-    assert all("text:" in line for line in lines if " ALLOW " not in line)  # the reasons
+    assert len(lines) == 4  # each duplicated verdict once, the aborted one never
+    assert all("text:" in line for line in lines if " REVIEW " in line or " BLOCK " in line)  # the reasons
+    assert any("InvalidRecordError" in line for line in lines if " DEAD " in line)
     pinned = reader(
         f"{topics.group}-pinned",
+        "--topic",
+        topics.verdicts,
         "--reader-schema",
         str(default_schema_dir() / "history/ModerationVerdict.v1.avsc"),
     )
-    assert sorted(pinned) == sorted(lines)
+    assert sorted(pinned) == sorted(line for line in lines if " DEAD " not in line)
