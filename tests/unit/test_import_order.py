@@ -1,6 +1,6 @@
-"""The package's imports follow the layers the README's architecture section declares.
+"""The package's imports follow the layers docs/architecture.md declares.
 
-The README holds the order once: a fenced block under "Layers, top to bottom", one row per layer
+That page holds the order once: a fenced block under "Layers, top to bottom", one row per layer
 starting at the line's start, its members (folders ending in ``/``, modules ending in ``.py``) first
 and a description after; indented lines continue a description. A
 module may import from its own row and from rows below it. Every import counts, function-level and
@@ -18,13 +18,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "consumer"
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
 HEADING = "Layers, top to bottom"
 
 
-def declared_layers(readme: str) -> list[list[str]]:
-    """Rows of the README's layer block, top first: each a list of members (``kafka/``, ``wiring.py``)."""
-    start = readme.index(HEADING)
-    block = readme[start:].split("```", 2)[1]
+def declared_layers(page: str) -> list[list[str]]:
+    """Rows of the page's layer block, top first: each a list of members (``kafka/``, ``wiring.py``)."""
+    start = page.index(HEADING)
+    block = page[start:].split("```", 2)[1]
     rows = []
     for line in block.splitlines():
         if line[:1].isspace():
@@ -80,7 +81,7 @@ def member_of(module: str, layers: list[list[str]]) -> tuple[int, str]:
         for member in row:
             if member in (folder, file):
                 return index, member
-    raise AssertionError(f"{module} is in no layer of the README's architecture section")
+    raise AssertionError(f"{module} is in no layer of docs/architecture.md")
 
 
 def graph() -> dict[str, set[tuple[str, int]]]:
@@ -94,15 +95,15 @@ def graph() -> dict[str, set[tuple[str, int]]]:
 
 @pytest.fixture(scope="module")
 def layers() -> list[list[str]]:
-    return declared_layers((ROOT / "README.md").read_text())
+    return declared_layers(ARCHITECTURE.read_text())
 
 
 def test_every_folder_and_module_of_the_package_has_a_layer(layers: list[list[str]]) -> None:
     declared = {member for row in layers for member in row}
     present = {f"{p.name}/" for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
     present |= {p.name for p in PACKAGE.glob("*.py")}
-    assert present - declared == set(), "add these to the README's layers"
-    assert declared - present == set(), "the README names what is not in the package"
+    assert present - declared == set(), "add these to the layers in docs/architecture.md"
+    assert declared - present == set(), "docs/architecture.md names what is not in the package"
 
 
 def test_no_import_goes_up_the_layers(layers: list[list[str]]) -> None:
@@ -140,5 +141,5 @@ def test_modules_import_each_other_without_a_cycle() -> None:
 
 
 def test_the_layer_block_is_read_as_written() -> None:
-    readme = f"{HEADING}\n```\ncli/ __main__.py   the command line\n    and.py more\nkafka/   clients\n```\n"
-    assert declared_layers(readme) == [["cli/", "__main__.py"], ["kafka/"]]
+    page = f"{HEADING}\n```\ncli/ __main__.py   the command line\n    and.py more\nkafka/   clients\n```\n"
+    assert declared_layers(page) == [["cli/", "__main__.py"], ["kafka/"]]
