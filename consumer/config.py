@@ -20,11 +20,14 @@ import yaml
 from pydantic import (
     BaseModel,
     Field,
+    PrivateAttr,
+    SecretStr,
     ValidationError,
 )
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from consumer.core.secrets import RotatingSecret
 from consumer.errors import ConfigError, UnreadableFile
 from consumer.settings_sections import (
     ENV_PREFIX,
@@ -46,6 +49,7 @@ __all__ = [
     "MAX_CONFIG_FILE_BYTES",
     "MAX_YAML_DEPTH",
     "MAX_YAML_VALUES",
+    "ROTATING_SECRETS",
     "Settings",
     "config_error_from",
     "load_settings",
@@ -61,6 +65,17 @@ MAX_CONFIG_FILE_BYTES = 1 << 20  # settings and policy files
 MAX_YAML_VALUES = 100_000
 MAX_YAML_DEPTH = 32
 _UNIONS = (Union, UnionType)
+# the secrets re-read when their ``*_file`` changes (the callback token is not: it is part of the
+# callback URLs tasks in flight were given)
+ROTATING_SECRETS = (
+    "hive.visual_key",
+    "hive.text_key",
+    "hive.csam_key",
+    "hive.index_key",
+    "huawei.token",
+    "schema_registry.basic_auth_user_info",
+    "schema_registry.bearer_token",
+)
 
 
 class Settings(BaseSettings):
@@ -99,10 +114,44 @@ class Settings(BaseSettings):
         le=3600,
         description="how often the policy files are looked at for a change (0: only on SIGHUP)",
     )
+    secret_reload_interval_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="how often the files of the provider keys and registry credentials (`*_file`) are"
+        " looked at for a change, read again and applied to the next call (0: only on SIGHUP)",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO",
         description="the lowest level logged (JSON lines on stderr)",
     )
+
+    _live: dict[str, RotatingSecret] = PrivateAttr(default_factory=dict)
+
+    def live_secret(self, setting: str) -> RotatingSecret | None:
+        """The holder of a secret in ``ROTATING_SECRETS`` (e.g. ``hive.visual_key``), None when
+        unset: the value read at start, replaced when its ``*_file`` changes (``runtime.secrets``).
+        One holder per setting per Settings object: whoever asks shares it."""
+        live = self._live.get(setting)
+        if live is None:
+            if setting not in ROTATING_SECRETS:
+                raise KeyError(setting)
+            section, field = setting.split(".")
+            value: SecretStr | None = getattr(getattr(self, section), field)
+            if value is None or not value.get_secret_value():
+                return None
+            live = self._live.setdefault(setting, RotatingSecret(setting, value.get_secret_value()))
+        return live
+
+    def secret_files(self) -> dict[str, Path]:
+        """setting -> its file, for each secret of ``ROTATING_SECRETS`` that is read from a file."""
+        found = {}
+        for setting in ROTATING_SECRETS:
+            section, field = setting.split(".")
+            path: Path | None = getattr(getattr(self, section), f"{field}_file")
+            if path is not None:
+                found[setting] = path
+        return found
 
     @classmethod
     def settings_customise_sources(

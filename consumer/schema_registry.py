@@ -45,6 +45,7 @@ from confluent_kafka.schema_registry.common._httpx_compat import httpx as _clien
 from confluent_kafka.serialization import MessageField, SerializationContext
 from confluent_kafka.serialization import SerializationError as ClientSerializationError
 from fastavro.schema import to_parsing_canonical_form
+from pydantic import SecretStr
 
 from consumer.config import Settings
 from consumer.core.writer_schemas import (
@@ -64,6 +65,7 @@ __all__ = [
     "RegistryCodec",
     "codec_for",
     "input_schemas",
+    "live_registry_client",
     "output_schemas",
     "prepare_outputs",
     "registry_client",
@@ -93,8 +95,8 @@ def codec_for(settings: Settings) -> Codec:
         if writes == "confluent":
             raise ConfigError("serialization.format", "confluent needs schema_registry.url")
         return local
-    return RegistryCodec(
-        registry_client(registry),
+    codec = RegistryCodec(
+        live_registry_client(settings),
         local,
         auto_register=registry.auto_register,
         strategy=registry.subject_name_strategy,
@@ -102,6 +104,23 @@ def codec_for(settings: Settings) -> Codec:
         accepted_subjects=registry.accepted_subjects,
         refused_ttl_s=registry.refused_id_ttl_s,
     )
+    for setting in ("schema_registry.basic_auth_user_info", "schema_registry.bearer_token"):
+        secret = settings.live_secret(setting)
+        if secret is not None:  # a rotated credentials file: later lookups ask with a new client
+            secret.subscribe(lambda _: codec.use_client(live_registry_client(settings)))
+    return codec
+
+
+def live_registry_client(settings: Settings) -> SchemaRegistryClient:
+    """``registry_client`` with the credentials in force now (a ``*_file`` may have replaced them
+    since start: ``runtime.secrets``)."""
+    registry = settings.schema_registry
+    update = {}
+    for field in ("basic_auth_user_info", "bearer_token"):
+        secret = settings.live_secret(f"schema_registry.{field}")
+        if secret is not None:
+            update[field] = SecretStr(secret.current())
+    return registry_client(registry.model_copy(update=update) if update else registry)
 
 
 def input_schemas(kafka: KafkaSettings) -> dict[str, str]:
@@ -175,8 +194,7 @@ def registry_client(settings: SchemaRegistrySettings) -> SchemaRegistryClient:
         "max.retries": 0,
         "cache.capacity": 1000,
     }
-    if settings.basic_auth_user_info is not None:
-        conf["basic.auth.credentials.source"] = "USER_INFO"
+    if settings.basic_auth_user_info is not None:  # (this client takes no basic.auth.credentials.source)
         conf["basic.auth.user.info"] = settings.basic_auth_user_info.get_secret_value()
     if settings.bearer_token is not None:
         conf["bearer.auth.credentials.source"] = "STATIC_TOKEN"
@@ -219,7 +237,13 @@ class RegistryCodec:
         step of a migration whose readers must all accept the new framing first.
         ``accepted_subjects``: subjects whose registered versions are admitted as writer schemas of
         any topic, besides the topic's own subject."""
+        # lookups and writer-schema reads ask ``_client`` (replaced by ``use_client`` when the
+        # credentials rotate); what we write is encoded through ``_write_client``, the one ``prepare``
+        # taught every output's schema id, so encoding never asks the registry, whichever is current
         self._client = client
+        self._write_client = client
+        self._retired: SchemaRegistryClient | None = None
+        self._closed = False
         self._write_confluent = write_confluent
         self._local = local
         self._strategy = strategy
@@ -256,9 +280,9 @@ class RegistryCodec:
             schema = self._schemas[name]
             try:  # the client caches the answer: the serializer's own lookup of it is answered here
                 if self._auto_register:
-                    registered = self._client.register_schema_full_response(subject, schema)
+                    registered = self._write_client.register_schema_full_response(subject, schema)
                 else:
-                    registered = self._client.lookup_schema(subject, schema)
+                    registered = self._write_client.lookup_schema(subject, schema)
             except SchemaRegistryError as exc:
                 if exc.http_status_code >= 500:
                     raise _unavailable(f"looking up {subject}", exc) from None
@@ -292,7 +316,7 @@ class RegistryCodec:
         schema = self._schemas.get(name)
         if schema is None:
             raise SerializationError(f"unknown schema {name!r}")
-        serializer = AvroSerializer(self._client, schema, conf=dict(self._serializer_conf))
+        serializer = AvroSerializer(self._write_client, schema, conf=dict(self._serializer_conf))
         self._serializers[(name, topic)] = serializer
         return serializer
 
@@ -461,6 +485,22 @@ class RegistryCodec:
             raise SerializationError(refusal)
         raise SerializationError(f"schema id {schema_id} not resolved yet (call resolve off the loop)")
 
+    def use_client(self, client: SchemaRegistryClient) -> None:
+        """Ask ``client`` from now on (new credentials). The client it replaces is closed at the next
+        replacement (a lookup in a worker thread may still be using it), or by ``close``."""
+        with self._lock:
+            if self._closed:
+                stale: SchemaRegistryClient | None = client
+            else:
+                old, self._client = self._client, client
+                stale, self._retired = self._retired, (None if old is self._write_client else old)
+        if stale is not None:
+            stale.close()
+
     def close(self) -> None:
-        """Close the registry client's HTTP connections."""
-        self._client.close()
+        """Close the registry clients' HTTP connections."""
+        with self._lock:
+            self._closed = True
+            clients = {id(c): c for c in (self._client, self._write_client, self._retired) if c is not None}
+        for client in clients.values():
+            client.close()

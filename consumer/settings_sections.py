@@ -20,6 +20,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from consumer.core.scheduler import Mode
+from consumer.core.secrets import MAX_SECRET_FILE_BYTES, SecretFileError, secret_text
 from consumer.errors import ConfigError, UnreadableFile
 
 __all__ = [
@@ -37,13 +38,13 @@ __all__ = [
     "SchemaRegistrySettings",
     "SerializationSettings",
     "os_reason",
+    "read_secret_file",
     "read_text",
 ]
 
 AsyncMedia = Literal["IMAGE", "GIF", "VIDEO"]
 CheckName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 ENV_PREFIX = "MODERATION_"
-MAX_SECRET_FILE_BYTES = 64 << 10  # *_key_file, token_file
 
 
 class _Section(BaseModel):
@@ -705,6 +706,19 @@ def read_text(path: Path, limit: int) -> str:
         raise UnreadableFile(f"not UTF-8 text (invalid byte at offset {exc.start})") from None
 
 
+def read_secret_file(path: Path) -> str:
+    """The secret a ``*_file`` setting's file holds (``core.secrets.secret_text``: bounded, one
+    trailing line break dropped, no control characters, not empty); OSError or UnreadableFile."""
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise UnreadableFile("not a regular file")
+    with path.open("rb") as f:
+        data = f.read(MAX_SECRET_FILE_BYTES + 1)
+    try:
+        return secret_text(data)
+    except SecretFileError as exc:
+        raise UnreadableFile(str(exc)) from None
+
+
 def os_reason(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
@@ -720,7 +734,7 @@ def _secret_from_file(section: BaseModel, field: str) -> None:
     if path is None:
         return
     try:
-        value = read_text(path, MAX_SECRET_FILE_BYTES).strip()
+        value = read_secret_file(path)
     except OSError as exc:
         reason = os_reason(exc)
     except UnreadableFile as exc:

@@ -1,7 +1,7 @@
 """The composition root: every part of the service built from ``Settings`` in this one module.
 ``check_settings`` reads what the configuration needs once, at start; ``build_pipeline`` decides
 which client answers which check; ``assembled`` builds one running process (codec, Kafka clients,
-delivery, outputs, callbacks, pipeline, handler, rebalances, watch, policy reload, the loop) and
+delivery, outputs, callbacks, pipeline, handler, rebalances, watch, policy and secret files, the loop) and
 closes it in reverse. The sizes derived from settings are named here (``provider_pool_size``)."""
 
 from __future__ import annotations
@@ -39,12 +39,14 @@ from consumer.policy.reload import PolicyReloader
 from consumer.policy.shadow import Shadow
 from consumer.policy.tenants import PolicySet, PolicyStore, load_policies
 from consumer.runtime.health import metrics_handler
+from consumer.runtime.secrets import SecretFiles
 from consumer.runtime.watch import Watch
 from consumer.runtime.workers import Worker
 from consumer.schema_registry import codec_for, output_schemas, prepare_outputs
 from consumer.serde import Codec
 from consumer.service import ModerationService
 from consumer.transports.egress import EgressPolicy
+from consumer.transports.filewatch import FileWatch
 from consumer.transports.httpclient import AiohttpClient, HttpClient
 
 __all__ = [
@@ -291,10 +293,13 @@ async def assembled(
         )
         source.listen(Partitions(progress, source, delivery, loop, p.revoke_drain_s))
         watch = Watch(settings, progress, worker)
-        policies = PolicyReloader(settings, policy, registry)
+        files = FileWatch()  # the policy files and the secret files: one watch, one SIGHUP
+        policies = PolicyReloader(settings, policy, registry, files)
+        secrets = SecretFiles(settings, files)
         closing.push_async_callback(watch.stop)
-        closing.push_async_callback(policies.stop)
-        await asyncio.gather(watch.start(), policies.start())
+        closing.push_async_callback(files.stop)
+        await asyncio.gather(watch.start(), policies.start(), secrets.start())
+        await files.start(sighup=True)
 
         def held_by() -> str | None:
             return pipeline.open_circuit() or ("schema_registry" if handler.registry_down else None)

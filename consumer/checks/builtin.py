@@ -29,8 +29,11 @@ from consumer.core.records import MediaType
 from consumer.errors import PermanentError
 
 if TYPE_CHECKING:
+    from pydantic import SecretStr
+
     from consumer.checks.media import Media
     from consumer.config import Settings
+    from consumer.core.secrets import RotatingSecret
 
 __all__ = [
     "BUILTIN_CHECKS",
@@ -72,10 +75,22 @@ TEXT_CLASSES = frozenset(
 CSAM_CLASSES = frozenset({"csam", "pornography", "other"})
 
 
+def _live(settings: Settings, setting: str, checked: SecretStr) -> SecretStr | RotatingSecret:
+    """The holder the transport reads per request (a file's new value replaces it), else ``checked``."""
+    return settings.live_secret(setting) or checked
+
+
 def _hive(ctx: BuildContext, check: str, key: str) -> HiveTasks:
     h = ctx.settings.hive
     transport = HiveTransport(
-        ctx.http, h.base_url, h.key(key), check, ctx.retry, h.timeout_s, ctx.gate, ctx.redactor
+        ctx.http,
+        h.base_url,
+        _live(ctx.settings, f"hive.{key}_key", h.key(key)),
+        check,
+        ctx.retry,
+        h.timeout_s,
+        ctx.gate,
+        ctx.redactor,
     )
     return HiveTasks(transport, version=h.api_version, media=ctx.media, tasks=ctx.tasks)
 
@@ -135,7 +150,7 @@ def _build_similarity(ctx: BuildContext) -> CheckClient | None:
             hw.base_url,
             hw.project_id,
             hw.instance,
-            hw.auth_token(),
+            _live(ctx.settings, "huawei.token", hw.auth_token()),
             ctx.retry,
             hw.timeout_s,
             gate=ctx.gate,

@@ -5,7 +5,8 @@ in an error body. ``Redactor.redact`` removes the configured secrets wherever th
 any credential-looking label, control characters (no forged log lines), and caps the length.
 
 There is no process-wide state: ``redactor_for`` builds a ``Redactor`` holding every secret of the
-settings once, at start; the wiring adds the checks' own secret options and hands it to the checks
+settings at start, and each new value a secret file gives later (rotation: it is told before the
+value is sent anywhere); the wiring adds the checks' own secret options and hands it to the checks
 it builds (``BuildContext.redactor``), whose provider transports pass it to the answer mappers. A
 transport built without one makes its own, and a transport adds its key to the one it is given, so
 the key it sends is never echoed back into a message, whoever built it.
@@ -135,10 +136,15 @@ def _mask_secrets(text: str, pattern: re.Pattern[str], want: int) -> str:
 def redactor_for(settings: Settings) -> Redactor:
     """A redactor holding every secret ``settings`` hold: each section's ``SecretStr`` fields (the
     provider keys and tokens, the callback token, the registry's credentials) and the Kafka
-    client's passwords. A check's own secret options are added as it is built."""
+    client's passwords; and every value a secret file is given later (``runtime.secrets``), from
+    the moment it is in force. A check's own secret options are added as it is built."""
     redactor = Redactor()
     for name in type(settings).model_fields:
         redactor.register_options(getattr(settings, name))
     for name in SECRET_CLIENT_CONFIG:
         redactor.register(settings.kafka.client_config.get(name))
+    for setting in settings.secret_files():  # a file's new value is redacted too (the old one stays)
+        live = settings.live_secret(setting)
+        if live is not None:
+            live.subscribe(redactor.register)
     return redactor

@@ -1,42 +1,29 @@
 """Hot reload of the policy files (the live one and the shadow one): a part the service starts.
 
-Every ``policy_reload_interval_s`` each file is looked at (``os.stat`` through any symlink: a
-Kubernetes ConfigMap update swaps the ``..data`` symlink, so the path then names another file)
-and on SIGHUP. A changed file is read and checked exactly as at start (``policy check``); a valid
-one replaces the whole set in the ``PolicyStore`` at once, between records (each record decides by
-the set it started with); an invalid one is refused with one log line naming the setting, and the
-policies in force stay. Polling, not inotify: a symlink swap in a watched directory is one more
-case for an event API to get right, the kubelet takes up to a minute to swap anyway, and a stat
-every few seconds costs nothing.
+Every ``policy_reload_interval_s`` each file is looked at (``transports.filewatch``, which the
+secret files share: ``os.stat`` through any symlink, as a Kubernetes ConfigMap update swaps the
+``..data`` symlink, so the path then names another file) and on SIGHUP. A changed file is read and
+checked exactly as at start (``policy check``); a valid one replaces the whole set in the
+``PolicyStore`` at once, between records (each record decides by the set it started with); an
+invalid one is refused with one log line naming the setting, and the policies in force stay.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from consumer.config import Settings
 from consumer.errors import ConfigError
 from consumer.policy.tenants import DEFAULT_POLICY, PolicyChecks, PolicySet, PolicyStore, load_policies
 from consumer.telemetry import metrics
+from consumer.transports.filewatch import FileWatch
 
 __all__ = ["PolicyReloader", "publish_policy_info"]
 
 log = logging.getLogger("consumer.policy")
-
-Fingerprint = tuple[int, int, int, int] | None
-
-
-def _fingerprint(path: Path) -> Fingerprint:
-    try:
-        st = os.stat(path)  # follows symlinks: a swapped ConfigMap names another file
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def publish_policy_info(store: PolicyStore) -> None:
@@ -48,52 +35,36 @@ def publish_policy_info(store: PolicyStore) -> None:
 
 
 class PolicyReloader:
-    def __init__(self, settings: Settings, store: PolicyStore, checks: PolicyChecks) -> None:
+    """``files``: the process's shared watch, started and stopped by its owner (the wiring); without
+    one the reloader has its own, holding SIGHUP."""
+
+    def __init__(
+        self, settings: Settings, store: PolicyStore, checks: PolicyChecks, files: FileWatch | None = None
+    ) -> None:
         self._store, self._checks = store, checks
-        self._interval = settings.policy_reload_interval_s
-        self._files: dict[str, Path] = {"live": settings.policy_file or DEFAULT_POLICY}
+        self._own = files is None
+        self._watch = FileWatch() if files is None else files
+        paths: dict[str, Path] = {"live": settings.policy_file or DEFAULT_POLICY}
         if settings.shadow_policy_file is not None and store.shadow is not None:
-            self._files["shadow"] = settings.shadow_policy_file
-        self._seen = {role: _fingerprint(path) for role, path in self._files.items()}
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._forced = False
-        self._signal = False
+            paths["shadow"] = settings.shadow_policy_file
+        for role, path in paths.items():
+            self._watch.watch(path, self._reloader(role, path), settings.policy_reload_interval_s)
+
+    def _reloader(self, role: str, path: Path) -> Callable[[str], Awaitable[None]]:
+        return lambda why: self._reload(role, path, why)
 
     async def start(self) -> None:
         publish_policy_info(self._store)
-        loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
-            loop.add_signal_handler(signal.SIGHUP, self.request)
-            self._signal = True
-        self._task = asyncio.create_task(self._watch())
+        if self._own:
+            await self._watch.start(sighup=True)
 
     def request(self) -> None:
         """Read every policy file again now, changed or not (SIGHUP)."""
-        self._forced = True
-        self._wake.set()
+        self._watch.request()
 
     async def stop(self) -> None:
-        if self._signal:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _watch(self) -> None:
-        while True:
-            timeout = self._interval or None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            self._wake.clear()
-            forced, self._forced = self._forced, False
-            for role, path in self._files.items():
-                seen = _fingerprint(path)
-                if forced or seen != self._seen[role]:
-                    self._seen[role] = seen
-                    await self._reload(role, path, "SIGHUP" if forced else "file changed")
+        if self._own:
+            await self._watch.stop()
 
     async def _reload(self, role: str, path: Path, why: str) -> None:
         current = self._store.live if role == "live" else self._store.shadow

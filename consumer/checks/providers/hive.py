@@ -14,6 +14,7 @@ from consumer.checks.redaction import Redactor
 from consumer.checks.retry import RetryPolicy
 from consumer.core import index_metadata
 from consumer.core.records import SimilarityMatch
+from consumer.core.secrets import RotatingSecret
 from consumer.errors import ConfigError, PermanentError, ProviderAnswerError
 from consumer.policy.decision import Frame
 from consumer.transports.httpclient import Answer, HttpClient
@@ -61,7 +62,7 @@ class HiveTransport:
         self,
         http: HttpClient,
         base_url: str,
-        key: SecretStr,
+        key: SecretStr | RotatingSecret,
         check: str,
         retry: RetryPolicy,
         timeout_s: float = 10.0,
@@ -69,16 +70,23 @@ class HiveTransport:
         redactor: Redactor | None = None,
     ) -> None:
         self._base = base_url.rstrip("/")
-        self._key = key
+        # read per request (a rotated key file replaces it: runtime.secrets)
+        self._key = (
+            key
+            if isinstance(key, RotatingSecret)
+            else RotatingSecret(f"hive.{check}_key", key.get_secret_value())
+        )
         self.redactor = redactor if redactor is not None else Redactor()
-        self.redactor.register(key)  # an error body echoing it must not carry it into a message
+        # an error body echoing the key must not carry it into a message, nor one it is given later
+        self.redactor.register(self._key.current())
+        self._key.subscribe(self.redactor.register)
         self.check = check
         self._endpoint = ProviderEndpoint(
             http, check=check, provider="Hive", retry=retry, gate=gate, timeout_s=timeout_s
         )
 
     def _headers(self) -> dict[str, str]:
-        return {"authorization": f"token {self._key.get_secret_value()}", "accept": "application/json"}
+        return {"authorization": f"token {self._key.current()}", "accept": "application/json"}
 
     async def post_parsed(
         self,

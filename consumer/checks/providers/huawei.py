@@ -44,6 +44,7 @@ from consumer.checks.redaction import Redactor
 from consumer.checks.retry import RetryPolicy
 from consumer.core import index_metadata
 from consumer.core.records import SimilarityMatch
+from consumer.core.secrets import RotatingSecret
 from consumer.core.validation import TENANT_ID
 from consumer.errors import PermanentError, ProviderAnswerError
 from consumer.transports.httpclient import HttpClient
@@ -104,7 +105,7 @@ class HuaweiTransport:
         base_url: str,
         project_id: str,
         instance: str,
-        token: SecretStr,
+        token: SecretStr | RotatingSecret,
         retry: RetryPolicy,
         timeout_s: float = 10.0,
         check: str = "similarity",
@@ -112,9 +113,16 @@ class HuaweiTransport:
         redactor: Redactor | None = None,
     ) -> None:
         self._root = f"{base_url.rstrip('/')}/v1/{project_id}/{instance}/image"
-        self._token = token
+        # read per request (a rotated token file replaces it: runtime.secrets)
+        self._token = (
+            token
+            if isinstance(token, RotatingSecret)
+            else RotatingSecret("huawei.token", token.get_secret_value())
+        )
         self.redactor = redactor if redactor is not None else Redactor()
-        self.redactor.register(token)  # an error body echoing it must not carry it into a message
+        # an error body echoing the token must not carry it into a message, nor one it is given later
+        self.redactor.register(self._token.current())
+        self._token.subscribe(self.redactor.register)
         self.check = check
         self._endpoint = ProviderEndpoint(
             http, check=check, provider="ImageSearch", retry=retry, gate=gate, timeout_s=timeout_s
@@ -128,7 +136,7 @@ class HuaweiTransport:
         self, method: str, suffix: str, body: Mapping[str, Any], parse: Callable[[dict[str, Any]], T]
     ) -> tuple[T, int]:
         """``parse`` of the answer's body; a malformed answer (ProviderAnswerError) is retried too."""
-        headers = {"X-Auth-Token": self._token.get_secret_value(), "content-type": "application/json"}
+        headers = {"X-Auth-Token": self._token.current(), "content-type": "application/json"}
         return await self._endpoint.call(
             method,
             self._root + suffix,
