@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install docs jars prometheus helm chart deploy demo test unit integration chaos lint typecheck format clean bench fuzz
+.PHONY: install docs jars prometheus helm go-examples chart deploy demo test unit integration chaos lint typecheck format clean bench fuzz
 
 # the product (.) and, beside it, the development distribution (dev/: the simulator, the developer
 # tools and the test tools), both editable; only the product is ever built into a wheel or an image
@@ -30,6 +30,16 @@ prometheus:
 helm: $(STAMP)
 	$(BIN)/python -m moderation_devtools.chart --helm
 
+# the Go examples' modules (examples/go/go.sum pins them) from the Go module proxy into
+# $MODERATION_CACHE_DIR/go/mod or ~/.cache/moderation-consumer/go/mod (once), and gofmt's check;
+# tests/integration/test_go_examples.py builds and runs them with the same cache
+GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
+go-examples:
+	@if [ ! -x "$(GO)" ]; then echo "go-examples: Go is not installed: test_go_examples.py skips (and fails on CI)"; exit 0; fi; \
+	cd examples/go && GOMODCACHE="$${MODERATION_CACHE_DIR:-$$HOME/.cache/moderation-consumer}/go/mod" \
+	  GOFLAGS=-mod=readonly GOTOOLCHAIN=local "$(GO)" mod download || exit 1; \
+	unformatted="$$("$$("$(GO)" env GOROOT)/bin/gofmt" -l .)"; test -z "$$unformatted" || { echo "gofmt -l: $$unformatted"; exit 1; }
+
 # the chart's copies of deploy/ and its generated values schema, brought in step
 chart: $(STAMP)
 	$(BIN)/python -m moderation_devtools.chart
@@ -49,13 +59,13 @@ lint: install
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/bandit -q -r consumer -c pyproject.toml
 
-test: install docs jars prometheus helm lint
+test: install docs jars prometheus helm go-examples lint
 	$(BIN)/pytest -p no:cacheprovider
 
 unit: install prometheus
 	$(BIN)/pytest tests/unit
 
-integration: install jars prometheus helm
+integration: install jars prometheus helm go-examples
 	$(BIN)/pytest tests/integration
 
 deploy: install helm
