@@ -1,40 +1,72 @@
-"""OpenTelemetry traces by the semantic conventions for messaging and HTTP.
+"""OpenTelemetry traces by the specification: its SDK environment variables and the semantic
+conventions for messaging and HTTP.
 
-One ``process <topic>`` CONSUMER span per input record, a child of the context the upload service
-put in the record's W3C ``traceparent``/``tracestate`` headers (the conventions make the creation
-context the parent of a single message's process span, so one trace runs from the upload's
-producer through the checks to the verdict; a batch would link instead). Under it, one span per
-check and a CLIENT span per HTTP attempt. Every output (verdict, review and escalation copies,
-dead letter) carries the process span's ``traceparent``, and the verdict its ``trace_id``, so a
-downstream service continues the trace. The span is the current one while the record is handled
-(a context variable), so log lines carry its ids.
+One ``process <topic>`` CONSUMER span per input record. By default it LINKS to the creation context
+the producer put in the record's headers (``traceparent``/``tracestate``, or B3 with
+``OTEL_PROPAGATORS=b3``) and starts a trace of its own, as the messaging conventions say a process
+span does; ``MODERATION_TRACING__PROCESS_SPAN_PARENT=child`` makes it that context's child instead
+(the conventions allow it for a single message), so one trace runs from the upload's producer to
+the verdict. Under it, one span per check and a CLIENT span per HTTP attempt (``url.full`` with
+credentials and query values redacted, ``server.port`` always). Every output (verdict, review and
+escalation copies, dead letter) carries the process span's context in the configured propagators'
+headers, and the verdict its ``trace_id``, so a downstream service continues the trace. The span is
+the current one while the record is handled (a context variable), so log lines carry its ids.
 
-Configured only by the standard variables: ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
-``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) turns export on, OTLP over HTTP/protobuf through a batch
-processor; ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER`` and
-``OTEL_TRACES_SAMPLER_ARG``, ``OTEL_BSP_*`` as the SDK reads them; ``OTEL_SDK_DISABLED=true`` turns
-it off. Without an endpoint no span is made at all (the hot path pays nothing) and outputs carry
-the input's own ``traceparent`` unchanged.
+Configured only by the SDK's variables, read from the mapping given to ``configure_tracing``
+(``os.environ`` by default): ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) turns
+export on; ``OTEL_EXPORTER_OTLP_PROTOCOL`` (or ``..._TRACES_PROTOCOL``) ``http/protobuf`` (the
+default) or ``grpc`` (the ``grpc`` extra); ``OTEL_PROPAGATORS`` (default ``tracecontext,baggage``,
+loaded through the ``opentelemetry_propagator`` entry points as ``opentelemetry.propagate`` does);
+``OTEL_SERVICE_NAME`` over ``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES`` over our default
+``moderation-consumer``, and ``service.version`` the package's; ``OTEL_TRACES_SAMPLER`` and
+``OTEL_TRACES_SAMPLER_ARG``; ``OTEL_SDK_DISABLED=true`` turns it off. The exporter reads its own
+``OTEL_EXPORTER_OTLP_*`` options (headers, TLS, compression, timeout) and ``OTEL_BSP_*`` from the
+process environment. A value we cannot honour is a ``ConfigError`` at start, never a silent default.
+Without an endpoint no span is made at all (the hot path pays nothing) and outputs carry the input's
+own context unchanged.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import Token
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, Literal
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from opentelemetry import context, trace
 from opentelemetry.context import Context
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    DEFAULT_OFF,
+    DEFAULT_ON,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import INVALID_SPAN, Link, Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from consumer import __version__
+from consumer.errors import ConfigError
+
 __all__ = [
-    "TRACE_HEADERS",
+    "DEFAULT_SERVICE_NAME",
+    "PROCESS_SPAN_PARENT_VARIABLE",
+    "REDACTED",
+    "ProcessSpanParent",
     "annotate",
+    "build_exporter",
+    "build_resource",
+    "build_sampler",
     "check_span",
     "client_span",
     "configure_tracing",
@@ -42,7 +74,10 @@ __all__ = [
     "current_traceparent",
     "enabled",
     "failed",
+    "full_url",
+    "load_propagator",
     "output_headers",
+    "process_span_parent",
     "relay_received",
     "server_span",
     "shutdown_tracing",
@@ -50,47 +85,215 @@ __all__ = [
     "traced",
 ]
 
-TRACE_HEADERS = ("traceparent", "tracestate")
+ProcessSpanParent = Literal["link", "child"]
+DEFAULT_SERVICE_NAME = "moderation-consumer"
+# not an OTEL_* variable (the specification has none for it); named as the setting it would be
+PROCESS_SPAN_PARENT_VARIABLE = "MODERATION_TRACING__PROCESS_SPAN_PARENT"
+REDACTED = "REDACTED"  # the HTTP conventions' word for a credential or query value left out of url.full
 _MAX_KEY_BYTES = 256
-_PROPAGATOR = TraceContextTextMapPropagator()
-_state: dict[str, Any] = {"tracer": None, "provider": None}
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_W3C = TraceContextTextMapPropagator()  # the callback URL's ``traceparent`` query parameter is W3C
+_ROOT = Context()  # no parent: a process span that links starts its own trace
 
 
-def _truthy(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() == "true"
+def _default_propagator() -> TextMapPropagator:
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
+
+    return CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
+
+
+_state: dict[str, Any] = {
+    "tracer": None,
+    "provider": None,
+    "propagator": _default_propagator(),
+    "fields": frozenset(_default_propagator().fields),  # the header names the propagators read
+    "link": True,
+}
+
+
+def _get(environ: Mapping[str, str], name: str) -> str:
+    """A variable's value; empty means unset, as the specification says."""
+    return (environ.get(name) or "").strip()
+
+
+def load_propagator(environ: Mapping[str, str] | None = None) -> TextMapPropagator:
+    """The propagators ``OTEL_PROPAGATORS`` names (comma-separated; ``none`` for none), loaded as
+    ``opentelemetry.propagate`` loads them: each an ``opentelemetry_propagator`` entry point
+    (``tracecontext`` and ``baggage`` ship with the API; ``b3`` and ``b3multi`` come with
+    ``opentelemetry-propagator-b3``, the ``b3`` extra). An unknown name is a ConfigError."""
+    from importlib.metadata import entry_points
+
+    configured = _get(os.environ if environ is None else environ, "OTEL_PROPAGATORS")
+    if not configured:
+        return _default_propagator()
+    names = [n.strip() for n in configured.split(",") if n.strip()]
+    if any(n.lower() == "none" for n in names):
+        return CompositePropagator([])
+    found = entry_points(group="opentelemetry_propagator")
+    loaded: list[TextMapPropagator] = []
+    for name in names:
+        matches = [ep for ep in found if ep.name == name]
+        if not matches:
+            known = ", ".join(sorted({ep.name for ep in found})) or "none"
+            hint = " (b3 and b3multi: install moderation-consumer[b3])" if name.startswith("b3") else ""
+            raise ConfigError("OTEL_PROPAGATORS", f"unknown propagator {name!r}{hint}; installed: {known}")
+        loaded.append(matches[0].load()())
+    return CompositePropagator(loaded)
+
+
+def build_resource(environ: Mapping[str, str] | None = None) -> Resource:
+    """The SDK's resource (``Resource.create``: its detectors, ``telemetry.sdk.*``) with our defaults
+    ``service.name=moderation-consumer`` and ``service.version``, under what the environment says:
+    ``service.name`` (and any attribute) in ``OTEL_RESOURCE_ATTRIBUTES`` wins over our default, and
+    ``OTEL_SERVICE_NAME`` wins over both, as the specification orders them. The variables are read
+    from ``environ`` the way the SDK's ``OTELResourceDetector`` reads the process environment."""
+    environ = os.environ if environ is None else environ
+    defaults = {SERVICE_NAME: DEFAULT_SERVICE_NAME, SERVICE_VERSION: __version__}
+    given: dict[str, str] = {}
+    for item in _get(environ, "OTEL_RESOURCE_ATTRIBUTES").split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip():  # the SDK skips a pair without "=" (with a warning)
+            given[key.strip()] = unquote(value.strip())
+    if service := _get(environ, "OTEL_SERVICE_NAME"):
+        given[SERVICE_NAME] = service
+    return Resource.create(defaults).merge(Resource(given))
+
+
+def build_sampler(environ: Mapping[str, str] | None = None) -> Sampler:
+    """The sampler ``OTEL_TRACES_SAMPLER`` names (default ``parentbased_always_on``) with its
+    ``OTEL_TRACES_SAMPLER_ARG`` ratio (default 1.0). An unknown name or a ratio that is no number
+    in [0, 1] is a ConfigError (the SDK would warn and sample everything)."""
+    environ = os.environ if environ is None else environ
+    name = _get(environ, "OTEL_TRACES_SAMPLER").lower() or "parentbased_always_on"
+    fixed = {
+        "always_on": ALWAYS_ON,
+        "always_off": ALWAYS_OFF,
+        "parentbased_always_on": DEFAULT_ON,
+        "parentbased_always_off": DEFAULT_OFF,
+    }
+    if name in fixed:
+        return fixed[name]
+    ratios: dict[str, Callable[[float], Sampler]] = {
+        "traceidratio": TraceIdRatioBased,
+        "parentbased_traceidratio": ParentBasedTraceIdRatio,
+    }
+    if name not in ratios:
+        known = ", ".join([*fixed, *ratios])
+        raise ConfigError("OTEL_TRACES_SAMPLER", f"unknown sampler {name!r}; known: {known}")
+    arg = _get(environ, "OTEL_TRACES_SAMPLER_ARG") or "1.0"
+    try:
+        rate = float(arg)
+    except ValueError:
+        rate = -1.0
+    if not 0.0 <= rate <= 1.0:
+        raise ConfigError("OTEL_TRACES_SAMPLER_ARG", "must be a ratio from 0 to 1")
+    return ratios[name](rate)
+
+
+def _protocol(environ: Mapping[str, str]) -> tuple[str, str]:
+    """(the variable that chose it, the OTLP protocol); ConfigError for one we cannot speak."""
+    setting = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+    protocol = _get(environ, setting)
+    if not protocol:
+        setting = "OTEL_EXPORTER_OTLP_PROTOCOL"
+        protocol = _get(environ, setting) or "http/protobuf"
+    if protocol == "http/json":
+        problem = (
+            "http/json is not implemented by the OpenTelemetry Python exporter; use http/protobuf or grpc"
+        )
+        raise ConfigError(setting, problem)
+    if protocol not in ("http/protobuf", "grpc"):
+        raise ConfigError(setting, f"unknown protocol {protocol!r}; use http/protobuf or grpc")
+    return setting, protocol
+
+
+def build_exporter(environ: Mapping[str, str] | None = None) -> SpanExporter | None:
+    """The OTLP span exporter the environment asks for, or None without an endpoint.
+
+    ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` (else ``OTEL_EXPORTER_OTLP_PROTOCOL``): ``http/protobuf``
+    (the default) or ``grpc`` (the optional extra ``moderation-consumer[grpc]``). ``http/json`` is a
+    protocol of the specification that the Python exporter does not implement: refused, as is any
+    other. The endpoint: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` as it is, else
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` (with ``/v1/traces`` appended for HTTP)."""
+    environ = os.environ if environ is None else environ
+    setting, protocol = _protocol(environ)
+    signal_endpoint = _get(environ, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    endpoint = _get(environ, "OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not signal_endpoint and not endpoint:
+        return None
+    if protocol == "grpc":
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+                OTLPSpanExporter as GrpcExporter,
+            )
+        except ImportError:
+            raise ConfigError(
+                setting,
+                "grpc needs the optional extra: pip install 'moderation-consumer[grpc]'"
+                " (opentelemetry-exporter-otlp-proto-grpc)",
+            ) from None
+        return GrpcExporter(endpoint=signal_endpoint or endpoint)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(endpoint=signal_endpoint or f"{endpoint.removesuffix('/')}/v1/traces")
+
+
+def process_span_parent(environ: Mapping[str, str] | None = None) -> ProcessSpanParent:
+    """``MODERATION_TRACING__PROCESS_SPAN_PARENT``: ``link`` (the default) or ``child``."""
+    value = _get(os.environ if environ is None else environ, PROCESS_SPAN_PARENT_VARIABLE).lower()
+    if value in ("", "link"):
+        return "link"
+    if value == "child":
+        return "child"
+    raise ConfigError(
+        f"tracing.process_span_parent ({PROCESS_SPAN_PARENT_VARIABLE})", "must be link or child"
+    )
 
 
 def configure_tracing(
-    processor: SpanProcessor | None = None, *, service: str = "moderation-consumer"
+    processor: SpanProcessor | None = None, *, environ: Mapping[str, str] | None = None
 ) -> bool:
-    """Turn tracing on when an OTLP endpoint is set (or a ``processor`` is given: tests pass the
-    SDK's in-memory exporter). True when spans will be made."""
-    if _truthy("OTEL_SDK_DISABLED"):
-        return False
-    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_ENDPOINT"
-    )
-    if processor is None and not endpoint:
-        return False
-    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    """Read the OTEL_* variables (and ``MODERATION_TRACING__PROCESS_SPAN_PARENT``) from ``environ``
+    (default ``os.environ``) and turn tracing on when an OTLP endpoint is set (or a ``processor``
+    is given: tests pass the SDK's in-memory exporter). True when spans will be made. The
+    propagators apply even when tracing is off (outputs pass the input's context on through them).
+    Raises ConfigError for a value it cannot honour."""
+    environ = os.environ if environ is None else environ
+    propagator = load_propagator(environ)
+    link = process_span_parent(environ) == "link"
+    from opentelemetry import propagate
 
-    resource = Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME") or service})
-    provider = TracerProvider(resource=resource)  # the sampler from OTEL_TRACES_SAMPLER
+    _state["propagator"], _state["fields"], _state["link"] = propagator, frozenset(propagator.fields), link
+    propagate.set_global_textmap(propagator)  # for any library that propagates through the API
+    # the baggage propagator warns once per dropped entry, quoting it: a sender's bytes, per record
+    logging.getLogger("opentelemetry.baggage.propagation").setLevel(logging.ERROR)
+    if _get(environ, "OTEL_SDK_DISABLED").lower() == "true":
+        return False
+    sampler, resource = build_sampler(environ), build_resource(environ)
     if processor is None:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        exporter = build_exporter(environ)
+        if exporter is None:
+            return False
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        processor = BatchSpanProcessor(OTLPSpanExporter())
+        processor = BatchSpanProcessor(exporter)
+    else:
+        _protocol(environ)  # refused even when a test's processor stands in for the exporter
+    provider = TracerProvider(sampler=sampler, resource=resource)
     provider.add_span_processor(processor)
     _state["provider"] = provider
-    _state["tracer"] = provider.get_tracer("consumer")
+    _state["tracer"] = provider.get_tracer("consumer", __version__)
     return True
 
 
 def shutdown_tracing() -> None:
-    """Export what is left (within the batch processor's timeout) and stop."""
+    """Export what is left (within the batch processor's timeout) and stop; the propagators are
+    the defaults again."""
     provider = _state["provider"]
     _state["tracer"] = _state["provider"] = None
+    _state["propagator"] = _default_propagator()
+    _state["fields"] = frozenset(_state["propagator"].fields)
+    _state["link"] = True
     if provider is not None:
         provider.shutdown()
 
@@ -100,9 +303,12 @@ def enabled() -> bool:
 
 
 def _carrier(headers: Sequence[tuple[str, bytes | None]] | None) -> dict[str, str]:
+    """The headers the configured propagators read (``traceparent``, ``tracestate``, ``baggage``,
+    B3's), decoded; the sender's bytes, bounded by the record's header caps before they get here."""
+    fields = _state["fields"]
     found: dict[str, str] = {}
     for key, value in headers or ():
-        if key in TRACE_HEADERS and value is not None:
+        if key in fields and value is not None:
             found[key] = value.decode("ascii", "replace")
     return found
 
@@ -121,16 +327,29 @@ def start_process(
     topic: str, partition: int, offset: int, key: bytes | None, headers: Any, group: str
 ) -> tuple[Span, Token[Context]] | None:
     """The ``process <topic>`` span of one record, made current (detach the returned token with
-    ``context.detach`` once the record's task is spawned); None when tracing is off."""
+    ``context.detach`` once the record's task is spawned); None when tracing is off.
+
+    It links to the record's creation context (``tracing.process_span_parent: link``, the
+    default: a trace of its own, sampled on its own) or is its child (``child``). The extracted
+    baggage is current either way, so the outputs carry it on."""
     tracer = _state["tracer"]
     if tracer is None:
         return None
-    parent = _PROPAGATOR.extract(_carrier(headers)) if headers else None
+    extracted = _state["propagator"].extract(_carrier(headers)) if headers else None
+    links: list[Link] | None = None
+    if extracted is None:
+        parent = _ROOT if _state["link"] else None
+    elif _state["link"]:
+        creation = trace.get_current_span(extracted).get_span_context()
+        links = [Link(creation)] if creation.is_valid else None
+        parent = trace.set_span_in_context(INVALID_SPAN, extracted)  # baggage kept, no parent
+    else:
+        parent = extracted
     # at creation, what the conventions name for sampling decisions; the rest only on a span the
     # sampler keeps (most are dropped at a low ratio: they build nothing more)
     attributes = _processing(topic)
     attributes["messaging.consumer.group.name"] = group
-    span = tracer.start_span(f"process {topic}", parent, SpanKind.CONSUMER, attributes)
+    span = tracer.start_span(f"process {topic}", parent, SpanKind.CONSUMER, attributes, links)
     if span.is_recording():
         more: dict[str, Any] = {
             "messaging.destination.partition.id": str(partition),
@@ -139,35 +358,37 @@ def start_process(
         if key is not None:  # the sender's bytes: bounded before they become an attribute
             more["messaging.kafka.message.key"] = key[:_MAX_KEY_BYTES].decode("utf-8", "replace")
         span.set_attributes(more)
-    return span, context.attach(trace.set_span_in_context(span))
+    return span, context.attach(trace.set_span_in_context(span, extracted))
 
 
 def output_headers(input_headers: Any) -> list[tuple[str, str | bytes | None]] | None:
-    """``traceparent`` (and ``tracestate``) for a record's outputs: the current span's when tracing
-    is on, else the input's own, so a trace the upload service started still continues. The
-    input's are the sender's bytes: they pass through the W3C propagator, which drops a malformed
-    ``traceparent`` and bounds ``tracestate``, so no header of any size is copied to the outputs."""
+    """The trace context headers for a record's outputs, in the configured propagators' format:
+    the current span's when tracing is on, else the input's own, so a trace the upload service
+    started still continues. The input's are the sender's bytes: they pass through the
+    propagators, which drop a malformed ``traceparent`` (or B3 id) and bound ``tracestate`` and
+    ``baggage``, so no header of any size is copied to the outputs."""
+    propagator = _state["propagator"]
+    carrier: dict[str, str] = {}
     if _state["tracer"] is None:
         if not input_headers:
             return None
         found = _carrier(input_headers)
         if not found:
             return None
-        carrier: dict[str, str] = {}
-        _PROPAGATOR.inject(carrier, _PROPAGATOR.extract(found))
+        propagator.inject(carrier, propagator.extract(found))
     else:
-        carrier = {}
-        _PROPAGATOR.inject(carrier)
+        propagator.inject(carrier)
     headers: list[tuple[str, str | bytes | None]] = [(k, v.encode()) for k, v in carrier.items()]
     return headers or None
 
 
 def current_traceparent() -> str | None:
-    """The current span's W3C ``traceparent`` when tracing is on and a span is current."""
+    """The current span's W3C ``traceparent`` when tracing is on and a span is current (the
+    callback URL's query parameter: W3C whatever the propagators)."""
     if _state["tracer"] is None:
         return None
     carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier)
+    _W3C.inject(carrier)
     return carrier.get("traceparent")
 
 
@@ -224,7 +445,7 @@ def server_span(route: str, traceparent: str | None) -> Iterator[Span | None]:
     if tracer is None:
         yield None
         return
-    parent = _PROPAGATOR.extract({"traceparent": traceparent}) if traceparent else None
+    parent = _W3C.extract({"traceparent": traceparent}) if traceparent else None
     method, _, path = route.partition(" ")
     attributes = {"http.request.method": method, "http.route": path}
     with tracer.start_as_current_span(route, parent, SpanKind.SERVER, attributes) as span:
@@ -233,11 +454,12 @@ def server_span(route: str, traceparent: str | None) -> Iterator[Span | None]:
 
 def relay_received(topic: str, headers: Any, task_id: str | None) -> None:
     """A ``process <topic>`` span where a relayed callback completed a task waiting here, a child
-    of the receiving process's span (from the relay record's headers)."""
+    of the receiving process's span (from the relay record's headers, which this service wrote:
+    one task's trace across processes, whatever ``process_span_parent`` says of uploads)."""
     tracer = _state["tracer"]
     if tracer is None:
         return
-    parent = _PROPAGATOR.extract(_carrier(headers)) if headers else None
+    parent = _state["propagator"].extract(_carrier(headers)) if headers else None
     attributes = _processing(topic)
     if task_id:
         attributes["moderation.task_id"] = task_id
@@ -258,22 +480,43 @@ def check_span(check: str, provider: str) -> Iterator[Span | None]:
         yield span
 
 
+def full_url(url: str | SplitResult) -> str:
+    """``url.full`` as the HTTP conventions want it: the credentials of a ``user:password@`` part
+    and every query value replaced by ``REDACTED`` (a query may carry a signature or a key; the
+    names stay), no fragment."""
+    where = urlsplit(url) if isinstance(url, str) else url
+    netloc = where.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{REDACTED}:{REDACTED}@{host}" if ":" in userinfo else f"{REDACTED}@{host}"
+    full = f"{where.scheme}://{netloc}{where.path}"
+    if where.query:
+        pairs = (p.partition("=") for p in where.query.split("&"))
+        full += "?" + "&".join(f"{name}={REDACTED}" if sep else REDACTED for name, sep, _ in pairs)
+    return full
+
+
 @contextmanager
 def client_span(method: str, url: str, resend_count: int) -> Iterator[Span | None]:
-    """A CLIENT span for one HTTP attempt to ``url`` (named ``{method}``; the attributes hold no
-    query string, which may carry a signature, nor any key or token)."""
+    """A CLIENT span for one HTTP attempt to ``url`` (named ``{method}``): ``url.full`` redacted
+    (``full_url``), ``server.address`` and ``server.port`` (the scheme's default when the URL names
+    none), never a key or token."""
     tracer = _child_tracer()
     if tracer is None:
         yield None
         return
     where = urlsplit(url)
+    try:
+        port = where.port or _DEFAULT_PORTS.get(where.scheme)
+    except ValueError:  # a port that is no number: the request fails on its own
+        port = None
     attributes: dict[str, Any] = {
         "http.request.method": method,
         "server.address": where.hostname or "",
-        "url.path": where.path,
+        "url.full": full_url(where),
     }
-    if where.port is not None:
-        attributes["server.port"] = where.port
+    if port is not None:
+        attributes["server.port"] = port
     if resend_count:
         attributes["http.request.resend_count"] = resend_count
     span = tracer.start_span(

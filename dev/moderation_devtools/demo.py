@@ -197,11 +197,31 @@ def _save_scrape(url: str, path: Path) -> None:
         print(f"could not scrape {url}: {exc}", file=sys.stderr)
 
 
+def _upload_service_headers(receiver: OtlpReceiver) -> list[tuple[str, str | bytes | None]]:
+    """What an upload service puts on its records: the W3C context of its PRODUCER span (one send
+    of the whole batch here), exported to the demo's receiver like the consumer's spans."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.trace import SpanKind
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "upload-service"}))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{receiver.url}/v1/traces")))
+    carrier: dict[str, str] = {}
+    with provider.get_tracer("demo").start_as_current_span("send uploads", kind=SpanKind.PRODUCER):
+        TraceContextTextMapPropagator().inject(carrier)
+    provider.shutdown()
+    return [(k, v.encode()) for k, v in carrier.items()]
+
+
 def _print_trace(
     samples: list[Sample], verdicts: dict[str, ModerationVerdict], receiver: OtlpReceiver, spans_file: Path
 ) -> None:
     """The trace of the verdict with the most spans, as a tree (a duplicate upload's content checks
-    run once, in the trace of whichever copy started them)."""
+    run once, in the trace of whichever copy started them), each span's links followed to the span
+    they name (the process span links to the upload service's producer span, in its own trace)."""
     traced = [(s, verdicts[s.event.upload_id]) for s in samples if s.event.upload_id in verdicts]
     traced = [(s, v) for s, v in traced if v.trace_id]
     if not traced:
@@ -209,12 +229,22 @@ def _print_trace(
         return
     sample, verdict = max(traced, key=lambda sv: len(receiver.spans(sv[1].trace_id)))
     spans = sorted(receiver.spans(verdict.trace_id), key=lambda s: s.start_ns)
+    known = {(s.trace_id, s.span_id): s for s in receiver.spans()}
     print(f"trace of '{sample.label}': id {verdict.trace_id} (the verdict's trace_id), {len(spans)} spans:")
     depth: dict[str, int] = {}
     for span in spans:
         depth[span.span_id] = depth.get(span.parent_span_id, -1) + 1
         took = (span.end_ns - span.start_ns) / 1e6
-        print(f"  {'  ' * depth[span.span_id]}{span.name} ({span.kind.lower()}, {took:.1f} ms)")
+        indent = "  " * depth[span.span_id]
+        print(f"  {indent}{span.name} ({span.kind.lower()}, {took:.1f} ms)")
+        for trace_id, span_id in span.links:
+            linked = known.get((trace_id, span_id))
+            what = (
+                f"{linked.name} ({linked.kind.lower()}, {linked.resource.get('service.name', '?')})"
+                if linked is not None
+                else f"span {span_id}"
+            )
+            print(f"  {indent}  -> links to {what} in trace {trace_id}")
     print(f"every span of the run, one JSON object per line: {spans_file}")
 
 
@@ -254,15 +284,20 @@ def run_demo() -> int:
         codec = codec_for(load_settings(schema_registry=registry_settings))
         samples = _samples(sim)
         poison = (b"demo-poison", b'{"upload_id": "written as JSON by mistake"}')
+        receiver.start()  # the run's spans, over OTLP/HTTP, into spans.jsonl
         produce_uploads(
-            bootstrap, settings.input_topic, [s.event for s in samples], codec=codec, raw=[poison]
+            bootstrap,
+            settings.input_topic,
+            [s.event for s in samples],
+            codec=codec,
+            raw=[poison],
+            headers=_upload_service_headers(receiver),
         )
         print(
             f"  produced {len(samples)} sample uploads (Confluent wire format) and 1 record that is not"
             f" Avro to '{settings.input_topic}'",
             flush=True,
         )
-        receiver.start()  # the run's spans, over OTLP/HTTP, into spans.jsonl
         env = consumer_env(
             bootstrap,
             sim.url,

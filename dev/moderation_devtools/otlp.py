@@ -1,7 +1,8 @@
-"""A local OTLP/HTTP trace receiver on 127.0.0.1: ``POST /v1/traces`` bodies decoded with
-``opentelemetry-proto`` (the official protobufs), kept in memory and, optionally, appended to a
-JSON-lines file a user can open (one span per line). For tests and the demo; a deployment sends to
-its own collector."""
+"""Local OTLP trace receivers on 127.0.0.1: ``OtlpReceiver`` takes ``POST /v1/traces`` (OTLP/HTTP,
+protobuf), ``OtlpGrpcReceiver`` the gRPC ``TraceService/Export``; both decode with
+``opentelemetry-proto`` (the official protobufs), keep the spans in memory and, optionally, append
+them to a JSON-lines file a user can open (one span per line, its links included). For tests and
+the demo; a deployment sends to its own collector."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-__all__ = ["OtlpReceiver", "ReceivedSpan"]
+__all__ = ["OtlpGrpcReceiver", "OtlpReceiver", "ReceivedSpan", "decode", "spans_of"]
 
 _KINDS = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 
@@ -36,6 +37,7 @@ class ReceivedSpan:
     status: str
     attributes: dict[str, Any] = field(default_factory=dict)
     resource: dict[str, Any] = field(default_factory=dict)
+    links: list[tuple[str, str]] = field(default_factory=list)  # (trace id, span id) it links to
 
 
 def _value(value: AnyValue) -> Any:
@@ -57,6 +59,10 @@ def _attributes(pairs: Any) -> dict[str, Any]:
 def decode(body: bytes) -> list[ReceivedSpan]:
     request = ExportTraceServiceRequest()
     request.ParseFromString(body)
+    return spans_of(request)
+
+
+def spans_of(request: ExportTraceServiceRequest) -> list[ReceivedSpan]:
     spans = []
     for resource_spans in request.resource_spans:
         resource = _attributes(resource_spans.resource.attributes)
@@ -74,18 +80,38 @@ def decode(body: bytes) -> list[ReceivedSpan]:
                         status={0: "UNSET", 1: "OK", 2: "ERROR"}.get(span.status.code, "UNSET"),
                         attributes=_attributes(span.attributes),
                         resource=resource,
+                        links=[(link.trace_id.hex(), link.span_id.hex()) for link in span.links],
                     )
                 )
     return spans
 
 
-class OtlpReceiver:
-    """``start()`` returns the endpoint to give as ``OTEL_EXPORTER_OTLP_ENDPOINT``."""
+class _Spans:
+    """What a receiver has received, and the JSON-lines file it appends to."""
 
-    def __init__(self, spans_file: Path | None = None) -> None:
+    def __init__(self, spans_file: Path | None) -> None:
         self._spans: list[ReceivedSpan] = []
         self._lock = threading.Lock()
         self._file = spans_file
+
+    def _add(self, spans: list[ReceivedSpan]) -> None:
+        with self._lock:
+            self._spans.extend(spans)
+            if self._file is not None:
+                with self._file.open("a") as out:
+                    for span in spans:
+                        out.write(json.dumps(asdict(span)) + "\n")
+
+    def spans(self, trace_id: str | None = None) -> list[ReceivedSpan]:
+        with self._lock:
+            return [s for s in self._spans if trace_id is None or s.trace_id == trace_id]
+
+
+class OtlpReceiver(_Spans):
+    """OTLP/HTTP: ``start()`` returns the endpoint to give as ``OTEL_EXPORTER_OTLP_ENDPOINT``."""
+
+    def __init__(self, spans_file: Path | None = None) -> None:
+        super().__init__(spans_file)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -127,18 +153,6 @@ class OtlpReceiver:
         self._thread.start()
         return self.url
 
-    def _add(self, spans: list[ReceivedSpan]) -> None:
-        with self._lock:
-            self._spans.extend(spans)
-            if self._file is not None:
-                with self._file.open("a") as out:
-                    for span in spans:
-                        out.write(json.dumps(asdict(span)) + "\n")
-
-    def spans(self, trace_id: str | None = None) -> list[ReceivedSpan]:
-        with self._lock:
-            return [s for s in self._spans if trace_id is None or s.trace_id == trace_id]
-
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
@@ -147,6 +161,53 @@ class OtlpReceiver:
             self._thread.join(10)
 
     def __enter__(self) -> OtlpReceiver:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class OtlpGrpcReceiver(_Spans):
+    """OTLP/gRPC (plaintext): ``start()`` returns ``http://127.0.0.1:<port>``, the endpoint to give
+    as ``OTEL_EXPORTER_OTLP_ENDPOINT`` with ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc``. Needs grpcio
+    (the ``grpc`` extra of moderation-consumer)."""
+
+    def __init__(self, spans_file: Path | None = None) -> None:
+        super().__init__(spans_file)
+        self._server: Any = None
+        self._port = 0
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "not started"
+        return f"http://127.0.0.1:{self._port}"
+
+    def start(self) -> str:
+        from concurrent.futures import ThreadPoolExecutor
+
+        import grpc  # type: ignore[import-untyped]
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+        receiver = self
+
+        class Service(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request: ExportTraceServiceRequest, context: Any) -> ExportTraceServiceResponse:
+                receiver._add(spans_of(request))
+                return ExportTraceServiceResponse()
+
+        self._server = grpc.server(ThreadPoolExecutor(2, thread_name_prefix="otlp-grpc-receiver"))
+        add = trace_service_pb2_grpc.add_TraceServiceServicer_to_server
+        add(Service(), self._server)  # type: ignore[no-untyped-call]
+        self._port = self._server.add_insecure_port("127.0.0.1:0")
+        self._server.start()
+        return self.url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop(grace=None).wait(10)
+
+    def __enter__(self) -> OtlpGrpcReceiver:
         self.start()
         return self
 

@@ -1,10 +1,12 @@
-"""Traces through the real OTLP/HTTP exporter to a local receiver that decodes the official
-protobufs: one trace from the upload service's producer span through the checks to the verdict,
-and an async video whose callback reaches another process."""
+"""Traces through the real OTLP exporters to a local receiver that decodes the official protobufs:
+the record's process span links to the upload service's producer span (or, as an option, is its
+child: one trace from the producer through the checks to the verdict), over OTLP/HTTP and gRPC, and
+an async video whose callback reaches another process."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -16,10 +18,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from consumer import __version__
 from consumer.core.records import MediaType, ModerationVerdict, UploadEvent
 from consumer.serde import AvroCodec
 from moderation_devtools.broker import free_port
-from moderation_devtools.otlp import OtlpReceiver, ReceivedSpan
+from moderation_devtools.otlp import OtlpGrpcReceiver, OtlpReceiver, ReceivedSpan
 from moderation_devtools.samples import image_bytes, make_image, make_video
 from moderation_devtools.stack import (
     ConsumerProcess,
@@ -75,10 +78,9 @@ def headers_of(msg: Message) -> dict[str, bytes]:
     return {k: v for k, v in (msg.headers() or []) if v is not None}
 
 
-def tracing_env(receiver: OtlpReceiver, instance: str) -> dict[str, str]:
+def tracing_env(receiver: OtlpReceiver | OtlpGrpcReceiver, instance: str) -> dict[str, str]:
     return {
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
-        "OTEL_SERVICE_NAME": "moderation-consumer",
         "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={instance}",
         "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
@@ -88,42 +90,61 @@ def spans_named(spans: list[ReceivedSpan], prefix: str) -> list[ReceivedSpan]:
     return [s for s in spans if s.name.startswith(prefix)]
 
 
-def test_one_trace_runs_from_the_upload_producer_through_the_checks_to_the_verdict(
+@pytest.mark.parametrize(
+    ("parent", "protocol"), [("link", "http/protobuf"), ("child", "http/protobuf"), ("link", "grpc")]
+)
+def test_a_record_s_trace_links_to_or_continues_the_upload_producer_s_through_the_checks_to_the_verdict(
     kafka_bootstrap: str,
     make_topics: Callable[..., Topics],
     sim: SimulatorProcess,
     receiver: OtlpReceiver,
     read_topic: ReadTopic,
     tmp_path: Path,
+    parent: str,
+    protocol: str,
 ) -> None:
+    """The producer's span goes to the HTTP receiver; the consumer's over ``protocol`` (to a gRPC
+    receiver for grpc)."""
     topics = make_topics()
     item = upload(MediaType.IMAGE, data=image_bytes(make_image(4101)), content_type="image/png")
     producer = send_with_trace(receiver, kafka_bootstrap, topics.input, item)
-    env = consumer_env(
-        kafka_bootstrap,
-        sim.url,
-        group=topics.group,
-        topics=topics.env(),
-        MODERATION_KAFKA__CREATE_TOPICS="false",
-        **tracing_env(receiver, "a"),
-    )
-    log = tmp_path / "consumer.log"
-    process = ConsumerProcess(env, log_path=log).start()
-    try:
-        verdict, headers = verdict_message(read_topic, topics.verdicts, item.upload_id)
-        trace_id = producer.trace_id
+    with ExitStack() as stack:
+        consumers = stack.enter_context(OtlpGrpcReceiver()) if protocol == "grpc" else receiver
+        env = consumer_env(
+            kafka_bootstrap,
+            sim.url,
+            group=topics.group,
+            topics=topics.env(),
+            MODERATION_KAFKA__CREATE_TOPICS="false",
+            MODERATION_TRACING__PROCESS_SPAN_PARENT=parent,
+            OTEL_EXPORTER_OTLP_PROTOCOL=protocol,
+            **tracing_env(consumers, "a"),
+        )
+        log = tmp_path / "consumer.log"
+        process = ConsumerProcess(env, log_path=log).start()
+        try:
+            verdict, headers = verdict_message(read_topic, topics.verdicts, item.upload_id)
+            trace_id = verdict.trace_id
+            assert trace_id
 
-        def complete() -> bool:
-            spans = receiver.spans(trace_id)
-            return len(spans_named(spans, "check ")) >= 3 and len(spans_named(spans, "POST")) >= 3
+            def complete() -> bool:
+                spans = consumers.spans(trace_id)
+                return len(spans_named(spans, "check ")) >= 3 and len(spans_named(spans, "POST")) >= 3
 
-        assert wait_until(complete, 60), [s.name for s in receiver.spans(trace_id)]
-    finally:
-        process.terminate()
-    spans = receiver.spans(trace_id)
+            assert wait_until(complete, 60), [s.name for s in consumers.spans(trace_id)]
+        finally:
+            process.terminate()
+        spans = consumers.spans(trace_id)
     (record,) = spans_named(spans, f"process {topics.input}")
-    assert record.kind == "CONSUMER" and record.parent_span_id == producer.span_id
-    assert record.resource["service.name"] == "moderation-consumer"
+    if parent == "link":  # a trace of its own, linked to the upload's
+        assert trace_id != producer.trace_id and not record.parent_span_id
+        assert record.links == [(producer.trace_id, producer.span_id)]
+    else:  # the upload's trace continues
+        assert trace_id == producer.trace_id and record.parent_span_id == producer.span_id
+        assert not record.links
+    assert record.kind == "CONSUMER"
+    assert record.resource["service.name"] == "moderation-consumer"  # our default
+    assert record.resource["service.version"] == __version__
     assert record.attributes["messaging.system"] == "kafka"
     assert record.attributes["messaging.destination.name"] == topics.input
     assert record.attributes["messaging.consumer.group.name"] == topics.group
@@ -136,15 +157,15 @@ def test_one_trace_runs_from_the_upload_producer_through_the_checks_to_the_verdi
     assert {s.parent_span_id for s in attempts} <= {s.span_id for s in checks}
     for attempt in attempts:
         assert attempt.kind == "CLIENT" and attempt.attributes["server.address"] == "127.0.0.1"
+        assert attempt.attributes["server.port"] == sim.port
+        assert attempt.attributes["url.full"].startswith(f"{sim.url}/")
         assert attempt.attributes["http.response.status_code"] == 200
-        assert "?" not in attempt.attributes["url.path"]
         assert not any(
             "key" in str(v).lower() or "token" in str(v).lower() for v in attempt.attributes.values()
         )
-    # the verdict continues the trace downstream: its header and its trace_id field
-    assert verdict.trace_id == trace_id
-    version, header_trace, parent, flags = headers["traceparent"].decode().split("-")
-    assert (version, header_trace, parent) == ("00", trace_id, record.span_id) and int(flags, 16) & 1
+    # the verdict continues the process span's trace downstream: its header and its trace_id field
+    version, header_trace, header_parent, flags = headers["traceparent"].decode().split("-")
+    assert (version, header_trace, header_parent) == ("00", trace_id, record.span_id) and int(flags, 16) & 1
     verdict_logs = [line for line in json_log_lines(log) if line.get("msg") == "verdict"]
     assert verdict_logs and verdict_logs[0]["trace_id"] == trace_id
     assert verdict_logs[0]["span_id"] == record.span_id
@@ -187,7 +208,8 @@ def test_an_async_video_trace_survives_the_callback_relay_to_another_process(
         )
         producer = send_with_trace(receiver, kafka_bootstrap, topics.input, video)
         verdict, _ = verdict_message(read_topic, topics.verdicts, video.upload_id)
-        trace_id = producer.trace_id
+        trace_id = verdict.trace_id  # the process span's own trace, linked to the producer's
+        assert trace_id and trace_id != producer.trace_id
 
         def relayed() -> bool:
             spans = receiver.spans(trace_id)
@@ -197,10 +219,10 @@ def test_an_async_video_trace_survives_the_callback_relay_to_another_process(
     finally:
         for process in processes:
             process.terminate()
-    assert verdict.trace_id == trace_id
     spans = receiver.spans(trace_id)
     by_id = {s.span_id: s for s in spans}
     (record,) = spans_named(spans, f"process {topics.input}")
+    assert record.links == [(producer.trace_id, producer.span_id)]
     owner = record.resource["service.instance.id"]
     served = spans_named(spans, "POST /callbacks/{token}")
     assert len(served) == 2  # csam and visual, each an async task
