@@ -28,7 +28,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, SerializingProducer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
-from confluent_kafka.serialization import StringSerializer
+from confluent_kafka.serialization import SerializationError, StringSerializer
 
 INLINE_LIMIT = 1_000_000  # the service's default processing.inline_media_limit_bytes
 SHIPPED_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "UploadEvent.avsc"
@@ -105,7 +105,15 @@ def main() -> int:
             failures.append(f"{msg.key()!r}: {err.str()}")
 
     for record, _how in uploads:
-        producer.produce(args.topic, key=record["upload_id"], value=record, on_delivery=delivered)
+        try:
+            producer.produce(args.topic, key=record["upload_id"], value=record, on_delivery=delivered)
+        except SerializationError as exc:  # e.g. the registry lacks the schema: nothing is sent
+            print(
+                f"cannot encode {record['upload_id']} ({exc}); is the schema registered under"
+                f" {args.topic}-value? (`moderation-consumer schemas register`)",
+                file=sys.stderr,
+            )
+            return 1
         producer.poll(0)
     if producer.flush(60) or failures:
         print(f"not acknowledged: {failures or 'timed out'}", file=sys.stderr)
