@@ -511,9 +511,9 @@ def test_the_value_sets_render_what_they_switch_on() -> None:
     assert "HorizontalPodAutoscaler" in kinds(render(HPA_EXACTLY_ONCE))
 
 
-def readme_example() -> dict[str, Any]:
-    """The ``values-prod.yaml`` block of the README's Deploying section."""
-    text = (chart.ROOT / "README.md").read_text()
+def docs_example() -> dict[str, Any]:
+    """The ``values-prod.yaml`` block of docs/deploying.md."""
+    text = (chart.ROOT / "docs" / "deploying.md").read_text()
     blocks = [b.split("```", 1)[0] for b in text.split("```yaml\n")[1:]]
     (example,) = [b for b in blocks if b.startswith("# values-prod.yaml")]
     values = yaml.safe_load(example)
@@ -521,10 +521,10 @@ def readme_example() -> dict[str, Any]:
     return values
 
 
-def test_the_readmes_values_example_renders_validates_and_its_settings_and_policy_load(
+def test_the_docs_values_example_renders_validates_and_its_settings_and_policy_load(
     tmp_path: Path,
 ) -> None:
-    values = readme_example()
+    values = docs_example()
     done = chart.helm(
         "lint", str(chart.CHART), "--strict", "--kube-version", chart.KUBE_VERSION, values=values
     )
@@ -538,6 +538,11 @@ def test_the_readmes_values_example_renders_validates_and_its_settings_and_polic
     policy = tmp_path / "policy.yaml"
     policy.write_text(one(docs, "ConfigMap", f"{FULLNAME}-policy")["data"]["policy.yaml"])
     assert load_policies(policy).version == "prod-2026.12"
+    # its traces get through its NetworkPolicy to the collector it names, on the collector's port
+    endpoint = {e["name"]: e.get("value") for e in values["extraEnv"]}["OTEL_EXPORTER_OTLP_ENDPOINT"]
+    egress = one(docs, "NetworkPolicy", FULLNAME)["spec"]["egress"]
+    assert int(endpoint.rsplit(":", 1)[1]) in {p["port"] for rule in egress for p in rule["ports"]}
+    assert all(d["metadata"]["labels"]["team"] == "trust-and-safety" for d in docs)
 
 
 # --- the workload ------------------------------------------------------------------------------------
@@ -973,7 +978,7 @@ def test_the_prometheus_rule_is_deploys_alert_rules() -> None:
     shipped = yaml.safe_load((chart.ROOT / "deploy" / "prometheus" / "alerts.yaml").read_text())
     assert one(render(EVERYTHING), "PrometheusRule")["spec"] == shipped
     prefixed = one(render(KEDA_MONITORING), "PrometheusRule")["spec"]
-    urls = [r["annotations"]["runbook_url"] for g in prefixed["groups"] for r in g["rules"]]
+    urls = [r["annotations"]["runbook_url"] for g in prefixed["groups"] for r in g["rules"] if "alert" in r]
     assert urls and all(
         u.startswith("https://git.example.com/moderation/blob/main/docs/runbook.md#") for u in urls
     )
