@@ -4,7 +4,7 @@ and returns an ``Answer`` (status, headers, body) whose body was read with a bou
 Two backends, one interface:
 
 - ``AiohttpClient`` (production): aiohttp's client (llhttp parser, keep-alive pool). The measured
-  options and their CPU per call are in the README (``python -m bench.http_clients``): aiohttp
+  options and their CPU per call are in docs/benchmarks.md (``python -m bench.http_clients``): aiohttp
   directly costs less than half of httpx's client on the same transport, so provider calls use it
   directly. Media downloads get their own instance whose resolver applies the egress policy.
 - ``HttpxClient``: any ``httpx.AsyncBaseTransport`` (``httpx.MockTransport`` in unit tests, or
