@@ -33,7 +33,7 @@ from moderation_simulator.hostile import (
     startup_hostile_faults,
 )
 from moderation_simulator.media import decode
-from moderation_simulator.state import ScoreOverride, SimulatorState
+from moderation_simulator.state import PROJECT_IDS, ProjectKind, ScoreOverride, SimulatorState
 
 __all__ = ["build_app"]
 
@@ -143,6 +143,39 @@ async def admin_faults(request: web.Request) -> web.Response:
         except (TypeError, ValueError) as exc:
             return _bad(str(exc))
     return web.json_response({**faults.snapshot(), **hostile_fault_rates(faults)})
+
+
+async def admin_keys(request: web.Request) -> web.Response:
+    """``POST {"visual": ["key-2"], "huawei": "token-2", …}``: the keys (or Huawei tokens) each named
+    project accepts from now on, its others refused (a key rotation; a string is one key, a list
+    lets old and new overlap); ``GET``: how many each accepts (never the keys). ``/_admin/reset``
+    returns to the command line's keys."""
+    state = state_of(request)
+    if request.method == "POST":
+        body = await _json(request)
+        wanted: dict[str, list[str]] = {}
+        for project, given in body.items():
+            keys = [given] if isinstance(given, str) else given
+            if project not in (*PROJECT_IDS, "huawei"):
+                return _bad(f"unknown project {project!r} (one of {', '.join(PROJECT_IDS)}, huawei)")
+            if not isinstance(keys, list) or not keys or not all(_usable_key(k) for k in keys):
+                return _bad(f"{project}: a key or a non-empty list of keys (printable, no spaces)")
+            wanted[project] = keys
+        hive_keys = [k for project, keys in wanted.items() if project != "huawei" for k in keys]
+        kept = [k for k, p in state.projects.items() if p.kind not in wanted]
+        if len(set(hive_keys)) != len(hive_keys) or set(hive_keys) & set(kept):
+            return _bad("a key may belong to one project only")
+        for project, keys in wanted.items():
+            if project == "huawei":
+                state.huawei_tokens = list(keys)
+            else:
+                kind: ProjectKind = project  # type: ignore[assignment]  # checked against PROJECT_IDS
+                state.set_keys(kind, keys)
+    return web.json_response(state.key_counts())
+
+
+def _usable_key(key: object) -> bool:
+    return isinstance(key, str) and bool(key) and key.isprintable() and " " not in key
 
 
 async def admin_hostile(request: web.Request) -> web.Response:
@@ -268,6 +301,7 @@ def build_app(
     app.router.add_post("/_admin/latency", admin_latency)
     app.router.add_route("*", "/_admin/faults", admin_faults)
     app.router.add_get("/_admin/hostile", admin_hostile)
+    app.router.add_route("*", "/_admin/keys", admin_keys)
     app.router.add_post("/_admin/balance", admin_balance)
     app.router.add_post("/_admin/rate_limit", admin_rate_limit)
     app.router.add_get("/_admin/stats", admin_stats)

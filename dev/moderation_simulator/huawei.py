@@ -57,7 +57,7 @@ async def _admit(request: web.Request, allowed: set[str]) -> dict[str, Any]:
     """Auth, throttling, faults and the JSON body; raises HuaweiError (or returns a response via it)."""
     state = state_of(request)
     token = request.headers.get("X-Auth-Token", "")
-    if not token or not hmac.compare_digest(token.encode(), state.huawei_token.encode()):
+    if not token or not any(hmac.compare_digest(token.encode(), t.encode()) for t in state.huawei_tokens):
         raise HuaweiError("IS.0004", "The token is invalid or has expired.")
     refused = await fault_gate(state, token, throttled=_throttled, failed=_failed)
     if refused is not None:

@@ -20,6 +20,7 @@ from moderation_simulator.etiquette import Faults, TokenBucket
 __all__ = [
     "DEFAULT_HUAWEI_TOKEN",
     "DEFAULT_KEYS",
+    "PROJECT_IDS",
     "HuaweiImage",
     "IndexEntry",
     "LatencyModel",
@@ -147,15 +148,33 @@ class SimulatorState:
         huawei_token: str = DEFAULT_HUAWEI_TOKEN,
         startup: StartupSettings | None = None,
     ):
-        self.projects: dict[str, Project] = {
-            key: Project(kind, PROJECT_IDS[kind]) for kind, key in (keys or DEFAULT_KEYS).items()
+        self._start_keys: dict[ProjectKind, list[str]] = {
+            kind: [key] for kind, key in (keys or DEFAULT_KEYS).items()
         }
-        self.huawei_token = huawei_token
+        self._start_huawei_token = huawei_token
+        self.projects: dict[str, Project] = {}
+        self.huawei_tokens: list[str] = []
         self.latency = latency or LatencyModel()
         self._startup = startup or StartupSettings()
         self.reset()
 
+    def set_keys(self, kind: ProjectKind, keys: list[str]) -> None:
+        """The keys ``kind``'s project accepts from now on (its other keys are refused: a rotation)."""
+        self.projects = {k: p for k, p in self.projects.items() if p.kind != kind}
+        self.projects.update({key: Project(kind, PROJECT_IDS[kind]) for key in keys})
+
+    def key_counts(self) -> dict[str, int]:
+        """How many keys each project accepts now (``huawei``: tokens), never the keys."""
+        counts: dict[str, int] = {kind: 0 for kind in PROJECT_IDS}
+        for project in self.projects.values():
+            counts[project.kind] += 1
+        return {**counts, "huawei": len(self.huawei_tokens)}
+
     def reset(self) -> None:
+        self.projects = {}
+        for kind, keys in self._start_keys.items():
+            self.set_keys(kind, keys)
+        self.huawei_tokens = [self._start_huawei_token]
         self.csam_hashes: list[int] = []
         self.csam_md5: set[str] = set()
         self.index: dict[str, IndexEntry] = {}
