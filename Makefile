@@ -4,15 +4,18 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install docs jars prometheus helm go-examples chart deploy demo test unit integration chaos lint typecheck format clean bench fuzz
+.PHONY: install lock docs jars prometheus helm go-examples chart deploy demo test unit integration chaos lint typecheck format clean bench fuzz
 
 # the product (.) and, beside it, the development distribution (dev/: the simulator, the developer
-# tools and the test tools), both editable; only the product is ever built into a wheel or an image
-$(STAMP): pyproject.toml dev/pyproject.toml
+# tools and the test tools), both editable; only the product is ever built into a wheel or an image.
+# The product's dependencies at the versions requirements.lock pins (the image's), so the tests run
+# what ships; the constraints are the lock without its hashes (an editable install has none).
+$(STAMP): pyproject.toml dev/pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install --quiet --disable-pip-version-check -e . -e ./dev
+	sed -n 's/^\([a-z0-9][^ ]*==[^ ]*\).*/\1/p' requirements.lock > $(VENV)/constraints.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -c $(VENV)/constraints.txt -e . -e ./dev
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -21,14 +24,28 @@ install: $(STAMP)
 jars: $(STAMP)
 	$(BIN)/python -c 'from moderation_devtools.broker import ensure_jars; print("kafka jars:", ensure_jars())'
 
-# promtool and prometheus (Debian's package) for the monitoring tests; its service is left stopped.
+# promtool and prometheus 2.42+ for the monitoring tests: the ones on PATH when new enough, else
+# Debian's package (as root or with passwordless sudo; its service is left stopped), else a message
+# saying how to get them.
 prometheus:
 	@bash .ci/install-prometheus
 
-# helm v3.21.4 (v3.22.0 is served but not approved here), built with `go install` into
-# $MODERATION_CACHE_DIR/bin or ~/.cache/moderation-consumer/bin when missing (once).
+# helm: one on PATH when it is 3.x at moderation_devtools.chart.HELM_MINIMUM or later; else v3.21.4
+# (v3.22.0 is served but not approved here), built with `go install` into $MODERATION_CACHE_DIR/bin or
+# ~/.cache/moderation-consumer/bin when missing (once; needs Go).
 helm: $(STAMP)
 	$(BIN)/python -m moderation_devtools.chart --helm
+
+# requirements.lock (the product's runtime dependencies: Linux x86_64, CPython 3.11 as in the image,
+# wheels only, every file's sha256) and docker/build-tools.lock (the image build's setuptools and
+# cyclonedx-bom), from pyproject.toml and docker/build-tools.in. Pins that still fit are kept;
+# `make lock LOCK_ARGS=--upgrade` takes the newest versions the ranges allow. Needs the package index.
+LOCK_ARGS ?=
+LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --only-binary :all: \
+	--generate-hashes --custom-compile-command "make lock" --quiet $(LOCK_ARGS)
+lock: install
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) -o requirements.lock
+	$(BIN)/uv pip compile docker/build-tools.in $(LOCK_FLAGS) -o docker/build-tools.lock
 
 # the Go examples' modules (examples/go/go.sum pins them) from the Go module proxy into
 # $MODERATION_CACHE_DIR/go/mod or ~/.cache/moderation-consumer/go/mod (once), and gofmt's check;

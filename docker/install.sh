@@ -1,15 +1,19 @@
 #!/bin/sh
 # The image's install step, also run by tests/integration/test_image_install.py:
-#   install.sh WHEEL_DIR PREFIX
-# installs the moderation-consumer wheel found in WHEEL_DIR (and, with INSTALL_OFFLINE=1, only the
-# dependency wheels beside it: the image's build stage made them) into a virtual environment at
-# PREFIX, for the production install (the wheel holds the consumer package alone; the simulator and
-# the developer tools never leave the repository). The result is read-only: the service writes
-# nothing but to /tmp. PYTHON picks the interpreter (python3).
+#   install.sh WHEEL_DIR PREFIX LOCK
+# makes a virtual environment at PREFIX with exactly the dependencies pinned in LOCK
+# (requirements.lock: every version and every file's sha256, wheels only, so two builds of one commit
+# install the same bytes), then the moderation-consumer wheel found in WHEEL_DIR without its
+# dependencies, and checks that the lock satisfied the wheel's requirements. The wheel holds the
+# consumer package alone: the simulator and the developer tools never leave the repository. The
+# result is read-only: the service writes nothing but to /tmp. PYTHON picks the interpreter
+# (python3); INSTALL_OFFLINE=1 takes the locked wheels from WHEEL_DIR instead of the package index.
 set -eu
 
-wheels=${1:?usage: install.sh WHEEL_DIR PREFIX}
-prefix=${2:?usage: install.sh WHEEL_DIR PREFIX}
+usage="usage: install.sh WHEEL_DIR PREFIX LOCK"
+wheels=${1:?$usage}
+prefix=${2:?$usage}
+lock=${3:?$usage}
 python=${PYTHON:-python3}
 
 set -- "$wheels"/moderation_consumer-*.whl
@@ -20,14 +24,18 @@ fi
 wheel=$1
 
 "$python" -m venv "$prefix"
-offline=""
+pip="$prefix/bin/python -m pip --disable-pip-version-check --no-input"
+source_flags=""
 if [ "${INSTALL_OFFLINE:-0}" = "1" ]; then
-    offline="--no-index"
+    source_flags="--no-index --find-links $wheels"
 fi
-# shellcheck disable=SC2086  # $offline is one flag or nothing
-"$prefix/bin/python" -m pip install --no-cache-dir --disable-pip-version-check --quiet \
-    $offline --find-links "$wheels" "$wheel"
-"$prefix/bin/python" -m pip uninstall --yes --quiet pip setuptools wheel 2>/dev/null || true
+# shellcheck disable=SC2086  # $pip and $source_flags are words on purpose
+$pip install --no-cache-dir --quiet --require-hashes --only-binary :all: --no-deps $source_flags -r "$lock"
+# shellcheck disable=SC2086
+$pip install --no-cache-dir --quiet --no-deps --no-index "$wheel"
+# every requirement of the wheel met by the lock (a lock out of step with pyproject.toml fails here)
+$pip check
+$pip uninstall --yes --quiet pip setuptools wheel 2>/dev/null || true
 
 site=$("$prefix/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 # bytecode now, as the files will be read-only at run time

@@ -12,14 +12,16 @@
   the service does not know, or a value of the wrong type, is refused at install, and a key put in
   the values is too. The rest of the schema is written by hand.
 
-``ensure_helm()`` installs ``helm`` with ``go install`` (``HELM_MODULE`` at ``HELM_VERSION``) into
-``<cache>/bin`` (``moderation_devtools.broker.cache_dir()``: ``MODERATION_CACHE_DIR`` or
-``~/.cache/moderation-consumer``) when it is missing or another version; ``make helm`` runs it.
+``ensure_helm()`` takes the ``helm`` on PATH when it is 3.x at ``HELM_MINIMUM`` or later; otherwise it
+installs ``helm`` with ``go install`` (``HELM_MODULE`` at ``HELM_VERSION``) into ``<cache>/bin``
+(``moderation_devtools.broker.cache_dir()``: ``MODERATION_CACHE_DIR`` or ``~/.cache/moderation-consumer``)
+when it is missing or another version; ``make helm`` runs it.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -41,6 +43,7 @@ from moderation_devtools.broker import cache_dir
 __all__ = [
     "CHART",
     "COPIES",
+    "HELM_MINIMUM",
     "HELM_MODULE",
     "HELM_VERSION",
     "KUBE_VERSION",
@@ -67,6 +70,8 @@ COPIES = {
 # v3.22.0 is served by the Go module proxy but not approved on these machines
 HELM_MODULE = "helm.sh/helm/v3/cmd/helm"
 HELM_VERSION = "v3.21.4"
+# a helm on PATH is used from this version on (3.18: values schemas of JSON Schema draft 2020-12)
+HELM_MINIMUM = (3, 18, 0)
 KUBE_VERSION = "1.31.0"  # what `helm lint/template --kube-version` and kubernetes-validate check against
 
 _SETTINGS_REF = "#/properties/settings/$defs/"
@@ -166,8 +171,31 @@ def sync(check: bool = False) -> list[Path]:
 
 
 def helm_binary() -> Path:
-    """Where ``make helm`` puts ``helm`` (it may not be there yet)."""
-    return cache_dir() / "bin" / "helm"
+    """The ``helm`` on PATH when it is new enough, else where ``make helm`` builds it (maybe not yet)."""
+    return _path_helm() or cache_dir() / "bin" / "helm"
+
+
+@functools.cache
+def _path_helm() -> Path | None:
+    """``helm`` on PATH when ``helm version`` says 3.x at ``HELM_MINIMUM`` or later, else None."""
+    found = shutil.which("helm")
+    if found is None:
+        return None
+    try:
+        out = subprocess.run(
+            [found, "version", "--template", "{{.Version}}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    version = re.match(r"v(\d+)\.(\d+)\.(\d+)", out.stdout.strip())
+    if out.returncode != 0 or version is None:
+        return None
+    major, minor, patch = (int(part) for part in version.groups())
+    return Path(found) if major == 3 and (major, minor, patch) >= HELM_MINIMUM else None
 
 
 def _go() -> str | None:
@@ -190,8 +218,11 @@ def _built_version(binary: Path) -> str | None:
 
 
 def ensure_helm() -> Path:
-    """``helm`` at ``HELM_VERSION`` in the cache, built with ``go install`` when missing."""
-    binary = helm_binary()
+    """``helm`` on PATH when new enough; else at ``HELM_VERSION`` in the cache, built with ``go install``."""
+    on_path = _path_helm()
+    if on_path is not None:
+        return on_path
+    binary = cache_dir() / "bin" / "helm"
     if _built_version(binary) == HELM_VERSION:
         return binary
     go = _go()

@@ -1,11 +1,14 @@
 """The container image's install step (``docker/install.sh``, which the Dockerfile runs too), run
-here without a container engine: the wheel installed into a fresh environment, made read-only, and
-the service started from it as an unprivileged user with no writable home and only a temporary
-directory to write to, against the test broker, registry and simulator. It gives verdicts, and on
-SIGTERM it drains and exits 0."""
+here without a container engine: the locked dependencies (``requirements.lock``, by hash) and the
+wheel installed into a fresh environment, made read-only, and the service started from it as an
+unprivileged user with no writable home and only a temporary directory to write to, against the test
+broker, registry and simulator. It gives verdicts, and on SIGTERM it drains and exits 0. The image's
+SBOM (``docker/sbom.sh``, as the Dockerfile's build stage runs it) lists every locked distribution
+at its locked version, and comes out the same twice."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -14,10 +17,14 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from packaging.utils import canonicalize_name
 
+import consumer
 from consumer.core.records import MediaType
+from moderation_devtools.lock import REQUIREMENTS_LOCK, locked
 from moderation_devtools.stack import (
     SimulatorProcess,
     consumer_env,
@@ -80,14 +87,14 @@ def image_root() -> Iterator[Path]:
         assert built.returncode == 0, built.stderr[-2000:]
         prefix = root / "opt" / "moderation"
         installed = subprocess.run(
-            ["sh", str(REPO / "docker" / "install.sh"), str(wheels), str(prefix)],
+            ["sh", str(REPO / "docker" / "install.sh"), str(wheels), str(prefix), str(REQUIREMENTS_LOCK)],
             capture_output=True,
             text=True,
             check=False,
             env={**os.environ, "PYTHON": interpreter()},
         )
         assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-2000:]
-        assert installed.stdout.startswith("moderation-consumer ")
+        assert installed.stdout.splitlines()[-1].startswith("moderation-consumer ")
         yield root
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(root)], check=False)
@@ -105,6 +112,56 @@ def test_the_image_install_is_production_only_and_read_only(image_root: Path) ->
         as_unprivileged(["sh", "-c", f"touch {site}/x || exit 0; exit 1"]), capture_output=True, check=False
     )
     assert probe.returncode == 0, "the installed application must not be writable at run time"
+
+
+def installed_distributions(prefix: Path) -> dict[str, str]:
+    """``{canonical name: version}`` of every distribution in the environment at ``prefix``."""
+    site = next(prefix.glob("lib/python3*/site-packages"))
+    found: dict[str, str] = {}
+    for info in site.glob("*.dist-info"):
+        meta = (info / "METADATA").read_text(errors="replace").split("\n\n", 1)[0]
+        fields = dict(line.split(": ", 1) for line in meta.splitlines() if ": " in line)
+        found[canonicalize_name(fields["Name"])] = fields["Version"]
+    return found
+
+
+def test_the_image_environment_is_the_lock_and_the_wheel_exactly(image_root: Path) -> None:
+    pins = {name: pin.version for name, pin in locked().items()}
+    assert installed_distributions(image_root / "opt" / "moderation") == {
+        **pins,
+        "moderation-consumer": consumer.__version__,
+    }
+
+
+def test_the_sbom_lists_every_locked_distribution_and_is_reproducible(image_root: Path) -> None:
+    prefix = image_root / "opt" / "moderation"
+    tool = Path(sys.executable).parent / "cyclonedx-py"
+    assert tool.exists(), "cyclonedx-py is missing: make install (dev/pyproject.toml's cyclonedx-bom)"
+    outputs = []
+    for attempt in ("first", "second"):
+        output = image_root / f"sbom-{attempt}.cdx.json"
+        made = subprocess.run(
+            ["sh", str(REPO / "docker" / "sbom.sh"), str(prefix), str(output)],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "CYCLONEDX_PY": str(tool)},
+            timeout=300,
+        )
+        assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-2000:]
+        outputs.append(output.read_bytes())
+    assert outputs[0] == outputs[1], "two SBOMs of one environment differ"
+    sbom = json.loads(outputs[0])
+    assert sbom["bomFormat"] == "CycloneDX" and sbom["specVersion"] == "1.6"
+    listed: dict[str, dict[str, Any]] = {canonicalize_name(c["name"]): c for c in sbom["components"]}
+    expected = {name: pin.version for name, pin in locked().items()}
+    expected["moderation-consumer"] = consumer.__version__
+    assert set(listed) == set(expected), set(listed) ^ set(expected)
+    for name, version in expected.items():
+        assert listed[name]["version"] == version, name
+        assert listed[name]["purl"] == f"pkg:pypi/{name}@{version}", listed[name]["purl"]
+    ours = listed["moderation-consumer"]
+    assert ours["licenses"] == [{"license": {"acknowledgement": "declared", "id": "Apache-2.0"}}]
 
 
 def test_the_installed_service_runs_unprivileged_read_only_and_drains_on_sigterm(

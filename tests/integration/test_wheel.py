@@ -72,6 +72,28 @@ def test_the_installed_wheel_has_no_simulator_dependencies(installed: Path) -> N
         assert absent.returncode != 0, tool
 
 
+def test_the_installed_wheel_declares_its_licence_pythons_and_links(installed: Path) -> None:
+    """What an index or a scanner reads: the SPDX licence, no cap on Python, the project's links."""
+    meta = _run(
+        [
+            str(installed / "python"),
+            "-c",
+            "import importlib.metadata as m; d = m.metadata('moderation-consumer');"
+            "print(d['License-Expression']); print(d['Requires-Python']);"
+            "print(*d.get_all('Project-URL'), sep='\\n'); print(*d.get_all('Classifier'), sep='\\n')",
+        ],
+        installed,
+    ).stdout.splitlines()
+    assert meta[:2] == ["Apache-2.0", ">=3.11"]
+    assert {line.split(",")[0] for line in meta if "https://" in line} == {
+        "Homepage",
+        "Documentation",
+        "Changelog",
+        "Issues",
+    }
+    assert "Programming Language :: Python :: 3.14" in meta
+
+
 def test_the_installed_wheel_gives_verdicts(
     installed: Path,
     kafka_bootstrap: str,
