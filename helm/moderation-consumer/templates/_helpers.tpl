@@ -200,3 +200,11 @@ stays within the restricted Pod Security Standard). */}}
 {{- end }}
 {{- toYaml $containers }}
 {{- end }}
+
+{{/* The labels of an object that has labels of its own (a monitor's `release`, the dashboard's
+`grafana_dashboard`): the standard labels, then its own, then commonLabels, as one mapping (a key in
+two of them once). Called with (dict "root" $ "labels" OWN). */}}
+{{- define "moderation-consumer.labelsWith" -}}
+{{- $standard := include "moderation-consumer.standardLabels" .root | fromYaml }}
+{{- toYaml (merge $standard (deepCopy (default dict .labels)) (deepCopy (default dict .root.Values.commonLabels))) }}
+{{- end }}
