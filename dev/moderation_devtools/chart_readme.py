@@ -1,6 +1,7 @@
 """The chart's README, generated from ``values.yaml`` in the manner of helm-docs.
 
-``python -m moderation_devtools.chart_readme`` writes ``helm/moderation-consumer/README.md`` and the
+``python -m moderation_devtools.chart_readme`` writes ``helm/moderation-consumer/README.md`` (with
+``examples/values-openshift.yaml`` in it) and the
 values table between the markers of ``docs/deploying.md`` (``--check``: exit 1 when either differs,
 changing nothing; ``tests/unit/test_chart_readme.py`` runs the check). Each value of ``values.yaml``
 is a row: its dotted key, its type, its default and its description, which is the comment block
@@ -45,6 +46,7 @@ CHART = REPO / "helm" / "moderation-consumer"
 VALUES = CHART / "values.yaml"
 CHART_YAML = CHART / "Chart.yaml"
 README = CHART / "README.md"
+OPENSHIFT = CHART / "examples" / "values-openshift.yaml"
 DOCS = REPO / "docs" / "deploying.md"
 COMMAND = "python -m moderation_devtools.chart_readme"
 BEGIN = f"<!-- the chart's values: generated from helm/moderation-consumer/values.yaml by {COMMAND} -->"
@@ -176,8 +178,8 @@ def _header(values_text: str) -> str:
     return _comment_text(lines)
 
 
-def readme(values_text: str, chart_yaml: dict[str, Any]) -> str:
-    """``helm/moderation-consumer/README.md``."""
+def readme(values_text: str, chart_yaml: dict[str, Any], openshift: str) -> str:
+    """``helm/moderation-consumer/README.md`` (``openshift``: the text of the OpenShift example)."""
     return f"""# {chart_yaml["name"]}
 
 <!-- generated from values.yaml and Chart.yaml by {COMMAND}; edit those, then run it -->
@@ -199,6 +201,10 @@ helm test moderation -n moderation      # a pod asks the Service's /readyz until
 On OpenShift add `-f helm/moderation-consumer/examples/values-openshift.yaml`: the namespace's
 security context constraint then assigns the UID, the GID and the fsGroup.
 
+```yaml
+{openshift.rstrip()}
+```
+
 ## Values
 
 {_header(values_text)}
@@ -219,7 +225,7 @@ def sync(check: bool = False) -> list[Path]:
     """The files that differ from what they should be; written unless ``check``."""
     values_text = VALUES.read_text()
     chart_yaml = yaml.safe_load(CHART_YAML.read_text())
-    wanted = {README: readme(values_text, chart_yaml)}
+    wanted = {README: readme(values_text, chart_yaml, OPENSHIFT.read_text())}
     if DOCS.exists():
         wanted[DOCS] = docs_page(DOCS.read_text(), values_text)
     stale: list[Path] = []
