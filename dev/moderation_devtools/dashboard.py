@@ -1,10 +1,12 @@
 """The Grafana dashboard, generated: ``python -m moderation_devtools.dashboard`` writes
 ``deploy/grafana/moderation.json`` (``--check``: exit 1 when the file is not what this generates).
 
-Every query filters on the ``namespace`` and ``instance`` variables (both filled from
+Every query filters on the ``namespace``, ``job`` and ``instance`` variables (all filled from
 ``moderation_build_info``, so process and Python series of other jobs stay out); rates use Grafana's
-``$__rate_interval``. The integration test ``tests/integration/test_prometheus.py`` evaluates every
-target here against a real Prometheus scraping the service."""
+``$__rate_interval``. The ``objective`` variable is the latency objective's N (a bucket of
+``moderation_end_to_end_latency_seconds``, as the alert rules' ``le``). The integration test
+``tests/integration/test_prometheus.py`` evaluates every target here against a real Prometheus
+scraping the service."""
 
 from __future__ import annotations
 
@@ -19,7 +21,11 @@ from moderation_devtools import REPO
 __all__ = ["PATH", "Panel", "build", "main", "panels", "render"]
 
 PATH = REPO / "deploy" / "grafana" / "moderation.json"
-SEL = 'namespace=~"$namespace", instance=~"$instance"'
+SEL = 'namespace=~"$namespace", job=~"$job", instance=~"$instance"'
+# the latency objective's N: the buckets of moderation_end_to_end_latency_seconds as the client
+# writes them (le="30.0"); 30 s as in deploy/prometheus/alerts.yaml
+OBJECTIVES = ["1.0", "2.5", "5.0", "10.0", "15.0", "30.0", "60.0", "120.0", "300.0", "900.0"]
+OBJECTIVE = "30.0"
 RATE = "$__rate_interval"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
@@ -75,6 +81,31 @@ def panels() -> list[tuple[str, list[Panel]]]:
                     description="Share of each decision among the verdicts.",
                 ),
                 Panel(
+                    "Uploads in, verdicts out",
+                    [
+                        (f"sum({rate('moderation_uploads_appended_total')})", "uploads appended"),
+                        (f"sum({verdicts})", "verdicts"),
+                        (f"sum({rate('moderation_dead_letters_total')})", "dead letters"),
+                    ],
+                    unit="reqps",
+                    description="Records appended to the input partitions (from their log ends, every 5 s)"
+                    " against verdicts and dead letters: uploads in and nothing out is ModerationNoVerdicts.",
+                ),
+                Panel(
+                    "Verdicts within the latency objective",
+                    [
+                        (
+                            "sum("
+                            + rate("moderation_end_to_end_latency_seconds_bucket", 'le="$objective"')
+                            + f") / sum({rate('moderation_end_to_end_latency_seconds_count')})",
+                            "within $objective s",
+                        )
+                    ],
+                    unit="percentunit",
+                    description="The latency SLI: the share of verdicts that came within $objective s of"
+                    " their upload's created_at (the objective: 99 %; the burn-rate alerts watch it).",
+                ),
+                Panel(
                     "End-to-end latency",
                     [
                         (quantile(0.5, "moderation_end_to_end_latency_seconds"), "p50"),
@@ -103,6 +134,18 @@ def panels() -> list[tuple[str, list[Panel]]]:
                         )
                     ],
                     description="Log end (last stable offset) minus the committed offset.",
+                ),
+                Panel(
+                    "Lag in time per partition",
+                    [
+                        (
+                            f"max by (topic, partition) (moderation_consumer_lag_seconds{{{SEL}}})",
+                            "{{topic}}[{{partition}}]",
+                        )
+                    ],
+                    unit="s",
+                    description="Age of the oldest record held unfinished (now minus its Kafka timestamp):"
+                    " how far behind the uploads the consumer is. ModerationFallingBehind pages on it.",
                 ),
                 Panel(
                     "Records waiting per partition",
@@ -386,9 +429,24 @@ def build() -> dict[str, Any]:
                     "hide": 0,
                 },
                 _variable("namespace", "label_values(moderation_build_info, namespace)", ".*"),
+                _variable("job", 'label_values(moderation_build_info{namespace=~"$namespace"}, job)'),
                 _variable(
-                    "instance", 'label_values(moderation_build_info{namespace=~"$namespace"}, instance)'
+                    "instance",
+                    'label_values(moderation_build_info{namespace=~"$namespace", job=~"$job"}, instance)',
                 ),
+                {
+                    "name": "objective",
+                    "label": "latency objective (s)",
+                    "type": "custom",
+                    "query": ",".join(OBJECTIVES),
+                    "current": {"selected": True, "text": OBJECTIVE, "value": OBJECTIVE},
+                    "options": [
+                        {"selected": value == OBJECTIVE, "text": value, "value": value}
+                        for value in OBJECTIVES
+                    ],
+                    "includeAll": False,
+                    "multi": False,
+                },
             ]
         },
         "annotations": {"list": []},
