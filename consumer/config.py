@@ -3,7 +3,8 @@ sections it gathers are in ``settings_sections``: import a section's class from 
 
 Environment variables are ``MODERATION_<SECTION>__<FIELD>`` (e.g. ``MODERATION_KAFKA__BOOTSTRAP_SERVERS``);
 the YAML file (``MODERATION_CONFIG`` or ``--config``) has the same nesting. Environment wins over YAML.
-API keys are ``SecretStr`` and can also come from files (``hive.csam_key_file``), never from logs.
+API keys are ``SecretStr`` and can also come from files (``hive.csam_key_file``), never from logs;
+those of ``ROTATING_SECRETS`` are re-read when their files change (``live_secret``, ``runtime.secrets``).
 """
 
 from __future__ import annotations
