@@ -52,7 +52,7 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import INVALID_SPAN, Link, Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from consumer import __version__
@@ -337,14 +337,12 @@ def start_process(
         return None
     extracted = _state["propagator"].extract(_carrier(headers)) if headers else None
     links: list[Link] | None = None
-    if extracted is None:
-        parent = _ROOT if _state["link"] else None
-    elif _state["link"]:
-        creation = trace.get_current_span(extracted).get_span_context()
-        links = [Link(creation)] if creation.is_valid else None
-        parent = trace.set_span_in_context(INVALID_SPAN, extracted)  # baggage kept, no parent
-    else:
-        parent = extracted
+    parent: Context | None = extracted
+    if _state["link"]:  # no parent (a span reads nothing else from it); the baggage is attached below
+        parent = _ROOT
+        if extracted is not None:
+            creation = trace.get_current_span(extracted).get_span_context()
+            links = [Link(creation)] if creation.is_valid else None
     # at creation, what the conventions name for sampling decisions; the rest only on a span the
     # sampler keeps (most are dropped at a low ratio: they build nothing more)
     attributes = _processing(topic)
