@@ -304,12 +304,15 @@ def enabled() -> bool:
 
 def _carrier(headers: Sequence[tuple[str, bytes | None]] | None) -> dict[str, str]:
     """The headers the configured propagators read (``traceparent``, ``tracestate``, ``baggage``,
-    B3's), decoded; the sender's bytes, bounded by the record's header caps before they get here."""
+    B3's), by lower-case name (a Kafka header's name keeps its case: ``X-B3-TraceId`` is B3's
+    ``x-b3-traceid``), decoded; the sender's bytes, bounded by the record's header caps before
+    they get here."""
     fields = _state["fields"]
     found: dict[str, str] = {}
     for key, value in headers or ():
-        if key in fields and value is not None:
-            found[key] = value.decode("ascii", "replace")
+        name = key.lower()
+        if name in fields and value is not None:
+            found[name] = value.decode("ascii", "replace")
     return found
 
 

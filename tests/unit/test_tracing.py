@@ -299,7 +299,7 @@ def test_b3_single_header_context_is_linked_and_the_outputs_carry_b3() -> None:
 def test_b3multi_and_tracecontext_together() -> None:
     headers = [("X-B3-TraceId", B3_TRACE.encode()), ("X-B3-SpanId", B3_SPAN.encode()), ("X-B3-Sampled", b"1")]
     with configured({"OTEL_PROPAGATORS": "tracecontext, b3multi", **CHILD}) as exporter:
-        out = process([(k.lower(), v) for k, v in headers])
+        out = process(headers)  # read whatever the case of their names
         record = next(s for s in exporter.get_finished_spans() if s.name == "process uploads")
     assert record.parent is not None and format(record.parent.span_id, "016x") == B3_SPAN
     assert {"traceparent", "x-b3-traceid", "x-b3-spanid"} <= set(out)
