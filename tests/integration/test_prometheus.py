@@ -7,9 +7,13 @@ Alerts are checked two ways. Prometheus itself loads ``alerts.yaml`` and evaluat
 full expression returns nothing while all is well, each one is evaluated without its thresholds:
 ``moderation_devtools.prometheus.data_queries`` splits it at its set operators (``and``, ``or``, ``unless``),
 strips each operand's trailing threshold comparison (``> 0.01``, ``== 0``), and replaces
-``absent(x)`` by ``x``; every resulting query must return at least one series. Nothing is padded
-with ``vector(0)``: the data comes from the run (provider faults give 429s, 5xx and retries, a
-poison record a dead letter, exactly-once mode the transactions)."""
+``absent(x)`` by ``x``; every resulting query must return at least one series. The recording rules
+(the latency objective's burn rates) are queried as written too, and the 5-minute burn rate must be
+a number below the paging threshold: the objective's bucket is one the service writes. Prometheus
+scrapes the service under the job the rule file names (its placeholder ``moderation-consumer``), so
+``ModerationNoVerdicts``' selector finds it. Nothing is padded with ``vector(0)``: the data comes
+from the run (provider faults give 429s, 5xx and retries, a poison record a dead letter,
+exactly-once mode the transactions)."""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from consumer.core.records import MediaType
 from consumer.policy.tenants import DEFAULT_POLICY
@@ -41,6 +46,8 @@ from .conftest import Topics
 pytestmark = pytest.mark.integration
 
 NAMESPACE = "it-monitoring"
+JOB = "moderation-consumer"  # the scrape job alerts.yaml's ModerationNoVerdicts names
+OBJECTIVE = "30.0"  # the dashboard's objective variable, as alerts.yaml's le
 RATE_INTERVAL = "30s"  # what Grafana's $__rate_interval becomes at a 1 s scrape interval, roomily
 
 
@@ -63,6 +70,11 @@ def observed() -> dict[str, float]:
             "moderation_provider_requests_total", provider="huawei", check="similarity", status_class="2xx"
         ),
     }
+
+
+def recording_rules() -> list[dict[str, Any]]:
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"] if "record" in rule]
 
 
 def grafana(expr: str, variables: dict[str, str]) -> str:
@@ -97,7 +109,7 @@ async def test_dashboard_and_alerts_return_data_from_a_real_prometheus(
         assert await wait_until_async(lambda: service.watch.port is not None, 30)
         target = f"127.0.0.1:{service.watch.port}"
         prometheus = PrometheusServer(
-            tmp_path / "prometheus", [target], labels={"namespace": NAMESPACE}, rule_files=[ALERTS]
+            tmp_path / "prometheus", [target], labels={"namespace": NAMESPACE}, job=JOB, rule_files=[ALERTS]
         )
         await asyncio.to_thread(prometheus.start)
         try:
@@ -120,7 +132,7 @@ async def test_dashboard_and_alerts_return_data_from_a_real_prometheus(
 
             # the dashboard's variables, as Grafana fills them (label_values of moderation_build_info)
             variables = {}
-            for name in ("namespace", "instance"):
+            for name in ("namespace", "job", "instance"):
 
                 def label_values(name: str = name) -> list[str]:
                     found: list[str] = prometheus.api(
@@ -133,7 +145,8 @@ async def test_dashboard_and_alerts_return_data_from_a_real_prometheus(
                 values = await asyncio.to_thread(label_values)
                 assert values, f"the {name} variable has no values"
                 variables[name] = "|".join(values)
-            assert variables == {"namespace": NAMESPACE, "instance": target}
+            assert variables == {"namespace": NAMESPACE, "job": JOB, "instance": target}
+            variables["objective"] = OBJECTIVE
 
             queries = {
                 f"panel {title!r}: {expr}": grafana(expr, variables) for title, expr in dashboard_targets()
@@ -141,6 +154,8 @@ async def test_dashboard_and_alerts_return_data_from_a_real_prometheus(
             for rule in alert_rules():
                 for query in data_queries(rule["expr"]):
                     queries[f"alert {rule['alert']}: {query}"] = query
+            for rule in recording_rules():
+                queries[f"record {rule['record']}"] = rule["expr"]
             empty = set(queries)
 
             def all_return_data() -> bool:
@@ -153,10 +168,17 @@ async def test_dashboard_and_alerts_return_data_from_a_real_prometheus(
                 sorted(empty)
             )
 
+            # the SLI reads a bucket the service writes: the 5-minute burn rate is a number (NaN: the
+            # objective's bucket matched no series), near 0 as the run's verdicts came in seconds
+            (burn,) = await asyncio.to_thread(
+                prometheus.query, f'namespace_job:moderation_latency_slo:burn_rate5m{{job="{JOB}"}}'
+            )
+            assert 0 <= float(burn["value"][1]) < 14.4, burn
+
             def rules_evaluated() -> bool:
                 groups = prometheus.api("rules")["groups"]
                 rules = [rule for group in groups for rule in group["rules"]]
-                return len(rules) == len(alert_rules()) and all(
+                return len(rules) == len(alert_rules()) + len(recording_rules()) and all(
                     rule["health"] == "ok" and not rule["lastEvaluation"].startswith("0001-")
                     for rule in rules
                 )

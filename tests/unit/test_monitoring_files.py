@@ -7,6 +7,7 @@ objective's bucket is one the service writes; ``ModerationNoVerdicts`` has a job
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import yaml
 from prometheus_client.utils import floatToGoString
 
 from consumer.telemetry import metrics
+from consumer.telemetry.logging import JsonFormatter
 from moderation_devtools import dashboard
 from moderation_devtools.prometheus import (
     ALERTS,
@@ -163,3 +165,17 @@ def test_the_charts_copies_are_deploys_files() -> None:
     chart = ALERTS.parents[2] / "helm" / "moderation-consumer" / "files"
     assert (chart / "alerts.yaml").read_text() == ALERTS.read_text()
     assert (chart / "moderation.json").read_text() == DASHBOARD.read_text()
+
+
+def test_the_runbooks_log_filters_use_the_levels_the_service_writes() -> None:
+    """The logs are JSON with lower-case levels (``JsonFormatter``); a filter on ``"ERROR"`` finds
+    nothing. And nothing is run inside the pod that its image lacks."""
+    runbook = RUNBOOK.read_text()
+    written = {
+        json.loads(JsonFormatter().format(logging.makeLogRecord({"levelname": name, "msg": "x"})))["level"]
+        for name in ("DEBUG", "INFO", "WARNING", "ERROR")
+    }
+    filtered = set(re.findall(r'\.level == "([^"]+)"', runbook))
+    assert filtered and filtered <= written, filtered - written
+    for command in re.findall(r"kubectl exec \S+ -- (\S+)", runbook):
+        assert command in {"python", "sh", "moderation-consumer"}, command
