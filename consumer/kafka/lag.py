@@ -75,14 +75,16 @@ class Appended:
 
     def update(self, ends: Mapping[TopicPartition, int], assigned: Iterable[TopicPartition]) -> int:
         """How far ``ends`` moved since the last reading; partitions not in ``assigned`` are forgotten
-        (an end that went back, a truncated log, counts nothing and becomes the baseline)."""
+        (an end that went back, a truncated log, counts nothing and becomes the baseline; an unknown
+        one, negative, is no answer)."""
+        known = {tp: end for tp, end in ends.items() if end >= 0}
         grown = 0
-        for tp, end in ends.items():
+        for tp, end in known.items():
             last = self._last.get(tp)
             if last is not None and end > last:
                 grown += end - last
         keep = set(assigned)
-        self._last = {tp: end for tp, end in {**self._last, **ends}.items() if tp in keep and end >= 0}
+        self._last = {tp: end for tp, end in {**self._last, **known}.items() if tp in keep}
         return grown
 
 

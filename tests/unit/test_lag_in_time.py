@@ -57,3 +57,25 @@ def test_appended_sums_to_how_far_a_partition_moved(steps: list[int]) -> None:
         end += step
         total += appended.update({A: end}, [A])
     assert total == end
+
+
+def test_hostile_timestamps_and_offsets_stay_bounded() -> None:
+    """A producer chooses its records' CreateTime: the epoch, the far future, int64's ends; the brokers'
+    log ends may go back (a truncated or recreated topic). Ages stay finite and never negative;
+    appended never counts backwards."""
+    now = 1_800_000_000_000
+    held = [
+        (A, record(A, 1, 2**63 - 1)),  # the far future
+        (B, record(B, 1, 1)),  # 1970
+        (C, record(C, 1, -(2**63))),  # before the epoch: no timestamp
+    ]
+    oldest = oldest_timestamps(held)
+    assert oldest == {A: 2**63 - 1, B: 1}
+    found = ages([A, B, C], oldest, now)
+    assert found[A] == 0.0 and found[C] == 0.0
+    assert found[B] == (now - 1) / 1000  # a huge age, honestly reported (a clock that lies pages)
+    appended = Appended()
+    appended.update({A: 2**62}, [A])
+    assert appended.update({A: 0}, [A]) == 0
+    assert appended.update({A: -1}, [A]) == 0  # an offset the broker could not give
+    assert appended.update({A: 10}, [A]) == 10
