@@ -18,8 +18,9 @@ COPY pyproject.toml README.md LICENSE requirements.lock ./
 # consumer/schemas links to the top-level schemas/ (the Avro contract); the wheel build follows it
 COPY schemas ./schemas
 COPY consumer ./consumer
-RUN /tools/bin/python -m pip wheel --no-cache-dir --disable-pip-version-check --quiet \
-        --no-deps --no-build-isolation --wheel-dir /wheels .
+# SOURCE_DATE_EPOCH: the wheel's file times fixed (1980-01-01), so the same sources give the same wheel
+RUN SOURCE_DATE_EPOCH=315532800 /tools/bin/python -m pip wheel --no-cache-dir --disable-pip-version-check \
+        --quiet --no-deps --no-build-isolation --wheel-dir /wheels .
 # docker/install.sh: the locked dependencies (--require-hashes), then the wheel with --no-deps;
 # docker/sbom.sh: CycloneDX JSON of that environment (tests/integration/test_image_install.py runs both)
 COPY docker/install.sh docker/sbom.sh docker/

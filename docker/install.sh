@@ -30,16 +30,17 @@ if [ "${INSTALL_OFFLINE:-0}" = "1" ]; then
     source_flags="--no-index --find-links $wheels"
 fi
 # shellcheck disable=SC2086  # $pip and $source_flags are words on purpose
-$pip install --no-cache-dir --quiet --require-hashes --only-binary :all: --no-deps $source_flags -r "$lock"
+$pip install --no-cache-dir --quiet --no-compile --require-hashes --only-binary :all: --no-deps $source_flags -r "$lock"
 # shellcheck disable=SC2086
-$pip install --no-cache-dir --quiet --no-deps --no-index "$wheel"
+$pip install --no-cache-dir --quiet --no-compile --no-deps --no-index "$wheel"
 # every requirement of the wheel met by the lock (a lock out of step with pyproject.toml fails here)
 $pip check
 $pip uninstall --yes --quiet pip setuptools wheel 2>/dev/null || true
 
 site=$("$prefix/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-# bytecode now, as the files will be read-only at run time
-"$prefix/bin/python" -m compileall -q "$site" >/dev/null
+# bytecode now, as the files will be read-only at run time; checked by the source's hash, not its
+# install time, so two installs of one lock and wheel write the same bytes
+"$prefix/bin/python" -m compileall -q --invalidation-mode unchecked-hash "$site" >/dev/null
 chmod -R a-w "$prefix"
 
 "$prefix/bin/moderation-consumer" --version

@@ -4,10 +4,11 @@ wheel installed into a fresh environment, made read-only, and the service starte
 unprivileged user with no writable home and only a temporary directory to write to, against the test
 broker, registry and simulator. It gives verdicts, and on SIGTERM it drains and exits 0. The image's
 SBOM (``docker/sbom.sh``, as the Dockerfile's build stage runs it) lists every locked distribution
-at its locked version, and comes out the same twice."""
+at its locked version; two installs of one lock and wheel are the same bytes, with the same SBOM."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -83,18 +84,10 @@ def image_root() -> Iterator[Path]:
             capture_output=True,
             text=True,
             check=False,
+            env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"},  # as the Dockerfile builds it
         )
         assert built.returncode == 0, built.stderr[-2000:]
-        prefix = root / "opt" / "moderation"
-        installed = subprocess.run(
-            ["sh", str(REPO / "docker" / "install.sh"), str(wheels), str(prefix), str(REQUIREMENTS_LOCK)],
-            capture_output=True,
-            text=True,
-            check=False,
-            env={**os.environ, "PYTHON": interpreter()},
-        )
-        assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-2000:]
-        assert installed.stdout.splitlines()[-1].startswith("moderation-consumer ")
+        install(wheels, root / "opt" / "moderation")
         yield root
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(root)], check=False)
@@ -133,27 +126,52 @@ def test_the_image_environment_is_the_lock_and_the_wheel_exactly(image_root: Pat
     }
 
 
-def test_the_sbom_lists_every_locked_distribution_and_is_reproducible(image_root: Path) -> None:
-    prefix = image_root / "opt" / "moderation"
+def install(wheels: Path, prefix: Path) -> None:
+    """``docker/install.sh WHEELS PREFIX requirements.lock``, as the image's build stage runs it."""
+    installed = subprocess.run(
+        ["sh", str(REPO / "docker" / "install.sh"), str(wheels), str(prefix), str(REQUIREMENTS_LOCK)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHON": interpreter()},
+        timeout=600,
+    )
+    assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-2000:]
+    assert installed.stdout.splitlines()[-1].startswith("moderation-consumer ")
+
+
+def sbom(prefix: Path, output: Path) -> bytes:
+    """``docker/sbom.sh PREFIX OUTPUT`` with the dev environment's cyclonedx-py (the lock's version)."""
     tool = Path(sys.executable).parent / "cyclonedx-py"
     assert tool.exists(), "cyclonedx-py is missing: make install (dev/pyproject.toml's cyclonedx-bom)"
-    outputs = []
-    for attempt in ("first", "second"):
-        output = image_root / f"sbom-{attempt}.cdx.json"
-        made = subprocess.run(
-            ["sh", str(REPO / "docker" / "sbom.sh"), str(prefix), str(output)],
-            capture_output=True,
-            text=True,
-            check=False,
-            env={**os.environ, "CYCLONEDX_PY": str(tool)},
-            timeout=300,
-        )
-        assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-2000:]
-        outputs.append(output.read_bytes())
-    assert outputs[0] == outputs[1], "two SBOMs of one environment differ"
-    sbom = json.loads(outputs[0])
-    assert sbom["bomFormat"] == "CycloneDX" and sbom["specVersion"] == "1.6"
-    listed: dict[str, dict[str, Any]] = {canonicalize_name(c["name"]): c for c in sbom["components"]}
+    made = subprocess.run(
+        ["sh", str(REPO / "docker" / "sbom.sh"), str(prefix), str(output)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "CYCLONEDX_PY": str(tool)},
+        timeout=300,
+    )
+    assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-2000:]
+    return output.read_bytes()
+
+
+def tree(root: Path) -> dict[str, tuple[int, str]]:
+    """``{relative path: (mode, sha256 or link target)}`` of everything under ``root``."""
+    found: dict[str, tuple[int, str]] = {}
+    for path in sorted(root.rglob("*")):
+        mode = path.lstat().st_mode
+        if path.is_symlink():
+            found[str(path.relative_to(root))] = (mode, os.readlink(path))
+        elif path.is_file():
+            found[str(path.relative_to(root))] = (mode, hashlib.sha256(path.read_bytes()).hexdigest())
+    return found
+
+
+def test_the_sbom_lists_every_locked_distribution(image_root: Path) -> None:
+    document = json.loads(sbom(image_root / "opt" / "moderation", image_root / "sbom.cdx.json"))
+    assert document["bomFormat"] == "CycloneDX" and document["specVersion"] == "1.6"
+    listed: dict[str, dict[str, Any]] = {canonicalize_name(c["name"]): c for c in document["components"]}
     expected = {name: pin.version for name, pin in locked().items()}
     expected["moderation-consumer"] = consumer.__version__
     assert set(listed) == set(expected), set(listed) ^ set(expected)
@@ -162,6 +180,32 @@ def test_the_sbom_lists_every_locked_distribution_and_is_reproducible(image_root
         assert listed[name]["purl"] == f"pkg:pypi/{name}@{version}", listed[name]["purl"]
     ours = listed["moderation-consumer"]
     assert ours["licenses"] == [{"license": {"acknowledgement": "declared", "id": "Apache-2.0"}}]
+
+
+def test_two_installs_of_one_lock_and_wheel_are_the_same_bytes_and_sbom(image_root: Path) -> None:
+    """The first install is moved aside, a second made at the same prefix (paths are written into
+    scripts and bytecode), and every file, mode and link compared, then the first put back."""
+    prefix = image_root / "opt" / "moderation"
+    first_sbom = sbom(prefix, image_root / "first.cdx.json")
+    first_tree = tree(prefix)
+    aside = image_root / "opt" / "first"
+    prefix.rename(aside)
+    try:
+        install(image_root / "wheels", prefix)
+        second_tree = tree(prefix)
+        second_sbom = sbom(prefix, image_root / "second.cdx.json")
+    finally:
+        if prefix.exists():
+            subprocess.run(["chmod", "-R", "u+w", str(prefix)], check=True)
+            shutil.rmtree(prefix)
+        aside.rename(prefix)
+    differ = sorted(
+        path
+        for path in first_tree.keys() | second_tree.keys()
+        if first_tree.get(path) != second_tree.get(path)
+    )
+    assert not differ, differ[:20]
+    assert first_sbom == second_sbom
 
 
 def test_the_installed_service_runs_unprivileged_read_only_and_drains_on_sigterm(

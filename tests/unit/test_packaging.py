@@ -2,8 +2,9 @@
 with ``pyproject.toml`` (every dependency pinned within its range, every dependency of a pinned
 distribution pinned too, nothing pinned that nothing needs, every file hashed); the build's tools
 lock agrees with the ranges the repository declares; the Dockerfile installs from both with
-``--require-hashes``; the project's metadata; and ``make helm`` and ``make prometheus`` take the
-tools on PATH when they are new enough (and only then)."""
+``--require-hashes``, and the wheel it builds is the same bytes from the same sources; the
+project's metadata; and ``make helm`` and ``make prometheus`` take the tools on PATH when they are
+new enough (and only then)."""
 
 from __future__ import annotations
 
@@ -142,6 +143,39 @@ def test_the_project_metadata() -> None:
     assert not any(c.startswith("License ::") for c in classifiers)  # PEP 639: the expression alone
     assert set(project["urls"]) == {"Homepage", "Documentation", "Changelog", "Issues"}
     assert Requirement(PROJECT["build-system"]["requires"][0]).specifier.contains("77")  # PEP 639
+
+
+def test_the_wheel_is_the_same_bytes_from_the_same_sources(tmp_path: Path) -> None:
+    """As the Dockerfile builds it (SOURCE_DATE_EPOCH fixed, no build isolation): two checkouts of
+    one commit, their files of different times, give one wheel."""
+    wheels = []
+    for attempt, when in enumerate((1_600_000_000, 1_700_000_000)):
+        src = tmp_path / f"src{attempt}"
+        src.mkdir()
+        for name in ("pyproject.toml", "README.md", "LICENSE", "schemas", "consumer"):
+            path = REPO / name
+            if path.is_dir():
+                ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+                shutil.copytree(path, src / name, symlinks=True, ignore=ignore)
+            else:
+                shutil.copy2(path, src / name)
+        for path in src.rglob("*"):
+            os.utime(path, (when, when), follow_symlinks=False)
+        built = subprocess.run(
+            [
+                *(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"),
+                *("--disable-pip-version-check", "-w", str(tmp_path / f"dist{attempt}"), str(src)),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=240,
+            env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"},
+        )
+        assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+        (wheel,) = (tmp_path / f"dist{attempt}").glob("moderation_consumer-*.whl")
+        wheels.append(wheel.read_bytes())
+    assert wheels[0] == wheels[1]
 
 
 def executable(folder: Path, name: str, output: str) -> None:
