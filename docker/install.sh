@@ -24,18 +24,17 @@ fi
 wheel=$1
 
 "$python" -m venv "$prefix"
-pip="$prefix/bin/python -m pip --disable-pip-version-check --no-input"
+pip() { "$prefix/bin/python" -m pip --disable-pip-version-check --no-input "$@"; }
 source_flags=""
 if [ "${INSTALL_OFFLINE:-0}" = "1" ]; then
     source_flags="--no-index --find-links $wheels"
 fi
-# shellcheck disable=SC2086  # $pip and $source_flags are words on purpose
-$pip install --no-cache-dir --quiet --no-compile --require-hashes --only-binary :all: --no-deps $source_flags -r "$lock"
-# shellcheck disable=SC2086
-$pip install --no-cache-dir --quiet --no-compile --no-deps --no-index "$wheel"
+# shellcheck disable=SC2086  # $source_flags is words on purpose
+pip install --no-cache-dir --quiet --no-compile --require-hashes --only-binary :all: --no-deps $source_flags -r "$lock"
+pip install --no-cache-dir --quiet --no-compile --no-deps --no-index "$wheel"
 # every requirement of the wheel met by the lock (a lock out of step with pyproject.toml fails here)
-$pip check
-$pip uninstall --yes --quiet pip setuptools wheel 2>/dev/null || true
+pip check
+pip uninstall --yes --quiet pip setuptools wheel 2>/dev/null || true
 
 site=$("$prefix/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 # bytecode now, as the files will be read-only at run time; checked by the source's hash, not its
