@@ -131,7 +131,7 @@ class KafkaSettings(_Section):
     client_config: dict[str, str] = Field(
         default_factory=dict,
         description="extra librdkafka properties for every consumer, producer and admin client (SASL, TLS,"
-        " timeouts), e.g. `{\"security.protocol\": \"SASL_SSL\"}`",
+        ' timeouts), e.g. `{"security.protocol": "SASL_SSL"}`',
     )
 
     def all_topics(self) -> list[str]:
@@ -317,7 +317,7 @@ class MediaSettings(_Section):
     allow_networks: list[str] = Field(
         default_factory=list,
         description="egress policy: networks media may come from although not public (e.g."
-        " `[\"127.0.0.1/32\"]` for the simulator in development)",
+        ' `["127.0.0.1/32"]` for the simulator in development)',
     )
     deny_networks: list[str] = Field(
         default_factory=list,
@@ -532,7 +532,7 @@ class LimitSettings(_Section):
     )
     rate_per_s: dict[str, float] = Field(
         default_factory=dict,
-        description="a token-bucket rate per check, e.g. `{\"visual\": 50}` (unlisted checks: no rate limit)",
+        description='a token-bucket rate per check, e.g. `{"visual": 50}` (unlisted checks: no rate limit)',
     )
     breaker_threshold: int = Field(
         default=5,
