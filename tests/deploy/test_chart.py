@@ -483,6 +483,24 @@ def test_every_rendered_object_validates(name: str) -> None:
             pytest.fail(f"{name}: {doc['kind']}/{doc['metadata']['name']} at {path}: {exc.message}")
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """A loader that refuses a key twice in one mapping (as the API server's strict decoding does)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        twice = {k for k in keys if keys.count(k) > 1}
+        assert not twice, f"{twice} twice at line {node.start_mark.line + 1}"
+        return super().construct_mapping(node, deep=deep)
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_no_rendered_mapping_has_a_key_twice(name: str) -> None:
+    values = with_values(VALUE_SETS[name], commonLabels={"team": "trust-and-safety", "release": "x"})
+    done = chart.template(values, release=RELEASE)
+    assert done.returncode == 0, done.stderr
+    assert [d for d in yaml.load_all(done.stdout, Loader=_UniqueKeys) if d]
+
+
 def test_the_value_sets_render_what_they_switch_on() -> None:
     assert kinds(render()) == {
         "ConfigMap",
@@ -749,18 +767,25 @@ def test_the_security_contexts_are_the_values() -> None:
 
 
 def test_common_labels_are_on_every_object_and_the_pods_carry_the_standard_labels() -> None:
-    docs = render(
-        with_values(
-            KEDA_MONITORING, **{"commonLabels": BENT["commonLabels"], "ingress": EVERYTHING["ingress"]}
-        )
+    seen: set[str] = set()
+    for base in (KEDA_MONITORING, EVERYTHING, HPA_EXACTLY_ONCE):
+        values = with_values(base, commonLabels=BENT["commonLabels"], shadowPolicy={"version": "candidate"})
+        for doc in render(values):
+            labels = doc["metadata"]["labels"]
+            where = f"{doc['kind']}/{doc['metadata']['name']}"
+            assert labels["cost-center"] == "cc-42" and "team" in labels, where
+            assert labels["app.kubernetes.io/instance"] == RELEASE, where
+            assert labels["app.kubernetes.io/managed-by"] == "Helm", where
+            seen.add(doc["kind"])
+    assert seen >= NATIVE | set(CRDS)  # every kind the chart makes
+    # an object's own labels win over commonLabels (one key, not two)
+    dashboard = one(
+        render(with_values(EVERYTHING, commonLabels=BENT["commonLabels"])),
+        "ConfigMap",
+        f"{FULLNAME}-dashboard",
     )
-    assert len(kinds(docs)) >= 12
-    for doc in docs:
-        labels = doc["metadata"]["labels"]
-        where = f"{doc['kind']}/{doc['metadata']['name']}"
-        assert labels.items() >= {"team": "trust-and-safety", "cost-center": "cc-42"}.items(), where
-        assert labels["app.kubernetes.io/instance"] == RELEASE, where
-        assert labels["app.kubernetes.io/managed-by"] == "Helm", where
+    assert dashboard["metadata"]["labels"]["team"] == "moderation"
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     docs = render(BENT)
     pod_labels = workload(docs)["spec"]["template"]["metadata"]["labels"]
     assert pod_labels == {
@@ -975,8 +1000,13 @@ def test_the_service_monitor_scrapes_the_services_health_port() -> None:
 
 
 def test_the_prometheus_rule_is_deploys_alert_rules() -> None:
-    shipped = yaml.safe_load((chart.ROOT / "deploy" / "prometheus" / "alerts.yaml").read_text())
+    text = (chart.ROOT / "deploy" / "prometheus" / "alerts.yaml").read_text()
+    # the placeholder scrape job becomes the ServiceMonitor's (the Service's name), the PodMonitor's
+    # (namespace/name); tests/deploy/test_alert_rules.py checks the other values
+    job = 'job="moderation-consumer"'
+    shipped = yaml.safe_load(text.replace(job, f'job="{FULLNAME}"'))
     assert one(render(EVERYTHING), "PrometheusRule")["spec"] == shipped
+    shipped = yaml.safe_load(text.replace(job, f'job="moderation/{FULLNAME}"'))
     prefixed = one(render(KEDA_MONITORING), "PrometheusRule")["spec"]
     urls = [r["annotations"]["runbook_url"] for g in prefixed["groups"] for r in g["rules"] if "alert" in r]
     assert urls and all(
