@@ -3,7 +3,8 @@ test broker, the simulator and the registry); its ConfigMap, a fake Secret and t
 environment are laid out on disk as the pod would see them (each volume's mount path under a
 temporary root, the environment's paths moved there with it, the downward API's pod name and the
 Secret's keys filled in), and ``python -m consumer run`` started with exactly that configuration
-must become ready, give verdicts under the chart's policy and drain on SIGTERM. In both delivery
+must become ready (and pass the ``helm test`` pod's own check), give verdicts under the chart's
+policy and drain on SIGTERM. In both delivery
 modes: the Deployment (at-least-once) and the StatefulSet (exactly-once, the pod's name as its
 transactional_id). Before it, ``schemas register`` runs with the same configuration (the
 pre-upgrade step of the README)."""
@@ -225,6 +226,19 @@ def test_the_charts_configuration_boots_the_service_and_gives_verdicts(
             f" configuration (2: a setting it refused, named on stderr):\n{tail(log)}"
         )
         assert became, f"/readyz did not answer 200 within 90 s:\n{tail(log)}"
+        # the `helm test` pod's own check, against this service's /readyz instead of the Service's
+        (test_pod,) = [d for d in docs if d["kind"] == "Pod"]
+        (check,) = test_pod["spec"]["containers"]
+        assert check["args"][1].endswith(f":{health_port}/readyz")
+        readyz = f"http://127.0.0.1:{health_port}/readyz"
+        helm_test = subprocess.run(
+            [sys.executable, "-c", check["args"][0], readyz, "30"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert helm_test.returncode == 0 and " 200 " in helm_test.stdout, helm_test.stderr
 
         uploads = [
             upload(MediaType.TEXT, text="a friendly comment about the weather"),
