@@ -60,6 +60,7 @@ go-examples:
 # the chart's copies of deploy/ and its generated values schema, brought in step
 chart: $(STAMP)
 	$(BIN)/python -m moderation_devtools.chart
+	$(BIN)/python -m moderation_devtools.chart_readme
 
 # The documentation site (mkdocs.yml, docs/) into .local/site; --strict: a broken link, a missing
 # anchor or a page left out of the nav fails it (first in `make test`: it takes a second)
