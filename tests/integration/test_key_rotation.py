@@ -112,8 +112,10 @@ def failed_closed(verdict: ModerationVerdict) -> bool:
 
 
 async def verdicts_of(bootstrap: str, topic: str, batch: list[UploadEvent]) -> dict[str, ModerationVerdict]:
-    found = await asyncio.to_thread(read_verdicts, bootstrap, topic, {u.upload_id for u in batch}, timeout=90)
-    return {v.upload_id: v for v in found}
+    """``batch``'s verdicts by upload id (the topic's others are left out)."""
+    ids = {u.upload_id for u in batch}
+    found = await asyncio.to_thread(read_verdicts, bootstrap, topic, ids, timeout=90)
+    return {v.upload_id: v for v in found if v.upload_id in ids}
 
 
 @pytest.mark.parametrize("similarity", ["hive", "huawei"])
