@@ -20,6 +20,7 @@ from prometheus_client import (
 )
 
 from consumer import __version__
+from consumer.core.records import MediaType
 
 __all__ = [
     "ASSIGNED",
@@ -254,6 +255,10 @@ for _outcome in ("committed", "aborted", "producer_rebuilt"):
     TRANSACTIONS.labels(_outcome)
 for _decision in ("ALLOW", "REVIEW", "BLOCK", "ESCALATE"):
     VERDICTS.labels(_decision)
+# every media type's latency series from the start: a series born at its first observation loses
+# that increase to rate(), and a burst finished within one scrape would leave the SLI empty
+for _media in MediaType:
+    END_TO_END_LATENCY.labels(_media.value)
 
 _children: dict[tuple[int, tuple[str, ...]], Any] = {}
 

@@ -113,6 +113,11 @@ async def test_dashboard_and_alerts_return_data_from_a_real_prometheus(
         )
         await asyncio.to_thread(prometheus.start)
         try:
+            # scraped once before any upload: the latency series (at 0 from the start) have a sample
+            # before the run's increase, which the burn rates then see
+            latency = 'moderation_end_to_end_latency_seconds_count{media_type="TEXT"}'
+            scraped = await asyncio.to_thread(wait_until, lambda: bool(prometheus.query(latency)), 30, 0.2)
+            assert scraped, "prometheus never scraped the service"
             await asyncio.to_thread(
                 produce_uploads, kafka_bootstrap, topics.input, uploads, raw=[(b"poison", b"not avro")]
             )
