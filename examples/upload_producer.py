@@ -94,7 +94,9 @@ def main() -> int:
             "value.serializer": AvroSerializer(
                 registry,
                 args.schema.read_text(),
-                conf={"auto.register.schemas": False, "use.latest.version": False},
+                # look the schema up, never register it; normalize: the registry compares parsed
+                # schemas, not texts (Apicurio matches the text exactly otherwise)
+                conf={"auto.register.schemas": False, "use.latest.version": False, "normalize.schemas": True},
             ),
         }
     )

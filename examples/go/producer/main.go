@@ -85,7 +85,10 @@ func run(bootstrap, registry, topic, schemaPath, tenant, user string, specs []st
 	}
 	// Look the schema up, never register it: auto-registration is off in production.
 	subject := topic + "-value" // TopicNameStrategy
-	registered, err := rcl.LookupSchema(ctx, subject, sr.Schema{Schema: string(text), Type: sr.TypeAvro})
+	// Normalize: the registry compares the parsed schema, not its text (Apicurio compares texts
+	// exactly without it, and the release pipeline registered another formatting of the same schema).
+	lookup := sr.WithParams(ctx, sr.Normalize)
+	registered, err := rcl.LookupSchema(lookup, subject, sr.Schema{Schema: string(text), Type: sr.TypeAvro})
 	if err != nil {
 		return fmt.Errorf("%s has no schema like %s (run `moderation-consumer schemas register`): %w",
 			subject, schemaPath, err)
