@@ -42,6 +42,7 @@ from consumer.settings_sections import (
     ProcessingSettings,
     SchemaRegistrySettings,
     SerializationSettings,
+    TracingSettings,
     os_reason,
     read_text,
 )
@@ -91,6 +92,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     media: MediaSettings = Field(default_factory=MediaSettings)
     schema_registry: SchemaRegistrySettings = Field(default_factory=SchemaRegistrySettings)
     serialization: SerializationSettings = Field(default_factory=SerializationSettings)

@@ -37,6 +37,7 @@ __all__ = [
     "ProcessingSettings",
     "SchemaRegistrySettings",
     "SerializationSettings",
+    "TracingSettings",
     "os_reason",
     "read_secret_file",
     "read_text",
@@ -439,6 +440,16 @@ class SerializationSettings(_Section):
         description="what is written: `confluent` (magic byte 0 + schema id; needs `schema_registry.url`) or"
         " `single_object` (C3 01 + fingerprint); unset: `confluent` when a registry URL is set. Both are"
         " always read",
+    )
+
+
+class TracingSettings(_Section):
+    """Our own tracing choices; everything else is the OpenTelemetry SDK's ``OTEL_*`` variables."""
+
+    process_span_parent: Literal["link", "child"] = Field(
+        default="link",
+        description="`link`: a record's process span links to the producer's span and starts its own"
+        " trace (the messaging conventions); `child`: it is that span's child",
     )
 
 

@@ -291,7 +291,8 @@ async def _serve(settings: Settings, policy: PolicyStore, worker: Worker) -> int
     from consumer.telemetry.tracing import configure_tracing, shutdown_tracing
 
     gc.set_threshold(_GC_THRESHOLD_0, *gc.get_threshold()[1:])
-    if configure_tracing():  # OTEL_* variables (docs/tracing.md): on only with an OTLP endpoint
+    # OTEL_* variables (docs/tracing.md): on only with an OTLP endpoint
+    if configure_tracing(process_span_parent=settings.tracing.process_span_parent):
         logging.getLogger("consumer").info("tracing on: spans exported over OTLP")
     try:
         return await _serve_until_stopped(settings, policy, worker)

@@ -4,7 +4,7 @@ conventions for messaging and HTTP.
 One ``process <topic>`` CONSUMER span per input record. By default it LINKS to the creation context
 the producer put in the record's headers (``traceparent``/``tracestate``, or B3 with
 ``OTEL_PROPAGATORS=b3``) and starts a trace of its own, as the messaging conventions say a process
-span does; ``MODERATION_TRACING__PROCESS_SPAN_PARENT=child`` makes it that context's child instead
+span does; the setting ``tracing.process_span_parent: child`` makes it that context's child instead
 (the conventions allow it for a single message), so one trace runs from the upload's producer to
 the verdict. Under it, one span per check and a CLIENT span per HTTP attempt (``url.full`` with
 credentials and query values redacted, ``server.port`` always). Every output (verdict, review and
@@ -60,7 +60,6 @@ from consumer.errors import ConfigError
 
 __all__ = [
     "DEFAULT_SERVICE_NAME",
-    "PROCESS_SPAN_PARENT_VARIABLE",
     "REDACTED",
     "ProcessSpanParent",
     "annotate",
@@ -77,7 +76,6 @@ __all__ = [
     "full_url",
     "load_propagator",
     "output_headers",
-    "process_span_parent",
     "relay_received",
     "server_span",
     "shutdown_tracing",
@@ -88,7 +86,6 @@ __all__ = [
 ProcessSpanParent = Literal["link", "child"]
 DEFAULT_SERVICE_NAME = "moderation-consumer"
 # not an OTEL_* variable (the specification has none for it); named as the setting it would be
-PROCESS_SPAN_PARENT_VARIABLE = "MODERATION_TRACING__PROCESS_SPAN_PARENT"
 REDACTED = "REDACTED"  # the HTTP conventions' word for a credential or query value left out of url.full
 _MAX_KEY_BYTES = 256
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -238,29 +235,20 @@ def build_exporter(environ: Mapping[str, str] | None = None) -> SpanExporter | N
     return OTLPSpanExporter(endpoint=signal_endpoint or f"{endpoint.removesuffix('/')}/v1/traces")
 
 
-def process_span_parent(environ: Mapping[str, str] | None = None) -> ProcessSpanParent:
-    """``MODERATION_TRACING__PROCESS_SPAN_PARENT``: ``link`` (the default) or ``child``."""
-    value = _get(os.environ if environ is None else environ, PROCESS_SPAN_PARENT_VARIABLE).lower()
-    if value in ("", "link"):
-        return "link"
-    if value == "child":
-        return "child"
-    raise ConfigError(
-        f"tracing.process_span_parent ({PROCESS_SPAN_PARENT_VARIABLE})", "must be link or child"
-    )
-
-
 def configure_tracing(
-    processor: SpanProcessor | None = None, *, environ: Mapping[str, str] | None = None
+    processor: SpanProcessor | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    process_span_parent: ProcessSpanParent = "link",
 ) -> bool:
-    """Read the OTEL_* variables (and ``MODERATION_TRACING__PROCESS_SPAN_PARENT``) from ``environ``
-    (default ``os.environ``) and turn tracing on when an OTLP endpoint is set (or a ``processor``
-    is given: tests pass the SDK's in-memory exporter). True when spans will be made. The
-    propagators apply even when tracing is off (outputs pass the input's context on through them).
-    Raises ConfigError for a value it cannot honour."""
+    """Read the OTEL_* variables from ``environ`` (default ``os.environ``) and turn tracing on when
+    an OTLP endpoint is set (or a ``processor`` is given: tests pass the SDK's in-memory exporter).
+    ``process_span_parent``: the setting ``tracing.process_span_parent``. True when spans will be
+    made. The propagators apply even when tracing is off (outputs pass the input's context on
+    through them). Raises ConfigError for a value it cannot honour."""
     environ = os.environ if environ is None else environ
     propagator = load_propagator(environ)
-    link = process_span_parent(environ) == "link"
+    link = process_span_parent == "link"
     from opentelemetry import propagate
 
     _state["propagator"], _state["fields"], _state["link"] = propagator, frozenset(propagator.fields), link

@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import SpanKind, StatusCode
 
 from consumer import __version__
+from consumer.config import load_settings
 from consumer.errors import ConfigError
 from consumer.telemetry import tracing
 from consumer.telemetry.logging import JsonFormatter
@@ -36,13 +37,14 @@ UPSTREAM_SPAN = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{UPSTREAM_TRACE}-{UPSTREAM_SPAN}-01"
 
 
-CHILD = {"MODERATION_TRACING__PROCESS_SPAN_PARENT": "child"}
-
-
 @contextmanager
-def configured(environ: dict[str, str]) -> Iterator[InMemorySpanExporter]:
+def configured(
+    environ: dict[str, str], parent: tracing.ProcessSpanParent = "link"
+) -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
-    assert tracing.configure_tracing(SimpleSpanProcessor(exporter), environ=environ)
+    assert tracing.configure_tracing(
+        SimpleSpanProcessor(exporter), environ=environ, process_span_parent=parent
+    )
     try:
         yield exporter
     finally:
@@ -58,7 +60,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 @pytest.fixture
 def child_spans() -> Iterator[InMemorySpanExporter]:
-    with configured(CHILD) as exporter:
+    with configured({}, "child") as exporter:
         yield exporter
 
 
@@ -253,11 +255,11 @@ def test_a_trace_the_sampler_drops_makes_no_child_spans_but_still_propagates() -
         tracing.shutdown_tracing()
 
 
-def test_the_process_span_parent_option_takes_link_or_child_only() -> None:
-    assert tracing.process_span_parent({}) == "link"
-    assert tracing.process_span_parent({"MODERATION_TRACING__PROCESS_SPAN_PARENT": "Child"}) == "child"
-    with pytest.raises(ConfigError, match=r"MODERATION_TRACING__PROCESS_SPAN_PARENT.*link or child"):
-        tracing.configure_tracing(environ={"MODERATION_TRACING__PROCESS_SPAN_PARENT": "parent"})
+def test_the_process_span_parent_setting_takes_link_or_child_only() -> None:
+    assert load_settings().tracing.process_span_parent == "link"
+    assert load_settings(tracing={"process_span_parent": "child"}).tracing.process_span_parent == "child"
+    with pytest.raises(ConfigError, match=r"tracing.process_span_parent"):
+        load_settings(tracing={"process_span_parent": "parent"})
 
 
 def test_a_linked_record_without_a_context_starts_a_trace_and_links_nothing(
@@ -274,8 +276,8 @@ def test_a_linked_record_without_a_context_starts_a_trace_and_links_nothing(
 
 def test_the_record_s_baggage_reaches_the_outputs_whether_linked_or_parented() -> None:
     headers = [("traceparent", TRACEPARENT.encode()), ("baggage", b"tenant=t-1,tier=gold")]
-    for environ in ({}, CHILD):
-        with configured(environ):
+    for parent in ("link", "child"):
+        with configured({}, parent):
             assert process(headers)["baggage"] == b"tenant=t-1,tier=gold"
     with configured({"OTEL_PROPAGATORS": "tracecontext"}):  # baggage not configured: not passed on
         assert "baggage" not in process(headers)
@@ -298,7 +300,7 @@ def test_b3_single_header_context_is_linked_and_the_outputs_carry_b3() -> None:
 
 def test_b3multi_and_tracecontext_together() -> None:
     headers = [("X-B3-TraceId", B3_TRACE.encode()), ("X-B3-SpanId", B3_SPAN.encode()), ("X-B3-Sampled", b"1")]
-    with configured({"OTEL_PROPAGATORS": "tracecontext, b3multi", **CHILD}) as exporter:
+    with configured({"OTEL_PROPAGATORS": "tracecontext, b3multi"}, "child") as exporter:
         out = process(headers)  # read whatever the case of their names
         record = next(s for s in exporter.get_finished_spans() if s.name == "process uploads")
     assert record.parent is not None and format(record.parent.span_id, "016x") == B3_SPAN
