@@ -177,9 +177,14 @@ def test_the_sbom_lists_every_locked_distribution(image_root: Path) -> None:
     assert set(listed) == set(expected), set(listed) ^ set(expected)
     for name, version in expected.items():
         assert listed[name]["version"] == version, name
-        assert listed[name]["purl"] == f"pkg:pypi/{name}@{version}", listed[name]["purl"]
+        if name != "moderation-consumer":  # from the index: a package URL
+            assert listed[name]["purl"] == f"pkg:pypi/{name}@{version}", listed[name]["purl"]
+    # ours came from the wheel file: the SBOM names it by its sha256
     ours = listed["moderation-consumer"]
     assert ours["licenses"] == [{"license": {"acknowledgement": "declared", "id": "Apache-2.0"}}]
+    (wheel,) = (image_root / "wheels").glob("moderation_consumer-*.whl")
+    (source,) = (ref for ref in ours["externalReferences"] if ref["type"] == "distribution")
+    assert source["hashes"] == [{"alg": "SHA-256", "content": hashlib.sha256(wheel.read_bytes()).hexdigest()}]
 
 
 def test_two_installs_of_one_lock_and_wheel_are_the_same_bytes_and_sbom(image_root: Path) -> None:
