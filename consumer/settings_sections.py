@@ -184,19 +184,20 @@ class HiveSettings(_Section):
     )
     visual_key_file: Path | None = Field(
         default=None,
-        description="a file holding `visual_key` (e.g. a mounted Kubernetes Secret)",
+        description="a file holding `visual_key` (e.g. a mounted Kubernetes Secret); re-read when it"
+        " changes (docs/secrets.md)",
     )
     text_key_file: Path | None = Field(
         default=None,
-        description="a file holding `text_key`",
+        description="a file holding `text_key`; re-read when it changes (docs/secrets.md)",
     )
     csam_key_file: Path | None = Field(
         default=None,
-        description="a file holding `csam_key`",
+        description="a file holding `csam_key`; re-read when it changes (docs/secrets.md)",
     )
     index_key_file: Path | None = Field(
         default=None,
-        description="a file holding `index_key`",
+        description="a file holding `index_key`; re-read when it changes (docs/secrets.md)",
     )
     timeout_s: float = Field(
         default=10.0,
@@ -268,7 +269,7 @@ class HuaweiSettings(_Section):
     )
     token_file: Path | None = Field(
         default=None,
-        description="a file holding `token`",
+        description="a file holding `token`; re-read when it changes (docs/secrets.md)",
     )
     timeout_s: float = Field(
         default=10.0,
@@ -362,7 +363,7 @@ class SchemaRegistrySettings(_Section):
     )
     basic_auth_user_info_file: Path | None = Field(
         default=None,
-        description="a file holding `basic_auth_user_info`",
+        description="a file holding `basic_auth_user_info`; re-read when it changes (docs/secrets.md)",
     )
     bearer_token: SecretStr | None = Field(
         default=None,
@@ -370,7 +371,7 @@ class SchemaRegistrySettings(_Section):
     )
     bearer_token_file: Path | None = Field(
         default=None,
-        description="a file holding `bearer_token`",
+        description="a file holding `bearer_token`; re-read when it changes (docs/secrets.md)",
     )
     bearer_logical_cluster: str = Field(
         default="",
@@ -498,7 +499,7 @@ class CallbackSettings(_Section):
     )
     token_file: Path | None = Field(
         default=None,
-        description="a file holding `token`",
+        description="a file holding `token`; read at start (callback URLs already handed out carry it)",
     )
     poll_after_s: float = Field(
         default=30.0,

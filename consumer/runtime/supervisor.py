@@ -62,7 +62,7 @@ def _supervise(workers: int, worker_args: list[str], stop_grace_s: float, direct
                 w.process.send_signal(signal.SIGTERM)
 
     def forward(signum: int, _: FrameType | None) -> None:
-        for w in pool:  # SIGHUP: every worker reloads its policy files
+        for w in pool:  # SIGHUP: every worker reloads its policy and secret files
             if w.process and w.process.poll() is None:
                 w.process.send_signal(signum)
 
