@@ -2,7 +2,8 @@
 hamba/avro, built with ``go build`` and run against the test broker and Apicurio. The Go
 producer's uploads (text, inline images, an image by URL, one that breaks the contract) get their
 verdicts and dead letter from the real service, and the Go reader prints every record the Python
-reader prints, from all four outputs."""
+reader prints, from all four outputs: neither shows a record of an aborted transaction, and each
+prints a verdict written twice once."""
 
 from __future__ import annotations
 
@@ -18,14 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 
 from consumer import schema_admin
 from consumer.config import Settings
 from consumer.schema_admin import Outcome
 from consumer.schema_registry import codec_for
+from consumer.serde import decode_blocking
 from moderation_devtools.broker import cache_dir
 from moderation_devtools.samples import image_bytes, make_image, reencoded
-from moderation_devtools.stack import SimulatorProcess, read_dead_letters, read_verdicts
+from moderation_devtools.stack import SimulatorProcess, iter_messages, read_dead_letters, read_verdicts
 
 from .conftest import Topics
 
@@ -69,6 +72,21 @@ def go_examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def own_lines(stderr: str) -> list[str]:
     """What a command wrote to stderr itself (librdkafka's log lines start with ``%``)."""
     return [line for line in stderr.splitlines() if not line.startswith("%")]
+
+
+def in_transaction(
+    bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]], *, abort: bool
+) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"go-example-{topic}-{abort}"})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for key, value in records:
+        producer.produce(topic, key=key, value=value)
+    producer.flush(30)
+    if abort:
+        producer.abort_transaction(30)
+    else:
+        producer.commit_transaction(30)
 
 
 def run(command: list[str]) -> list[str]:
@@ -120,6 +138,14 @@ async def test_go_producer_and_reader_against_the_service(
                 read_verdicts, kafka_bootstrap, topics.verdicts, set(ids), codec=codec
             )
             letters = await asyncio.to_thread(read_dead_letters, kafka_bootstrap, topics.dlq, 1, codec=codec)
+        # a verdict written twice (at_least_once after a crash) and one of an aborted transaction:
+        # neither reader may show either twice or at all
+        first = next(iter_messages(kafka_bootstrap, topics.verdicts, timeout=30))
+        verdict = decode_blocking(codec, first.value(), "ModerationVerdict", topics.verdicts)
+        ghost = {**verdict, "upload_id": "aborted-upload", "verdict_id": "aborted-verdict"}
+        ghost_bytes = codec.encode("ModerationVerdict", ghost, topic=topics.verdicts)
+        in_transaction(kafka_bootstrap, topics.verdicts, [(first.key(), first.value() or b"")], abort=False)
+        in_transaction(kafka_bootstrap, topics.verdicts, [(b"aborted-upload", ghost_bytes)], abort=True)
     decisions = {v.upload_id: v.decision.value for v in verdicts}
     assert [decisions.get(i) for i in ids] == ["ALLOW", "REVIEW", "BLOCK", "ALLOW", "ESCALATE", "ALLOW"]
     assert [letter.upload_id for letter, _ in letters] == [bad]
@@ -155,8 +181,8 @@ async def test_go_producer_and_reader_against_the_service(
             "15s",
         ]
     )
-    # six verdicts, their review and escalation copies, one dead letter
-    assert len(python_lines) == 9
+    # six verdicts, their review and escalation copies, one dead letter; no duplicate, no ghost
+    assert len(python_lines) == 9 and not any("aborted-upload" in line for line in python_lines)
     assert Counter(go_lines) == Counter(python_lines)
     assert Counter(line.split()[1] for line in go_lines) == {
         "ALLOW": 3,
