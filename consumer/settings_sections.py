@@ -20,7 +20,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from consumer.core.scheduler import Mode
-from consumer.core.secrets import MAX_SECRET_FILE_BYTES, SecretFileError, secret_text
+from consumer.core.secrets import MAX_SECRET_FILE_BYTES, secret_text
 from consumer.errors import ConfigError, UnreadableFile
 
 __all__ = [
@@ -725,10 +725,7 @@ def read_secret_file(path: Path) -> str:
         raise UnreadableFile("not a regular file")
     with path.open("rb") as f:
         data = f.read(MAX_SECRET_FILE_BYTES + 1)
-    try:
-        return secret_text(data)
-    except SecretFileError as exc:
-        raise UnreadableFile(str(exc)) from None
+    return secret_text(data)
 
 
 def os_reason(exc: OSError) -> str:

@@ -17,13 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-__all__ = ["MAX_SECRET_FILE_BYTES", "RotatingSecret", "SecretFileError", "secret_text"]
+from consumer.errors import UnreadableFile
+
+__all__ = ["MAX_SECRET_FILE_BYTES", "RotatingSecret", "secret_text"]
 
 MAX_SECRET_FILE_BYTES = 64 << 10  # *_key_file, token_file, basic_auth_user_info_file, bearer_token_file
-
-
-class SecretFileError(ValueError):
-    """A secret file's bytes are refused: the reason names no part of the value."""
 
 
 def _control(c: str) -> bool:
@@ -32,19 +30,19 @@ def _control(c: str) -> bool:
 
 
 def secret_text(data: bytes, limit: int = MAX_SECRET_FILE_BYTES) -> str:
-    """The secret a file's bytes hold; ``SecretFileError`` naming why not (never the value)."""
+    """The secret a file's bytes hold; ``UnreadableFile`` naming why not (never the value)."""
     if len(data) > limit:
-        raise SecretFileError(f"over the {limit}-byte limit")
+        raise UnreadableFile(f"over the {limit}-byte limit")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise SecretFileError(f"not UTF-8 text (invalid byte at offset {exc.start})") from None
+        raise UnreadableFile(f"not UTF-8 text (invalid byte at offset {exc.start})") from None
     text = text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
     if not text:
-        raise SecretFileError("empty")
+        raise UnreadableFile("empty")
     for offset, c in enumerate(text):
         if _control(c):
-            raise SecretFileError(f"a control character (U+{ord(c):04X}) at offset {offset}")
+            raise UnreadableFile(f"a control character (U+{ord(c):04X}) at offset {offset}")
     return text
 
 

@@ -28,8 +28,8 @@ from consumer.checks.providers.huawei import HuaweiTransport
 from consumer.checks.redaction import MASK, Redactor, redactor_for
 from consumer.checks.retry import RetryPolicy
 from consumer.config import ROTATING_SECRETS, Settings, load_settings
-from consumer.core.secrets import MAX_SECRET_FILE_BYTES, RotatingSecret, SecretFileError, secret_text
-from consumer.errors import ConfigError, PermanentError, SerializationError
+from consumer.core.secrets import MAX_SECRET_FILE_BYTES, RotatingSecret, secret_text
+from consumer.errors import ConfigError, PermanentError, SerializationError, UnreadableFile
 from consumer.policy.reload import PolicyReloader
 from consumer.policy.tenants import PolicyStore, load_policies
 from consumer.runtime.secrets import SecretFiles
@@ -133,7 +133,7 @@ def test_a_secret_file_drops_one_trailing_line_break(data: bytes, value: str) ->
     ],
 )
 def test_hostile_secret_bytes_are_refused_without_quoting_them(data: bytes, reason: str) -> None:
-    with pytest.raises(SecretFileError) as caught:
+    with pytest.raises(UnreadableFile) as caught:
         secret_text(data)
     assert reason in str(caught.value)
     assert "key" not in str(caught.value) and "kkkk" not in str(caught.value)
