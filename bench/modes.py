@@ -90,7 +90,14 @@ class VisibleVerdicts:
 
 
 def steady(
-    bootstrap: str, sim: SimulatorProcess, workdir: Path, mode: str, label: str, rate: float, seconds: float
+    bootstrap: str,
+    sim: SimulatorProcess,
+    workdir: Path,
+    mode: str,
+    label: str,
+    rate: float,
+    seconds: float,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One consumer process in ``mode`` under ``rate`` uploads/s for ``seconds``: latency to a
     readable verdict (p50, p99, max) and the consumer's CPU per upload."""
@@ -110,6 +117,7 @@ def steady(
         MODERATION_LOG_LEVEL="WARNING",
         MODERATION_KAFKA__TOPIC_PARTITIONS=str(PARTITIONS),
     )
+    env.update(extra_env or {})
     n = int(rate * seconds)
     uploads = list(image_uploads(f"s{label}", n + 1))
     created: dict[str, int] = {}

@@ -103,7 +103,13 @@ class Source:
             self._rebalance.on_lost([(p.topic, p.partition) for p in parts])
 
     def consume(self, max_records: int, timeout: float) -> list[Message]:
-        messages = list(self.consumer.consume(num_messages=max_records, timeout=timeout))
+        """Up to ``max_records``: waits at most ``timeout`` for the first, then takes what is already
+        fetched without waiting. (One batch consume returns only when the batch is full or the
+        timeout has passed: under a steady load below capacity, every record waited for it.)"""
+        consumer = self.consumer
+        messages = consumer.consume(num_messages=1, timeout=timeout)
+        if messages and max_records > 1:
+            messages += consumer.consume(num_messages=max_records - 1, timeout=0)
         if self._metadata_stale:
             # Read here, never inside a rebalance callback: there librdkafka's group thread is
             # waiting for the callback, and the call would wait for it (a deadlock). A revocation
