@@ -4,9 +4,7 @@ stay; an unchanged one is counted as such; the shadow file reloads on its own.""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from consumer.config import Settings, load_settings
 from consumer.policy.reload import PolicyReloader
 from consumer.policy.tenants import PolicyStore, load_policies
 from consumer.telemetry import metrics
+from moderation_devtools.stack import wait_until_async
 
 REGISTRY = default_registry()
 POLICY: dict[str, Any] = {
@@ -37,13 +36,9 @@ def reloads(outcome: str) -> float:
     return metrics.REGISTRY.get_sample_value("moderation_policy_reloads_total", {"outcome": outcome}) or 0.0
 
 
-async def until(condition: Callable[[], bool], within_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + within_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
+async def until(condition: Callable[[], bool]) -> bool:
+    """True once ``condition`` holds, False after 10 s (the shared wait, polling every 10 ms)."""
+    return await wait_until_async(condition, 10.0, poll_s=0.01)
 
 
 @pytest.fixture

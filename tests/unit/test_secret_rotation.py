@@ -37,6 +37,7 @@ from consumer.schema_registry import RegistryCodec, codec_for
 from consumer.telemetry import metrics
 from consumer.transports.filewatch import FileWatch
 from consumer.transports.httpclient import HttpxClient
+from moderation_devtools.stack import wait_until_async
 
 OLD, NEW = "old-visual-key-1111", "new-visual-key-2222"
 
@@ -48,13 +49,9 @@ def reloads(setting: str, outcome: str) -> float:
     return sample or 0.0
 
 
-async def until(condition: Callable[[], bool], within_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + within_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
+async def until(condition: Callable[[], bool]) -> bool:
+    """True once ``condition`` holds, False after 10 s (the shared wait, polling every 10 ms)."""
+    return await wait_until_async(condition, 10.0, poll_s=0.01)
 
 
 class SecretDir:
