@@ -73,7 +73,12 @@ class VisibleVerdicts:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for msg in self._consumer.consume(1000, 0.05):
+            # the first record as soon as it is there, then what else is fetched: a batch consume
+            # would hold each receipt until the batch fills or its timeout passes
+            messages = self._consumer.consume(1, 0.05)
+            if messages:
+                messages += self._consumer.consume(999, 0)
+            for msg in messages:
                 if msg.error():
                     continue
                 now = int(time.time() * 1000)
