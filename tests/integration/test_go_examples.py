@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
 
 from consumer import schema_admin
 from consumer.config import Settings
@@ -31,6 +30,7 @@ from moderation_devtools.samples import image_bytes, make_image, reencoded
 from moderation_devtools.stack import SimulatorProcess, iter_messages, read_dead_letters, read_verdicts
 
 from .conftest import Topics
+from .examples import in_transaction, own_lines
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,26 +67,6 @@ def go_examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
     done = subprocess.run(command, cwd=MODULE, env=go_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     return out
-
-
-def own_lines(stderr: str) -> list[str]:
-    """What a command wrote to stderr itself (librdkafka's log lines start with ``%``)."""
-    return [line for line in stderr.splitlines() if not line.startswith("%")]
-
-
-def in_transaction(
-    bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]], *, abort: bool
-) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"go-example-{topic}-{abort}"})
-    producer.init_transactions(30)
-    producer.begin_transaction()
-    for key, value in records:
-        producer.produce(topic, key=key, value=value)
-    producer.flush(30)
-    if abort:
-        producer.abort_transaction(30)
-    else:
-        producer.commit_transaction(30)
 
 
 def run(command: list[str]) -> list[str]:
@@ -144,8 +124,20 @@ async def test_go_producer_and_reader_against_the_service(
         verdict = decode_blocking(codec, first.value(), "ModerationVerdict", topics.verdicts)
         ghost = {**verdict, "upload_id": "aborted-upload", "verdict_id": "aborted-verdict"}
         ghost_bytes = codec.encode("ModerationVerdict", ghost, topic=topics.verdicts)
-        in_transaction(kafka_bootstrap, topics.verdicts, [(first.key(), first.value() or b"")], abort=False)
-        in_transaction(kafka_bootstrap, topics.verdicts, [(b"aborted-upload", ghost_bytes)], abort=True)
+        in_transaction(
+            kafka_bootstrap,
+            topics.verdicts,
+            [(first.key(), first.value() or b"")],
+            abort=False,
+            name="go-example",
+        )
+        in_transaction(
+            kafka_bootstrap,
+            topics.verdicts,
+            [(b"aborted-upload", ghost_bytes)],
+            abort=True,
+            name="go-example",
+        )
     decisions = {v.upload_id: v.decision.value for v in verdicts}
     assert [decisions.get(i) for i in ids] == ["ALLOW", "REVIEW", "BLOCK", "ALLOW", "ESCALATE", "ALLOW"]
     assert [letter.upload_id for letter, _ in letters] == [bad]

@@ -5,7 +5,6 @@ and an image by URL that the real service moderates; it registers nothing, so be
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import contextlib
 import subprocess
@@ -25,28 +24,14 @@ from moderation_devtools.samples import image_bytes, make_image
 from moderation_devtools.stack import SimulatorProcess, read_verdicts
 
 from .conftest import Topics
+from .examples import assert_stands_alone, own_lines
 
 pytestmark = pytest.mark.integration
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "upload_producer.py"
 
 
 def test_the_example_imports_nothing_of_ours() -> None:
-    tree = ast.parse(EXAMPLE.read_text())
-    modules: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            modules |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            modules.add(node.module or "")
-    ours = {
-        m for m in modules if m.split(".")[0] in ("consumer", "moderation_simulator", "moderation_devtools")
-    }
-    assert not ours and any(m.startswith("confluent_kafka") for m in modules)
-
-
-def own_lines(stderr: str) -> list[str]:
-    """What the example wrote to stderr itself (librdkafka's log lines start with ``%``)."""
-    return [line for line in stderr.splitlines() if not line.startswith("%")]
+    assert_stands_alone(EXAMPLE)
 
 
 async def test_the_example_producer_writes_uploads_the_service_moderates(

@@ -5,7 +5,6 @@ shows a record of an aborted transaction (``read_committed``) and prints a dupli
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import contextlib
 import subprocess
@@ -15,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
 
 from consumer.config import Settings
 from consumer.core.records import MediaType
@@ -24,42 +22,14 @@ from consumer.serde import decode_blocking, default_schema_dir
 from moderation_devtools.stack import iter_messages, produce_uploads, read_dead_letters, read_verdicts, upload
 
 from .conftest import Topics
+from .examples import assert_stands_alone, in_transaction, own_lines
 
 pytestmark = pytest.mark.integration
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "verdict_reader.py"
 
 
 def test_the_example_imports_nothing_of_ours() -> None:
-    tree = ast.parse(EXAMPLE.read_text())
-    modules: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            modules |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            modules.add(node.module or "")
-    ours = {
-        m for m in modules if m.split(".")[0] in ("consumer", "moderation_simulator", "moderation_devtools")
-    }
-    assert not ours and any(m.startswith("confluent_kafka") for m in modules)
-
-
-def own_lines(stderr: str) -> list[str]:
-    """What the example wrote to stderr itself (librdkafka's log lines start with ``%``)."""
-    return [line for line in stderr.splitlines() if not line.startswith("%")]
-
-
-def _produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]], *, abort: bool) -> None:
-    """``records`` on ``topic`` in one transaction, committed or aborted."""
-    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"example-{topic}-{abort}"})
-    producer.init_transactions(30)
-    producer.begin_transaction()
-    for key, value in records:
-        producer.produce(topic, key=key, value=value)
-    producer.flush(30)
-    if abort:
-        producer.abort_transaction(30)
-    else:
-        producer.commit_transaction(30)
+    assert_stands_alone(EXAMPLE)
 
 
 async def test_the_example_reader_prints_the_verdicts_of_a_run(
@@ -93,11 +63,13 @@ async def test_the_example_reader_prints_the_verdicts_of_a_run(
             if msg.key() is not None
         ][:3]
         assert len(written) == 3
-        _produce(kafka_bootstrap, topics.verdicts, written, abort=False)
+        in_transaction(kafka_bootstrap, topics.verdicts, written, abort=False, name="example")
         verdict = decode_blocking(codec, written[0][1], "ModerationVerdict", topics.verdicts)
         ghost = {**verdict, "upload_id": "aborted-upload", "verdict_id": "aborted-verdict"}
         ghost_bytes = codec.encode("ModerationVerdict", ghost, topic=topics.verdicts)
-        _produce(kafka_bootstrap, topics.verdicts, [(b"aborted-upload", ghost_bytes)], abort=True)
+        in_transaction(
+            kafka_bootstrap, topics.verdicts, [(b"aborted-upload", ghost_bytes)], abort=True, name="example"
+        )
 
     def reader(group: str, *extra: str) -> list[str]:
         command = [sys.executable, str(EXAMPLE), "--bootstrap", kafka_bootstrap, "--registry", registry_url]
