@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from moderation_devtools.broker import free_port
-from moderation_devtools.stack import SimulatorProcess
+from moderation_devtools.stack import SimulatorProcess, wait_until_async
 from moderation_simulator import HostileLimits, HostileServer, SimulatorState, serve
 from moderation_simulator.__main__ import main
 from moderation_simulator.etiquette import Faults
@@ -50,10 +50,7 @@ POLL_S = 0.01  # how often eventually() looks again, until its deadline
 
 
 async def eventually(condition: Callable[[], bool], within_s: float = 1.5) -> None:
-    deadline = time.monotonic() + within_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(POLL_S)
+    assert await wait_until_async(condition, within_s, poll_s=POLL_S), "condition not met in time"
 
 
 async def send(
