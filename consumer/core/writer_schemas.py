@@ -85,6 +85,10 @@ class _Checker:
         if not isinstance(schema, dict):
             raise SerializationError("writer schema has a type that is neither a name, a union nor an object")
         kind = schema.get("type")
+        if isinstance(kind, (dict, list)):  # {"type": {...}} or {"type": [...]}: the type given inline
+            return self.visit(kind, namespace, depth + 1, enclosing)
+        if not isinstance(kind, str):
+            raise SerializationError("writer schema has an object without a type")
         if kind in _PRIMITIVES:
             return bool(kind == "null")
         if kind == "array":
@@ -96,11 +100,7 @@ class _Checker:
             return False  # each entry's key takes a byte
         if kind in ("record", "error", "enum", "fixed"):
             return self._named(schema, kind, namespace, depth, enclosing)
-        if isinstance(kind, (dict, list)):
-            return self.visit(kind, namespace, depth + 1, enclosing)
-        if isinstance(kind, str):
-            return self._reference(kind, namespace, enclosing)
-        raise SerializationError("writer schema has an object without a type")
+        return self._reference(kind, namespace, enclosing)
 
     def _named(
         self, schema: dict[str, Any], kind: str, namespace: str | None, depth: int, enclosing: tuple[str, ...]
@@ -315,13 +315,15 @@ class BodyLimits:
         if isinstance(schema, list):
             return _union([self._compile(b, namespace) for b in schema])
         kind = schema["type"]
+        if not isinstance(kind, str):  # the type given inline: {"type": {...}} or {"type": [...]}
+            return self._compile(kind, namespace)
         if kind in _PRIMITIVE_SKIPS:
             return _PRIMITIVE_SKIPS[kind]
         if kind in ("array", "map"):
             return _blocks(
                 self._compile(schema["items" if kind == "array" else "values"], namespace), kind == "map"
             )
-        if not isinstance(kind, str) or kind not in ("record", "error", "enum", "fixed"):
+        if kind not in ("record", "error", "enum", "fixed"):
             return self._compile(kind, namespace)
         own = schema.get("namespace", namespace)
         qualified = full_name(schema["name"], own)

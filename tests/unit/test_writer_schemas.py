@@ -67,6 +67,19 @@ def test_refuses_recursive_and_null_arrays(field: dict[str, Any], reason: str) -
         check_writer_schema(_with_field(field))
 
 
+@pytest.mark.parametrize(
+    "inline",
+    [{"type": ["null", "long"]}, {"type": {"type": "long"}}, {"type": {"type": "array", "items": "long"}}],
+)
+def test_a_type_given_inline_as_a_union_or_an_object_is_walked_not_a_crash(inline: dict[str, Any]) -> None:
+    """Found by the writer_schema fuzz target: ``{"type": [...]}`` was looked up in a set (TypeError)."""
+    schema = _with_field({"name": "x", "type": inline})
+    check_writer_schema(schema)
+    BodyLimits(schema, max_items=4)
+    with pytest.raises(SerializationError, match="without a type"):
+        check_writer_schema(_with_field({"name": "x", "type": {"type": 5}}))
+
+
 def test_refuses_indirect_recursion_and_depth() -> None:
     inner = {
         "type": "record",
