@@ -36,7 +36,6 @@ from bench.run import (
     PARTITIONS,
     Verdicts,
     image_uploads,
-    pct,
     proc_cpu_s,
 )
 from consumer.kafka import ensure_topics
@@ -118,9 +117,14 @@ class _Tree:
         self.sample()
         self.base = dict(self.cpu)
 
-    def cpu_since_mark(self) -> float:
+    def order(self) -> list[int]:
+        """The root first, then the rest by pid."""
+        return sorted(self.cpu, key=lambda pid: (pid != self.root, pid))
+
+    def cpu_since_mark(self, pid: int | None = None) -> float:
         base = self.base or {}
-        return sum(cpu - base.get(pid, 0.0) for pid, cpu in self.cpu.items())
+        pids = self.cpu if pid is None else [pid]
+        return sum(self.cpu[p] - base.get(p, 0.0) for p in pids)
 
 
 def drain(
@@ -197,9 +201,12 @@ def drain(
         "uploads_per_s": round(len(reader.seen) / span_s, 1) if span_s else 0.0,
         "cpu_ms_per_upload": round(tree.cpu_since_mark() * 1000 / max(1, count), 3),
         "peak_rss_mb": round(sum(tree.peak_rss.values()), 1),
+        # the supervisor's first, then its workers'
+        "peak_rss_by_process_mb": [round(tree.peak_rss.get(pid, 0.0), 1) for pid in tree.order()],
+        # how the work split: each worker's share of the CPU (a worker without partitions idles)
+        "cpu_s_by_process": [round(tree.cpu_since_mark(pid), 2) for pid in tree.order()],
         "processes": processes,
         "processes_seen": len(tree.cpu),  # more than ``processes``: a worker was restarted
-        "p99_ms": pct(reader.latencies, 0.99),
         "duplicates": sum(c - 1 for c in reader.seen.values()),
         "failed_closed": reader.failed_closed,
         "machine_busy": round(busy / total, 3) if total else None,
@@ -252,15 +259,26 @@ def compare_workers(
     summary: dict[str, Any] = {"rounds": rounds, "uploads": n, "partitions": PARTITIONS}
     for workers in WORKERS:
         found = runs[workers]
+        keys: tuple[str, ...] = ("uploads_per_s", "cpu_ms_per_upload", "peak_rss_mb", "machine_busy")
+        keys += tuple(f"{name}_cpu_ms_per_upload" for name in watched)
         figures: dict[str, Any] = {
-            key: statistics.median(run[key] for run in found)
-            for key in ("uploads_per_s", "cpu_ms_per_upload", "peak_rss_mb", "machine_busy")
+            key: round(statistics.median(run[key] for run in found), 3)
+            for key in keys
             if all(run.get(key) is not None for run in found)
         }
-        for name in watched:
-            figures[f"{name}_cpu_ms_per_upload"] = statistics.median(
-                run[f"{name}_cpu_ms_per_upload"] for run in found
-            )
+        # one process's peak: the plain ``run``, or the largest worker under the supervisor
+        figures["peak_rss_mb_per_worker"] = max(
+            max(run["peak_rss_by_process_mb"][-workers:]) for run in found
+        )
+        # what bounds the rate on this machine: the simulator is one process (one core at most)
+        # and the consumer, the simulator and the broker share its cores
+        sim_ms = figures.get("simulator_cpu_ms_per_upload")
+        if sim_ms:
+            figures["simulator_ceiling_per_s"] = round(1000 / sim_ms, 1)
+        machine_ms = figures["cpu_ms_per_upload"] + sum(
+            figures.get(f"{name}_cpu_ms_per_upload", 0) for name in watched
+        )
+        figures["machine_ceiling_per_s"] = round((os.cpu_count() or 1) * 1000 / machine_ms, 1)
         figures["duplicates"] = sum(run["duplicates"] for run in found)
         figures["runs"] = found
         summary[f"workers_{workers}"] = figures
@@ -277,7 +295,7 @@ def compare_workers(
         "cpu_ms_per_upload": max(one["cpu_ms_per_upload"], two["cpu_ms_per_upload"]),
         "chain_p99_s": chain["p99_s"],
         "chain_mean_s": chain["mean_s"],
-        "peak_rss_mb_per_worker": round(max(one["peak_rss_mb"], two["peak_rss_mb"] / 2), 1),
+        "peak_rss_mb_per_worker": max(one["peak_rss_mb_per_worker"], two["peak_rss_mb_per_worker"]),
     }
     return summary
 
@@ -285,17 +303,20 @@ def compare_workers(
 def table(summary: dict[str, Any]) -> str:
     lines = [
         "| workers | uploads/s | CPU ms/upload (all processes) | peak RSS MB (all processes)"
-        " | simulator CPU ms/upload | machine busy |",
-        "| --- | --- | --- | --- | --- | --- |",
+        " | simulator CPU ms/upload | simulator ceiling/s | machine ceiling/s | machine busy |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for workers in WORKERS:
         m = summary[f"workers_{workers}"]
         lines.append(
             f"| {workers} | {m['uploads_per_s']} | {m['cpu_ms_per_upload']} | {m['peak_rss_mb']}"
-            f" | {m.get('simulator_cpu_ms_per_upload', '-')} | {m.get('machine_busy', '-')} |"
+            f" | {m.get('simulator_cpu_ms_per_upload', '-')} | {m.get('simulator_ceiling_per_s', '-')}"
+            f" | {m['machine_ceiling_per_s']} | {m.get('machine_busy', '-')} |"
         )
     ratio = summary["two_vs_one"]
-    lines.append(f"| 2 / 1 | {ratio['throughput']} | {ratio['cpu_per_upload']} | {ratio['peak_rss']} | | |")
+    lines.append(
+        f"| 2 / 1 | {ratio['throughput']} | {ratio['cpu_per_upload']} | {ratio['peak_rss']} | | | | |"
+    )
     return "\n".join(lines)
 
 
@@ -419,7 +440,7 @@ def sizing_table(measured: dict[str, Any], targets: Iterable[float] = TARGETS, *
     ]
     for s in rows:
         mean = f" ({s['in_flight_mean']:,})" if s["in_flight_mean"] is not None else ""
-        memory = f"{s['memory_mb']:,}" if "memory_mb" in s else "-"
+        memory = f"{s['memory_mb']:,.0f}" if "memory_mb" in s else "-"
         lines.append(
             f"| {s['uploads_per_s']:,} | {s['cores']:,} | {s['pods']:,} | {s['in_flight']:,}{mean}"
             f" | {s['in_flight_per_worker']:,} | {s['provider_connections']:,}"
