@@ -51,6 +51,7 @@ BATCH = 500
 
 TP = tuple[str, int]
 Called = tuple[dict[str, Any] | None, str, float, int]
+_NO_MODEL: tuple[str | None, str | None] = (None, None)
 
 
 class Acknowledged:
@@ -191,7 +192,7 @@ class Baseline:
             if got is None:
                 return
             body, why, latency, attempts = got
-            outcome, model = "ok", None
+            outcome, model = "ok", _NO_MODEL
             if body is None:
                 results.unavailable[check], outcome = why, "unavailable"
             else:
@@ -203,7 +204,7 @@ class Baseline:
                         parse(body)
                     except (LookupError, TypeError, ValueError, AttributeError) as exc:
                         results.unavailable[check], outcome = f"unexpected answer: {exc!r}", "unavailable"
-            runs.append(CheckRun(check, "hive", round(latency, 3), outcome, model, None, attempts))
+            runs.append(CheckRun(check, "hive", round(latency, 3), outcome, *model, attempts))
 
         def csam(body: dict[str, Any]) -> None:
             hashes = body["status"][0]["response"]["output"][0].get("hashes") or [{}]
@@ -338,16 +339,18 @@ class Baseline:
         self.consumer.close()
 
 
-def _status(body: dict[str, Any]) -> tuple[str, str, str | None]:
-    """(code, message, model) of a Hive answer: a task's status is a list (one per input), the
-    custom index's one object."""
-    status = body.get("status")
+def _status(body: dict[str, Any]) -> tuple[str, str, tuple[str | None, str | None]]:
+    """(code, message, (model, its version)) of a Hive answer: a task's status is a list (one per
+    input), the custom index's one object (no model)."""
+    status, model = body.get("status"), _NO_MODEL
     if isinstance(status, list):
         first = status[0]
-        model = first.get("response", {}).get("input", {}).get("model")
+        given = first.get("response", {}).get("input", {})
+        model = (
+            given.get("model"),
+            None if given.get("model_version") is None else str(given["model_version"]),
+        )
         status = first.get("status")
-    else:
-        model = None
     status = status or {}
     return str(status.get("code", "0")), str(status.get("message", "")), model
 
