@@ -29,6 +29,9 @@ __all__ = [
 ]
 
 _VERDICT_NAMESPACE = uuid.UUID("6f1c2a4e-3b1d-5e8f-9a0b-7c6d5e4f3a2b")
+# the full names of the verdict's record-typed union branches (schemas/ModerationVerdict.avsc)
+_CSAM_RESULT = "moderation.events.CsamResult"
+_CLASSIFICATION_SUMMARY = "moderation.events.ClassificationSummary"
 
 
 class MediaType(enum.StrEnum):
@@ -201,29 +204,39 @@ class ModerationVerdict:
     policy_digest: str | None = None  # schema version 2
     evidence: tuple[CheckEvidence, ...] = ()  # schema version 3
 
-    def to_avro(self) -> dict[str, Any]:
+    def to_avro(self, *, tagged: bool = False) -> dict[str, Any]:
+        """The record as a dict. ``tagged``: the record-typed branches of the ``csam`` and
+        ``classification`` unions in fastavro's tuple notation, ``(name, record)``, which names the
+        branch to write; the writer otherwise validates the whole record against each branch to
+        find it, as costly as writing it (what the outputs encode; a reader's dict is untagged)."""
+        csam: Any = None
+        if self.csam is not None:
+            csam = {
+                "matched": self.csam.matched,
+                "hash_type": self.csam.hash_type,
+                "match_distance": self.csam.match_distance,
+                "scenes": [_range(s) for s in self.csam.scenes],
+            }
+            if tagged:
+                csam = (_CSAM_RESULT, csam)
+        summary: Any = None
+        if self.classification is not None:
+            summary = {
+                "top_classes": [
+                    {"class_name": c.class_name, "score": c.score} for c in self.classification.top_classes
+                ],
+                "flagged_ranges": [_range(r) for r in self.classification.flagged_ranges],
+            }
+            if tagged:
+                summary = (_CLASSIFICATION_SUMMARY, summary)
         return {
             "verdict_id": self.verdict_id,
             "upload_id": self.upload_id,
             "tenant_id": self.tenant_id,
             "decision": self.decision.value,
             "reasons": [_reason(r) for r in self.reasons],
-            "csam": None
-            if self.csam is None
-            else {
-                "matched": self.csam.matched,
-                "hash_type": self.csam.hash_type,
-                "match_distance": self.csam.match_distance,
-                "scenes": [_range(s) for s in self.csam.scenes],
-            },
-            "classification": None
-            if self.classification is None
-            else {
-                "top_classes": [
-                    {"class_name": c.class_name, "score": c.score} for c in self.classification.top_classes
-                ],
-                "flagged_ranges": [_range(r) for r in self.classification.flagged_ranges],
-            },
+            "csam": csam,
+            "classification": summary,
             "similarity": [
                 {"match_id": m.match_id, "score": m.score, "metadata": m.metadata, "url": m.url}
                 for m in self.similarity

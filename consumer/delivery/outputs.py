@@ -105,7 +105,7 @@ class Outputs:
         letter."""
         k = self._kafka
         key = work.key or upload.upload_id.encode()
-        record, encode = verdict.to_avro(), self._codec.encode
+        record, encode = verdict.to_avro(tagged=True), self._codec.encode
         headers = tracing.output_headers(work.payload.message.headers())
         ids = tracing.current_ids()
         if ids is not None:  # the process span's: a downstream service continues this trace
