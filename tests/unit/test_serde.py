@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -101,6 +102,12 @@ def test_fingerprint_is_crc64_avro_little_endian() -> None:
 
 def test_verdict_id_is_deterministic() -> None:
     assert verdict_id("a", "p") == verdict_id("a", "p") != verdict_id("a", "q")
+
+
+def test_verdict_id_is_the_uuid5_of_upload_and_policy() -> None:
+    namespace = uuid.UUID("6f1c2a4e-3b1d-5e8f-9a0b-7c6d5e4f3a2b")
+    for upload_id, version in (("a", "p"), ("up-0123456789ab", "default-2026.11"), ("ü-ß", "v\x00")):
+        assert verdict_id(upload_id, version) == str(uuid.uuid5(namespace, f"{upload_id}\x00{version}"))
 
 
 @pytest.mark.parametrize(
