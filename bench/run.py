@@ -615,8 +615,8 @@ def main() -> int:
     if "engine_vs_baseline" in results:
         ratio = results["engine_vs_baseline"]
         print(
-            f"engine vs baseline: {ratio['throughput']}x the uploads/s,"
-            f" {ratio['cpu_per_upload']}x less CPU per upload (baseline's / engine's)"
+            f"engine vs baseline: uploads/s, engine's / baseline's {ratio['throughput']};"
+            f" CPU per upload, baseline's / engine's {ratio['cpu_per_upload']}"
         )
     print()
     for client, ms in results["http_clients"].items():
