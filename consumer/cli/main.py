@@ -300,6 +300,16 @@ async def _serve(settings: Settings, policy: PolicyStore, worker: Worker) -> int
         shutdown_tracing()
 
 
+def _freeze_startup_heap() -> None:
+    """Modules, settings, schemas and clients live as long as the process: moved out of the
+    collector's sight, a full collection walks only what serving allocates (without it, one walked
+    a few hundred thousand startup objects: a pause of tens of ms in some verdict's latency)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 async def _serve_until_stopped(settings: Settings, policy: PolicyStore, worker: Worker) -> int:
     from consumer.wiring import assembled, provider_client
 
@@ -311,6 +321,7 @@ async def _serve_until_stopped(settings: Settings, policy: PolicyStore, worker: 
     async with provider_client(settings) as http:
         try:
             async with assembled(settings, http, stop, worker=worker, policy=policy) as process:
+                _freeze_startup_heap()
                 try:
                     await process.run(stop)
                 finally:
