@@ -12,7 +12,9 @@ the tracing runs), ``BENCH_MODES`` (1; 0 skips the delivery modes' comparison,
 measure peak RSS, ``BENCH_FRAMEWORK_UPLOADS`` (100000) the uploads of each framework run (long
 enough to time: it does about 10,000/s), ``BENCH_FRAMEWORK_ROUNDS`` (3) how many times each
 framing's framework run repeats, interleaved (the best of each is reported: the runs share two
-cores with the broker, so one alone is noisy).
+cores with the broker, so one alone is noisy), ``BENCH_LATENCY`` (1; 0 skips the real-time runs,
+``bench/latency.py``: open-loop loads at 25-90 % of (a)'s throughput, recovery from an outage, the
+chart), ``BENCH_WORKERS`` (1; 0 skips one worker against ``--workers 2``, ``bench/workers.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -532,6 +535,15 @@ def main() -> int:
         results["baseline"] = baseline(
             bootstrap, sim, "bench-uploads", "bench-verdicts-baseline", n, created, workdir, others
         )
+        if os.environ.get("BENCH_LATENCY", "1") != "0":
+            from bench.latency import latency_runs
+
+            # real time: open-loop loads at shares of the capacity (a) just measured
+            results["latency"] = latency_runs(bootstrap, sim, workdir, results["engine"]["uploads_per_s"])
+        if os.environ.get("BENCH_WORKERS", "1") != "0":
+            from bench.workers import compare_workers
+
+            results["workers"] = compare_workers(bootstrap, sim, workdir, "bench-uploads", n, created, others)
         if os.environ.get("BENCH_MODES", "1") != "0":
             from bench.modes import compare_modes
 
@@ -596,6 +608,12 @@ def main() -> int:
         engine["of_bound"] = round(engine["uploads_per_s"] / bound, 3)
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
     (ROOT / "bench" / "results" / "latest.json").write_text(json.dumps(results, indent=2))
+    if "latency" in results:
+        from bench.latency import chart
+
+        # beside latest.json, and the copy the benchmarks page shows
+        drawn = chart(results["latency"], ROOT / "bench" / "results" / "latency.png")
+        shutil.copyfile(drawn, ROOT / "docs" / "assets" / "latency.png")
     print(json.dumps(results, indent=2))
     print()
     labels = {"engine": "(a) engine", "baseline": "(b) baseline: confluent-kafka + aiohttp + semaphore"}
@@ -638,6 +656,19 @@ def main() -> int:
 
         print(table(results["modes"]))
         print("exactly_once / at_least_once:", json.dumps(results["modes"]["exactly_once_vs_at_least_once"]))
+    if "latency" in results:
+        from bench.latency import recovery_line
+        from bench.latency import table as latency_table
+
+        print(latency_table(results["latency"]))
+        print(recovery_line(results["latency"]))
+        print("latency chart: bench/results/latency.png (and docs/assets/latency.png)")
+    if "workers" in results:
+        from bench.workers import sizing_table
+        from bench.workers import table as workers_table
+
+        print(workers_table(results["workers"]))
+        print(sizing_table(results["workers"]))
     if "framework_confluent" in results:
         ratio = results["framework_confluent"].get("cpu_vs_single_object")
         print(f"framework CPU per upload, Confluent wire format / single-object encoding: {ratio}")
