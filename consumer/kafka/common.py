@@ -23,5 +23,10 @@ def base_config(settings: KafkaSettings) -> dict[str, Any]:
         "bootstrap.servers": settings.bootstrap_servers,
         "error_cb": error_callback,
         "logger": logging.getLogger("consumer.librdkafka"),
+        # TCP_NODELAY: a request is sent at once, not held back by Nagle until the previous one's
+        # bytes are acknowledged (librdkafka leaves Nagle on). Verdicts leave one by one
+        # (linger.ms 0) and fetches follow each other: at 50 % load Nagle's hold-backs were the
+        # tail of a verdict's added latency (docs/benchmarks.md, "Real time")
+        "socket.nagle.disable": True,
         **settings.client_config,
     }
