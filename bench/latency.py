@@ -15,7 +15,7 @@ machine: the engine's drained-backlog throughput) runs for ``BENCH_LATENCY_S`` (
 consumer; the first ``WARM_S`` seconds are left out. ``recovery`` runs at 50 % with a
 ``BENCH_RECOVERY_OUTAGE_S`` (60) second outage (the simulator answering 503), then measures how long
 after recovery the added p99 is back under its target, and how fast the backlog drained. ``knobs``
-measures the verdict producer's ``linger.ms`` at 5 and 20 (the default is 0) at 50 %
+measures the verdict producer's ``linger.ms`` at 0, 5 and 20 (the default is 1) at 50 %
 (``BENCH_LATENCY_KNOBS``, 1; 0 skips).
 
 ``python -m bench.latency`` runs it alone (its own broker and simulator, capacity measured first);
@@ -428,7 +428,7 @@ def latency_runs(bootstrap: str, sim: SimulatorProcess, workdir: Path, capacity:
         results["loads"][f"{int(load * 100)}%"] = {"load": load, **summarize(samples, info)}
     if os.environ.get("BENCH_LATENCY_KNOBS", "1") != "0":
         results["knobs"] = {}
-        for name, value in (("linger_ms_5", "5"), ("linger_ms_20", "20")):
+        for name, value in (("linger_ms_0", "0"), ("linger_ms_5", "5"), ("linger_ms_20", "20")):
             print(f"latency knobs: {name} at 50 %...", flush=True)
             env = {"MODERATION_KAFKA__CLIENT_CONFIG": json.dumps({"linger.ms": value})}
             samples, info = measured_run(

@@ -24,8 +24,9 @@ def base_config(settings: KafkaSettings) -> dict[str, Any]:
         "error_cb": error_callback,
         "logger": logging.getLogger("consumer.librdkafka"),
         # TCP_NODELAY: a request is sent at once, not held back by Nagle until the previous one's
-        # bytes are acknowledged (librdkafka leaves Nagle on). Verdicts leave one by one (linger.ms
-        # 0), so a verdict produced while another is unacknowledged could wait for that round trip
+        # bytes are acknowledged (librdkafka leaves Nagle on). Under a steady load verdicts leave
+        # nearly one by one (linger.ms 1), so one produced while another is unacknowledged could
+        # wait for that round trip
         "socket.nagle.disable": True,
         **settings.client_config,
     }
