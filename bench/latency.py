@@ -44,19 +44,20 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from bench.run import (
-    IN_FLIGHT,
     MEDIAN_MS,
     P99_MS,
     PARTITIONS,
     ROOT,
     count_records,
+    engine_env,
     image_uploads,
+    output_topics,
     proc_cpu_s,
     run_engine,
 )
 from consumer.serde import AvroCodec, decode_blocking
 from moderation_devtools.broker import LocalKafka, free_port
-from moderation_devtools.stack import ConsumerProcess, SimulatorProcess, consumer_env, produce_uploads
+from moderation_devtools.stack import ConsumerProcess, SimulatorProcess, produce_uploads
 
 __all__ = ["chart", "latency_runs", "recovery_line", "table"]
 
@@ -128,18 +129,6 @@ def create_topics(bootstrap: str, topics: list[str]) -> None:
     )
     for future in futures.values():
         future.result(30)
-
-
-def topics_of(out: str) -> dict[str, str]:
-    return {
-        "verdict_topic": out,
-        "review_topic": out + ".review",
-        "escalation_topic": out + ".esc",
-        "dlq_topic": out + ".dlq",
-        "deleted_topic": out + ".del",
-        "review_decision_topic": out + ".dec",
-        "callback_topic": out + ".cb",
-    }
 
 
 def read_all(bootstrap: str, topic: str) -> list[Any]:
@@ -238,23 +227,11 @@ def measured_run(
     """One consumer under ``rate`` uploads/s for ``seconds`` (plus ``WARM_S``, left out). ``outage``:
     (start, length) in seconds from the start of the load: the simulator answers 503 meanwhile."""
     topic, out = f"bench-latency-{label}", f"bench-latency-verdicts-{label}"
-    topics = topics_of(out)
+    topics = output_topics(out)
     create_topics(bootstrap, [topic, *topics.values()])
     health_port = free_port()
-    env = consumer_env(
-        bootstrap,
-        sim.url,
-        group=f"bench-latency-{label}",
-        topics={"input_topic": topic, **topics},
-        MODERATION_PROCESSING__MAX_IN_FLIGHT=str(IN_FLIGHT),
-        MODERATION_PROCESSING__RESULT_CACHE_SIZE="0",
-        MODERATION_PROCESSING__PARTITION_BUFFER="2000",
-        MODERATION_PROCESSING__CHECKS='["csam","visual","similarity"]',
-        MODERATION_LIMITS__INITIAL_CONCURRENCY="256",
-        MODERATION_LIMITS__MAX_CONCURRENCY="1024",
-        MODERATION_LOG_LEVEL="WARNING",
-        MODERATION_KAFKA__TOPIC_PARTITIONS=str(PARTITIONS),
-        MODERATION_HEALTH__PORT=str(health_port),
+    env = engine_env(
+        bootstrap, sim.url, f"bench-latency-{label}", topic, out, MODERATION_HEALTH__PORT=str(health_port)
     )
     env.update(extra_env or {})
     proc = ConsumerProcess(env, log_path=workdir / f"latency-{label}.log").start()

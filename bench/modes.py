@@ -23,7 +23,17 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from bench.run import IN_FLIGHT, MEDIAN_MS, P99_MS, PARTITIONS, image_uploads, pct, proc_cpu_s, run_engine
+from bench.run import (
+    IN_FLIGHT,
+    MEDIAN_MS,
+    P99_MS,
+    PARTITIONS,
+    image_uploads,
+    output_topics,
+    pct,
+    proc_cpu_s,
+    run_engine,
+)
 from consumer.kafka import ensure_topics
 from consumer.serde import AvroCodec, decode_blocking
 from consumer.settings_sections import KafkaSettings
@@ -33,18 +43,6 @@ from moderation_devtools.stack import ConsumerProcess, SimulatorProcess, consume
 __all__ = ["compare_modes", "steady"]
 
 MODES = ("at_least_once", "exactly_once")
-
-
-def _topics(out: str) -> dict[str, str]:
-    return {
-        "verdict_topic": out,
-        "review_topic": out + ".review",
-        "escalation_topic": out + ".esc",
-        "dlq_topic": out + ".dlq",
-        "deleted_topic": out + ".del",
-        "review_decision_topic": out + ".dec",
-        "callback_topic": out + ".cb",
-    }
 
 
 class VisibleVerdicts:
@@ -112,7 +110,7 @@ def steady(
         bootstrap,
         sim.url,
         group=f"bench-steady-{label}",
-        topics={"input_topic": topic, **_topics(out)},
+        topics={"input_topic": topic, **output_topics(out)},
         MODERATION_PROCESSING__DELIVERY=mode,
         MODERATION_PROCESSING__MAX_IN_FLIGHT=str(IN_FLIGHT),
         MODERATION_PROCESSING__RESULT_CACHE_SIZE="0",

@@ -133,6 +133,44 @@ def pct(values: list[int], q: float) -> float:
     return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
 
 
+IMAGE_CHECKS = '["csam","visual","similarity"]'
+
+
+def output_topics(out: str) -> dict[str, str]:
+    """A scenario's own output topics, named after its verdict topic ``out``."""
+    return {
+        "verdict_topic": out,
+        "review_topic": out + ".review",
+        "escalation_topic": out + ".esc",
+        "dlq_topic": out + ".dlq",
+        "deleted_topic": out + ".del",
+        "review_decision_topic": out + ".dec",
+        "callback_topic": out + ".cb",
+    }
+
+
+def engine_env(
+    bootstrap: str, sim_url: str, group: str, topic: str, out: str, checks: str = IMAGE_CHECKS, **extra: str
+) -> dict[str, str]:
+    """The engine's settings in every scenario: ``IN_FLIGHT`` uploads in flight, no content cache,
+    ``checks``, the adaptive limit from 256 up to 1024, ``PARTITIONS`` partitions; ``extra`` wins."""
+    return consumer_env(
+        bootstrap,
+        sim_url,
+        group=group,
+        topics={"input_topic": topic, **output_topics(out)},
+        MODERATION_PROCESSING__MAX_IN_FLIGHT=str(IN_FLIGHT),
+        MODERATION_PROCESSING__RESULT_CACHE_SIZE="0",
+        MODERATION_PROCESSING__PARTITION_BUFFER="2000",
+        MODERATION_PROCESSING__CHECKS=checks,
+        MODERATION_LIMITS__INITIAL_CONCURRENCY="256",
+        MODERATION_LIMITS__MAX_CONCURRENCY="1024",
+        MODERATION_LOG_LEVEL="WARNING",
+        MODERATION_KAFKA__TOPIC_PARTITIONS=str(PARTITIONS),
+        **extra,
+    )
+
+
 def run_engine(
     bootstrap: str,
     sim: SimulatorProcess,
@@ -150,29 +188,7 @@ def run_engine(
 ) -> dict[str, Any]:
     """Drain ``n`` uploads with one consumer process; CPU per upload of the consumer and of
     ``others`` (simulator, broker: they share this machine), RSS over time."""
-    env = consumer_env(
-        bootstrap,
-        sim.url,
-        group=f"bench-{label}",
-        topics={
-            "input_topic": topic,
-            "verdict_topic": out,
-            "review_topic": out + ".review",
-            "escalation_topic": out + ".esc",
-            "dlq_topic": out + ".dlq",
-            "deleted_topic": out + ".del",
-            "review_decision_topic": out + ".dec",
-            "callback_topic": out + ".cb",
-        },
-        MODERATION_PROCESSING__MAX_IN_FLIGHT=str(IN_FLIGHT),
-        MODERATION_PROCESSING__RESULT_CACHE_SIZE="0",
-        MODERATION_PROCESSING__PARTITION_BUFFER="2000",
-        MODERATION_PROCESSING__CHECKS=checks,
-        MODERATION_LIMITS__INITIAL_CONCURRENCY="256",
-        MODERATION_LIMITS__MAX_CONCURRENCY="1024",
-        MODERATION_LOG_LEVEL="WARNING",
-        MODERATION_KAFKA__TOPIC_PARTITIONS=str(PARTITIONS),
-    )
+    env = engine_env(bootstrap, sim.url, f"bench-{label}", topic, out, checks)
     env.update(extra_env or {})
     codec: Codec | None = None
     if registry_url is not None:  # the Confluent wire format, read and written

@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.run import (
-    IN_FLIGHT,
     MEDIAN_MS,
     P99_MS,
     PARTITIONS,
     Verdicts,
+    engine_env,
     image_uploads,
     proc_cpu_s,
 )
@@ -42,7 +42,7 @@ from consumer.kafka import ensure_topics
 from consumer.settings_sections import KafkaSettings
 from consumer.wiring import CONNECTIONS_PER_RECORD
 from moderation_devtools.broker import LocalKafka
-from moderation_devtools.stack import ConsumerProcess, SimulatorProcess, consumer_env, produce_uploads
+from moderation_devtools.stack import ConsumerProcess, SimulatorProcess, produce_uploads
 from moderation_simulator.state import LatencyModel
 
 __all__ = [
@@ -142,29 +142,7 @@ def drain(
     ``run``, no supervisor), checks CSAM, classification and similarity, ``bench.run``'s settings
     per worker. CPU is counted from the first verdict on, as ``bench.run.run_engine`` does."""
     out = f"bench-verdicts-workers-{label}"
-    env = consumer_env(
-        bootstrap,
-        sim.url,
-        group=f"bench-workers-{label}",
-        topics={
-            "input_topic": topic,
-            "verdict_topic": out,
-            "review_topic": out + ".review",
-            "escalation_topic": out + ".esc",
-            "dlq_topic": out + ".dlq",
-            "deleted_topic": out + ".del",
-            "review_decision_topic": out + ".dec",
-            "callback_topic": out + ".cb",
-        },
-        MODERATION_PROCESSING__MAX_IN_FLIGHT=str(IN_FLIGHT),
-        MODERATION_PROCESSING__RESULT_CACHE_SIZE="0",
-        MODERATION_PROCESSING__PARTITION_BUFFER="2000",
-        MODERATION_PROCESSING__CHECKS='["csam","visual","similarity"]',
-        MODERATION_LIMITS__INITIAL_CONCURRENCY="256",
-        MODERATION_LIMITS__MAX_CONCURRENCY="1024",
-        MODERATION_LOG_LEVEL="WARNING",
-        MODERATION_KAFKA__TOPIC_PARTITIONS=str(PARTITIONS),
-    )
+    env = engine_env(bootstrap, sim.url, f"bench-workers-{label}", topic, out)
     args = ["--workers", str(workers)] if workers > 1 else []
     reader = Verdicts(bootstrap, out, created)
     proc = ConsumerProcess(env, log_path=workdir / f"workers-{label}.log", args=args).start()
