@@ -178,6 +178,24 @@ class Sample:
         return self.e2e_ms - self.chain_ms
 
 
+MAX_SCRAPE_BYTES = 1 << 20  # our consumer's whole /metrics is about 60 KB
+
+
+def intake_gauges(body: bytes) -> dict[str, float]:
+    """``moderation_intake_held`` and ``moderation_in_flight_records`` from a /metrics body (read
+    at most ``MAX_SCRAPE_BYTES``); a line that does not parse is skipped, never raised."""
+    wanted = ("moderation_intake_held", "moderation_in_flight_records")
+    values: dict[str, float] = {}
+    for line in body.decode("utf-8", "replace").splitlines():
+        name, _, rest = line.partition(" ")
+        if name in wanted:
+            try:
+                values[name] = float(rest.split(" ")[0])
+            except ValueError:
+                continue
+    return values
+
+
 @dataclass
 class Watch:
     """Scrapes the consumer's /metrics once a second: whether intake was held and how much was in flight."""
@@ -193,14 +211,10 @@ class Watch:
     def _run(self) -> None:
         while not self._stop.wait(1.0):
             try:
-                text = urllib.request.urlopen(self.url, timeout=2).read().decode()
+                with urllib.request.urlopen(self.url, timeout=2) as answer:
+                    values = intake_gauges(answer.read(MAX_SCRAPE_BYTES))
             except OSError:
                 continue
-            values = {
-                line.split(" ")[0]: float(line.split(" ")[1])
-                for line in text.splitlines()
-                if line.startswith(("moderation_intake_held ", "moderation_in_flight_records "))
-            }
             self.held.append(
                 (
                     time.time(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.latency import Sample, chain_ms, chart, percentiles, recovery
+from bench.latency import Sample, chain_ms, chart, intake_gauges, percentiles, recovery
 
 
 def test_chain_is_csam_then_the_longer_of_the_rest() -> None:
@@ -62,3 +62,15 @@ def test_chart_draws_a_png(tmp_path: Path) -> None:
     }
     drawn = chart(results, tmp_path / "latency.png")
     assert drawn.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_scrape_takes_the_two_gauges_and_skips_what_does_not_parse() -> None:
+    body = (
+        b"# HELP moderation_intake_held held\nmoderation_intake_held 1.0\n"
+        b"moderation_in_flight_records NaNx\nmoderation_in_flight_records\n\xff\xfe garbage\n"
+        b"moderation_in_flight_records_total 9\n" + b"x" * 10_000
+    )
+    assert intake_gauges(body) == {"moderation_intake_held": 1.0}
+    assert intake_gauges(b"moderation_in_flight_records 24.0 1700000000\n") == {
+        "moderation_in_flight_records": 24.0
+    }
