@@ -24,7 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["KAFKA_VERSION", "BrokerError", "LocalKafka", "ensure_jars", "free_port", "main", "wait_for_kafka"]
+__all__ = [
+    "KAFKA_VERSION",
+    "BrokerError",
+    "LocalKafka",
+    "ensure_jars",
+    "free_port",
+    "main",
+    "new_cluster_id",
+    "wait_for_kafka",
+]
 
 KAFKA_VERSION = "4.1.1"
 POM = Path(__file__).resolve().with_name("kafka-pom.xml")
@@ -71,6 +80,10 @@ def ensure_jars() -> Path:
         raise BrokerError(f"fetching Kafka jars failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     marker.write_text(KAFKA_VERSION)
     return libs
+
+
+def new_cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
 def wait_for_kafka(bootstrap: str, timeout: float = 60.0) -> None:
@@ -143,11 +156,13 @@ class LocalKafka:
     controller_port: int = 0
     heap: str = "768m"
     log_level: str = "WARN"
+    host: str = "127.0.0.1"
+    launcher: list[str] = field(default_factory=list)  # e.g. ``ip netns exec <ns>``: where it runs
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def pid_file(self) -> Path:
@@ -158,13 +173,19 @@ class LocalKafka:
         self.port = self.port or free_port()
         self.controller_port = self.controller_port or free_port()
         props = self.workdir / "server.properties"
-        props.write_text(
-            SERVER_PROPERTIES.format(port=self.port, cport=self.controller_port, data=self.workdir / "data")
-        )
+        props.write_text(self._properties())
         (self.workdir / "log4j2.properties").write_text(
             LOG4J2.format(log=self.workdir / "server.log", level=self.log_level)
         )
         return props
+
+    def _properties(self) -> str:
+        return SERVER_PROPERTIES.format(
+            port=self.port, cport=self.controller_port, data=self.workdir / "data"
+        )
+
+    def _format_args(self, cluster_id: str) -> list[str]:
+        return ["--standalone", f"--cluster-id={cluster_id}"]  # one token: an id may start with "-"
 
     def _java(self, libs: Path, *args: str) -> list[str]:
         java = shutil.which("java")
@@ -182,21 +203,22 @@ class LocalKafka:
             *args,
         ]
 
-    def start(self, timeout: float = 90.0) -> str:
+    def start(self, timeout: float = 90.0, cluster_id: str | None = None, wait: bool = True) -> str:
+        """Format the storage on a first start (with ``cluster_id``, else a new one), launch the
+        broker and, with ``wait``, return once its Admin API answers."""
         libs = ensure_jars()
         first_start = not (self.workdir / "data" / "meta.properties").exists()
         if not first_start and self.port == 0:
             raise BrokerError("restarting an existing broker needs its port")
         props = self._configure()
         if first_start:
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            cluster_id = cluster_id or new_cluster_id()
             fmt = subprocess.run(
                 self._java(
                     libs,
                     "kafka.tools.StorageTool",
                     "format",
-                    "--standalone",
-                    f"--cluster-id={cluster_id}",  # one token: an id may start with "-"
+                    *self._format_args(cluster_id),
                     "-c",
                     str(props),
                 ),
@@ -208,7 +230,7 @@ class LocalKafka:
                 raise BrokerError(f"formatting KRaft storage failed: {fmt.stdout}{fmt.stderr}")
         out = open(self.workdir / "stdout.log", "ab")  # noqa: SIM115 - owned by the child process
         self.process = subprocess.Popen(
-            self._java(libs, "kafka.Kafka", str(props)),
+            [*self.launcher, *self._java(libs, "kafka.Kafka", str(props))],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -216,6 +238,8 @@ class LocalKafka:
         )
         out.close()
         self.pid_file.write_text(f"{self.process.pid} {self.port} {self.controller_port}\n")
+        if not wait:
+            return self.bootstrap
         try:
             wait_for_kafka(self.bootstrap, timeout)
         except BrokerError:

@@ -77,10 +77,11 @@ class SimulatorProcess:
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     hostile_port: int | None = None
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def hostile_url(self) -> str:
@@ -99,6 +100,8 @@ class SimulatorProcess:
                 sys.executable,
                 "-m",
                 "moderation_simulator",
+                "--host",
+                self.host,
                 "--port",
                 str(self.port),
                 "--latency-median-ms",
@@ -232,10 +235,13 @@ class ConsumerProcess:
     env: dict[str, str]
     log_path: Path | None = None
     args: list[str] = field(default_factory=list)
+    launcher: list[str] = field(default_factory=list)  # e.g. ``ip netns exec <ns>``: on another host
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self) -> ConsumerProcess:
-        self.process = _spawn([sys.executable, "-m", "consumer", "run", *self.args], self.log_path, self.env)
+        self.process = _spawn(
+            [*self.launcher, sys.executable, "-m", "consumer", "run", *self.args], self.log_path, self.env
+        )
         return self
 
     def terminate(self, timeout: float = 60.0) -> int:
