@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install lock docs jars prometheus helm go-examples chart deploy demo test unit integration chaos lint typecheck format clean bench fuzz
+.PHONY: install lock docs jars prometheus helm go-examples chart deploy demo test unit integration chaos chaos-cluster lint typecheck format clean bench fuzz
 
 # the product (.) and, beside it, the development distribution (dev/: the simulator, the developer
 # tools and the test tools), both editable; only the product is ever built into a wheel or an image.
@@ -91,6 +91,16 @@ deploy: install helm
 
 chaos: install jars
 	$(BIN)/pytest -s tests/chaos
+
+# The three-node cluster's scenarios (tests/chaos/cluster), each in both delivery modes, with the
+# accounting of every one printed at the end (and appended to .local/chaos-cluster/results.jsonl).
+# As root each node and member is a network namespace of its own; CHAOS_CLUSTER_RUNS=5 repeats it.
+CHAOS_CLUSTER_RUNS ?= 1
+chaos-cluster: install jars
+	@for run in $$(seq $(CHAOS_CLUSTER_RUNS)); do \
+	  echo "chaos-cluster: run $$run of $(CHAOS_CLUSTER_RUNS)"; \
+	  $(BIN)/pytest -p no:cacheprovider -m cluster tests/chaos/cluster || exit 1; \
+	done
 
 # Coverage-guided fuzzing (atheris) of every decoder of outside bytes for FUZZ_SECONDS each (a short
 # run of each is part of `make test`); learns into .local/fuzz/corpus, crashes go to .local/fuzz/crashes

@@ -20,6 +20,7 @@ topics too), fast broker failure detection (``broker.session.timeout.ms`` 3 s) a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -165,7 +166,8 @@ class Network:
         if host.cluster_link:
             _ip("link", "set", host.cluster_link, "up")
         elif host.pid:
-            os.kill(host.pid, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):  # it died while paused
+                os.kill(host.pid, signal.SIGCONT)
         host.cut = False
 
     def stop(self) -> None:

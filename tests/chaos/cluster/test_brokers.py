@@ -1,0 +1,150 @@
+"""Broker faults on the three-node cluster, each in both delivery modes under a steady load: every
+upload answered (exactly one verdict for a read_committed reader in exactly_once, at least one in
+at_least_once), no dead letter caused by the fault, the members ready again after it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from moderation_devtools.stack import wait_until
+
+from .harness import STALL_AFTER_S, ClusterOutputs, Load, Scenario
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.cluster, pytest.mark.timeout(900)]
+
+MEMBERS = ["a", "b"]
+DOWN_S = 10.0  # how long a lost node stays away: longer than the brokers' session (3 s) and a
+# member's (6 s), so leadership moves and the cluster runs on two nodes for a while
+
+
+def test_input_leader_killed_mid_stream(
+    scenario: Callable[[str], Scenario], accounting: Callable[[str], None]
+) -> None:
+    s = scenario("input-leader-killed")
+    s.create_topics(input_leader=1)
+
+    def fault(s: Scenario, out: ClusterOutputs, load: Load) -> None:
+        s.fault()
+        s.cluster.kill(1)  # leads every input partition
+        wait_until(lambda: 1 not in s.cluster.brokers(), 30)
+        s.extra["input_leaders_after"] = sorted(set(s.cluster.leaders(s.topics["input_topic"]).values()))
+        time.sleep(DOWN_S)  # the cluster runs on two nodes under load for a while
+        s.cluster.restart(1)
+        s.recovered_after(out, load)
+
+    s.run(MEMBERS, fault, accounting)
+    assert 1 not in s.extra["input_leaders_after"]
+
+
+def test_verdict_leader_and_transaction_coordinator_killed_mid_transaction(
+    scenario: Callable[[str], Scenario], accounting: Callable[[str], None]
+) -> None:
+    s = scenario("coordinator-killed")
+    # the node coordinating member a's transactions also leads every output partition: its death
+    # takes the open transaction's coordinator and the partitions it writes to at once
+    victim = s.cluster.transaction_coordinator(s.transactional_id("a"))
+    s.create_topics(output_leader=victim)
+    s.extra["killed"] = victim
+
+    def fault(s: Scenario, out: ClusterOutputs, load: Load) -> None:
+        s.fault()
+        s.cluster.kill(victim)  # under this load a transaction (or a produce) is always open
+        time.sleep(DOWN_S)
+        s.cluster.restart(victim)
+        s.recovered_after(out, load)
+
+    s.run(MEMBERS, fault, accounting)
+
+
+def test_verdict_replicas_below_min_insync_stall_and_resume(
+    scenario: Callable[[str], Scenario], accounting: Callable[[str], None]
+) -> None:
+    s = scenario("isr-below-min")
+    s.create_topics(input_leader=1, output_leader=1)
+    verdicts = s.topics["verdict_topic"]
+    held_s = 15.0
+
+    def fault(s: Scenario, out: ClusterOutputs, load: Load) -> None:
+        # min.insync.replicas 3 on the verdict topic and one replica lost is the state of a topic at
+        # min.insync.replicas 2 that lost two, without losing two controllers of three as well
+        s.cluster.set_topic_config(verdicts, min_insync_replicas="3")
+        s.fault()
+        s.cluster.kill(3)
+        wait_until(lambda: all(3 not in p.isrs for p in s.cluster.partitions([verdicts]).values()), 30)
+        shrunk = time.monotonic()
+        ends = s.output_ends()
+        time.sleep(held_s)
+        stalled = s.output_ends()
+        # producing stalled: nothing was appended to the verdict topic while the ISR was short
+        s.extra["appended_while_short"] = sum(stalled[k] - ends[k] for k in ends if k[0] == verdicts)
+        s.extra["not_ready"] = sorted(
+            n for n in s.members if s.readiness.not_ready_during(n, shrunk + STALL_AFTER_S, time.monotonic())
+        )
+        s.cluster.restart(3)
+        s.cluster.wait_in_sync([verdicts])
+        s.recovered_after(out, load)
+
+    s.run(MEMBERS, fault, accounting)
+    assert s.extra["appended_while_short"] == 0
+    assert s.extra["not_ready"] == MEMBERS  # /readyz false while they could not make progress
+
+
+def test_broker_cut_off_from_its_peers_then_healed(
+    scenario: Callable[[str], Scenario], accounting: Callable[[str], None]
+) -> None:
+    s = scenario("broker-isolated")
+    s.create_topics(input_leader=2, output_leader=2)
+
+    def fault(s: Scenario, out: ClusterOutputs, load: Load) -> None:
+        s.fault()
+        s.network.cut("k2")  # leads everything of this scenario; still runs, reaches no one
+        wait_until(lambda: 2 not in s.cluster.brokers(), 30)
+        time.sleep(DOWN_S)
+        s.network.heal("k2")
+        healed = time.monotonic()
+        s.cluster.wait_healthy()  # it catches up and rejoins every ISR (waited on, never assumed)
+        s.extra["isr_rejoin_s"] = round(time.monotonic() - healed, 1)
+        s.recovered_after(out, load)
+
+    s.run(MEMBERS, fault, accounting)
+
+
+def test_one_controller_of_three_lost(
+    scenario: Callable[[str], Scenario], accounting: Callable[[str], None]
+) -> None:
+    s = scenario("controller-lost")
+    s.create_topics()
+
+    def fault(s: Scenario, out: ClusterOutputs, load: Load) -> None:
+        victim = s.cluster.active_controller()
+        s.extra["killed"] = victim
+        s.fault()
+        s.cluster.kill(victim)  # the quorum's leader: the other two elect a new one
+        wait_until(lambda: victim not in s.cluster.brokers(), 30)
+        s.extra["new_controller"] = s.cluster.active_controller()
+        time.sleep(DOWN_S)
+        s.cluster.restart(victim)
+        s.recovered_after(out, load)
+
+    s.run(MEMBERS, fault, accounting)
+    assert s.extra["new_controller"] != s.extra["killed"]
+
+
+def test_rolling_restart_of_every_broker(
+    scenario: Callable[[str], Scenario], accounting: Callable[[str], None]
+) -> None:
+    s = scenario("rolling-brokers")
+    s.create_topics()
+
+    def fault(s: Scenario, out: ClusterOutputs, load: Load) -> None:
+        s.fault()
+        for node_id in sorted(s.cluster.nodes):
+            s.cluster.stop_node(node_id)  # SIGTERM: a controlled shutdown, as an upgrade does
+            s.cluster.restart(node_id)
+            s.cluster.wait_healthy()  # the next one only when every replica is back in sync
+        s.recovered_after(out, load)
+
+    s.run(MEMBERS, fault, accounting)
