@@ -159,6 +159,7 @@ class ExactlyOnce:
         return {}
 
     async def lose(self, parts: list[TopicPartition]) -> None:
+        self.sink.doom("partitions lost")  # a commit under way cannot succeed: it gives up now
         async with self._lock:
             await self.sink.abort("partitions lost")
         self._lose_all("partitions lost")

@@ -13,8 +13,8 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
@@ -27,6 +27,8 @@ from consumer.telemetry import metrics
 __all__ = ["TransactionalSink"]
 
 log = logging.getLogger("consumer.kafka.transactions")
+
+T = TypeVar("T")
 
 _CALL_TIMEOUT_S = 30.0
 _RETRY_PAUSE_S = 0.2
@@ -52,11 +54,22 @@ class TransactionalSink(Sink):
         self._deferred: list[tuple[str, bytes | None, bytes, Headers | None, DeliveryCallback | None]] = []
         self._timeout_s = settings.transaction_timeout_ms / 1000
         self._rebuilding = asyncio.Lock()
+        self._doomed = asyncio.Event()
+        self._doomed_why = ""
 
     async def init(self) -> None:
         """Register the transactional id (fencing any earlier producer with it, aborting its
         unfinished transaction). Must complete before the first ``produce``."""
         await self._call(self.producer.init_transactions, _CALL_TIMEOUT_S, rebuild_on_fatal=False)
+
+    def doom(self, why: str) -> None:
+        """The transaction being committed can never be (its partitions went to another member, so
+        its offsets carry a stale generation): its commit stops waiting on the brokers now instead
+        of at its deadline, and a producer left inside a transactional call is rebuilt. Seen with a
+        group coordinator killed: ``send_offsets_to_transaction`` waited out its whole deadline."""
+        if self._busy:
+            self._doomed_why = why
+            self._doomed.set()
 
     def produce(
         self,
@@ -94,11 +107,16 @@ class TransactionalSink(Sink):
         """Commit the open transaction with the input offsets ``positions()`` gives once every record
         in it is acknowledged; returns them. Raises TransactionLost when it had to be aborted."""
         self._busy = True
+        self._doomed.clear()
         lost = False
         try:
             if self._broken is not None:
                 raise KafkaException(self._broken)
-            if await self.flush(self._timeout_s):
+            try:
+                unacknowledged = await self._unless_doomed(self.flush(self._timeout_s), self._timeout_s + 5)
+            except _Doomed:  # nothing transactional under way yet: an abort will do
+                raise KafkaException(KafkaError(KafkaError._STATE, self._doomed_why)) from None
+            if unacknowledged:
                 raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "outputs not acknowledged in time"))
             settled = dict(positions())
             if not self._open and not settled:
@@ -110,9 +128,13 @@ class TransactionalSink(Sink):
                 ]
                 metadata = group_metadata()
                 await self._call(
-                    self.producer.send_offsets_to_transaction, offsets, metadata, _CALL_TIMEOUT_S
+                    self.producer.send_offsets_to_transaction,
+                    offsets,
+                    metadata,
+                    _CALL_TIMEOUT_S,
+                    doomable=True,
                 )
-            await self._call(self.producer.commit_transaction, _CALL_TIMEOUT_S)
+            await self._call(self.producer.commit_transaction, _CALL_TIMEOUT_S, doomable=True)
             self._open = False
             metrics.child(metrics.TRANSACTIONS, "committed").inc()
             return settled
@@ -140,18 +162,44 @@ class TransactionalSink(Sink):
             self._busy = False
             self._deferred.clear()
 
-    async def _call(self, fn: Callable[..., Any], *args: Any, rebuild_on_fatal: bool = True) -> Any:
+    async def _unless_doomed(self, work: Awaitable[T], within_s: float) -> T:
+        """``work``'s result; ``_Doomed`` as soon as ``doom`` is called, TimeoutError past ``within_s``."""
+        doomed = asyncio.ensure_future(self._doomed.wait())
+        task = asyncio.ensure_future(work)
+        try:
+            done, _ = await asyncio.wait(
+                {task, doomed}, timeout=within_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            doomed.cancel()
+        if task in done:
+            return task.result()
+        task.cancel()
+        if doomed in done:
+            raise _Doomed
+        raise TimeoutError
+
+    async def _call(
+        self, fn: Callable[..., Any], *args: Any, rebuild_on_fatal: bool = True, doomable: bool = False
+    ) -> Any:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout_s
         while True:
             call = _in_daemon_thread(loop, fn, *args)
             try:
                 # librdkafka can leave a transactional call waiting forever (seen after a broker
-                # restart, inside send_offsets_to_transaction): past the deadline the producer is
-                # treated as broken and rebuilt; the stuck thread keeps only the old one
+                # restart, inside send_offsets_to_transaction): past the deadline, or once the
+                # transaction is doomed, the producer is treated as broken and rebuilt; the stuck
+                # thread keeps only the old one
+                if doomable:
+                    return await self._unless_doomed(call, _CALL_TIMEOUT_S + 5)
                 return await asyncio.wait_for(call, _CALL_TIMEOUT_S + 5)
             except TimeoutError:
                 err = KafkaError(KafkaError._TIMED_OUT, f"{fn.__name__} did not return", fatal=True)
+            except _Doomed:
+                err = KafkaError(
+                    KafkaError._STATE, f"{fn.__name__} abandoned: {self._doomed_why}", fatal=True
+                )
             except KafkaException as exc:
                 err = exc.args[0]
                 if err.retriable() and loop.time() < deadline:
@@ -209,6 +257,10 @@ class TransactionalSink(Sink):
                 if loop.time() > deadline:
                     raise TransactionsBroken(f"no usable transactional producer: {err.str()}")
                 await asyncio.sleep(_RETRY_PAUSE_S)
+
+
+class _Doomed(Exception):
+    """``doom`` was called while the commit waited."""
 
 
 def _in_daemon_thread(

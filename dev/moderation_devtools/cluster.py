@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
 from confluent_kafka.cimpl import NewTopic
@@ -49,6 +50,8 @@ __all__ = [
     "java_string_hash",
     "main",
     "network_namespaces_available",
+    "probe",
+    "quorum_leader",
 ]
 
 NODES = 3
@@ -56,6 +59,7 @@ CLUSTER_NET = "10.77.0"
 MANAGEMENT_NET = "10.78.0"
 PREFIX = "mcc"  # every namespace, bridge and link this module makes starts with it (and is swept)
 TRANSACTION_STATE_PARTITIONS = 4
+MAX_TOOL_OUTPUT = 64 << 10  # of Kafka's own command line tools' answers, what is read
 
 # what every client of the cluster sets, so a cut link fails its requests in seconds, not the
 # default 60 s (librdkafka's socket.timeout.ms), and an expelled member is noticed within 6 s
@@ -67,7 +71,10 @@ CLIENT_TIMEOUTS = {
 
 
 def network_namespaces_available() -> bool:
-    """Root with iproute2: hosts are network namespaces (else loopback ports and SIGSTOP cuts)."""
+    """Root with iproute2: hosts are network namespaces (else loopback ports and SIGSTOP cuts;
+    ``MODERATION_CLUSTER_NAMESPACES=0`` asks for loopback as root too)."""
+    if os.environ.get("MODERATION_CLUSTER_NAMESPACES", "").lower() in {"0", "false", "no"}:
+        return False
     return os.geteuid() == 0 and shutil.which("ip") is not None
 
 
@@ -322,6 +329,18 @@ class KafkaCluster:
         md = self.admin().list_topics(timeout=10)
         return set(md.brokers)
 
+    def wait_fenced(self, node_id: int, timeout: float = 30.0) -> bool:
+        """Wait until the cluster's metadata no longer lists ``node_id`` (its session expired)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if node_id not in self.brokers():
+                    return True
+            except Exception:  # the node asked may be the one away: ask again
+                pass
+            time.sleep(0.2)
+        return False
+
     def partitions(self, topics: Iterable[str] | None = None) -> dict[tuple[str, int], Any]:
         md = self.admin().list_topics(timeout=10)
         wanted = set(topics) if topics is not None else None
@@ -401,10 +420,12 @@ class KafkaCluster:
             check=False,
             timeout=60,
         )
-        match = re.search(r"LeaderId:\s*(\d+)", proc.stdout)
-        if not match:
-            raise BrokerError(f"kafka-metadata-quorum: {proc.stdout[-500:]}{proc.stderr[-500:]}")
-        return int(match.group(1))
+        leader = quorum_leader(proc.stdout)
+        if leader is None:
+            raise BrokerError(
+                f"kafka-metadata-quorum: no LeaderId in {proc.stdout[-300:]!r}{proc.stderr[-300:]!r}"
+            )
+        return leader
 
     def transaction_coordinator(self, transactional_id: str) -> int:
         """The node leading the transaction state partition of ``transactional_id`` (Kafka's
@@ -439,6 +460,39 @@ class KafkaCluster:
         )
         for future in self.admin().incremental_alter_configs([resource]).values():
             future.result(30)
+
+
+MAX_PROBE_BYTES = 64 << 10
+
+
+def probe(url: str, client: httpx.Client | None = None) -> dict[str, Any] | None:
+    """A /readyz answer as a dict with ``ready`` (its status was 200), or None when there is no
+    answer within a second or the body is not a JSON object of at most ``MAX_PROBE_BYTES``: a
+    member that cannot answer its probe is not ready."""
+    try:
+        with client or httpx.Client(timeout=1.0) as http, http.stream("GET", url) as answer:
+            body = b""
+            for chunk in answer.iter_bytes():
+                body += chunk
+                if len(body) > MAX_PROBE_BYTES:
+                    return None
+            status = answer.status_code
+    except httpx.HTTPError:
+        return None
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(parsed, dict):
+        return None
+    return {**parsed, "ready": status == 200, "assigned": parsed.get("assigned") or []}
+
+
+def quorum_leader(status: str) -> int | None:
+    """The ``LeaderId`` of ``kafka-metadata-quorum describe --status`` (None when it names none,
+    or names a node id no cluster of ours has)."""
+    match = re.search(r"^LeaderId:\s*(\d{1,9})\s*$", status[:MAX_TOOL_OUTPUT], re.MULTILINE)
+    return int(match.group(1)) if match else None
 
 
 def java_string_hash(text: str) -> int:

@@ -3,6 +3,7 @@ committed, when, and how a lost transaction rewinds."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -74,6 +75,9 @@ class FakeTransactionalSink(FakeSink):
     lose_next: bool = False
     aborted: list[str] = field(default_factory=list)
     initialised: bool = False
+    hang_next: bool = False  # the next commit waits until doomed, as librdkafka can
+    doomed: asyncio.Event = field(default_factory=asyncio.Event)
+    hanging: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def init(self) -> None:
         self.initialised = True
@@ -84,6 +88,11 @@ class FakeTransactionalSink(FakeSink):
         if self.lose_next:
             self.lose_next = False
             raise TransactionLost("fenced")
+        if self.hang_next:
+            self.hang_next = False
+            self.hanging.set()
+            await self.doomed.wait()
+            raise TransactionLost("abandoned")
         settled = dict(positions())
         assert group_metadata() == self.source.group_metadata
         self.source.stored.update(settled)
@@ -91,6 +100,9 @@ class FakeTransactionalSink(FakeSink):
 
     async def abort(self, reason: str) -> None:
         self.aborted.append(reason)
+
+    def doom(self, why: str) -> None:
+        self.doomed.set()
 
 
 class RecordingProgress(Progress):
@@ -203,6 +215,17 @@ async def test_lost_partitions_abort_the_open_transaction_and_rewind_the_rest() 
     delivery = ExactlyOnce(host.progress, host.source, sink, 0.1)  # type: ignore[arg-type]
     await delivery.lose([TP1])
     assert sink.aborted == ["partitions lost"] and delivery.rewind_needed
+
+
+async def test_losing_partitions_dooms_a_commit_stuck_on_the_brokers_instead_of_waiting_for_it() -> None:
+    host = host_with_work((TP0, 0), (TP1, 0))
+    sink = FakeTransactionalSink(source=host.source, hang_next=True)
+    delivery = ExactlyOnce(host.progress, host.source, sink, 0.1)  # type: ignore[arg-type]
+    commit = asyncio.create_task(delivery.commit())
+    await asyncio.wait_for(sink.hanging.wait(), 5)
+    await asyncio.wait_for(delivery.lose([TP1]), 5)
+    await commit
+    assert sink.doomed.is_set() and sink.aborted == ["partitions lost"] and delivery.rewind_needed
 
 
 @pytest.mark.parametrize("strategy", [AtLeastOnce, ExactlyOnce])

@@ -22,13 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from consumer.core.records import MediaType, UploadEvent
 from consumer.serde import AvroCodec
 from moderation_devtools.broker import free_port
-from moderation_devtools.cluster import CLIENT_TIMEOUTS, Host, KafkaCluster, Network
+from moderation_devtools.cluster import CLIENT_TIMEOUTS, Host, KafkaCluster, Network, probe
 from moderation_devtools.samples import image_bytes, make_image
 from moderation_devtools.stack import (
     ConsumerProcess,
@@ -150,13 +149,7 @@ class Member:
 
     def readyz(self) -> dict[str, Any] | None:
         """The probe's answer, or None when it does not answer within a second (a kubelet's view)."""
-        try:
-            answer = httpx.get(f"{self.health}/readyz", timeout=1.0)
-        except httpx.HTTPError:
-            return None
-        body: dict[str, Any] = answer.json()
-        body["ready"] = answer.status_code == 200
-        return body
+        return probe(f"{self.health}/readyz")
 
 
 class Readiness:

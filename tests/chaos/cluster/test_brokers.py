@@ -29,7 +29,7 @@ def test_input_leader_killed_mid_stream(
     def fault(s: Scenario, out: ClusterOutputs, load: Load) -> None:
         s.fault()
         s.cluster.kill(1)  # leads every input partition
-        wait_until(lambda: 1 not in s.cluster.brokers(), 30)
+        assert s.cluster.wait_fenced(1)
         s.extra["input_leaders_after"] = sorted(set(s.cluster.leaders(s.topics["input_topic"]).values()))
         time.sleep(DOWN_S)  # the cluster runs on two nodes under load for a while
         s.cluster.restart(1)
@@ -101,7 +101,7 @@ def test_broker_cut_off_from_its_peers_then_healed(
     def fault(s: Scenario, out: ClusterOutputs, load: Load) -> None:
         s.fault()
         s.network.cut("k2")  # leads everything of this scenario; still runs, reaches no one
-        wait_until(lambda: 2 not in s.cluster.brokers(), 30)
+        assert s.cluster.wait_fenced(2)
         time.sleep(DOWN_S)
         s.network.heal("k2")
         healed = time.monotonic()
@@ -123,7 +123,7 @@ def test_one_controller_of_three_lost(
         s.extra["killed"] = victim
         s.fault()
         s.cluster.kill(victim)  # the quorum's leader: the other two elect a new one
-        wait_until(lambda: victim not in s.cluster.brokers(), 30)
+        assert s.cluster.wait_fenced(victim)
         s.extra["new_controller"] = s.cluster.active_controller()
         time.sleep(DOWN_S)
         s.cluster.restart(victim)
