@@ -31,6 +31,7 @@ log = logging.getLogger("consumer.kafka.transactions")
 T = TypeVar("T")
 
 _CALL_TIMEOUT_S = 30.0
+_DOOMED = object()  # what a wait gives when ``doom`` cut it short
 _RETRY_PAUSE_S = 0.2
 
 
@@ -112,10 +113,9 @@ class TransactionalSink(Sink):
         try:
             if self._broken is not None:
                 raise KafkaException(self._broken)
-            try:
-                unacknowledged = await self._unless_doomed(self.flush(self._timeout_s), self._timeout_s + 5)
-            except _Doomed:  # nothing transactional under way yet: an abort will do
-                raise KafkaException(KafkaError(KafkaError._STATE, self._doomed_why)) from None
+            unacknowledged = await self._unless_doomed(self.flush(self._timeout_s), self._timeout_s + 5)
+            if unacknowledged is _DOOMED:  # nothing transactional under way yet: an abort will do
+                raise KafkaException(KafkaError(KafkaError._STATE, self._doomed_why))
             if unacknowledged:
                 raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "outputs not acknowledged in time"))
             settled = dict(positions())
@@ -162,8 +162,9 @@ class TransactionalSink(Sink):
             self._busy = False
             self._deferred.clear()
 
-    async def _unless_doomed(self, work: Awaitable[T], within_s: float) -> T:
-        """``work``'s result; ``_Doomed`` as soon as ``doom`` is called, TimeoutError past ``within_s``."""
+    async def _unless_doomed(self, work: Awaitable[T], within_s: float) -> T | object:
+        """``work``'s result, or ``_DOOMED`` as soon as ``doom`` is called; TimeoutError past
+        ``within_s``."""
         doomed = asyncio.ensure_future(self._doomed.wait())
         task = asyncio.ensure_future(work)
         try:
@@ -176,7 +177,7 @@ class TransactionalSink(Sink):
             return task.result()
         task.cancel()
         if doomed in done:
-            raise _Doomed
+            return _DOOMED
         raise TimeoutError
 
     async def _call(
@@ -191,15 +192,16 @@ class TransactionalSink(Sink):
                 # restart, inside send_offsets_to_transaction): past the deadline, or once the
                 # transaction is doomed, the producer is treated as broken and rebuilt; the stuck
                 # thread keeps only the old one
-                if doomable:
-                    return await self._unless_doomed(call, _CALL_TIMEOUT_S + 5)
-                return await asyncio.wait_for(call, _CALL_TIMEOUT_S + 5)
-            except TimeoutError:
-                err = KafkaError(KafkaError._TIMED_OUT, f"{fn.__name__} did not return", fatal=True)
-            except _Doomed:
+                if not doomable:
+                    return await asyncio.wait_for(call, _CALL_TIMEOUT_S + 5)
+                result = await self._unless_doomed(call, _CALL_TIMEOUT_S + 5)
+                if result is not _DOOMED:
+                    return result
                 err = KafkaError(
                     KafkaError._STATE, f"{fn.__name__} abandoned: {self._doomed_why}", fatal=True
                 )
+            except TimeoutError:
+                err = KafkaError(KafkaError._TIMED_OUT, f"{fn.__name__} did not return", fatal=True)
             except KafkaException as exc:
                 err = exc.args[0]
                 if err.retriable() and loop.time() < deadline:
@@ -257,10 +259,6 @@ class TransactionalSink(Sink):
                 if loop.time() > deadline:
                     raise TransactionsBroken(f"no usable transactional producer: {err.str()}")
                 await asyncio.sleep(_RETRY_PAUSE_S)
-
-
-class _Doomed(Exception):
-    """``doom`` was called while the commit waited."""
 
 
 def _in_daemon_thread(
