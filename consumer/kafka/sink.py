@@ -95,9 +95,20 @@ class Sink:
             self._pump = asyncio.get_running_loop().create_task(self._poll_forever(), name="kafka-sink-poll")
 
     async def _poll_forever(self) -> None:
+        failed: Producer | None = None
         while True:
             producer = self.producer  # re-read: a transactional sink may rebuild it
-            producer.poll(0)
+            try:
+                producer.poll(0)
+            except KafkaException as exc:
+                # a producer in a fatal state raises its error here: the pump must live on (its
+                # death would leave every later delivery report unserved); the transactional
+                # sink rebuilds the producer at its next commit
+                if producer is not failed:
+                    log.error(
+                        "producer failed: %s", exc.args[0].str(), extra={"kafka_error": exc.args[0].name()}
+                    )
+                    failed = producer
             await asyncio.sleep(_BUSY_POLL_S if len(producer) else _IDLE_POLL_S)
 
     def produce(

@@ -86,3 +86,5 @@ def scenario(
         for node_id, node in cluster.nodes.items():
             if not node.alive:
                 cluster.restart(node_id)
+        for s in made:
+            s.delete_topics()

@@ -33,6 +33,7 @@ def test_input_leader_killed_mid_stream(
         s.extra["input_leaders_after"] = sorted(set(s.cluster.leaders(s.topics["input_topic"]).values()))
         time.sleep(DOWN_S)  # the cluster runs on two nodes under load for a while
         s.cluster.restart(1)
+        s.healed(load)
         s.recovered_after(out, load)
 
     s.run(MEMBERS, fault, accounting)
@@ -54,6 +55,7 @@ def test_verdict_leader_and_transaction_coordinator_killed_mid_transaction(
         s.cluster.kill(victim)  # under this load a transaction (or a produce) is always open
         time.sleep(DOWN_S)
         s.cluster.restart(victim)
+        s.healed(load)
         s.recovered_after(out, load)
 
     s.run(MEMBERS, fault, accounting)
@@ -84,6 +86,7 @@ def test_verdict_replicas_below_min_insync_stall_and_resume(
             n for n in s.members if s.readiness.not_ready_during(n, shrunk + STALL_AFTER_S, time.monotonic())
         )
         s.cluster.restart(3)
+        s.healed(load)
         s.cluster.wait_in_sync([verdicts])
         s.recovered_after(out, load)
 
@@ -104,6 +107,7 @@ def test_broker_cut_off_from_its_peers_then_healed(
         assert s.cluster.wait_fenced(2)
         time.sleep(DOWN_S)
         s.network.heal("k2")
+        s.healed(load)
         healed = time.monotonic()
         s.cluster.wait_healthy()  # it catches up and rejoins every ISR (waited on, never assumed)
         s.extra["isr_rejoin_s"] = round(time.monotonic() - healed, 1)
@@ -127,6 +131,7 @@ def test_one_controller_of_three_lost(
         s.extra["new_controller"] = s.cluster.active_controller()
         time.sleep(DOWN_S)
         s.cluster.restart(victim)
+        s.healed(load)
         s.recovered_after(out, load)
 
     s.run(MEMBERS, fault, accounting)
@@ -141,10 +146,15 @@ def test_rolling_restart_of_every_broker(
 
     def fault(s: Scenario, out: ClusterOutputs, load: Load) -> None:
         s.fault()
+        took = []
         for node_id in sorted(s.cluster.nodes):
+            started = time.monotonic()
             s.cluster.stop_node(node_id)  # SIGTERM: a controlled shutdown, as an upgrade does
             s.cluster.restart(node_id)
             s.cluster.wait_healthy()  # the next one only when every replica is back in sync
+            took.append(round(time.monotonic() - started, 1))
+        s.extra["per_broker_s"] = "/".join(map(str, took))
+        s.healed(load)
         s.recovered_after(out, load)
 
     s.run(MEMBERS, fault, accounting)

@@ -35,6 +35,7 @@ def test_member_cut_off_from_every_broker_longer_than_its_session(
             "a", s.fault_at + STALL_AFTER_S, time.monotonic()
         )
         s.network.heal(cut.host.name)
+        s.healed(load)
         healed = time.monotonic()
         # it rejoins the group by itself (same process, no restart) and is given partitions again
         assert s.wait_ready("a", 90), "the healed member did not rejoin"
@@ -64,6 +65,7 @@ def test_rolling_restart_of_the_members(
             new = f"{old}2"
             s.start_member(new, member.host.name)
             assert s.wait_ready(new, 60, assigned=False), f"{new} did not start"
+        s.healed(load)
         s.recovered_after(out, load)
 
     s.run(["a", "b"], fault, accounting)
