@@ -26,6 +26,7 @@ __all__ = ["OBSERVE_INTERVAL_S", "Watch"]
 
 log = logging.getLogger("consumer.watch")
 OBSERVE_INTERVAL_S = 5.0  # per-partition gauges: one ListOffsets request per broker per round
+CHECK_INTERVAL_S = 1.0  # stalls and partitions that cannot commit: a pass over the offsets held
 
 
 class Watch:
@@ -39,6 +40,7 @@ class Watch:
         self.port: int | None = None
         self._offsets = LogOffsets(settings.kafka)
         self._observer: asyncio.Task[None] | None = None
+        self._checker: asyncio.Task[None] | None = None
         self._shown: dict[str, set[TopicPartition]] = {"lag": set(), "lag_seconds": set(), "waiting": set()}
         self._appended = Appended()
         self._lag_failing = False
@@ -48,6 +50,7 @@ class Watch:
         configured port and its ``/metrics`` has every worker's series; the others listen on any
         free one, which they announce to it), and observe the partitions periodically."""
         self._observer = asyncio.create_task(self._observe_periodically())
+        self._checker = asyncio.create_task(self._check_periodically())
         h = self._settings.health
         if not h.enabled:
             return
@@ -63,10 +66,11 @@ class Watch:
         log.info("health server listening", extra={"port": self.port})
 
     async def stop(self) -> None:
-        if self._observer is not None:
-            self._observer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._observer
+        for task in (self._observer, self._checker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._server is not None:
             await self._server.stop()
         for gauge, shown in (
@@ -83,6 +87,14 @@ class Watch:
             except Exception:  # the gauges are not worth the service: log, try again next round
                 log.warning("observing the partitions failed", exc_info=True)
             await asyncio.sleep(OBSERVE_INTERVAL_S)
+
+    async def _check_periodically(self) -> None:
+        """``check`` on a clock of its own as well as after each commit round: a commit that hangs
+        (an exactly_once commit waiting on acknowledgements while the brokers cannot take the
+        outputs) must still turn ``/readyz`` false, and it is the commit rounds that stopped."""
+        while True:
+            await asyncio.sleep(CHECK_INTERVAL_S)
+            self.check()
 
     async def observe(self) -> None:
         """Per assigned partition: records waiting in the scheduler, the lag in time (the age of the

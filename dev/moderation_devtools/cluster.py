@@ -20,7 +20,6 @@ topics too), fast broker failure detection (``broker.session.timeout.ms`` 3 s) a
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
@@ -95,7 +94,7 @@ class Host:
     management: str
     namespace: str | None = None
     cluster_link: str | None = None  # the bridge side of its cluster link: down = partitioned
-    pid: int | None = None  # loopback mode: the process a cut pauses
+    pids: set[int] = field(default_factory=set)  # loopback mode: the processes a cut pauses
     cut: bool = False
 
     @property
@@ -164,18 +163,25 @@ class Network:
         host = self.hosts[name]
         if host.cluster_link:
             _ip("link", "set", host.cluster_link, "down")
-        elif host.pid:
-            os.kill(host.pid, signal.SIGSTOP)
+        else:
+            self._signal(host, signal.SIGSTOP)
         host.cut = True
 
     def heal(self, name: str) -> None:
         host = self.hosts[name]
         if host.cluster_link:
             _ip("link", "set", host.cluster_link, "up")
-        elif host.pid:
-            with contextlib.suppress(ProcessLookupError):  # it died while paused
-                os.kill(host.pid, signal.SIGCONT)
+        else:
+            self._signal(host, signal.SIGCONT)
         host.cut = False
+
+    @staticmethod
+    def _signal(host: Host, sig: signal.Signals) -> None:
+        for pid in list(host.pids):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:  # it exited since: nothing to pause or resume
+                host.pids.discard(pid)
 
     def stop(self) -> None:
         for host in self.hosts.values():
@@ -283,7 +289,7 @@ class KafkaCluster:
             )
             self.nodes[i] = node
             node.start(cluster_id=cluster_id, wait=False)
-            host.pid = node.process.pid if node.process else None
+            host.pids = {node.process.pid} if node.process else set()
         self.wait_healthy(timeout)
         return self
 
@@ -314,7 +320,7 @@ class KafkaCluster:
     def restart(self, node_id: int) -> None:
         node = self.nodes[node_id]
         node.start(wait=False)
-        self.network.hosts[f"k{node_id}"].pid = node.process.pid if node.process else None
+        self.network.hosts[f"k{node_id}"].pids = {node.process.pid} if node.process else set()
 
     def stop(self) -> None:
         for node in self.nodes.values():

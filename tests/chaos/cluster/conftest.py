@@ -12,7 +12,7 @@ from confluent_kafka import Producer
 from moderation_devtools.cluster import KafkaCluster, Network
 from moderation_devtools.stack import SimulatorProcess
 
-from .harness import MODES, Scenario
+from .harness import Scenario
 
 MEMBER_HOSTS = 3
 
@@ -56,33 +56,32 @@ def simulator(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Ite
         sim.stop()
 
 
-@pytest.fixture(params=MODES)
+@pytest.fixture
 def scenario(
-    request: pytest.FixtureRequest,
     cluster: KafkaCluster,
     network: Network,
     simulator: SimulatorProcess,
     tmp_path: Path,
 ) -> Iterator[Callable[[str], Scenario]]:
+    """scenario(name): both delivery modes' groups on one input topic of the session's cluster;
+    afterwards nothing is left cut, down or running, and its topics are deleted."""
     made: list[Scenario] = []
 
     def make(name: str) -> Scenario:
-        s = Scenario(name, request.param, cluster, network, simulator, tmp_path)
+        s = Scenario(name, cluster, network, simulator, tmp_path)
         made.append(s)
         return s
 
     try:
         yield make
     finally:
-        for s in made:
-            for member in s.members.values():
-                if member.host.cut:
-                    network.heal(member.host.name)
-                if member.process.alive:
-                    member.process.kill()
-        for host in network.hosts.values():  # a failed scenario must not leave a node cut or down
+        for host in network.hosts.values():  # a failed scenario must not leave a host cut or down
             if host.cut:
                 network.heal(host.name)
+        for s in made:
+            for member in s.members():
+                if member.process.alive:
+                    member.process.kill()
         for node_id, node in cluster.nodes.items():
             if not node.alive:
                 cluster.restart(node_id)

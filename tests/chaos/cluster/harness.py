@@ -40,7 +40,7 @@ from moderation_devtools.stack import (
 
 from ..harness import Accounting, OutputCollector, Source
 
-__all__ = ["MODES", "ClusterOutputs", "Load", "Member", "Readiness", "Scenario", "ScenarioResult"]
+__all__ = ["MODES", "ClusterOutputs", "Group", "Load", "Member", "Readiness", "Scenario", "ScenarioResult"]
 
 MODES = ["exactly_once", "at_least_once"]
 INPUT_PARTITIONS = 6
@@ -242,67 +242,107 @@ class ScenarioResult:
 
 
 @dataclass
-class Scenario:
-    """One scenario's topics, group, members and load on the session's cluster and network."""
+class Group:
+    """One delivery mode's consumer group: its output topics, its members and what it wrote."""
 
-    name: str
     mode: str
-    cluster: KafkaCluster
-    network: Network
-    sim: SimulatorProcess
-    workdir: Path
-    suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    name: str  # the group id
+    topics: dict[str, str]  # every topic setting, the input shared with the other mode's group
     members: dict[str, Member] = field(default_factory=dict)
-    readiness: Readiness = field(default_factory=Readiness)
-    fault_at: float = 0.0  # monotonic
-    fault_wall: float = 0.0  # epoch seconds
+    out: ClusterOutputs | None = None
     recover_s: float = 0.0
-    heal_at: float = 0.0  # monotonic
-    heal_backlog: int = 0  # uploads produced before the heal
     extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def topics(self) -> dict[str, str]:
-        names = ("input", "verdict", "review", "escalation", "dlq", "deleted", "review_decision", "callback")
-        return {f"{n}_topic": f"cc-{self.name[:20]}-{n}-{self.suffix}" for n in names}
-
-    @property
-    def group(self) -> str:
-        return f"cc-{self.name[:20]}-{self.suffix}"
 
     @property
     def exactly_once(self) -> bool:
         return self.mode == "exactly_once"
 
+    @property
+    def outputs(self) -> ClusterOutputs:
+        assert self.out is not None, "the group's outputs are read while the scenario runs"
+        return self.out
+
+    def on(self, host: str) -> Member:
+        """Its member on ``host`` (the one started last there)."""
+        return [m for m in self.members.values() if m.host.name == host][-1]
+
+
+@dataclass
+class Scenario:
+    """One scenario on the session's cluster: an input topic under a steady load, read by two
+    groups at once, one per delivery mode (each with output topics of its own), so both modes go
+    through the very same fault; members of both run on every consumer host."""
+
+    name: str
+    cluster: KafkaCluster
+    network: Network
+    sim: SimulatorProcess
+    workdir: Path
+    suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    groups: dict[str, Group] = field(default_factory=dict)
+    readiness: Readiness = field(default_factory=Readiness)
+    load: Load | None = None
+    fault_at: float = 0.0  # monotonic
+    fault_wall: float = 0.0  # epoch seconds
+    heal_at: float = 0.0  # monotonic
+    heal_backlog: int = 0  # uploads produced before the heal
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        stem = f"cc-{self.name[:20]}"
+        names = ("verdict", "review", "escalation", "dlq", "deleted", "review_decision", "callback")
+        for mode in MODES:
+            tag = "eos" if mode == "exactly_once" else "alo"
+            topics = {f"{n}_topic": f"{stem}-{tag}-{n}-{self.suffix}" for n in names}
+            topics["input_topic"] = self.input_topic
+            self.groups[mode] = Group(mode, f"{stem}-{tag}-{self.suffix}", topics)
+
+    @property
+    def input_topic(self) -> str:
+        return f"cc-{self.name[:20]}-input-{self.suffix}"
+
+    @property
+    def eos(self) -> Group:
+        return self.groups["exactly_once"]
+
+    def all_topics(self) -> list[str]:
+        return sorted({t for g in self.groups.values() for t in g.topics.values()})
+
+    def output_topics(self, kind: str) -> list[str]:
+        return [g.topics[f"{kind}_topic"] for g in self.groups.values()]
+
+    def members(self) -> list[Member]:
+        return [m for g in self.groups.values() for m in g.members.values()]
+
     def create_topics(self, input_leader: int = 0, output_leader: int = 0) -> None:
         """Input and output topics, RF 3; a leader node > 0 puts every partition's leadership there."""
         placement = {
-            topic: (INPUT_PARTITIONS, input_leader)
-            if key == "input_topic"
+            t: (INPUT_PARTITIONS, input_leader)
+            if t == self.input_topic
             else (OUTPUT_PARTITIONS, output_leader)
-            for key, topic in self.topics.items()
+            for t in self.all_topics()
         }
         self.cluster.create_topics(placement)
 
     def delete_topics(self) -> None:
         """This scenario's topics go with it: the cluster stays small, its restarts quick."""
-        futures = self.cluster.admin().delete_topics(list(self.topics.values()), operation_timeout=30)
+        futures = self.cluster.admin().delete_topics(self.all_topics(), operation_timeout=30)
         for future in futures.values():
             with contextlib.suppress(Exception):  # never created (a scenario that failed early)
                 future.result(60)
 
-    def transactional_id(self, member: str) -> str:
-        return f"{self.group}-{member}"
+    def transactional_id(self, group: Group, member: str) -> str:
+        return f"{group.name}-{member}"
 
-    def env(self, member: str, host: Host) -> dict[str, str]:
-        health_port = 9100 if self.network.namespaces else free_port()
+    def env(self, group: Group, member: str, host: Host) -> dict[str, str]:
+        health_port = 9100 + MODES.index(group.mode) if self.network.namespaces else free_port()
         return consumer_env(
             self.cluster.bootstrap,
             self.sim.url,
-            group=self.group,
-            topics=self.topics,
-            MODERATION_PROCESSING__DELIVERY=self.mode,
-            MODERATION_KAFKA__TRANSACTIONAL_ID=self.transactional_id(member),
+            group=group.name,
+            topics=group.topics,
+            MODERATION_PROCESSING__DELIVERY=group.mode,
+            MODERATION_KAFKA__TRANSACTIONAL_ID=self.transactional_id(group, member),
             MODERATION_KAFKA__CREATE_TOPICS="false",
             MODERATION_KAFKA__CLIENT_CONFIG=json.dumps(CLIENT_TIMEOUTS),
             MODERATION_PROCESSING__STALL_AFTER_S=str(STALL_AFTER_S),
@@ -313,22 +353,21 @@ class Scenario:
             MODERATION_LOG_LEVEL=os.environ.get("CHAOS_LOG_LEVEL", "WARNING"),
         )
 
-    def start_member(self, name: str, host: str) -> Member:
+    def start_member(self, group: Group, name: str, host: str) -> Member:
         where = self.network.hosts[host]
-        env = self.env(name, where)
+        env = self.env(group, name, where)
         process = ConsumerProcess(
-            env, log_path=self.workdir / f"{self.name}-{self.mode}-{name}.log", launcher=where.launcher
+            env, log_path=self.workdir / f"{self.name}-{group.mode}-{name}.log", launcher=where.launcher
         ).start()
         if process.process is not None:
-            where.pid = process.process.pid
-        member = Member(name, where, process, f"http://{where.management}:{env['MODERATION_HEALTH__PORT']}")
-        self.members[name] = member
+            where.pids.add(process.process.pid)  # loopback mode: a cut of the host pauses it
+        label = f"{'eos' if group.exactly_once else 'alo'}-{name}"
+        member = Member(label, where, process, f"http://{where.management}:{env['MODERATION_HEALTH__PORT']}")
+        group.members[name] = member
         self.readiness.watch(member)
         return member
 
-    def wait_ready(self, name: str, timeout: float = 60.0, assigned: bool = True) -> bool:
-        member = self.members[name]
-
+    def wait_ready(self, member: Member, timeout: float = 60.0, assigned: bool = True) -> bool:
         def ready() -> bool:
             answer = member.readyz()
             return bool(answer and answer["ready"] and (answer["assigned"] or not assigned))
@@ -339,25 +378,30 @@ class Scenario:
         """Mark the moment the fault is injected (the stall is measured from here)."""
         self.fault_at, self.fault_wall = time.monotonic(), time.time()
 
-    def healed(self, load: Load) -> None:
+    def healed(self) -> None:
         """Mark the heal (the link up, the node restarted, the roll over): recovery counts from here."""
-        self.heal_at, self.heal_backlog = time.monotonic(), load.produced
+        assert self.load is not None
+        self.heal_at, self.heal_backlog = time.monotonic(), self.load.produced
 
-    def recovered_after(self, out: ClusterOutputs, load: Load) -> float:
-        """Wait until every upload produced before the heal is answered; the seconds from the heal
-        that took are the time to recover (the fault's backlog drained)."""
+    def recovered(self) -> None:
+        """Wait until every upload produced before the heal is answered in both groups; the seconds
+        from the heal each took are its time to recover (the fault's backlog drained)."""
         if not self.heal_at:
-            self.healed(load)
-        target = self.heal_backlog
-        assert out.wait_answered(target, 240), f"{target - out.answered()} uploads unanswered after the heal"
-        self.recover_s = time.monotonic() - self.heal_at
-        return self.recover_s
+            self.healed()
+        for group in self.groups.values():
+            assert group.outputs.wait_answered(self.heal_backlog, 240), self.diagnose(
+                group, f"{self.heal_backlog - group.outputs.answered()} uploads unanswered after the heal"
+            )
+            group.recover_s = time.monotonic() - self.heal_at
 
-    def diagnose(self, out: ClusterOutputs, what: str) -> str:
+    def not_ready_during(self, member: Member, start: float, end: float) -> bool:
+        return self.readiness.not_ready_during(member.name, start, end)
+
+    def diagnose(self, group: Group, what: str) -> str:
         return (
-            f"{what}: answered {out.answered()}, committed {self.committed()},"
+            f"{group.mode}: {what}: answered {group.outputs.answered()}, committed {self.committed(group)},"
             f" input ends {self.input_ends()}, members alive"
-            f" {[n for n, m in self.members.items() if m.process.alive]}; logs in {self.workdir}"
+            f" {[n for n, m in group.members.items() if m.process.alive]}; logs in {self.workdir}"
         )
 
     @contextmanager
@@ -369,15 +413,14 @@ class Scenario:
             consumer.close()
 
     def input_ends(self) -> dict[int, int]:
-        topic = self.topics["input_topic"]
         with self._client() as consumer:
             return {
-                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+                p: consumer.get_watermark_offsets(TopicPartition(self.input_topic, p), timeout=30)[1]
                 for p in range(INPUT_PARTITIONS)
             }
 
-    def output_ends(self) -> dict[tuple[str, int], int]:
-        topics = (self.topics["verdict_topic"], self.topics["dlq_topic"])
+    def output_ends(self, group: Group) -> dict[tuple[str, int], int]:
+        topics = (group.topics["verdict_topic"], group.topics["dlq_topic"])
         with self._client() as consumer:
             return {
                 (t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=30)[1]
@@ -385,76 +428,91 @@ class Scenario:
                 for p in range(OUTPUT_PARTITIONS)
             }
 
-    def committed(self) -> dict[int, int]:
-        with self._client(self.group) as consumer:
-            parts = [TopicPartition(self.topics["input_topic"], p) for p in range(INPUT_PARTITIONS)]
+    def committed(self, group: Group) -> dict[int, int]:
+        with self._client(group.name) as consumer:
+            parts = [TopicPartition(self.input_topic, p) for p in range(INPUT_PARTITIONS)]
             return {tp.partition: max(tp.offset, 0) for tp in consumer.committed(parts, timeout=30)}
 
     def run(
         self,
-        members: list[str],
-        fault: Callable[[Scenario, ClusterOutputs, Load], None],
+        hosts: int,
+        fault: Callable[[Scenario], None],
         report: Callable[[str], None],
         warm: int = 300,
-    ) -> ScenarioResult:
-        """The whole scenario around ``fault`` (which injects, heals and sets ``recover_s``)."""
+    ) -> list[ScenarioResult]:
+        """The whole scenario around ``fault`` (which injects, heals and waits on ``recovered``):
+        a member of each group on each of the first ``hosts`` consumer hosts."""
         self.cluster.wait_healthy()
-        load = Load(self.cluster, self.topics["input_topic"], seed=int(self.suffix, 16))
-        try:
-            return self._run(load, members, fault, report, warm)
-        finally:
-            load.halt()
+        self.load = Load(self.cluster, self.input_topic, seed=int(self.suffix, 16))
+        with contextlib.ExitStack() as stack:
+            stack.callback(self.load.halt)
+            for group in self.groups.values():
+                group.out = stack.enter_context(
+                    ClusterOutputs(self.cluster, group.topics["verdict_topic"], group.topics["dlq_topic"])
+                )
+            stack.enter_context(self.readiness)
+            return self._run(self.load, hosts, fault, report, warm)
+        raise AssertionError("unreachable")  # for mypy: ExitStack may swallow exceptions
 
     def _run(
         self,
         load: Load,
-        members: list[str],
-        fault: Callable[[Scenario, ClusterOutputs, Load], None],
+        hosts: int,
+        fault: Callable[[Scenario], None],
         report: Callable[[str], None],
         warm: int,
-    ) -> ScenarioResult:
-        with (
-            ClusterOutputs(self.cluster, self.topics["verdict_topic"], self.topics["dlq_topic"]) as out,
-            self.readiness,
-        ):
-            for i, name in enumerate(members):
-                self.start_member(name, f"c{i + 1}")
-            for name in members:
-                assert self.wait_ready(name, assigned=False), f"member {name} never became ready"
-            load.start()
-            assert out.wait_answered(warm, 120), self.diagnose(out, "no progress before the fault")
-            fault(self, out, load)
-            total = load.stop(MINIMUM_UPLOADS)
-            assert out.wait_answered(total, 300), self.diagnose(out, f"{total - out.answered()} unanswered")
-            for name, member in self.members.items():
-                if member.process.alive:
-                    assert self.wait_ready(name, 60, assigned=False), f"{name} not ready at the end"
-            for name, member in self.members.items():
-                if member.process.alive:
-                    assert member.process.terminate(60) == 0, f"{name} did not stop cleanly"
-            if not self.exactly_once:  # read everything written (no transaction markers to wait on)
-                assert out.caught_up(self.output_ends(), 60)
-            sources: set[Source] = {(p, o) for p, end in self.input_ends().items() for o in range(end)}
-            counts = out.accounting(sources)
-            self.extra["input_rewritten"] = counts.uploads - total
+    ) -> list[ScenarioResult]:
+        for group in self.groups.values():
+            for i in range(hosts):
+                self.start_member(group, "abc"[i], f"c{i + 1}")
+        for member in self.members():
+            assert self.wait_ready(member, assigned=False), f"member {member.name} never became ready"
+        load.start()
+        for group in self.groups.values():
+            assert group.outputs.wait_answered(warm, 120), self.diagnose(
+                group, "no progress before the fault"
+            )
+        fault(self)
+        total = load.stop(MINIMUM_UPLOADS)
+        for group in self.groups.values():
+            assert group.outputs.wait_answered(total, 300), self.diagnose(
+                group, f"{total - group.outputs.answered()} unanswered"
+            )
+        for member in self.members():
+            if member.process.alive:
+                assert self.wait_ready(member, 60, assigned=False), f"{member.name} not ready at the end"
+        for member in self.members():
+            if member.process.alive:
+                assert member.process.terminate(60) == 0, f"{member.name} did not stop cleanly"
+        sources: set[Source] = {(p, o) for p, end in self.input_ends().items() for o in range(end)}
+        results = []
+        for group in self.groups.values():
+            if not group.exactly_once:  # read everything written (no transaction markers to wait on)
+                assert group.outputs.caught_up(self.output_ends(group), 60)
+            counts = group.outputs.accounting(sources)
             result = ScenarioResult(
                 self.name,
-                self.mode,
+                group.mode,
                 counts,
-                out.failed_closed,
-                out.longest_stall(self.fault_wall - 1),
-                self.recover_s,
-                {name: self.readiness.not_ready_seconds(name) for name in self.members},
-                self.extra,
+                group.outputs.failed_closed,
+                group.outputs.longest_stall(self.fault_wall - 1),
+                group.recover_s,
+                {m.name: self.readiness.not_ready_seconds(m.name) for m in group.members.values()},
+                {**self.extra, **group.extra, "input_rewritten": counts.uploads - total},
             )
-        report(result.line())
-        result.save()
-        # the load's idempotent producer can still write a record twice across a broker restart
-        # (seen in the rolling restart: 3 in 13,916); each copy is an input record of its own
-        assert counts.uploads >= total, f"{counts.uploads} input records for {total} produced"
-        assert counts.missing == 0, self.diagnose(out, f"{counts.missing} missing")
-        assert counts.dead_letters == 0, f"{counts.dead_letters} dead letters caused by the fault"
-        if self.exactly_once:
-            assert counts.duplicates == 0, f"{counts.duplicates} duplicates in exactly_once"
-            assert self.committed() == self.input_ends()
-        return result
+            report(result.line())
+            result.save()
+            results.append(result)
+        for group, result in zip(self.groups.values(), results, strict=True):
+            counts = result.accounting
+            # the load's idempotent producer can still write a record twice across a broker restart
+            # (seen in a rolling restart: 3 in 13,916); each copy is an input record of its own
+            assert counts.uploads >= total, f"{counts.uploads} input records for {total} produced"
+            assert counts.missing == 0, self.diagnose(group, f"{counts.missing} missing")
+            assert counts.dead_letters == 0, (
+                f"{group.mode}: {counts.dead_letters} dead letters caused by the fault"
+            )
+            if group.exactly_once:
+                assert counts.duplicates == 0, f"{counts.duplicates} duplicates in exactly_once"
+                assert self.committed(group) == self.input_ends()
+        return results
