@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from consumer.core.records import MediaType, UploadEvent
@@ -45,8 +46,9 @@ __all__ = ["MODES", "ClusterOutputs", "Group", "Load", "Member", "Readiness", "S
 MODES = ["exactly_once", "at_least_once"]
 INPUT_PARTITIONS = 6
 OUTPUT_PARTITIONS = 3
-RATE = float(os.environ.get("CHAOS_CLUSTER_RATE", "100"))  # uploads/s, open loop
-MINIMUM_UPLOADS = int(os.environ.get("CHAOS_CLUSTER_UPLOADS", "2000"))
+# uploads/s, open loop: both groups, the cluster, the simulator and this process share two cores
+RATE = float(os.environ.get("CHAOS_CLUSTER_RATE", "50"))
+MINIMUM_UPLOADS = int(os.environ.get("CHAOS_CLUSTER_UPLOADS", "1500"))
 STALL_AFTER_S = 5.0  # the members' processing.stall_after_s: /readyz false after 5 s without progress
 RESULTS = Path(os.environ.get("CHAOS_CLUSTER_RESULTS", ".local/chaos-cluster/results.jsonl"))
 
@@ -153,9 +155,9 @@ class Member:
     process: ConsumerProcess
     health: str  # base URL of its /readyz
 
-    def readyz(self) -> dict[str, Any] | None:
+    def readyz(self, client: httpx.Client | None = None) -> dict[str, Any] | None:
         """The probe's answer, or None when it does not answer within a second (a kubelet's view)."""
-        return probe(f"{self.health}/readyz")
+        return probe(f"{self.health}/readyz", client)
 
 
 class Readiness:
@@ -167,16 +169,20 @@ class Readiness:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="readiness", daemon=True)
+        self.client = httpx.Client(timeout=1.0)  # one for every probe (and the scenario's waits)
 
     def _run(self) -> None:
         while not self._stop.wait(0.5):
+            self._round(self.client)
+
+    def _round(self, client: httpx.Client) -> None:
+        with self._lock:
+            members = [m for m in self.members.values() if m.process.alive]
+        for m in members:
+            answer = m.readyz(client)
+            ready = bool(answer and answer["ready"])
             with self._lock:
-                members = [m for m in self.members.values() if m.process.alive]
-            for m in members:
-                answer = m.readyz()
-                ready = bool(answer and answer["ready"])
-                with self._lock:
-                    self.samples.setdefault(m.name, []).append((time.monotonic(), ready))
+                self.samples.setdefault(m.name, []).append((time.monotonic(), ready))
 
     def watch(self, member: Member) -> None:
         with self._lock:
@@ -200,6 +206,7 @@ class Readiness:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(10)
+        self.client.close()
 
 
 @dataclass
@@ -369,7 +376,7 @@ class Scenario:
 
     def wait_ready(self, member: Member, timeout: float = 60.0, assigned: bool = True) -> bool:
         def ready() -> bool:
-            answer = member.readyz()
+            answer = member.readyz(self.readiness.client)
             return bool(answer and answer["ready"] and (answer["assigned"] or not assigned))
 
         return wait_until(ready, timeout, 0.25)
