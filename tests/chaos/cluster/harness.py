@@ -160,12 +160,20 @@ class Member:
         return probe(f"{self.health}/readyz", client)
 
 
+def _summary(answer: dict[str, Any] | None) -> str:
+    if answer is None:
+        return "no answer"
+    keys = ("ready", "assigned", "consuming", "stalled", "not_committing")
+    return ",".join(f"{k}={answer.get(k)}" for k in keys)
+
+
 class Readiness:
     """Probes every member's /readyz twice a second from a thread, as a kubelet would."""
 
     def __init__(self) -> None:
         self.members: dict[str, Member] = {}
         self.samples: dict[str, list[tuple[float, bool]]] = {}
+        self.answers: dict[str, list[tuple[float, str]]] = {}  # what each probe said, for failures
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="readiness", daemon=True)
@@ -183,6 +191,7 @@ class Readiness:
             ready = bool(answer and answer["ready"])
             with self._lock:
                 self.samples.setdefault(m.name, []).append((time.monotonic(), ready))
+                self.answers.setdefault(m.name, []).append((time.monotonic(), _summary(answer)))
 
     def watch(self, member: Member) -> None:
         with self._lock:
@@ -191,6 +200,12 @@ class Readiness:
     def not_ready_during(self, name: str, start: float, end: float) -> bool:
         with self._lock:
             return any(not ready for t, ready in self.samples.get(name, []) if start <= t <= end)
+
+    def timeline(self, name: str, start: float, end: float) -> str:
+        """The probe's answers between ``start`` and ``end``, seconds from ``start``: for a failure."""
+        with self._lock:
+            seen = [(t, a) for t, a in self.answers.get(name, []) if start - 5 <= t <= end]
+        return "; ".join(f"{t - start:+.1f}s {a}" for t, a in seen)
 
     def not_ready_seconds(self, name: str) -> float:
         """Seconds of not-ready samples after the member first became ready."""
