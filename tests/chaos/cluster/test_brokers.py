@@ -69,6 +69,7 @@ def test_verdict_replicas_below_min_insync_stall_and_resume(
     s.create_topics(input_leader=1, output_leader=1)
     verdicts = s.output_topics("verdict")
     held_s = 12.0
+    timelines: dict[str, str] = {}
 
     def fault(s: Scenario) -> None:
         # min.insync.replicas 3 on the verdict topics and one replica lost is the state of a topic at
@@ -87,11 +88,12 @@ def test_verdict_replicas_below_min_insync_stall_and_resume(
             g.extra["appended_while_short"] = sum(
                 after[k] - before[g.mode][k] for k in after if k[0] == g.topics["verdict_topic"]
             )
+            now = time.monotonic()
             g.extra["not_ready"] = sorted(
-                m.name
-                for m in g.members.values()
-                if s.not_ready_during(m, shrunk + STALL_AFTER_S, time.monotonic())
+                m.name for m in g.members.values() if s.not_ready_during(m, shrunk + STALL_AFTER_S, now)
             )
+            for m in g.members.values():  # kept for a failure's message, not reported
+                timelines[m.name] = s.readiness.timeline(m.name, shrunk, now)
         s.cluster.restart(3)
         s.healed()
         s.cluster.wait_in_sync(verdicts)
@@ -100,7 +102,8 @@ def test_verdict_replicas_below_min_insync_stall_and_resume(
     s.run(HOSTS, fault, accounting)
     for g in s.groups.values():
         assert g.extra["appended_while_short"] == 0, g.mode
-        assert g.extra["not_ready"] == sorted(m.name for m in g.members.values()), g.mode  # /readyz false
+        every = sorted(m.name for m in g.members.values())
+        assert g.extra["not_ready"] == every, f"{g.mode}: /readyz said ready while stuck: {timelines}"
 
 
 def test_broker_cut_off_from_its_peers_then_healed(
