@@ -230,9 +230,7 @@ def test_shadow_decisions_and_a_backtest_match_the_candidate_deciding_live(
 
     registry = default_registry()
     lines: list[str] = []
-    verdicts = read_verdict_topic(
-        settings_for(first), VerdictRange(last=len(ids)), first.verdicts
-    )
+    verdicts = read_verdict_topic(settings_for(first), VerdictRange(last=len(ids)), first.verdicts)
     result = policy_tools.backtest(verdicts, candidate_file, registry, as_json=True, echo=lines.append)
     assert dict(result.matrix) == dict(expected)
     assert result.undecidable_count == 0
@@ -242,9 +240,7 @@ def test_shadow_decisions_and_a_backtest_match_the_candidate_deciding_live(
     # the same verdicts from a file, and through the command line
     dump = tmp_path / "verdicts.jsonl"
     dump.write_text("".join(_json_line(v) for v in live.values()))
-    from_file = policy_tools.backtest(
-        read_verdict_file(dump), candidate_file, registry, echo=lines.append
-    )
+    from_file = policy_tools.backtest(read_verdict_file(dump), candidate_file, registry, echo=lines.append)
     assert dict(from_file.matrix) == dict(expected)
     assert "live \\ candidate" in lines[-1]
 
