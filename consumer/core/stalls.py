@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["CommitWatch", "StallDetector"]
+__all__ = ["CommitWatch", "StallDetector", "positions_behind"]
 
 TopicPartition = tuple[str, int]
 
@@ -67,3 +67,19 @@ class CommitWatch:
         for tp in parts:
             self._since.pop(tp, None)
             self.stuck.discard(tp)
+
+
+def positions_behind(
+    lags: Mapping[TopicPartition, int],
+    positions: Mapping[TopicPartition, int | None],
+    starts: Mapping[TopicPartition, int],
+) -> dict[TopicPartition, int | None]:
+    """For a ``StallDetector``: each partition's position (else its log start) while records wait
+    on it (lag above 0), None when none do. A position that stays put while records wait is a member
+    that is not moving: one that takes no records (a member that still believes it owns partitions
+    its group gave another after a coordinator failed over) as much as one whose records hang."""
+    found: dict[TopicPartition, int | None] = {}
+    for tp, waiting in lags.items():
+        position = positions.get(tp)
+        found[tp] = (position if position is not None else starts.get(tp)) if waiting > 0 else None
+    return found

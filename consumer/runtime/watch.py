@@ -14,7 +14,7 @@ import time
 
 from consumer.config import Settings
 from consumer.core.offsets import TopicPartition
-from consumer.core.stalls import StallDetector
+from consumer.core.stalls import StallDetector, positions_behind
 from consumer.delivery.progress import Progress
 from consumer.kafka.lag import Appended, LogOffsets, ages, lag, oldest_timestamps
 from consumer.runtime import workers
@@ -35,6 +35,7 @@ class Watch:
         self._progress = progress
         self._worker = worker
         self.stalls = StallDetector(settings.processing.stall_after_s)
+        self.behind = StallDetector(settings.processing.stall_after_s)  # records wait, position still
         self.commits = progress.commits
         self._server: HealthServer | None = None
         self.port: int | None = None
@@ -133,6 +134,13 @@ class Watch:
         current = lag(ends, positions, starts)
         still = set(s.epochs)  # revoked while the brokers answered: not shown
         current = {tp: n for tp, n in current.items() if tp in still}
+        for tp in self.behind.observe(positions_behind(current, positions, starts), time.monotonic()):
+            metrics.STALLS.inc()
+            log.error(
+                "partition not moving: records wait on it and its position has not moved for %.0fs",
+                self.behind.after_s,
+                extra={"topic": tp[0], "partition": tp[1]},
+            )
         self._shown["lag"] = metrics.set_partitions(metrics.CONSUMER_LAG, current, self._shown["lag"])
 
     def alive(self) -> Probe:
@@ -144,7 +152,7 @@ class Watch:
         s = self._progress
         since_poll = time.monotonic() - s.last_poll
         consuming = since_poll < self._settings.processing.stall_after_s and not s.stopping
-        stalled = sorted(f"{t}[{p}]" for t, p in self.stalls.stalled)
+        stalled = sorted(f"{t}[{p}]" for t, p in self.stalls.stalled | self.behind.stalled)
         not_committing = sorted(f"{t}[{p}]" for t, p in self.commits.stuck)
         return Probe(
             bool(s.assigned) and consuming and not stalled and not not_committing and s.fatal is None,
@@ -174,4 +182,4 @@ class Watch:
                 self.commits.after_s,
                 extra={"topic": tp[0], "partition": tp[1]},
             )
-        metrics.STALLED.set(len(self.stalls.stalled | self.commits.stuck))
+        metrics.STALLED.set(len(self.stalls.stalled | self.behind.stalled | self.commits.stuck))

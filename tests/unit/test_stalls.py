@@ -74,3 +74,29 @@ def test_steady_commits_never_look_stuck(gaps: list[float]) -> None:
         now += min(gap, 4.9)
         assert watch.observe([tp], now) == [] or False
         watch.committed([tp])
+
+
+def test_a_position_that_stays_while_records_wait_is_a_partition_not_moving() -> None:
+    from consumer.core.stalls import StallDetector, positions_behind
+
+    detector, a, b, c = StallDetector(after_s=5), ("t", 0), ("t", 1), ("t", 2)
+    # a: records wait and the position moves; b: records wait, the position never moves (a member
+    # that takes none: it believes it owns b, its group gave b to another); c: nothing waits
+    rounds = [({a: 3, b: 7, c: 0}, {a: 10, b: 40, c: 5}), ({a: 2, b: 9, c: 0}, {a: 12, b: 40, c: 5})]
+    rounds += [({a: 4, b: 12, c: 0}, {a: 15, b: 40, c: 5})]
+    newly = []
+    for i, (lags, positions) in enumerate(rounds):
+        newly += detector.observe(positions_behind(lags, positions, {}), now=i * 5.0)
+    assert newly == [b] and detector.stalled == {b}
+    # the position moves again (or nothing waits any more): no longer stalled
+    detector.observe(positions_behind({a: 0, b: 3, c: 0}, {a: 19, b: 41, c: 5}, {}), now=15.0)
+    assert detector.stalled == set()
+
+
+def test_a_partition_never_committed_is_measured_from_its_log_start() -> None:
+    from consumer.core.stalls import positions_behind
+
+    assert positions_behind({("t", 0): 5, ("t", 1): 0}, {("t", 0): None}, {("t", 0): 100}) == {
+        ("t", 0): 100,
+        ("t", 1): None,
+    }
