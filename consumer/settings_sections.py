@@ -600,7 +600,8 @@ class ProcessingSettings(_Section):
     stall_after_s: float = Field(
         default=120.0,
         gt=0,
-        description="a partition whose oldest unfinished record is older is stalled: logged, counted"
+        description="a partition whose oldest unfinished record is older, or whose position has not moved"
+        " for this long while records wait on it, is stalled: logged, counted"
         " (`moderation_partition_stalls_total`) and `/readyz` answers 503",
     )
     ordering: Mode = Field(
