@@ -45,17 +45,27 @@ class StallDetector:
 class CommitWatch:
     """A partition that has had work outstanding without any commit of it for ``after_s`` cannot
     commit (e.g. exactly-once transactions aborting over and over): readiness fails for it.
-    Fed with the partitions that have uncommitted work, and told of every successful commit."""
+    Fed with the partitions that have uncommitted work, and told of every successful commit. A
+    moment without work (a rewind dropped it) does not restart the clock; ``after_s`` without any
+    does: nothing is left to commit (seen on the cluster: after a lost transaction's rewind, a
+    partition whose records had all been committed got no further commit and stayed stuck for good)."""
 
     def __init__(self, after_s: float) -> None:
         self.after_s = after_s
         self._since: dict[TopicPartition, float] = {}
+        self._idle_since: dict[TopicPartition, float] = {}
         self.stuck: set[TopicPartition] = set()
 
     def observe(self, uncommitted: list[TopicPartition], now: float) -> list[TopicPartition]:
         """Returns the partitions that became stuck with this observation."""
+        outstanding = set(uncommitted)
         for tp in uncommitted:
             self._since.setdefault(tp, now)
+            self._idle_since.pop(tp, None)
+        for tp in [tp for tp in self._since if tp not in outstanding]:
+            idle = self._idle_since.setdefault(tp, now)
+            if now - idle >= self.after_s:
+                self.committed([tp])
         newly = [
             tp for tp, since in self._since.items() if now - since >= self.after_s and tp not in self.stuck
         ]
@@ -66,6 +76,7 @@ class CommitWatch:
         """A commit carried these partitions (or they were let go): their clocks restart."""
         for tp in parts:
             self._since.pop(tp, None)
+            self._idle_since.pop(tp, None)
             self.stuck.discard(tp)
 
 

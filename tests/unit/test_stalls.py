@@ -100,3 +100,18 @@ def test_a_partition_never_committed_is_measured_from_its_log_start() -> None:
         ("t", 0): 100,
         ("t", 1): None,
     }
+
+
+def test_a_partition_left_with_nothing_to_commit_is_no_longer_stuck() -> None:
+    from consumer.core.stalls import CommitWatch
+
+    watch, tp = CommitWatch(after_s=5), ("uploads", 3)
+    watch.observe([tp], 0.0)
+    assert watch.observe([tp], 5.0) == [tp]  # stuck: its transactions kept failing
+    # a rewind dropped its work; everything of it had been committed already, so no commit will
+    # ever carry it again: once it has had nothing outstanding for after_s it is not stuck
+    watch.observe([], 6.0)
+    assert watch.stuck == {tp}  # a moment without work is not enough
+    watch.observe([], 11.0)
+    assert watch.stuck == set()
+    assert watch.observe([tp], 12.0) == []  # new work starts a new clock
