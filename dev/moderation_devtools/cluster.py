@@ -374,6 +374,7 @@ class KafkaCluster:
         starts from (ISR rejoin after a heal can take tens of seconds: waited on, never assumed)."""
         deadline = time.monotonic() + timeout
         last = "no answer"
+        failing_since: float | None = None
         while time.monotonic() < deadline:
             dead = [i for i, node in self.nodes.items() if not node.alive]
             if dead:
@@ -381,11 +382,17 @@ class KafkaCluster:
             try:
                 brokers = self.brokers()
                 lagging = self.under_replicated()
+                failing_since = None
                 if brokers == set(self.nodes) and not lagging:
                     return
                 last = f"brokers {sorted(brokers)}, under-replicated {lagging[:5]}"
             except Exception as exc:  # still starting, or a node just came back: retry
                 last = str(exc)
+                failing_since = failing_since or time.monotonic()
+                if time.monotonic() - failing_since > 10:
+                    # seen after a rolling restart: the long-lived Admin client answered "Broker
+                    # transport failure" for minutes while the cluster was fine; a new one asks afresh
+                    self._admin, failing_since = None, None
             time.sleep(0.5)
         raise BrokerError(f"cluster not healthy after {timeout:.0f}s: {last}")
 
