@@ -441,6 +441,15 @@ class KafkaCluster:
             )
         return leader
 
+    def group_assignment(self, group: str) -> dict[str, list[tuple[str, int]]]:
+        """Each member's partitions in ``group``, by the member's ``client.id``."""
+        future = self.admin().describe_consumer_groups([group], request_timeout=30)[group]
+        description = future.result(60)
+        return {
+            m.client_id: [(tp.topic, tp.partition) for tp in m.assignment.topic_partitions]
+            for m in description.members
+        }
+
     def transaction_coordinator(self, transactional_id: str) -> int:
         """The node leading the transaction state partition of ``transactional_id`` (Kafka's
         ``abs(id.hashCode()) % partitions``)."""

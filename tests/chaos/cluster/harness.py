@@ -356,8 +356,13 @@ class Scenario:
     def transactional_id(self, group: Group, member: str) -> str:
         return f"{group.name}-{member}"
 
+    def label(self, group: Group, member: str) -> str:
+        """How the suite names a member: in its probes, its results and its ``client.id``."""
+        return f"{'eos' if group.exactly_once else 'alo'}-{member}"
+
     def env(self, group: Group, member: str, host: Host) -> dict[str, str]:
         health_port = 9100 + MODES.index(group.mode) if self.network.namespaces else free_port()
+        client_config = {**CLIENT_TIMEOUTS, "client.id": self.label(group, member)}
         return consumer_env(
             self.cluster.bootstrap,
             self.sim.url,
@@ -366,7 +371,7 @@ class Scenario:
             MODERATION_PROCESSING__DELIVERY=group.mode,
             MODERATION_KAFKA__TRANSACTIONAL_ID=self.transactional_id(group, member),
             MODERATION_KAFKA__CREATE_TOPICS="false",
-            MODERATION_KAFKA__CLIENT_CONFIG=json.dumps(CLIENT_TIMEOUTS),
+            MODERATION_KAFKA__CLIENT_CONFIG=json.dumps(client_config),
             MODERATION_PROCESSING__STALL_AFTER_S=str(STALL_AFTER_S),
             MODERATION_PROCESSING__REVOKE_DRAIN_S="5",
             MODERATION_PROCESSING__DRAIN_TIMEOUT_S="20",
@@ -383,7 +388,7 @@ class Scenario:
         ).start()
         if process.process is not None:
             where.pids.add(process.process.pid)  # loopback mode: a cut of the host pauses it
-        label = f"{'eos' if group.exactly_once else 'alo'}-{name}"
+        label = self.label(group, name)
         member = Member(label, where, process, f"http://{where.management}:{env['MODERATION_HEALTH__PORT']}")
         group.members[name] = member
         self.readiness.watch(member)
